@@ -1,4 +1,49 @@
+//! `bench-harness`: stage and end-to-end benchmarks. Each stage measures its own physical limit in
+//! the same run and reports the ratio to it. `--json` makes the last stdout line one JSON object.
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() {}
+mod consensus;
+mod ledger;
+mod limits;
+mod log;
+mod verify;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "bench-harness", version, about = "Reckon benchmarks with same-run physical limits")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply N transfers to an in-memory ledger on one core.
+    Ledger(ledger::Args),
+    /// Append N blocks durably to the block log.
+    Log(log::Args),
+    /// Batched BLS signature verification against the single-core pairing limit.
+    Verify(verify::Args),
+    /// Consensus cores in-process with real signed votes, no network.
+    Consensus(consensus::Args),
+    /// Print every physical limit of this machine that the benchmarks compare against.
+    Limits(limits::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Ledger(args) => ledger::run(args),
+        Command::Log(args) => log::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::Consensus(args) => consensus::run(args),
+        Command::Limits(args) => limits::run(args),
+    };
+    if let Err(message) = outcome {
+        eprintln!("bench-harness: {message}");
+        std::process::exit(1);
+    }
+}

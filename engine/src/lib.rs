@@ -1,3 +1,11 @@
 //! Reckon engine: everything a consortium ledger node is.
 //!
 //! See docs/ARCHITECTURE.md for the bird's-eye view and the code map.
+
+pub mod codec;
+pub mod consensus;
+pub mod crypto;
+pub mod ledger;
+pub mod sim;
+pub mod storage;
+pub mod types;

@@ -1,0 +1,1 @@
+//! `consensus`: see docs/ARCHITECTURE.md.

@@ -1,0 +1,1 @@
+//! `crypto`: see docs/ARCHITECTURE.md.
