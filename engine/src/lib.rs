@@ -6,6 +6,7 @@ pub mod codec;
 pub mod consensus;
 pub mod crypto;
 pub mod ledger;
+pub mod node;
 pub mod sim;
 pub mod storage;
 pub mod types;

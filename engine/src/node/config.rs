@@ -1,0 +1,374 @@
+//! Node configuration: one TOML file per node, written by `reckon init`.
+//!
+//! Every field has a default except identity, addresses and file paths. Unknown keys are an error
+//! (a typo must not silently fall back to a default), and [`NodeConfig::validate`] checks every
+//! bound before a node starts.
+
+use super::layout::LayoutOverride;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Most validators a consortium may have (the signer bitmap's bound).
+pub const VALIDATORS_MAX: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}: {field}: {message}")]
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node: NodeSection,
+    pub network: NetworkSection,
+    pub files: FilesSection,
+    #[serde(default)]
+    pub mempool: MempoolSection,
+    #[serde(default)]
+    pub verify: VerifySection,
+    #[serde(default)]
+    pub consensus: ConsensusSection,
+    #[serde(default)]
+    pub storage: StorageSection,
+    #[serde(default)]
+    pub layout: LayoutOverride,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// This node's validator index in the genesis validator list.
+    pub index: u32,
+    pub name: String,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerEntry {
+    pub index: u32,
+    pub addr: SocketAddr,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    /// Node-to-node consensus and dissemination traffic (mutual TLS).
+    pub peer_listen: SocketAddr,
+    /// Client requests and queries (mutual TLS).
+    pub client_listen: SocketAddr,
+    /// Prometheus text on plain HTTP; keep it on a management network.
+    pub metrics_listen: SocketAddr,
+    /// Every other validator.
+    pub peers: Vec<PeerEntry>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FilesSection {
+    pub genesis: PathBuf,
+    pub bls_key: PathBuf,
+    pub tls_ca: PathBuf,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// Optional at-rest encryption key for block payloads (0600).
+    #[serde(default)]
+    pub storage_key: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MempoolSection {
+    pub requests_max: usize,
+    pub bytes_max: usize,
+    pub per_institution_requests_max: usize,
+}
+
+impl Default for MempoolSection {
+    fn default() -> Self {
+        MempoolSection {
+            requests_max: 65_536,
+            bytes_max: 1 << 30,
+            per_institution_requests_max: 16_384,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifySection {
+    /// A verify batch closes at this many requests ...
+    pub batch_requests_max: usize,
+    /// ... or this long after its first request arrived, whichever comes first.
+    pub batch_deadline_us: u64,
+    /// Bound of the ingress → verify queue; a full queue answers `busy`.
+    pub queue_requests_max: usize,
+}
+
+impl Default for VerifySection {
+    fn default() -> Self {
+        VerifySection {
+            batch_requests_max: 256,
+            batch_deadline_us: 2_000,
+            queue_requests_max: 8_192,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsensusSection {
+    pub round_timeout_ms: u64,
+    pub round_timeout_ms_max: u64,
+    /// Most batch digests one block orders.
+    pub block_batches_max: usize,
+    /// A batch for dissemination closes at this many requests or this many bytes.
+    pub batch_requests_max: usize,
+    pub batch_bytes_max: usize,
+    pub batch_deadline_ms: u64,
+}
+
+impl Default for ConsensusSection {
+    fn default() -> Self {
+        ConsensusSection {
+            round_timeout_ms: 1_000,
+            round_timeout_ms_max: 30_000,
+            block_batches_max: 64,
+            batch_requests_max: 512,
+            batch_bytes_max: 4 << 20,
+            batch_deadline_ms: 5,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    pub segment_bytes: u64,
+    pub snapshot_every_blocks: u64,
+    /// `false` forces the pwrite + fdatasync path even where io_uring works.
+    pub io_uring: bool,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            segment_bytes: 1 << 30,
+            snapshot_every_blocks: 10_000,
+            io_uring: true,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `reckon=debug,info`.
+    pub filter: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            format: LogFormat::Human,
+            filter: "info".into(),
+        }
+    }
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = NodeConfig::parse(path, &text)?;
+        config.resolve_relative_to(path.parent().unwrap_or(Path::new(".")));
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// Relative paths in the file are relative to the file's own directory, so a config directory
+    /// can be moved as a whole.
+    fn resolve_relative_to(&mut self, dir: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        fix(&mut self.node.data_dir);
+        fix(&mut self.files.genesis);
+        fix(&mut self.files.bls_key);
+        fix(&mut self.files.tls_ca);
+        fix(&mut self.files.tls_cert);
+        fix(&mut self.files.tls_key);
+        if let Some(k) = self.files.storage_key.as_mut() {
+            fix(k);
+        }
+    }
+
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: &'static str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            message,
+        };
+        if self.network.peers.len() + 1 > VALIDATORS_MAX {
+            return Err(invalid(
+                "network.peers",
+                format!("at most {} validators", VALIDATORS_MAX),
+            ));
+        }
+        if let Some(p) = self
+            .network
+            .peers
+            .iter()
+            .find(|p| p.index == self.node.index)
+        {
+            return Err(invalid(
+                "network.peers",
+                format!("lists this node's own index {}", p.index),
+            ));
+        }
+        let m = &self.mempool;
+        if m.requests_max == 0 || m.bytes_max == 0 || m.per_institution_requests_max == 0 {
+            return Err(invalid("mempool", "every bound must be positive".into()));
+        }
+        if self.verify.batch_requests_max == 0 || self.verify.queue_requests_max == 0 {
+            return Err(invalid(
+                "verify",
+                "batch_requests_max and queue_requests_max must be positive".into(),
+            ));
+        }
+        let c = &self.consensus;
+        if c.round_timeout_ms == 0 || c.round_timeout_ms_max < c.round_timeout_ms {
+            return Err(invalid(
+                "consensus.round_timeout_ms",
+                "must be positive and ≤ round_timeout_ms_max".into(),
+            ));
+        }
+        if c.block_batches_max == 0 || c.batch_requests_max == 0 || c.batch_bytes_max == 0 {
+            return Err(invalid("consensus", "batch bounds must be positive".into()));
+        }
+        if self.storage.segment_bytes < (1 << 20) {
+            return Err(invalid(
+                "storage.segment_bytes",
+                "must be at least 1 MiB".into(),
+            ));
+        }
+        if self.storage.snapshot_every_blocks == 0 {
+            return Err(invalid(
+                "storage.snapshot_every_blocks",
+                "must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> NodeConfig {
+        NodeConfig {
+            node: NodeSection {
+                index: 0,
+                name: "node-0".into(),
+                data_dir: "data".into(),
+            },
+            network: NetworkSection {
+                peer_listen: "127.0.0.1:7100".parse().expect("addr"),
+                client_listen: "127.0.0.1:7200".parse().expect("addr"),
+                metrics_listen: "127.0.0.1:7300".parse().expect("addr"),
+                peers: vec![PeerEntry {
+                    index: 1,
+                    addr: "127.0.0.1:7101".parse().expect("addr"),
+                }],
+            },
+            files: FilesSection {
+                genesis: "genesis.toml".into(),
+                bls_key: "node-0.bls".into(),
+                tls_ca: "ca.pem".into(),
+                tls_cert: "node-0.pem".into(),
+                tls_key: "node-0.key".into(),
+                storage_key: None,
+            },
+            mempool: MempoolSection::default(),
+            verify: VerifySection::default(),
+            consensus: ConsensusSection::default(),
+            storage: StorageSection::default(),
+            layout: LayoutOverride::default(),
+            log: LogSection::default(),
+        }
+    }
+
+    #[test]
+    fn round_trips_through_toml_and_resolves_relative_paths() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node-0.toml");
+        std::fs::write(&path, sample().to_toml()).expect("write");
+        let loaded = NodeConfig::load(&path).expect("load");
+        assert_eq!(loaded.node.data_dir, dir.path().join("data"));
+        assert_eq!(loaded.files.genesis, dir.path().join("genesis.toml"));
+        assert_eq!(loaded.network, sample().network);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_specific_errors() {
+        let path = Path::new("x.toml");
+        let typo = sample()
+            .to_toml()
+            .replace("[mempool]", "[mempool]\nrequest_max = 5");
+        let err = NodeConfig::parse(path, &typo).unwrap_err().to_string();
+        assert!(err.contains("request_max"), "{err}");
+        let mut c = sample();
+        c.consensus.round_timeout_ms_max = 1;
+        let err = c.validate(path).unwrap_err().to_string();
+        assert!(err.contains("consensus.round_timeout_ms"), "{err}");
+        let mut c = sample();
+        c.network.peers[0].index = 0;
+        assert!(c
+            .validate(path)
+            .unwrap_err()
+            .to_string()
+            .contains("own index"));
+        let missing = NodeConfig::load(Path::new("/nonexistent/reckon.toml")).unwrap_err();
+        assert!(matches!(missing, ConfigError::Read { .. }));
+    }
+}

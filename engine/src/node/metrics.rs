@@ -1,0 +1,315 @@
+//! Node metrics in the Prometheus text format, served over HTTP (`GET /metrics`).
+//!
+//! Every metric is registered once here; stages hold a cheap clone of [`Metrics`] and update
+//! atomics. The HTTP server runs on its own unpinned thread and never touches pipeline state.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Latency buckets in seconds: 50 µs to 10 s, roughly doubling.
+const LATENCY_BUCKETS_S: [f64; 18] = [
+    0.000_05, 0.000_1, 0.000_2, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0,
+    2.0, 5.0, 10.0, 30.0,
+];
+
+/// Verify batch sizes in requests.
+const BATCH_BUCKETS: [f64; 12] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
+
+/// How often the server thread checks its shutdown flag.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub height: IntGauge,
+    pub round: IntGauge,
+    pub commits: IntCounter,
+    pub transfers_committed: IntCounter,
+    pub requests_rejected: IntCounterVec,
+    pub mempool_depth: IntGauge,
+    pub mempool_bytes: IntGauge,
+    pub verify_batch_requests: Histogram,
+    pub stage_latency_s: HistogramVec,
+    pub fsync_latency_s: Histogram,
+    pub peer_connected: IntGaugeVec,
+    pub peer_dropped: IntCounterVec,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("metrics: registering {name}: {source}")]
+    Register {
+        name: &'static str,
+        source: prometheus::Error,
+    },
+    #[error("metrics: cannot listen on {addr}: {reason}")]
+    Listen { addr: SocketAddr, reason: String },
+}
+
+fn reg<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    name: &'static str,
+    collector: Result<C, prometheus::Error>,
+) -> Result<C, MetricsError> {
+    let c = collector.map_err(|source| MetricsError::Register { name, source })?;
+    registry
+        .register(Box::new(c.clone()))
+        .map_err(|source| MetricsError::Register { name, source })?;
+    Ok(c)
+}
+
+impl Metrics {
+    pub fn new(node: &str) -> Result<Metrics, MetricsError> {
+        let labels = std::iter::once(("node".to_string(), node.to_string())).collect();
+        let registry =
+            Registry::new_custom(Some("reckon".into()), Some(labels)).map_err(|source| {
+                MetricsError::Register {
+                    name: "registry",
+                    source,
+                }
+            })?;
+        let r = &registry;
+        let latency = |name: &str, help: &str| {
+            HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS_S.to_vec())
+        };
+        Ok(Metrics {
+            height: reg(
+                r,
+                "height",
+                IntGauge::new("height", "Highest committed block height"),
+            )?,
+            round: reg(
+                r,
+                "round",
+                IntGauge::new("round", "Current consensus round"),
+            )?,
+            commits: reg(
+                r,
+                "commits",
+                IntCounter::new("commits_total", "Blocks committed"),
+            )?,
+            transfers_committed: reg(
+                r,
+                "transfers",
+                IntCounter::new(
+                    "events_committed_total",
+                    "Events (operations) executed in committed blocks",
+                ),
+            )?,
+            requests_rejected: reg(
+                r,
+                "rejected",
+                IntCounterVec::new(
+                    Opts::new("requests_rejected_total", "Requests refused, by code"),
+                    &["code"],
+                ),
+            )?,
+            mempool_depth: reg(
+                r,
+                "mempool_depth",
+                IntGauge::new("mempool_requests", "Requests in the mempool"),
+            )?,
+            mempool_bytes: reg(
+                r,
+                "mempool_bytes",
+                IntGauge::new("mempool_bytes", "Bytes in the mempool"),
+            )?,
+            verify_batch_requests: reg(
+                r,
+                "verify_batch",
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "verify_batch_requests",
+                        "Requests per signature-verification batch",
+                    )
+                    .buckets(BATCH_BUCKETS.to_vec()),
+                ),
+            )?,
+            stage_latency_s: reg(
+                r,
+                "stage_latency",
+                HistogramVec::new(
+                    latency("stage_latency_seconds", "Time spent per pipeline stage"),
+                    &["stage"],
+                ),
+            )?,
+            fsync_latency_s: reg(
+                r,
+                "fsync",
+                Histogram::with_opts(latency(
+                    "fsync_latency_seconds",
+                    "Block-log append-to-durable latency",
+                )),
+            )?,
+            peer_connected: reg(
+                r,
+                "peer_connected",
+                IntGaugeVec::new(
+                    Opts::new("peer_connected", "1 when the link to the peer is up"),
+                    &["peer"],
+                ),
+            )?,
+            peer_dropped: reg(
+                r,
+                "peer_dropped",
+                IntCounterVec::new(
+                    Opts::new(
+                        "peer_messages_dropped_total",
+                        "Messages dropped because a peer queue was full",
+                    ),
+                    &["peer"],
+                ),
+            )?,
+            registry,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed families; an error would mean a bug in
+        // our metric definitions, so it is reported in the body rather than panicking.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            return format!("# encoding error: {e}\n");
+        }
+        String::from_utf8(out).unwrap_or_else(|e| format!("# encoding error: {e}\n"))
+    }
+}
+
+/// A running metrics HTTP server. Dropping it (or calling [`MetricsServer::stop`]) stops it.
+pub struct MetricsServer {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    pub fn start(addr: SocketAddr, metrics: Metrics) -> Result<MetricsServer, MetricsError> {
+        let server = tiny_http::Server::http(addr).map_err(|e| MetricsError::Listen {
+            addr,
+            reason: e.to_string(),
+        })?;
+        let bound = server.server_addr().to_ip().unwrap_or(addr);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("metrics-http".into())
+            .spawn(move || serve(server, metrics, stop_flag))
+            .map_err(|e| MetricsError::Listen {
+                addr,
+                reason: e.to_string(),
+            })?;
+        Ok(MetricsServer {
+            addr: bound,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn serve(server: tiny_http::Server, metrics: Metrics, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Acquire) {
+        let request = match server.recv_timeout(POLL_INTERVAL) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics server: accept failed");
+                continue;
+            }
+        };
+        let response = if request.url() == "/metrics" {
+            let header = tiny_http::Header::from_bytes(
+                &b"Content-Type"[..],
+                &b"text/plain; version=0.0.4"[..],
+            )
+            .expect("static header is valid");
+            tiny_http::Response::from_string(metrics.render())
+                .with_header(header)
+                .with_status_code(200)
+        } else {
+            tiny_http::Response::from_string("not found: try /metrics\n").with_status_code(404)
+        };
+        if let Err(e) = request.respond(response) {
+            tracing::debug!(error = %e, "metrics server: client went away");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut body = String::new();
+        s.read_to_string(&mut body).expect("read");
+        body
+    }
+
+    #[test]
+    fn serves_prometheus_text_with_every_family() {
+        let m = Metrics::new("node-0").expect("metrics");
+        m.height.set(42);
+        m.commits.inc();
+        m.stage_latency_s
+            .with_label_values(&["verify"])
+            .observe(0.003);
+        m.peer_connected.with_label_values(&["1"]).set(1);
+        let server = MetricsServer::start("127.0.0.1:0".parse().expect("addr"), m).expect("start");
+        let body = get(server.addr, "/metrics");
+        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+        assert!(body.contains("reckon_height{node=\"node-0\"} 42"), "{body}");
+        assert!(
+            body.contains("reckon_commits_total{node=\"node-0\"} 1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("reckon_stage_latency_seconds_bucket"),
+            "{body}"
+        );
+        let peer_line = body
+            .lines()
+            .find(|l| l.starts_with("reckon_peer_connected{"))
+            .unwrap_or("");
+        assert!(
+            peer_line.contains("peer=\"1\"") && peer_line.ends_with(" 1"),
+            "{body}"
+        );
+        assert!(get(server.addr, "/other").starts_with("HTTP/1.1 404"));
+        server.stop();
+    }
+}
