@@ -44,11 +44,17 @@ struct Shard {
 
 impl Shard {
     fn push_recent(&mut self, key: RequestKey) {
-        debug_assert!(matches!(self.states.get(&key), Some(KeyState::Taken | KeyState::Committed)));
+        debug_assert!(matches!(
+            self.states.get(&key),
+            Some(KeyState::Taken | KeyState::Committed)
+        ));
         if self.recent.len() == self.recent_max {
             if let Some(oldest) = self.recent.pop_front() {
                 // A requeued key may still be pending: only forget keys that left the pool.
-                if matches!(self.states.get(&oldest), Some(KeyState::Taken | KeyState::Committed)) {
+                if matches!(
+                    self.states.get(&oldest),
+                    Some(KeyState::Taken | KeyState::Committed)
+                ) {
                     self.states.remove(&oldest);
                 }
             }
@@ -85,7 +91,9 @@ impl Dedup {
             ^ (u64::from(key.institution) << 32 | u64::from(key.institution));
         let index = (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % DEDUP_SHARDS;
         // A panic while holding a shard lock cannot leave a half-written entry (single map op).
-        self.shards[index].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(super) fn insert_pending(&self, key: RequestKey) -> Result<(), MempoolError> {
@@ -175,6 +183,9 @@ impl Dedup {
 
     /// Total keys tracked (pending + recent); bounded by pool size + shards * recent_max.
     pub(super) fn tracked(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().map(|s| s.states.len()).unwrap_or(0)).sum()
+        self.shards
+            .iter()
+            .map(|s| s.lock().map(|s| s.states.len()).unwrap_or(0))
+            .sum()
     }
 }

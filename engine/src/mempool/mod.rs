@@ -46,7 +46,10 @@ pub struct Item<T> {
 
 impl<T> Item<T> {
     pub fn key(&self) -> RequestKey {
-        RequestKey { institution: self.institution, request_id: self.request_id }
+        RequestKey {
+            institution: self.institution,
+            request_id: self.request_id,
+        }
     }
 }
 
@@ -105,10 +108,22 @@ impl MempoolConfig {
     }
 
     fn validate(&self) {
-        assert!(self.institutions > 0, "mempool needs at least one institution lane");
-        assert!(self.requests_max > 0 && self.bytes_max > 0, "mempool bounds must be positive");
-        assert!(self.per_institution_requests_max > 0, "lane capacity must be positive");
-        assert!(self.fairness_quantum_bytes > 0, "fairness quantum must be positive");
+        assert!(
+            self.institutions > 0,
+            "mempool needs at least one institution lane"
+        );
+        assert!(
+            self.requests_max > 0 && self.bytes_max > 0,
+            "mempool bounds must be positive"
+        );
+        assert!(
+            self.per_institution_requests_max > 0,
+            "lane capacity must be positive"
+        );
+        assert!(
+            self.fairness_quantum_bytes > 0,
+            "fairness quantum must be positive"
+        );
     }
 }
 
@@ -148,7 +163,9 @@ impl<T: Send> Mempool<T> {
     pub fn new(config: MempoolConfig) -> Mempool<T> {
         config.validate();
         let lane_capacity = config.per_institution_requests_max as usize;
-        let lanes = (0..config.institutions).map(|_| ArrayQueue::new(lane_capacity)).collect();
+        let lanes = (0..config.institutions)
+            .map(|_| ArrayQueue::new(lane_capacity))
+            .collect();
         let lane_count = config.institutions as usize;
         let consumer = Consumer {
             cursor: 0,
@@ -218,7 +235,10 @@ impl<T: Send> Mempool<T> {
             });
         }
         if u64::from(item.bytes) > self.config.bytes_max {
-            return Err(MempoolError::TooLarge { bytes: item.bytes, bytes_max: self.config.bytes_max });
+            return Err(MempoolError::TooLarge {
+                bytes: item.bytes,
+                bytes_max: self.config.bytes_max,
+            });
         }
         Ok(())
     }
@@ -240,17 +260,21 @@ impl<T: Send> Mempool<T> {
 
     fn reserve(&self, bytes: u32) -> bool {
         let requests_max = self.config.requests_max;
-        let count = self.requests.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < requests_max).then_some(n + 1)
-        });
+        let count = self
+            .requests
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < requests_max).then_some(n + 1)
+            });
         if count.is_err() {
             return false;
         }
         let bytes_max = self.config.bytes_max;
-        let reserved = self.bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
-            let after = b + u64::from(bytes);
-            (after <= bytes_max).then_some(after)
-        });
+        let reserved = self
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                let after = b + u64::from(bytes);
+                (after <= bytes_max).then_some(after)
+            });
         if reserved.is_err() {
             self.requests.fetch_sub(1, Ordering::AcqRel);
             return false;
@@ -262,7 +286,10 @@ impl<T: Send> Mempool<T> {
         let requests_before = self.requests.fetch_sub(1, Ordering::AcqRel);
         let bytes_before = self.bytes.fetch_sub(u64::from(bytes), Ordering::AcqRel);
         assert!(requests_before >= 1, "mempool request count underflow");
-        assert!(bytes_before >= u64::from(bytes), "mempool byte count underflow");
+        assert!(
+            bytes_before >= u64::from(bytes),
+            "mempool byte count underflow"
+        );
     }
 
     /// Records committed request ids: pending copies are discarded when reached, and resubmissions
@@ -295,10 +322,21 @@ impl<T: Send> Mempool<T> {
     /// larger) `bytes_max` bytes, by deficit round robin across institutions. Each request id is
     /// handed out at most once (until `requeue`d).
     pub fn take_batch(&self, requests_max: u32, bytes_max: u64) -> Vec<Item<T>> {
-        assert!(requests_max > 0, "take_batch needs room for at least one request");
-        let mut consumer = self.consumer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        assert!(
+            requests_max > 0,
+            "take_batch needs room for at least one request"
+        );
+        let mut consumer = self
+            .consumer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let pending = self.len().min(requests_max) as usize;
-        let mut batch = Batch { items: Vec::with_capacity(pending), bytes: 0, requests_max, bytes_max };
+        let mut batch = Batch {
+            items: Vec::with_capacity(pending),
+            bytes: 0,
+            requests_max,
+            bytes_max,
+        };
         let lane_count = self.lanes.len();
         // Each pass takes at least one item, or fast-forwards deficits so the next one does, or
         // finds every lane empty: the bound below is never reached.
@@ -329,13 +367,18 @@ impl<T: Send> Mempool<T> {
     fn finish(&self, batch: Batch<T>) -> Vec<Item<T>> {
         assert!(batch.items.len() <= batch.requests_max as usize);
         assert!(batch.items.len() <= 1 || batch.bytes <= batch.bytes_max);
-        self.stats.taken.fetch_add(batch.items.len() as u64, Ordering::Relaxed);
+        self.stats
+            .taken
+            .fetch_add(batch.items.len() as u64, Ordering::Relaxed);
         batch.items
     }
 
     fn visit_lane(&self, consumer: &mut Consumer<T>, lane: usize, batch: &mut Batch<T>) -> Visit {
         let quantum = u64::from(self.config.fairness_quantum_bytes);
-        let Some(first) = consumer.carry[lane].take().or_else(|| self.lanes[lane].pop()) else {
+        let Some(first) = consumer.carry[lane]
+            .take()
+            .or_else(|| self.lanes[lane].pop())
+        else {
             consumer.deficit[lane] = 0;
             return Visit::Empty;
         };
@@ -357,7 +400,9 @@ impl<T: Send> Mempool<T> {
                 batch.bytes += item_bytes;
                 batch.items.push(item);
             } else {
-                self.stats.discarded_committed.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .discarded_committed
+                    .fetch_add(1, Ordering::Relaxed);
             }
             if batch.items.len() == batch.requests_max as usize {
                 return Visit::BatchFull;
@@ -377,7 +422,12 @@ impl<T: Send> Mempool<T> {
             .iter()
             .zip(&consumer.deficit)
             .filter_map(|(carry, &deficit)| carry.as_ref().map(|item| (item, deficit)))
-            .map(|(item, deficit)| u64::from(item.bytes).saturating_sub(deficit).div_ceil(quantum).max(1))
+            .map(|(item, deficit)| {
+                u64::from(item.bytes)
+                    .saturating_sub(deficit)
+                    .div_ceil(quantum)
+                    .max(1)
+            })
             .min();
         let Some(rounds) = rounds else { return };
         assert!(rounds >= 1);

@@ -9,11 +9,20 @@ use proptest::prelude::*;
 use super::*;
 
 fn item(institution: u32, request_id: u128, bytes: u32) -> Item<u64> {
-    Item { institution, request_id, digest: [institution as u8; 32], bytes, payload: request_id as u64 }
+    Item {
+        institution,
+        request_id,
+        digest: [institution as u8; 32],
+        bytes,
+        payload: request_id as u64,
+    }
 }
 
 fn key(institution: u32, request_id: u128) -> RequestKey {
-    RequestKey { institution, request_id }
+    RequestKey {
+        institution,
+        request_id,
+    }
 }
 
 fn small_config(institutions: u32) -> MempoolConfig {
@@ -32,14 +41,23 @@ fn duplicate_pending_taken_and_committed_ids_are_refused() {
     let pool = Mempool::new(small_config(2));
     pool.insert(item(0, 1, 100)).expect("first insert");
     assert_eq!(pool.insert(item(0, 1, 100)), Err(MempoolError::Duplicate));
-    pool.insert(item(1, 1, 100)).expect("same id, other institution: a different key");
+    pool.insert(item(1, 1, 100))
+        .expect("same id, other institution: a different key");
 
     let batch = pool.take_batch(10, 1 << 20);
     assert_eq!(batch.len(), 2);
-    assert_eq!(pool.insert(item(0, 1, 100)), Err(MempoolError::Duplicate), "taken, in flight");
+    assert_eq!(
+        pool.insert(item(0, 1, 100)),
+        Err(MempoolError::Duplicate),
+        "taken, in flight"
+    );
 
     pool.mark_committed(&[key(0, 7)]);
-    assert_eq!(pool.insert(item(0, 7, 100)), Err(MempoolError::Duplicate), "already committed");
+    assert_eq!(
+        pool.insert(item(0, 7, 100)),
+        Err(MempoolError::Duplicate),
+        "already committed"
+    );
     assert_eq!(MempoolError::Duplicate.code(), "duplicate");
     assert_eq!(pool.stats().duplicate.load(Ordering::Relaxed), 3);
 }
@@ -51,7 +69,10 @@ fn pending_item_committed_elsewhere_is_discarded_not_handed_out() {
     pool.insert(item(0, 2, 10)).expect("insert");
     pool.mark_committed(&[key(0, 1)]);
     let batch = pool.take_batch(10, 1 << 20);
-    assert_eq!(batch.iter().map(|i| i.request_id).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(
+        batch.iter().map(|i| i.request_id).collect::<Vec<_>>(),
+        vec![2]
+    );
     assert_eq!(pool.stats().discarded_committed.load(Ordering::Relaxed), 1);
     assert_eq!((pool.len(), pool.bytes()), (0, 0));
 }
@@ -63,7 +84,11 @@ fn recent_window_is_bounded() {
     let pool: Mempool<u64> = Mempool::new(config);
     let keys: Vec<RequestKey> = (0..10_000).map(|id| key(0, id)).collect();
     pool.mark_committed(&keys);
-    assert!(pool.dedup_tracked() <= DEDUP_SHARDS * 4, "tracked {}", pool.dedup_tracked());
+    assert!(
+        pool.dedup_tracked() <= DEDUP_SHARDS * 4,
+        "tracked {}",
+        pool.dedup_tracked()
+    );
     // The newest ids are still remembered (each shard keeps its 4 newest).
     assert_eq!(pool.insert(item(0, 9_999, 1)), Err(MempoolError::Duplicate));
 }
@@ -76,7 +101,8 @@ fn flood_from_one_institution_does_not_starve_the_trickle() {
     }
     for institution in 1..4 {
         for id in 0..2 {
-            pool.insert(item(institution, id, 128)).expect("trickle insert");
+            pool.insert(item(institution, id, 128))
+                .expect("trickle insert");
         }
     }
     let batch = pool.take_batch(64, 1 << 20);
@@ -84,7 +110,11 @@ fn flood_from_one_institution_does_not_starve_the_trickle() {
     let trickle = batch.iter().filter(|i| i.institution != 0).count();
     assert_eq!(trickle, 6, "all six trickle requests in the first batch");
     // Within an institution, order is FIFO.
-    let flood: Vec<u128> = batch.iter().filter(|i| i.institution == 0).map(|i| i.request_id).collect();
+    let flood: Vec<u128> = batch
+        .iter()
+        .filter(|i| i.institution == 0)
+        .map(|i| i.request_id)
+        .collect();
     assert!(flood.windows(2).all(|w| w[0] < w[1]));
 }
 
@@ -112,7 +142,11 @@ fn oversized_single_request_still_makes_progress() {
     let pool = Mempool::new(small_config(1));
     pool.insert(item(0, 1, 100_000)).expect("insert");
     let batch = pool.take_batch(10, 1000);
-    assert_eq!(batch.len(), 1, "a batch's first request may exceed bytes_max alone");
+    assert_eq!(
+        batch.len(),
+        1,
+        "a batch's first request may exceed bytes_max alone"
+    );
 }
 
 #[test]
@@ -124,22 +158,45 @@ fn count_and_byte_bounds_give_busy_then_free_up_after_take() {
     let pool = Mempool::new(config);
     pool.insert(item(0, 1, 10)).expect("1");
     pool.insert(item(0, 2, 10)).expect("2");
-    assert_eq!(pool.insert(item(0, 3, 10)), Err(MempoolError::Busy), "lane full");
+    assert_eq!(
+        pool.insert(item(0, 3, 10)),
+        Err(MempoolError::Busy),
+        "lane full"
+    );
     pool.insert(item(1, 1, 10)).expect("3");
-    assert_eq!(pool.insert(item(1, 2, 10)), Err(MempoolError::Busy), "count full");
+    assert_eq!(
+        pool.insert(item(1, 2, 10)),
+        Err(MempoolError::Busy),
+        "count full"
+    );
     assert_eq!(MempoolError::Busy.code(), "busy");
 
     assert_eq!(pool.take_batch(3, 1000).len(), 3);
     assert_eq!((pool.len(), pool.bytes()), (0, 0));
-    pool.insert(item(0, 3, 990)).expect("a refused id may be retried");
-    assert_eq!(pool.insert(item(1, 2, 11)), Err(MempoolError::Busy), "bytes full");
-    pool.insert(item(1, 2, 10)).expect("exactly at the byte bound");
+    pool.insert(item(0, 3, 990))
+        .expect("a refused id may be retried");
+    assert_eq!(
+        pool.insert(item(1, 2, 11)),
+        Err(MempoolError::Busy),
+        "bytes full"
+    );
+    pool.insert(item(1, 2, 10))
+        .expect("exactly at the byte bound");
     assert_eq!(pool.bytes(), 1000);
     assert_eq!(
         pool.insert(item(5, 1, 1)),
-        Err(MempoolError::UnknownInstitution { institution: 5, institutions: 2 })
+        Err(MempoolError::UnknownInstitution {
+            institution: 5,
+            institutions: 2
+        })
     );
-    assert_eq!(pool.insert(item(0, 9, 5000)), Err(MempoolError::TooLarge { bytes: 5000, bytes_max: 1000 }));
+    assert_eq!(
+        pool.insert(item(0, 9, 5000)),
+        Err(MempoolError::TooLarge {
+            bytes: 5000,
+            bytes_max: 1000
+        })
+    );
 }
 
 #[test]
@@ -151,9 +208,15 @@ fn requeue_returns_failed_proposals_but_not_committed_ones() {
     assert_eq!(batch.len(), 2);
     pool.mark_committed(&[key(0, 2)]);
     let refused = pool.requeue(batch);
-    assert_eq!(refused.iter().map(|i| i.request_id).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(
+        refused.iter().map(|i| i.request_id).collect::<Vec<_>>(),
+        vec![2]
+    );
     let again = pool.take_batch(10, 1 << 20);
-    assert_eq!(again.iter().map(|i| i.request_id).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(
+        again.iter().map(|i| i.request_id).collect::<Vec<_>>(),
+        vec![1]
+    );
 }
 
 #[test]
@@ -213,15 +276,29 @@ fn concurrent_producers_and_consumers_lose_and_duplicate_nothing() {
             assert!(seen.insert(k), "{k:?} handed out twice");
         }
     }
-    assert_eq!(seen.len() as u128, u128::from(PRODUCERS) * PER_PRODUCER, "items lost");
+    assert_eq!(
+        seen.len() as u128,
+        u128::from(PRODUCERS) * PER_PRODUCER,
+        "items lost"
+    );
     assert_eq!((pool.len(), pool.bytes()), (0, 0));
 }
 
 #[derive(Debug, Clone)]
 enum Op {
-    Insert { institution: u32, id: u128, bytes: u32 },
-    Take { requests_max: u32, bytes_max: u64 },
-    Commit { institution: u32, id: u128 },
+    Insert {
+        institution: u32,
+        id: u128,
+        bytes: u32,
+    },
+    Take {
+        requests_max: u32,
+        bytes_max: u64,
+    },
+    Commit {
+        institution: u32,
+        id: u128,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {

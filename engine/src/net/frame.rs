@@ -73,7 +73,10 @@ pub struct Frame {
 
 /// Encodes the header of a frame with `payload_len` bytes of payload.
 pub fn encode_header(kind: u8, payload_len: usize) -> [u8; FRAME_HEADER_BYTES] {
-    assert!(payload_len <= FRAME_PAYLOAD_BYTES_MAX as usize, "frame payload too large");
+    assert!(
+        payload_len <= FRAME_PAYLOAD_BYTES_MAX as usize,
+        "frame payload too large"
+    );
     let len = payload_len as u32;
     let mut header = [0u8; FRAME_HEADER_BYTES];
     header[0..4].copy_from_slice(&len.to_le_bytes());
@@ -103,7 +106,10 @@ pub fn encode_to_vec(kind: u8, payload: &[u8]) -> Vec<u8> {
 pub fn decode_header(bytes: &[u8], payload_bytes_max: u32) -> Result<FrameHeader, FrameError> {
     debug_assert!(payload_bytes_max <= FRAME_PAYLOAD_BYTES_MAX);
     let Some(header) = bytes.get(..FRAME_HEADER_BYTES) else {
-        return Err(FrameError::Truncated { needed: FRAME_HEADER_BYTES, got: bytes.len() });
+        return Err(FrameError::Truncated {
+            needed: FRAME_HEADER_BYTES,
+            got: bytes.len(),
+        });
     };
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
     let version = header[4];
@@ -116,7 +122,10 @@ pub fn decode_header(bytes: &[u8], payload_bytes_max: u32) -> Result<FrameHeader
         return Err(FrameError::BadFlags { got: flags });
     }
     if len > payload_bytes_max {
-        return Err(FrameError::TooLarge { len, max: payload_bytes_max });
+        return Err(FrameError::TooLarge {
+            len,
+            max: payload_bytes_max,
+        });
     }
     Ok(FrameHeader { len, kind })
 }
@@ -127,9 +136,15 @@ pub fn decode(bytes: &[u8], payload_bytes_max: u32) -> Result<(Frame, usize), Fr
     let header = decode_header(bytes, payload_bytes_max)?;
     let total = FRAME_HEADER_BYTES + header.len as usize;
     let Some(payload) = bytes.get(FRAME_HEADER_BYTES..total) else {
-        return Err(FrameError::Truncated { needed: total, got: bytes.len() });
+        return Err(FrameError::Truncated {
+            needed: total,
+            got: bytes.len(),
+        });
     };
-    let frame = Frame { kind: header.kind, payload: payload.to_vec() };
+    let frame = Frame {
+        kind: header.kind,
+        payload: payload.to_vec(),
+    };
     debug_assert_eq!(frame.payload.len(), header.len as usize);
     Ok((frame, total))
 }
@@ -144,8 +159,14 @@ pub struct FrameDecoder {
 
 impl FrameDecoder {
     pub fn new(payload_bytes_max: u32) -> FrameDecoder {
-        assert!(payload_bytes_max <= FRAME_PAYLOAD_BYTES_MAX, "limit above FRAME_PAYLOAD_BYTES_MAX");
-        FrameDecoder { buffer: Vec::new(), payload_bytes_max }
+        assert!(
+            payload_bytes_max <= FRAME_PAYLOAD_BYTES_MAX,
+            "limit above FRAME_PAYLOAD_BYTES_MAX"
+        );
+        FrameDecoder {
+            buffer: Vec::new(),
+            payload_bytes_max,
+        }
     }
 
     /// Bytes buffered but not yet returned as frames.
@@ -233,7 +254,10 @@ impl NetErrorFrame {
         }
         let (&code, reason) = frame.payload.split_first()?;
         let reason = String::from_utf8_lossy(reason).into_owned();
-        Some(NetErrorFrame { code: NetErrorCode::from_u8(code), reason })
+        Some(NetErrorFrame {
+            code: NetErrorCode::from_u8(code),
+            reason,
+        })
     }
 }
 
@@ -248,15 +272,33 @@ mod tests {
         assert_eq!(bytes, vec![3, 0, 0, 0, FRAME_VERSION, 7, 0, 0, 1, 2, 3]);
         let (frame, used) = decode(&bytes, FRAME_PAYLOAD_BYTES_MAX).expect("valid frame");
         assert_eq!(used, 11);
-        assert_eq!(frame, Frame { kind: 7, payload: vec![1, 2, 3] });
+        assert_eq!(
+            frame,
+            Frame {
+                kind: 7,
+                payload: vec![1, 2, 3]
+            }
+        );
     }
 
     #[test]
     fn bad_headers_get_specific_errors() {
         let mut bytes = encode_to_vec(1, &[9; 16]);
-        assert_eq!(decode(&bytes, 15), Err(FrameError::TooLarge { len: 16, max: 15 }));
-        assert_eq!(decode(&bytes[..12], 16), Err(FrameError::Truncated { needed: 24, got: 12 }));
-        assert_eq!(decode(&bytes[..3], 16), Err(FrameError::Truncated { needed: 8, got: 3 }));
+        assert_eq!(
+            decode(&bytes, 15),
+            Err(FrameError::TooLarge { len: 16, max: 15 })
+        );
+        assert_eq!(
+            decode(&bytes[..12], 16),
+            Err(FrameError::Truncated {
+                needed: 24,
+                got: 12
+            })
+        );
+        assert_eq!(
+            decode(&bytes[..3], 16),
+            Err(FrameError::Truncated { needed: 8, got: 3 })
+        );
         bytes[6] = 1;
         assert_eq!(decode(&bytes, 16), Err(FrameError::BadFlags { got: 1 }));
         bytes[4] = 2;
@@ -284,7 +326,10 @@ mod tests {
     #[test]
     fn net_error_frame_round_trips_and_truncates_reason() {
         let long = "é".repeat(300);
-        let sent = NetErrorFrame { code: NetErrorCode::Busy, reason: long };
+        let sent = NetErrorFrame {
+            code: NetErrorCode::Busy,
+            reason: long,
+        };
         let (frame, _) = decode(&sent.encode(), FRAME_PAYLOAD_BYTES_MAX).expect("valid");
         let got = NetErrorFrame::decode(&frame).expect("net error frame");
         assert_eq!(got.code, NetErrorCode::Busy);
