@@ -342,3 +342,36 @@ proptest! {
         }
     }
 }
+
+/// A single-threaded measurement of the hot path, not a criterion benchmark. Run:
+/// `cargo test --release -p reckon-engine --lib mempool::tests::measure -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement; run with --release --ignored --nocapture"]
+fn measure_insert_and_take_cost() {
+    const ROUNDS: u128 = 256;
+    const PER_ROUND: u128 = 4096;
+    const INSTITUTIONS: u32 = 4;
+    let mut config = MempoolConfig::with_institutions(INSTITUTIONS);
+    config.requests_max = PER_ROUND as u32;
+    let pool: Mempool<u64> = Mempool::new(config);
+    let (mut insert, mut take) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..ROUNDS {
+        let started = Instant::now();
+        for i in 0..PER_ROUND {
+            let institution = (i % u128::from(INSTITUTIONS)) as u32;
+            pool.insert(item(institution, round * PER_ROUND + i, 128)).expect("insert");
+        }
+        insert += started.elapsed();
+        let started = Instant::now();
+        let mut taken = 0;
+        while taken < PER_ROUND as usize {
+            taken += pool.take_batch(1024, 1 << 20).len();
+        }
+        take += started.elapsed();
+        assert_eq!(taken, PER_ROUND as usize);
+    }
+    let requests = (ROUNDS * PER_ROUND) as f64;
+    println!("MEMPOOL SUMMARY: {requests} requests of 128 B, {INSTITUTIONS} institutions, batches of 1024");
+    println!("  insert: {:.0} ns/request", insert.as_nanos() as f64 / requests);
+    println!("  take:   {:.0} ns/request", take.as_nanos() as f64 / requests);
+}

@@ -181,3 +181,34 @@ fn ca_reloaded_from_pem_issues_certificates_that_chain_to_the_original() {
     let request = inbound.recv_timeout(WAIT).expect("frame");
     assert_eq!(request.peer, PeerIdentity::Institution { institution: 8 });
 }
+
+/// A measurement of one mTLS connection on loopback, not a criterion benchmark. Run:
+/// `cargo test --release -p reckon-engine --lib net::tests::slow::measure -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement; run with --release --ignored --nocapture"]
+fn measure_loopback_frame_throughput() {
+    let pki = pki();
+    let (server, inbound) = server(pki.ca.cert_pem(), &pki.node0, options());
+    let client = connect(server.local_addr(), pki.ca.cert_pem(), &pki.client5).expect("connect");
+    for (payload_bytes, frames) in [(256usize, 200_000usize), (64 * 1024, 8_000), (1 << 20, 500)] {
+        let payload = vec![0x5A; payload_bytes];
+        let writer = client.writer();
+        let started = Instant::now();
+        let sender = thread::spawn(move || {
+            for _ in 0..frames {
+                writer.send(1, &payload).expect("send");
+            }
+        });
+        for _ in 0..frames {
+            inbound.recv_timeout(Duration::from_secs(30)).expect("frame");
+        }
+        sender.join().expect("sender");
+        let seconds = started.elapsed().as_secs_f64();
+        let megabytes = (payload_bytes * frames) as f64 / 1e6;
+        println!(
+            "NET SUMMARY: payload {payload_bytes} B x {frames}: {:.0} frames/s, {:.0} MB/s",
+            frames as f64 / seconds,
+            megabytes / seconds
+        );
+    }
+}
