@@ -359,7 +359,8 @@ fn measure_insert_and_take_cost() {
         let started = Instant::now();
         for i in 0..PER_ROUND {
             let institution = (i % u128::from(INSTITUTIONS)) as u32;
-            pool.insert(item(institution, round * PER_ROUND + i, 128)).expect("insert");
+            pool.insert(item(institution, round * PER_ROUND + i, 128))
+                .expect("insert");
         }
         insert += started.elapsed();
         let started = Instant::now();
@@ -372,6 +373,12 @@ fn measure_insert_and_take_cost() {
     }
     let requests = (ROUNDS * PER_ROUND) as f64;
     println!("MEMPOOL SUMMARY: {requests} requests of 128 B, {INSTITUTIONS} institutions, batches of 1024");
-    println!("  insert: {:.0} ns/request", insert.as_nanos() as f64 / requests);
-    println!("  take:   {:.0} ns/request", take.as_nanos() as f64 / requests);
+    println!(
+        "  insert: {:.0} ns/request",
+        insert.as_nanos() as f64 / requests
+    );
+    println!(
+        "  take:   {:.0} ns/request",
+        take.as_nanos() as f64 / requests
+    );
 }

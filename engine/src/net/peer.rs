@@ -27,12 +27,16 @@ use super::NetError;
 
 /// Frames queued per peer before the oldest is dropped.
 pub const PEER_QUEUE_FRAMES_MAX: usize = 1024;
+/// Encoded bytes queued per peer before the oldest frames are dropped (64 max-size frames).
+pub const PEER_QUEUE_BYTES_MAX: u64 = 64 * frame::FRAME_PAYLOAD_BYTES_MAX as u64;
 /// How often an idle writer thread checks its shutdown flag.
 const PEER_POLL_MS: u64 = 50;
 
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
     pub queue_frames_max: usize,
+    /// Encoded bytes queued before the oldest frames are dropped.
+    pub queue_bytes_max: u64,
     pub backoff_ms_min: u64,
     pub backoff_ms_max: u64,
     pub connection: ConnectOptions,
@@ -44,6 +48,7 @@ impl Default for PeerOptions {
     fn default() -> PeerOptions {
         PeerOptions {
             queue_frames_max: PEER_QUEUE_FRAMES_MAX,
+            queue_bytes_max: PEER_QUEUE_BYTES_MAX,
             backoff_ms_min: PEER_BACKOFF_MS_MIN,
             backoff_ms_max: PEER_BACKOFF_MS_MAX,
             connection: ConnectOptions::default(),
@@ -65,6 +70,8 @@ pub enum SendOutcome {
 #[derive(Debug, Default)]
 pub struct PeerStats {
     pub queued: AtomicU64,
+    /// Encoded bytes in the queue now.
+    pub queued_bytes: AtomicU64,
     pub dropped: AtomicU64,
     pub sent: AtomicU64,
     pub connects: AtomicU64,
@@ -88,6 +95,7 @@ impl PeerStats {
 pub struct PeerLink {
     queue: Sender<Arc<[u8]>>,
     evict: Receiver<Arc<[u8]>>,
+    queue_bytes_max: u64,
     stats: Arc<PeerStats>,
     shutdown: Arc<AtomicBool>,
     /// The live connection's socket, so `shutdown` can unblock a write to a peer that stopped reading.
@@ -111,6 +119,11 @@ impl PeerLink {
         tls: Arc<ClientConfig>,
         options: PeerOptions,
     ) -> Result<PeerLink, NetError> {
+        let queue_bytes_max = options.queue_bytes_max;
+        assert!(
+            queue_bytes_max > 0,
+            "peer queue must hold at least one byte"
+        );
         assert!(
             options.queue_frames_max > 0,
             "peer queue must hold at least one frame"
@@ -134,6 +147,7 @@ impl PeerLink {
         Ok(PeerLink {
             queue,
             evict,
+            queue_bytes_max,
             stats,
             shutdown,
             socket,
@@ -163,31 +177,55 @@ impl PeerLink {
     /// Queues an already encoded frame; share one `Arc` to broadcast without copying. Never blocks.
     pub fn send_encoded(&self, encoded: Arc<[u8]>) -> SendOutcome {
         debug_assert!(frame::decode_header(&encoded, frame::FRAME_PAYLOAD_BYTES_MAX).is_ok());
-        let encoded = match self.queue.try_send(encoded) {
-            Ok(()) => {
-                self.stats.queued.fetch_add(1, Ordering::Relaxed);
-                return SendOutcome::Queued;
+        let bytes = encoded.len() as u64;
+        let mut evicted = self.evict_for_bytes(bytes);
+        self.stats.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+        let mut pending = encoded;
+        // Second attempt after evicting one frame; if another sender took the slot, drop this one.
+        for _ in 0..2 {
+            match self.queue.try_send(pending) {
+                Ok(()) => {
+                    self.stats.queued.fetch_add(1, Ordering::Relaxed);
+                    return if evicted {
+                        SendOutcome::QueuedDroppedOldest
+                    } else {
+                        SendOutcome::Queued
+                    };
+                }
+                Err(TrySendError::Disconnected(_)) => break,
+                Err(TrySendError::Full(back)) => {
+                    pending = back;
+                    evicted |= self.evict_oldest();
+                }
             }
-            Err(TrySendError::Disconnected(_)) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                return SendOutcome::Dropped;
-            }
-            Err(TrySendError::Full(encoded)) => encoded,
+        }
+        self.stats.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        SendOutcome::Dropped
+    }
+
+    fn evict_oldest(&self) -> bool {
+        let Ok(oldest) = self.evict.try_recv() else {
+            return false;
         };
-        if self.evict.try_recv().is_ok() {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        match self.queue.try_send(encoded) {
-            Ok(()) => {
-                self.stats.queued.fetch_add(1, Ordering::Relaxed);
-                SendOutcome::QueuedDroppedOldest
+        self.stats
+            .queued_bytes
+            .fetch_sub(oldest.len() as u64, Ordering::AcqRel);
+        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Drops oldest frames until `bytes` more fit under `queue_bytes_max` (or the queue is empty:
+    /// a single frame larger than the bound is still queued alone).
+    fn evict_for_bytes(&self, bytes: u64) -> bool {
+        let mut evicted = false;
+        while self.stats.queued_bytes.load(Ordering::Acquire) + bytes > self.queue_bytes_max {
+            if !self.evict_oldest() {
+                break;
             }
-            // Another sender refilled the slot: this frame is the one dropped.
-            Err(_) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                SendOutcome::Dropped
-            }
+            evicted = true;
         }
+        evicted
     }
 
     /// Stops the writer thread (queued frames are discarded) and joins it.
@@ -282,6 +320,9 @@ fn pump(
     while !shutdown.load(Ordering::Acquire) {
         match frames.recv_timeout(Duration::from_millis(PEER_POLL_MS)) {
             Ok(encoded) => {
+                stats
+                    .queued_bytes
+                    .fetch_sub(encoded.len() as u64, Ordering::AcqRel);
                 if let Err(error) = writer.send_encoded(&encoded) {
                     stats.write_failures.fetch_add(1, Ordering::Relaxed);
                     stats.dropped.fetch_add(1, Ordering::Relaxed);

@@ -173,7 +173,7 @@ fn server_with_certificate_from_another_ca_is_refused() {
         .stats()
         .last_error()
         .expect("server recorded the error");
-    assert!(error.contains("TLS alert"), "{error}");
+    assert!(error.contains("TLS alert UnknownCA"), "{error}");
 }
 
 fn expect_net_error(connection: &mut Connection, code: NetErrorCode) {

@@ -200,7 +200,9 @@ fn measure_loopback_frame_throughput() {
             }
         });
         for _ in 0..frames {
-            inbound.recv_timeout(Duration::from_secs(30)).expect("frame");
+            inbound
+                .recv_timeout(Duration::from_secs(30))
+                .expect("frame");
         }
         sender.join().expect("sender");
         let seconds = started.elapsed().as_secs_f64();
@@ -211,4 +213,44 @@ fn measure_loopback_frame_throughput() {
             megabytes / seconds
         );
     }
+}
+
+#[test]
+fn queue_to_a_down_peer_is_bounded_in_frames_and_bytes_dropping_oldest() {
+    let pki = pki();
+    let addr = TcpListener::bind(any_port())
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let config = tls::client_config(pki.ca.cert_pem(), &pki.node1).expect("client config");
+    let frame_bytes = frame::FRAME_HEADER_BYTES as u64 + 1000;
+    let options = PeerOptions {
+        queue_frames_max: 5,
+        queue_bytes_max: 3 * frame_bytes,
+        backoff_ms_min: 1000,
+        backoff_ms_max: 1000,
+        connection: options(),
+        ..PeerOptions::default()
+    };
+    let link = PeerLink::spawn(addr, loopback(), config, options).expect("spawn");
+    let outcomes: Vec<SendOutcome> = (0..10u8).map(|i| link.send(i, &[i; 1000])).collect();
+    assert_eq!(&outcomes[..3], &[SendOutcome::Queued; 3]);
+    assert!(
+        outcomes[3..]
+            .iter()
+            .all(|o| *o == SendOutcome::QueuedDroppedOldest),
+        "{outcomes:?}"
+    );
+    assert_eq!(link.queued_now(), 3);
+    assert_eq!(
+        link.stats().queued_bytes.load(Ordering::Relaxed),
+        3 * frame_bytes
+    );
+    assert_eq!(link.stats().dropped.load(Ordering::Relaxed), 7);
+    let small = link.send(20, &[]);
+    assert_eq!(
+        small,
+        SendOutcome::QueuedDroppedOldest,
+        "count bound is 5, bytes bound still applies"
+    );
+    assert!(link.stats().queued_bytes.load(Ordering::Relaxed) <= 3 * frame_bytes);
 }
