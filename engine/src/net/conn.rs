@@ -213,7 +213,11 @@ impl Connection {
     ) -> Result<Connection, NetError> {
         tcp.set_nodelay(true)?;
         tcp.set_write_timeout(Some(options.write_timeout))?;
-        handshake(&mut tls, &mut tcp, options.handshake_timeout)?;
+        if let Err(error) = handshake(&mut tls, &mut tcp, options.handshake_timeout) {
+            // rustls already wrote its alert; let it reach the peer before the socket closes.
+            drain_and_shut(&tcp);
+            return Err(error);
+        }
         let peer = peer_identity(&tls)?;
         tcp.set_read_timeout(Some(options.read_poll))?;
         // Application data that arrived with the peer's last handshake flight is already decrypted.
@@ -315,21 +319,7 @@ impl Connection {
             tls.send_close_notify();
             let _ = self.writer.shared.flush(&mut tls);
         }
-        let _ = self.read.shutdown(Shutdown::Write);
-        let deadline = Instant::now() + Duration::from_millis(CLOSE_DRAIN_MS);
-        let mut sink = [0u8; TLS_READ_CHUNK_BYTES];
-        while Instant::now() < deadline {
-            match (&self.read).read(&mut sink) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
-                Err(_) => break,
-            }
-        }
+        drain_and_shut(&self.read);
         self.close();
     }
 
@@ -341,6 +331,28 @@ impl Connection {
     pub(crate) fn socket(&self) -> io::Result<TcpStream> {
         self.read.try_clone()
     }
+}
+
+/// Half-closes, then reads and discards what the peer already sent (bounded by `CLOSE_DRAIN_MS`),
+/// so closing with unread bytes does not reset the connection and destroy our last words.
+fn drain_and_shut(socket: &TcpStream) {
+    let _ = socket.shutdown(Shutdown::Write);
+    let _ = socket.set_read_timeout(Some(Duration::from_millis(CLOSE_DRAIN_MS / 4)));
+    let deadline = Instant::now() + Duration::from_millis(CLOSE_DRAIN_MS);
+    let mut sink = [0u8; TLS_READ_CHUNK_BYTES];
+    while Instant::now() < deadline {
+        match (&*socket).read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = socket.shutdown(Shutdown::Both);
 }
 
 fn handshake(
