@@ -254,3 +254,43 @@ fn queue_to_a_down_peer_is_bounded_in_frames_and_bytes_dropping_oldest() {
     );
     assert!(link.stats().queued_bytes.load(Ordering::Relaxed) <= 3 * frame_bytes);
 }
+
+#[test]
+fn full_inbound_channel_answers_busy_and_keeps_the_connection() {
+    let pki = pki();
+    let (tx, inbound) = channel::bounded(1);
+    let server_options = ServerOptions {
+        connection: options(),
+        inbound_wait: Duration::from_millis(20),
+        ..ServerOptions::default()
+    };
+    let config = tls::server_config(pki.ca.cert_pem(), &pki.node0).expect("server config");
+    let server = Server::bind(any_port(), config, server_options, tx).expect("bind");
+    let mut client =
+        connect(server.local_addr(), pki.ca.cert_pem(), &pki.client5).expect("connect");
+    for i in 0..3u8 {
+        client.send(1, &[i]).expect("send");
+    }
+    for _ in 0..2 {
+        let reply = client
+            .recv_timeout(WAIT)
+            .expect("recv")
+            .expect("busy in time");
+        let error = NetErrorFrame::decode(&reply).expect("net error frame");
+        assert_eq!(error.code, NetErrorCode::Busy);
+    }
+    assert_eq!(server.stats().inbound_busy.load(Ordering::Relaxed), 2);
+    let first = inbound.recv_timeout(WAIT).expect("the frame that fit");
+    assert_eq!(first.frame.payload, [0]);
+    client.send(1, b"later").expect("send after busy");
+    let later = echo_once(&inbound);
+    assert_eq!(later.frame.payload, b"later");
+    assert_eq!(
+        client
+            .recv_timeout(WAIT)
+            .expect("recv")
+            .expect("echo")
+            .payload,
+        b"later"
+    );
+}
