@@ -6,6 +6,8 @@ pub mod codec;
 pub mod consensus;
 pub mod crypto;
 pub mod ledger;
+pub mod mempool;
+pub mod net;
 pub mod node;
 pub mod sim;
 pub mod storage;
