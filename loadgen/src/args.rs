@@ -7,8 +7,12 @@ use loadgen::trace::TraceFormat;
 use loadgen::workload::{JointLoanConfig, TransfersConfig, Workload};
 
 #[derive(Parser)]
-#[command(name = "loadgen", version, about = "Reckon load generator: synthetic joint-loan workloads, \
-trace record/replay, open loop (coordinated-omission corrected) or closed loop, HDR histograms, plots")]
+#[command(
+    name = "loadgen",
+    version,
+    about = "Reckon load generator: synthetic joint-loan workloads, \
+trace record/replay, open loop (coordinated-omission corrected) or closed loop, HDR histograms, plots"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -137,9 +141,15 @@ impl WorkloadArgs {
     /// The workload's configuration for summary.json.
     pub fn to_json(&self) -> serde_json::Value {
         let workload = match self.workload {
-            WorkloadKind::JointLoan => self.joint_loan().ok().and_then(|c| serde_json::to_value(c).ok()),
+            WorkloadKind::JointLoan => self
+                .joint_loan()
+                .ok()
+                .and_then(|c| serde_json::to_value(c).ok()),
             WorkloadKind::Transfers => serde_json::to_value(self.transfers()).ok(),
-            WorkloadKind::Trace => self.trace.as_ref().map(|t| serde_json::json!(t.display().to_string())),
+            WorkloadKind::Trace => self
+                .trace
+                .as_ref()
+                .map(|t| serde_json::json!(t.display().to_string())),
         };
         let name = match self.workload {
             WorkloadKind::JointLoan => "joint-loan",

@@ -47,7 +47,11 @@ pub fn record(
     }
     let written = writer.finish()?;
     assert_eq!(written, digest.count());
-    Ok(RecordReport { events: written, digest: digest.finish(), elapsed_s: started.elapsed().as_secs_f64() })
+    Ok(RecordReport {
+        events: written,
+        digest: digest.finish(),
+        elapsed_s: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// Event count, digest and skipped-line count of a trace file.

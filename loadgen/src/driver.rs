@@ -81,7 +81,9 @@ impl RunConfig {
             return bad("batch must be 1..=8190 events");
         }
         match self.schedule {
-            Schedule::Open { events_per_s } if !(events_per_s > 0.0 && events_per_s.is_finite()) => {
+            Schedule::Open { events_per_s }
+                if !(events_per_s > 0.0 && events_per_s.is_finite()) =>
+            {
                 bad("rate must be > 0")
             }
             Schedule::Closed { in_flight } if !(1..=IN_FLIGHT_MAX).contains(&in_flight) => {
@@ -144,7 +146,11 @@ impl InFlight {
         let slot = self.free.pop().expect("caller checked is_full");
         self.generation = self.generation.wrapping_add(1);
         let ticket = (u64::from(self.generation) << 32) | u64::from(slot);
-        self.slots[slot as usize] = Some(Pending { ticket, intended_ns, sent_ns });
+        self.slots[slot as usize] = Some(Pending {
+            ticket,
+            intended_ns,
+            sent_ns,
+        });
         ticket
     }
 
@@ -194,7 +200,9 @@ pub fn run(
         _ => target.in_flight_max().min(IN_FLIGHT_MAX),
     };
     if capacity == 0 {
-        return Err(DriverError::Config("target allows no request in flight".into()));
+        return Err(DriverError::Config(
+            "target allows no request in flight".into(),
+        ));
     }
     let target_name = target.name().to_string();
     let mut d = Driver {
@@ -242,7 +250,9 @@ impl Driver<'_> {
         self.read_batch()?;
         loop {
             let now = self.now_ns();
-            if drain_deadline_ns.is_none() && (self.source_done || deadline_ns.is_some_and(|d| now >= d)) {
+            if drain_deadline_ns.is_none()
+                && (self.source_done || deadline_ns.is_some_and(|d| now >= d))
+            {
                 self.source_done = true;
                 drain_deadline_ns = Some(now + self.config.drain_timeout.as_nanos() as u64);
             }
@@ -287,7 +297,8 @@ impl Driver<'_> {
         } else {
             match self.config.schedule {
                 Schedule::Closed { .. } => Duration::ZERO,
-                _ => Duration::from_nanos(self.batch_intended_ns.saturating_sub(now)).min(POLL_WAIT_MAX),
+                _ => Duration::from_nanos(self.batch_intended_ns.saturating_sub(now))
+                    .min(POLL_WAIT_MAX),
             }
         };
         if self.in_flight.len() == 0 && !wait.is_zero() {
@@ -302,8 +313,12 @@ impl Driver<'_> {
         self.target.poll(&mut self.completions, wait)?;
         let done_ns = self.now_ns();
         for c in self.completions.drain(..) {
-            let p = self.in_flight.remove(c.ticket).ok_or(DriverError::UnknownTicket(c.ticket))?;
-            self.recorder.on_complete(p.intended_ns, p.sent_ns, done_ns, &c.outcome);
+            let p = self
+                .in_flight
+                .remove(c.ticket)
+                .ok_or(DriverError::UnknownTicket(c.ticket))?;
+            self.recorder
+                .on_complete(p.intended_ns, p.sent_ns, done_ns, &c.outcome);
         }
         Ok(())
     }
@@ -331,7 +346,9 @@ impl Driver<'_> {
             Schedule::Closed { .. } => 0,
             Schedule::Replay { speedup } => {
                 let last = self.batch[self.batch.len() - 1].timestamp_ns;
-                let first = *self.trace_first_ns.get_or_insert(self.batch[0].timestamp_ns);
+                let first = *self
+                    .trace_first_ns
+                    .get_or_insert(self.batch[0].timestamp_ns);
                 (last.saturating_sub(first) as f64 / speedup) as u64
             }
         };
@@ -341,7 +358,11 @@ impl Driver<'_> {
     fn show_progress(&self, progress: &Progress, now: u64, last: (u64, u64)) -> (u64, u64) {
         let t = &self.recorder.totals;
         let dt_s = (now - last.0) as f64 / 1e9;
-        let rate = if dt_s > 0.0 { (t.events_committed - last.1) as f64 / dt_s } else { 0.0 };
+        let rate = if dt_s > 0.0 {
+            (t.events_committed - last.1) as f64 / dt_s
+        } else {
+            0.0
+        };
         progress.update(&ProgressLine {
             events_per_s: rate,
             in_flight: self.in_flight.len(),

@@ -4,13 +4,13 @@
 //! `target` (the boundary to what receives load), `driver` (open/closed loop, CO correction),
 //! `recorder` (HDR histograms and timeline), `output` (hgrm, hlog, summary, plots), `report`.
 
-pub mod op;
-pub mod trace;
-pub mod workload;
+pub mod commands;
 pub mod driver;
+pub mod op;
+pub mod output;
 pub mod progress;
 pub mod recorder;
-pub mod target;
-pub mod output;
 pub mod report;
-pub mod commands;
+pub mod target;
+pub mod trace;
+pub mod workload;

@@ -69,10 +69,15 @@ fn dispatch(command: Command) -> Result<(), CliError> {
 
 fn cmd_record(a: args::RecordArgs) -> Result<(), CliError> {
     if a.workload.workload == WorkloadKind::Trace {
-        return Err(CliError::Usage("record generates a synthetic workload; use `convert` for traces".into()));
+        return Err(CliError::Usage(
+            "record generates a synthetic workload; use `convert` for traces".into(),
+        ));
     }
     let workload = a.workload.build().map_err(CliError::Usage)?;
-    let format = a.format.map(Into::into).unwrap_or_else(|| TraceFormat::from_path(&a.out));
+    let format = a
+        .format
+        .map(Into::into)
+        .unwrap_or_else(|| TraceFormat::from_path(&a.out));
     let r = commands::record(workload, a.events, &a.out, format)?;
     println!(
         "recorded {} events to {} in {:.2} s ({:.0} events/s); digest {}",
@@ -91,9 +96,9 @@ fn build_target(a: &TargetArgs) -> Result<Box<dyn Target>, CliError> {
     }
     // The integrator adds `inproc` (in-process ledger) and `tcp` (cluster client) here.
     Ok(match a.target {
-        TargetKind::Null => {
-            Box::new(NullTarget::new(a.target_in_flight).with_rejections(a.reject_every, a.reject_code))
-        }
+        TargetKind::Null => Box::new(
+            NullTarget::new(a.target_in_flight).with_rejections(a.reject_every, a.reject_code),
+        ),
         TargetKind::Stall => Box::new(StallTarget::new(
             a.target_in_flight,
             a.stall_at_request,
@@ -103,12 +108,21 @@ fn build_target(a: &TargetArgs) -> Result<Box<dyn Target>, CliError> {
 }
 
 fn out_dir(o: &OutputArgs) -> PathBuf {
-    o.out.clone().unwrap_or_else(|| output::default_out_dir(SystemTime::now()))
+    o.out
+        .clone()
+        .unwrap_or_else(|| output::default_out_dir(SystemTime::now()))
 }
 
-fn run_config(schedule: Schedule, o: &OutputArgs, duration_s: Option<f64>, events: Option<u64>) -> Result<RunConfig, CliError> {
+fn run_config(
+    schedule: Schedule,
+    o: &OutputArgs,
+    duration_s: Option<f64>,
+    events: Option<u64>,
+) -> Result<RunConfig, CliError> {
     let duration = match duration_s {
-        Some(s) if !(s > 0.0 && s.is_finite()) => return Err(CliError::Usage("--duration must be > 0".into())),
+        Some(s) if !(s > 0.0 && s.is_finite()) => {
+            return Err(CliError::Usage("--duration must be > 0".into()))
+        }
         Some(s) => Some(Duration::from_secs_f64(s)),
         None => None,
     };
@@ -120,7 +134,9 @@ fn run_config(schedule: Schedule, o: &OutputArgs, duration_s: Option<f64>, event
         interval: Duration::from_millis(o.interval_ms),
         drain_timeout: Duration::from_secs_f64(o.drain_timeout_s.max(0.0)),
     };
-    config.validate().map_err(|e| CliError::Usage(e.to_string()))?;
+    config
+        .validate()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     Ok(config)
 }
 
@@ -135,10 +151,20 @@ fn execute(
     let mut target = build_target(target_args)?;
     let dir = out_dir(o);
     if let Some(obj) = config_json.as_object_mut() {
-        obj.insert("run".into(), serde_json::to_value(&run_config).unwrap_or_default());
+        obj.insert(
+            "run".into(),
+            serde_json::to_value(&run_config).unwrap_or_default(),
+        );
     }
     let progress = Progress::new(!o.no_progress);
-    let summary = commands::run_to_dir(source, target.as_mut(), run_config, config_json, &dir, &progress)?;
+    let summary = commands::run_to_dir(
+        source,
+        target.as_mut(),
+        run_config,
+        config_json,
+        &dir,
+        &progress,
+    )?;
     print!("{}", summary.render_text());
     eprintln!("results in {}", dir.display());
     Ok(())
@@ -147,21 +173,46 @@ fn execute(
 fn cmd_run(a: args::RunArgs) -> Result<(), CliError> {
     let schedule = match (a.mode, a.rate) {
         (args::Mode::Open, Some(rate)) => Schedule::Open { events_per_s: rate },
-        (args::Mode::Open, None) => return Err(CliError::Usage("--mode open needs --rate EVENTS_PER_S".into())),
-        (args::Mode::Closed, None) => Schedule::Closed { in_flight: a.in_flight },
-        (args::Mode::Closed, Some(_)) => return Err(CliError::Usage("--rate is for --mode open".into())),
+        (args::Mode::Open, None) => {
+            return Err(CliError::Usage(
+                "--mode open needs --rate EVENTS_PER_S".into(),
+            ))
+        }
+        (args::Mode::Closed, None) => Schedule::Closed {
+            in_flight: a.in_flight,
+        },
+        (args::Mode::Closed, Some(_)) => {
+            return Err(CliError::Usage("--rate is for --mode open".into()))
+        }
     };
     if a.duration.is_none() && a.events.is_none() && a.workload.workload != WorkloadKind::Trace {
-        return Err(CliError::Usage("a synthetic workload is endless: give --duration or --events".into()));
+        return Err(CliError::Usage(
+            "a synthetic workload is endless: give --duration or --events".into(),
+        ));
     }
     let config = run_config(schedule, &a.output, a.duration, a.events)?;
     let config_json = a.workload.to_json();
     if a.workload.workload == WorkloadKind::Trace {
-        let path = a.workload.trace.clone().ok_or(CliError::Usage("--workload trace needs --trace FILE".into()))?;
-        return run_trace(&path, a.workload.skip_bad_lines, &a.target, &a.output, config, config_json);
+        let path = a.workload.trace.clone().ok_or(CliError::Usage(
+            "--workload trace needs --trace FILE".into(),
+        ))?;
+        return run_trace(
+            &path,
+            a.workload.skip_bad_lines,
+            &a.target,
+            &a.output,
+            config,
+            config_json,
+        );
     }
     let workload = a.workload.build().map_err(CliError::Usage)?;
-    execute(Box::new(workload.map(Ok)), &a.target, &a.output, config, config_json)
+    execute(
+        Box::new(workload.map(Ok)),
+        &a.target,
+        &a.output,
+        config,
+        config_json,
+    )
 }
 
 fn run_trace(
@@ -175,14 +226,20 @@ fn run_trace(
     let mut reader = TraceReader::open(path, skip_bad)?;
     execute(Box::new(reader.by_ref()), target, o, config, config_json)?;
     if reader.skipped() > 0 {
-        eprintln!("skipped {} bad lines of {}", reader.skipped(), path.display());
+        eprintln!(
+            "skipped {} bad lines of {}",
+            reader.skipped(),
+            path.display()
+        );
     }
     Ok(())
 }
 
 fn cmd_replay(a: args::ReplayArgs) -> Result<(), CliError> {
     let schedule = if a.max_rate {
-        Schedule::Closed { in_flight: a.in_flight }
+        Schedule::Closed {
+            in_flight: a.in_flight,
+        }
     } else {
         Schedule::Replay { speedup: a.speedup }
     };
@@ -192,13 +249,28 @@ fn cmd_replay(a: args::ReplayArgs) -> Result<(), CliError> {
         "speedup": if a.max_rate { None } else { Some(a.speedup) },
         "max_rate": a.max_rate,
     });
-    run_trace(&a.trace, a.skip_bad_lines, &a.target, &a.output, config, config_json)
+    run_trace(
+        &a.trace,
+        a.skip_bad_lines,
+        &a.target,
+        &a.output,
+        config,
+        config_json,
+    )
 }
 
 fn cmd_convert(a: args::ConvertArgs) -> Result<(), CliError> {
-    let format = a.format.map(Into::into).unwrap_or_else(|| TraceFormat::from_path(&a.output));
+    let format = a
+        .format
+        .map(Into::into)
+        .unwrap_or_else(|| TraceFormat::from_path(&a.output));
     let r = trace::convert(&a.input, &a.output, format, a.skip_bad_lines)?;
-    println!("converted {} events to {}; digest {}", r.events, a.output.display(), r.digest);
+    println!(
+        "converted {} events to {}; digest {}",
+        r.events,
+        a.output.display(),
+        r.digest
+    );
     if r.skipped > 0 {
         println!("skipped {} bad lines", r.skipped);
     }

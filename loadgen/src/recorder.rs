@@ -102,7 +102,10 @@ impl Recorder {
     /// Records one completion. Times are ns since the run's start: `intended_ns` is when the
     /// schedule said to send it, `sent_ns` when it was sent, `done_ns` when it completed.
     pub fn on_complete(&mut self, intended_ns: u64, sent_ns: u64, done_ns: u64, outcome: &Outcome) {
-        assert!(intended_ns <= sent_ns || intended_ns - sent_ns < 1_000_000, "sent early");
+        assert!(
+            intended_ns <= sent_ns || intended_ns - sent_ns < 1_000_000,
+            "sent early"
+        );
         assert!(sent_ns <= done_ns, "completed before sent");
         let corrected = (done_ns - intended_ns.min(sent_ns)).max(1);
         let naive = (done_ns - sent_ns).max(1);
@@ -112,13 +115,17 @@ impl Recorder {
         self.current.requests_done += 1;
         self.totals.requests_done += 1;
         match outcome {
-            Outcome::Executed { events_committed, rejections } => {
+            Outcome::Executed {
+                events_committed,
+                rejections,
+            } => {
                 self.current.events_committed += u64::from(*events_committed);
                 self.totals.events_committed += u64::from(*events_committed);
                 for r in rejections {
                     self.current.events_rejected += u64::from(r.events);
                     self.totals.events_rejected += u64::from(r.events);
-                    *self.totals.rejections_by_code.entry(r.code).or_default() += u64::from(r.events);
+                    *self.totals.rejections_by_code.entry(r.code).or_default() +=
+                        u64::from(r.events);
                 }
             }
             Outcome::Failed { reason } => {
@@ -165,7 +172,11 @@ impl Recorder {
             // Serializing into a Vec cannot fail for a histogram we built.
             if self.serializer.serialize(h, &mut encoded).is_ok() {
                 let start_ns = self.interval_start_ns;
-                self.logged.push(LoggedInterval { start_ns, duration_ns, encoded });
+                self.logged.push(LoggedInterval {
+                    start_ns,
+                    duration_ns,
+                    encoded,
+                });
             }
             self.intervals.push(std::mem::take(&mut self.current));
         }

@@ -23,7 +23,11 @@ fn run_names(runs: &[LoadedRun]) -> Vec<String> {
     if unique {
         return names;
     }
-    names.iter().enumerate().map(|(i, n)| format!("{}:{n}", i + 1)).collect()
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("{}:{n}", i + 1))
+        .collect()
 }
 
 /// The comparison table (markdown, readable as plain text).
@@ -33,7 +37,10 @@ pub fn comparison_table(runs: &[LoadedRun], names: &[String]) -> String {
         s,
         "| run | target | offered ev/s | committed ev/s | rejected | failed | p50 ms | p90 ms | p99 ms | p99.9 ms | p99.99 ms | max ms |"
     );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for (run, name) in runs.iter().zip(names) {
         let r = &run.summary.results;
         let l = &r.latency_ms;
@@ -59,25 +66,51 @@ pub fn comparison_table(runs: &[LoadedRun], names: &[String]) -> String {
 /// Loads the runs, writes plots and `report.md` into `out`, returns the table.
 pub fn report(dirs: &[&Path], out: &Path) -> Result<String, OutputError> {
     if dirs.is_empty() || dirs.len() > REPORT_RUNS_MAX {
-        return Err(OutputError::Render(format!("report takes 1..={REPORT_RUNS_MAX} result directories")));
+        return Err(OutputError::Render(format!(
+            "report takes 1..={REPORT_RUNS_MAX} result directories"
+        )));
     }
-    let runs = dirs.iter().map(|d| output::load_run(d)).collect::<Result<Vec<_>, _>>()?;
+    let runs = dirs
+        .iter()
+        .map(|d| output::load_run(d))
+        .collect::<Result<Vec<_>, _>>()?;
     let names = run_names(&runs);
-    std::fs::create_dir_all(out).map_err(|source| OutputError::Io { path: out.display().to_string(), source })?;
+    std::fs::create_dir_all(out).map_err(|source| OutputError::Io {
+        path: out.display().to_string(),
+        source,
+    })?;
     let series: Vec<plot::RunSeries> = runs
         .iter()
         .zip(&names)
-        .map(|(r, n)| plot::RunSeries { name: n.clone(), hgrm: &r.hgrm, timeline: &r.summary.timeline })
+        .map(|(r, n)| plot::RunSeries {
+            name: n.clone(),
+            hgrm: &r.hgrm,
+            timeline: &r.summary.timeline,
+        })
         .collect();
-    plot::write_percentile_plot(out, output::PERCENTILE_PLOT, &series).map_err(OutputError::Render)?;
+    plot::write_percentile_plot(out, output::PERCENTILE_PLOT, &series)
+        .map_err(OutputError::Render)?;
     plot::write_timeline_plot(out, output::TIMELINE_PLOT, &series).map_err(OutputError::Render)?;
     let table = comparison_table(&runs, &names);
     let mut md = String::from("# loadgen report\n\n");
     for (run, name) in runs.iter().zip(&names) {
-        let _ = writeln!(md, "- **{name}**: `{}` — config `{}`", run.dir.display(), run.summary.config);
+        let _ = writeln!(
+            md,
+            "- **{name}**: `{}` — config `{}`",
+            run.dir.display(),
+            run.summary.config
+        );
     }
-    let _ = writeln!(md, "\nLatency is CO-corrected (from the intended send time).\n\n{table}");
-    let _ = writeln!(md, "\n![percentiles]({}.svg)\n\n![timeline]({}.svg)", output::PERCENTILE_PLOT, output::TIMELINE_PLOT);
+    let _ = writeln!(
+        md,
+        "\nLatency is CO-corrected (from the intended send time).\n\n{table}"
+    );
+    let _ = writeln!(
+        md,
+        "\n![percentiles]({}.svg)\n\n![timeline]({}.svg)",
+        output::PERCENTILE_PLOT,
+        output::TIMELINE_PLOT
+    );
     output::write_file(&out.join(REPORT_FILE), md.as_bytes())?;
     Ok(table)
 }

@@ -30,7 +30,10 @@ pub struct Rejection {
 pub enum Outcome {
     /// The request was ordered and executed: `events_committed` applied, the rest rejected.
     /// An empty `rejections` does not allocate.
-    Executed { events_committed: u32, rejections: Vec<Rejection> },
+    Executed {
+        events_committed: u32,
+        rejections: Vec<Rejection>,
+    },
     /// The request got no result (timeout, connection lost, bad signature...).
     Failed { reason: String },
 }
@@ -125,16 +128,28 @@ impl Target for NullTarget {
 
     fn submit(&mut self, ticket: Ticket, batch: &[TraceEvent]) -> Result<(), TargetError> {
         let events = check_batch(batch)?;
-        assert!(self.ready.len() < self.in_flight_max, "driver exceeded in_flight_max");
+        assert!(
+            self.ready.len() < self.in_flight_max,
+            "driver exceeded in_flight_max"
+        );
         for e in batch {
             self.events_by_kind[e.op.kind().index()] += 1;
         }
         self.submitted += 1;
-        let outcome = if self.reject_every > 0 && self.submitted % self.reject_every == 0 {
-            let rejections = vec![Rejection { code: self.reject_code, events }];
-            Outcome::Executed { events_committed: 0, rejections }
+        let outcome = if self.reject_every > 0 && self.submitted.is_multiple_of(self.reject_every) {
+            let rejections = vec![Rejection {
+                code: self.reject_code,
+                events,
+            }];
+            Outcome::Executed {
+                events_committed: 0,
+                rejections,
+            }
         } else {
-            Outcome::Executed { events_committed: events, rejections: Vec::new() }
+            Outcome::Executed {
+                events_committed: events,
+                rejections: Vec::new(),
+            }
         };
         self.ready.push_back(Completion { ticket, outcome });
         Ok(())
@@ -157,7 +172,12 @@ pub struct StallTarget {
 
 impl StallTarget {
     pub fn new(in_flight_max: usize, stall_at_request: u64, stall: Duration) -> StallTarget {
-        StallTarget { inner: NullTarget::new(in_flight_max), stall_at_request, stall, submitted: 0 }
+        StallTarget {
+            inner: NullTarget::new(in_flight_max),
+            stall_at_request,
+            stall,
+            submitted: 0,
+        }
     }
 }
 

@@ -41,12 +41,27 @@ pub fn render(h: &Histogram<u64>, scale: f64) -> String {
             }
         }
     }
-    let (mean, stdev) = if h.is_empty() { (0.0, 0.0) } else { (h.mean() / scale, h.stdev() / scale) };
+    let (mean, stdev) = if h.is_empty() {
+        (0.0, 0.0)
+    } else {
+        (h.mean() / scale, h.stdev() / scale)
+    };
     let max = h.max() as f64 / scale;
-    let _ = writeln!(out, "#[Mean    = {mean:12.digits$}, StdDeviation   = {stdev:12.digits$}]");
-    let _ = writeln!(out, "#[Max     = {max:12.digits$}, Total count    = {:12}]", h.len());
+    let _ = writeln!(
+        out,
+        "#[Mean    = {mean:12.digits$}, StdDeviation   = {stdev:12.digits$}]"
+    );
+    let _ = writeln!(
+        out,
+        "#[Max     = {max:12.digits$}, Total count    = {:12}]",
+        h.len()
+    );
     let subs = sub_bucket_count(h.sigfig());
-    let _ = writeln!(out, "#[Buckets = {:12}, SubBuckets     = {subs:12}]", h.buckets());
+    let _ = writeln!(
+        out,
+        "#[Buckets = {:12}, SubBuckets     = {subs:12}]",
+        h.buckets()
+    );
     out
 }
 
@@ -80,7 +95,10 @@ pub struct HgrmError {
 impl Hgrm {
     /// Value at the first row whose percentile reaches `q` (as the plotter reads it).
     pub fn value_at(&self, q: f64) -> Option<f64> {
-        self.rows.iter().find(|r| r.percentile >= q).map(|r| r.value)
+        self.rows
+            .iter()
+            .find(|r| r.percentile >= q)
+            .map(|r| r.value)
     }
 }
 
@@ -96,7 +114,10 @@ fn footer_pairs(text: &str) -> Vec<(String, String)> {
 
 fn parse_footer(hgrm: &mut Hgrm, text: &str, line: usize) -> Result<(), HgrmError> {
     for (key, value) in footer_pairs(text) {
-        let bad = || HgrmError { line, reason: format!("{key}: '{value}' is not a number") };
+        let bad = || HgrmError {
+            line,
+            reason: format!("{key}: '{value}' is not a number"),
+        };
         match key.as_str() {
             "Mean" => hgrm.mean = value.parse().map_err(|_| bad())?,
             "StdDeviation" => hgrm.stdev = value.parse().map_err(|_| bad())?,
@@ -114,12 +135,25 @@ fn parse_row(text: &str, line: usize) -> Result<HgrmRow, HgrmError> {
     let bad = |reason: String| HgrmError { line, reason };
     let cells: Vec<&str> = text.split_whitespace().collect();
     if !(3..=4).contains(&cells.len()) {
-        return Err(bad(format!("expected 3 or 4 columns, found {}", cells.len())));
+        return Err(bad(format!(
+            "expected 3 or 4 columns, found {}",
+            cells.len()
+        )));
     }
-    let value = cells[0].parse().map_err(|_| bad(format!("value '{}'", cells[0])))?;
-    let percentile = cells[1].parse().map_err(|_| bad(format!("percentile '{}'", cells[1])))?;
-    let total_count = cells[2].parse().map_err(|_| bad(format!("count '{}'", cells[2])))?;
-    Ok(HgrmRow { value, percentile, total_count })
+    let value = cells[0]
+        .parse()
+        .map_err(|_| bad(format!("value '{}'", cells[0])))?;
+    let percentile = cells[1]
+        .parse()
+        .map_err(|_| bad(format!("percentile '{}'", cells[1])))?;
+    let total_count = cells[2]
+        .parse()
+        .map_err(|_| bad(format!("count '{}'", cells[2])))?;
+    Ok(HgrmRow {
+        value,
+        percentile,
+        total_count,
+    })
 }
 
 /// Parses a `.hgrm` text: header, rows, footer.
@@ -137,13 +171,19 @@ pub fn parse(text: &str) -> Result<Hgrm, HgrmError> {
         } else if t.starts_with("Value") {
             header_seen = true;
         } else if !header_seen {
-            return Err(HgrmError { line, reason: "row before the Value header".into() });
+            return Err(HgrmError {
+                line,
+                reason: "row before the Value header".into(),
+            });
         } else {
             hgrm.rows.push(parse_row(t, line)?);
         }
     }
     if !header_seen {
-        return Err(HgrmError { line: 1, reason: "no 'Value Percentile' header".into() });
+        return Err(HgrmError {
+            line: 1,
+            reason: "no 'Value Percentile' header".into(),
+        });
     }
     Ok(hgrm)
 }

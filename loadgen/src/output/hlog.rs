@@ -16,7 +16,11 @@ pub const LEGEND: &str =
 pub const MAX_VALUE_DIVISOR: f64 = 1e6;
 
 /// Renders the whole log. Interval timestamps are seconds since BaseTime (the run's start).
-pub fn render(intervals: &[LoggedInterval], started_at: SystemTime, comment: &str) -> Result<Vec<u8>, String> {
+pub fn render(
+    intervals: &[LoggedInterval],
+    started_at: SystemTime,
+    comment: &str,
+) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     let mut serializer = V2DeflateSerializer::new();
     let mut deserializer = Deserializer::new();

@@ -36,11 +36,23 @@ fn svg_and_png(
 }
 
 pub fn write_percentile_plot(dir: &Path, stem: &str, runs: &[RunSeries]) -> Result<(), String> {
-    svg_and_png(dir, stem, PLOT_SIZE, |a| draw_percentiles(a, runs), |a| draw_percentiles(a, runs))
+    svg_and_png(
+        dir,
+        stem,
+        PLOT_SIZE,
+        |a| draw_percentiles(a, runs),
+        |a| draw_percentiles(a, runs),
+    )
 }
 
 pub fn write_timeline_plot(dir: &Path, stem: &str, runs: &[RunSeries]) -> Result<(), String> {
-    svg_and_png(dir, stem, TIMELINE_SIZE, |a| draw_timeline(a, runs), |a| draw_timeline(a, runs))
+    svg_and_png(
+        dir,
+        stem,
+        TIMELINE_SIZE,
+        |a| draw_timeline(a, runs),
+        |a| draw_timeline(a, runs),
+    )
 }
 
 /// "0%", "90%", "99%", "99.9%"... for an axis value 1/(1-p).
@@ -55,7 +67,12 @@ fn percentile_points(hgrm: &Hgrm) -> Vec<(f64, f64)> {
     hgrm.rows
         .iter()
         .filter(|r| r.percentile < 1.0)
-        .map(|r| ((1.0 / (1.0 - r.percentile)).min(PERCENTILE_AXIS_MAX), r.value))
+        .map(|r| {
+            (
+                (1.0 / (1.0 - r.percentile)).min(PERCENTILE_AXIS_MAX),
+                r.value,
+            )
+        })
         .collect()
 }
 
@@ -96,7 +113,9 @@ where
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(err)?
             .label(run.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()
@@ -124,9 +143,20 @@ where
     let throughput = |i: &IntervalStats| i.events_committed as f64 / i.duration_s.max(1e-9);
     let series: Vec<(String, Vec<(f64, f64)>)> = runs
         .iter()
-        .map(|r| (r.name.clone(), r.timeline.iter().map(|i| (mid(i), throughput(i))).collect()))
+        .map(|r| {
+            (
+                r.name.clone(),
+                r.timeline.iter().map(|i| (mid(i), throughput(i))).collect(),
+            )
+        })
         .collect();
-    draw_over_time(&panels[0], "Throughput over time", "events committed / s", t_max, &series)?;
+    draw_over_time(
+        &panels[0],
+        "Throughput over time",
+        "events committed / s",
+        t_max,
+        &series,
+    )?;
     let mut latency = Vec::new();
     for r in runs {
         // An interval with no completion has no latency: leave it out rather than draw a 0.
@@ -140,7 +170,13 @@ where
             latency.push((format!("{} max", r.name), max));
         }
     }
-    draw_over_time(&panels[1], "Latency over time (CO-corrected, per interval)", "latency (ms)", t_max, &latency)?;
+    draw_over_time(
+        &panels[1],
+        "Latency over time (CO-corrected, per interval)",
+        "latency (ms)",
+        t_max,
+        &latency,
+    )?;
     root.present().map_err(err)
 }
 
@@ -173,7 +209,11 @@ fn draw_over_time<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    let y_max = series.iter().flat_map(|s| s.1.iter().map(|p| p.1)).fold(0.001, f64::max) * 1.1;
+    let y_max = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.1))
+        .fold(0.001, f64::max)
+        * 1.1;
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 24))
         .margin(15)
@@ -191,10 +231,15 @@ where
     for (i, (name, points)) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         chart
-            .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(2),
+            ))
             .map_err(err)?
             .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()

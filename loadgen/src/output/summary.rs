@@ -79,7 +79,10 @@ fn per_s(count: u64, ns: u64) -> f64 {
 impl Summary {
     pub fn from_run(run: &RunResult, config: serde_json::Value) -> Summary {
         let t = &run.recorder.totals;
-        let started = run.started_at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let started = run
+            .started_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         Summary {
             loadgen_version: env!("CARGO_PKG_VERSION").to_string(),
             started_at_unix_s: started.as_secs_f64(),
@@ -116,11 +119,27 @@ impl Summary {
         }
         let _ = writeln!(s, " target: {}", r.target);
         let _ = writeln!(s, "\n + RESULTS:");
-        let _ = writeln!(s, " elapsed: {:.3} s (sending {:.3} s)", r.elapsed_s, r.send_window_s);
+        let _ = writeln!(
+            s,
+            " elapsed: {:.3} s (sending {:.3} s)",
+            r.elapsed_s, r.send_window_s
+        );
         let _ = writeln!(s, " offered rate: {:.0} events/s", r.offered_events_per_s);
-        let _ = writeln!(s, " committed rate: {:.0} events/s ({:.0} requests/s)", r.committed_events_per_s, r.requests_per_s);
-        let _ = writeln!(s, " events: {} sent, {} committed, {} rejected", t.events_sent, t.events_committed, t.events_rejected);
-        let _ = writeln!(s, " requests: {} sent, {} done, {} failed, {} unfinished", t.requests_sent, t.requests_done, t.requests_failed, r.requests_unfinished);
+        let _ = writeln!(
+            s,
+            " committed rate: {:.0} events/s ({:.0} requests/s)",
+            r.committed_events_per_s, r.requests_per_s
+        );
+        let _ = writeln!(
+            s,
+            " events: {} sent, {} committed, {} rejected",
+            t.events_sent, t.events_committed, t.events_rejected
+        );
+        let _ = writeln!(
+            s,
+            " requests: {} sent, {} done, {} failed, {} unfinished",
+            t.requests_sent, t.requests_done, t.requests_failed, r.requests_unfinished
+        );
         for (code, n) in &t.rejections_by_code {
             let _ = writeln!(s, " rejected with code {code}: {n} events");
         }

@@ -32,25 +32,70 @@ struct Slots {
 fn op_to_slots(op: &Op) -> Slots {
     let z = Slots::default();
     match *op {
-        Op::CreateAccount { account, kind } => Slots { a: account, kind: kind as u8, ..z },
-        Op::CreateLoan { loan, borrower, lead_reserve, partner_reserve, limit, partner_share_bps } => {
-            Slots {
-                a: loan,
-                b: borrower,
-                c: lead_reserve,
-                d: partner_reserve,
-                e: limit,
-                share_bps: partner_share_bps,
-                ..z
-            }
-        }
-        Op::TopUp { reserve_account, amount } => Slots { a: reserve_account, e: amount, ..z },
-        Op::Disburse { loan, amount } => Slots { a: loan, e: amount, ..z },
-        Op::Repay { loan, principal, interest } => Slots { a: loan, d: interest, e: principal, ..z },
-        Op::Statement { account, period_start_ns, period_end_ns } => {
-            Slots { a: account, b: period_start_ns, c: period_end_ns, ..z }
-        }
-        Op::Transfer { debit, credit, amount } => Slots { a: debit, b: credit, e: amount, ..z },
+        Op::CreateAccount { account, kind } => Slots {
+            a: account,
+            kind: kind as u8,
+            ..z
+        },
+        Op::CreateLoan {
+            loan,
+            borrower,
+            lead_reserve,
+            partner_reserve,
+            limit,
+            partner_share_bps,
+        } => Slots {
+            a: loan,
+            b: borrower,
+            c: lead_reserve,
+            d: partner_reserve,
+            e: limit,
+            share_bps: partner_share_bps,
+            ..z
+        },
+        Op::TopUp {
+            reserve_account,
+            amount,
+        } => Slots {
+            a: reserve_account,
+            e: amount,
+            ..z
+        },
+        Op::Disburse { loan, amount } => Slots {
+            a: loan,
+            e: amount,
+            ..z
+        },
+        Op::Repay {
+            loan,
+            principal,
+            interest,
+        } => Slots {
+            a: loan,
+            d: interest,
+            e: principal,
+            ..z
+        },
+        Op::Statement {
+            account,
+            period_start_ns,
+            period_end_ns,
+        } => Slots {
+            a: account,
+            b: period_start_ns,
+            c: period_end_ns,
+            ..z
+        },
+        Op::Transfer {
+            debit,
+            credit,
+            amount,
+        } => Slots {
+            a: debit,
+            b: credit,
+            e: amount,
+            ..z
+        },
     }
 }
 
@@ -58,11 +103,17 @@ fn slots_to_op(kind: OpKind, s: Slots) -> Result<Op, String> {
     let op = match kind {
         OpKind::CreateAccount => {
             let k = AccountKind::from_code(s.kind).ok_or(format!("bad account kind {}", s.kind))?;
-            Op::CreateAccount { account: s.a, kind: k }
+            Op::CreateAccount {
+                account: s.a,
+                kind: k,
+            }
         }
         OpKind::CreateLoan => {
             if s.share_bps > SHARE_BPS_FULL {
-                return Err(format!("partner_share_bps {} > {SHARE_BPS_FULL}", s.share_bps));
+                return Err(format!(
+                    "partner_share_bps {} > {SHARE_BPS_FULL}",
+                    s.share_bps
+                ));
             }
             Op::CreateLoan {
                 loan: s.a,
@@ -73,17 +124,35 @@ fn slots_to_op(kind: OpKind, s: Slots) -> Result<Op, String> {
                 partner_share_bps: s.share_bps,
             }
         }
-        OpKind::TopUp => Op::TopUp { reserve_account: s.a, amount: s.e },
-        OpKind::Disburse => Op::Disburse { loan: s.a, amount: s.e },
-        OpKind::Repay => Op::Repay { loan: s.a, principal: s.e, interest: s.d },
-        OpKind::Statement => {
-            Op::Statement { account: s.a, period_start_ns: s.b, period_end_ns: s.c }
-        }
-        OpKind::Transfer => Op::Transfer { debit: s.a, credit: s.b, amount: s.e },
+        OpKind::TopUp => Op::TopUp {
+            reserve_account: s.a,
+            amount: s.e,
+        },
+        OpKind::Disburse => Op::Disburse {
+            loan: s.a,
+            amount: s.e,
+        },
+        OpKind::Repay => Op::Repay {
+            loan: s.a,
+            principal: s.e,
+            interest: s.d,
+        },
+        OpKind::Statement => Op::Statement {
+            account: s.a,
+            period_start_ns: s.b,
+            period_end_ns: s.c,
+        },
+        OpKind::Transfer => Op::Transfer {
+            debit: s.a,
+            credit: s.b,
+            amount: s.e,
+        },
     };
     // Canonical form: a slot the op does not use must be zero, so one event has one encoding.
     if op_to_slots(&op) != s {
-        return Err(format!("{kind}: a field the operation does not use is non-zero"));
+        return Err(format!(
+            "{kind}: a field the operation does not use is non-zero"
+        ));
     }
     Ok(op)
 }
@@ -148,11 +217,15 @@ pub fn decode_header(h: &[u8; HEADER_BYTES]) -> Result<u64, TraceError> {
     }
     let version = u16::from_le_bytes([h[8], h[9]]);
     if version != VERSION {
-        return bad(format!("version {version}, this loadgen reads version {VERSION}"));
+        return bad(format!(
+            "version {version}, this loadgen reads version {VERSION}"
+        ));
     }
     let record_bytes = u16::from_le_bytes([h[10], h[11]]);
     if usize::from(record_bytes) != RECORD_BYTES {
-        return bad(format!("record size {record_bytes}, expected {RECORD_BYTES}"));
+        return bad(format!(
+            "record size {record_bytes}, expected {RECORD_BYTES}"
+        ));
     }
     let mut c = [0u8; 8];
     c.copy_from_slice(&h[16..24]);
@@ -202,7 +275,13 @@ impl<R: Read> BinReader<R> {
             .read_exact(&mut h)
             .map_err(|e| TraceError::BadHeader(format!("cannot read header: {e}")))?;
         let declared = decode_header(&h)?;
-        Ok(Self { input, declared, index: 0, skip_bad, skipped: 0 })
+        Ok(Self {
+            input,
+            declared,
+            index: 0,
+            skip_bad,
+            skipped: 0,
+        })
     }
 
     pub fn skipped(&self) -> u64 {

@@ -50,7 +50,14 @@ fn op_cells(op: &Op) -> Vec<(Col, u64)> {
     use Col::*;
     match *op {
         Op::CreateAccount { account, .. } => vec![(Account, account)],
-        Op::CreateLoan { loan, borrower, lead_reserve, partner_reserve, limit, partner_share_bps } => {
+        Op::CreateLoan {
+            loan,
+            borrower,
+            lead_reserve,
+            partner_reserve,
+            limit,
+            partner_share_bps,
+        } => {
             vec![
                 (Account, borrower),
                 (Reserve, lead_reserve),
@@ -60,15 +67,34 @@ fn op_cells(op: &Op) -> Vec<(Col, u64)> {
                 (PartnerShareBps, u64::from(partner_share_bps)),
             ]
         }
-        Op::TopUp { reserve_account, amount } => vec![(Reserve, reserve_account), (Amount, amount)],
+        Op::TopUp {
+            reserve_account,
+            amount,
+        } => vec![(Reserve, reserve_account), (Amount, amount)],
         Op::Disburse { loan, amount } => vec![(Loan, loan), (Amount, amount)],
-        Op::Repay { loan, principal, interest } => {
+        Op::Repay {
+            loan,
+            principal,
+            interest,
+        } => {
             vec![(Loan, loan), (Amount, principal), (Interest, interest)]
         }
-        Op::Statement { account, period_start_ns, period_end_ns } => {
-            vec![(Account, account), (PeriodStart, period_start_ns), (PeriodEnd, period_end_ns)]
+        Op::Statement {
+            account,
+            period_start_ns,
+            period_end_ns,
+        } => {
+            vec![
+                (Account, account),
+                (PeriodStart, period_start_ns),
+                (PeriodEnd, period_end_ns),
+            ]
         }
-        Op::Transfer { debit, credit, amount } => {
+        Op::Transfer {
+            debit,
+            credit,
+            amount,
+        } => {
             vec![(Debit, debit), (Credit, credit), (Amount, amount)]
         }
     }
@@ -81,7 +107,13 @@ pub fn format_line(event: &TraceEvent, line: &mut String) {
         cells[col as usize] = Some(v);
     }
     line.clear();
-    let _ = write!(line, "{},{},{}", event.timestamp_ns, event.institution, event.op.kind());
+    let _ = write!(
+        line,
+        "{},{},{}",
+        event.timestamp_ns,
+        event.institution,
+        event.op.kind()
+    );
     for (i, cell) in cells.iter().enumerate() {
         line.push(',');
         if let Some(v) = cell {
@@ -105,7 +137,11 @@ pub struct CsvWriter<W: Write> {
 impl<W: Write> CsvWriter<W> {
     pub fn new(mut out: W) -> io::Result<Self> {
         writeln!(out, "{HEADER}")?;
-        Ok(Self { out, line: String::with_capacity(128), count: 0 })
+        Ok(Self {
+            out,
+            line: String::with_capacity(128),
+            count: 0,
+        })
     }
 
     pub fn write(&mut self, event: &TraceEvent) -> io::Result<()> {
@@ -121,7 +157,8 @@ impl<W: Write> CsvWriter<W> {
 }
 
 fn parse_u64(name: &str, cell: &str) -> Result<u64, String> {
-    cell.parse::<u64>().map_err(|_| format!("{name}: '{cell}' is not an unsigned integer"))
+    cell.parse::<u64>()
+        .map_err(|_| format!("{name}: '{cell}' is not an unsigned integer"))
 }
 
 /// Parses one data line (without newline). The error is the reason; the caller adds the line.
@@ -151,10 +188,17 @@ pub fn parse_line(line: &str) -> Result<TraceEvent, String> {
     }
     for (i, cell) in op_cells.iter().enumerate() {
         if !used[i] && !cell.is_empty() {
-            return Err(format!("{kind}: {} must be empty, found '{cell}'", COL_NAMES[i]));
+            return Err(format!(
+                "{kind}: {} must be empty, found '{cell}'",
+                COL_NAMES[i]
+            ));
         }
     }
-    Ok(TraceEvent { timestamp_ns, institution, op })
+    Ok(TraceEvent {
+        timestamp_ns,
+        institution,
+        op,
+    })
 }
 
 fn build_op(
@@ -166,9 +210,13 @@ fn build_op(
     Ok(match kind {
         OpKind::CreateAccount => {
             let name = op_cells[AccountKind as usize];
-            let kind = crate::op::AccountKind::from_name(name)
-                .ok_or(format!("account_kind: '{name}' is not reserve|borrower|operating"))?;
-            Op::CreateAccount { account: get(Account)?, kind }
+            let kind = crate::op::AccountKind::from_name(name).ok_or(format!(
+                "account_kind: '{name}' is not reserve|borrower|operating"
+            ))?;
+            Op::CreateAccount {
+                account: get(Account)?,
+                kind,
+            }
         }
         OpKind::CreateLoan => {
             let bps = get(PartnerShareBps)?;
@@ -184,19 +232,29 @@ fn build_op(
                 partner_share_bps: bps as u16,
             }
         }
-        OpKind::TopUp => Op::TopUp { reserve_account: get(Reserve)?, amount: get(Amount)? },
-        OpKind::Disburse => Op::Disburse { loan: get(Loan)?, amount: get(Amount)? },
-        OpKind::Repay => {
-            Op::Repay { loan: get(Loan)?, principal: get(Amount)?, interest: get(Interest)? }
-        }
+        OpKind::TopUp => Op::TopUp {
+            reserve_account: get(Reserve)?,
+            amount: get(Amount)?,
+        },
+        OpKind::Disburse => Op::Disburse {
+            loan: get(Loan)?,
+            amount: get(Amount)?,
+        },
+        OpKind::Repay => Op::Repay {
+            loan: get(Loan)?,
+            principal: get(Amount)?,
+            interest: get(Interest)?,
+        },
         OpKind::Statement => Op::Statement {
             account: get(Account)?,
             period_start_ns: get(PeriodStart)?,
             period_end_ns: get(PeriodEnd)?,
         },
-        OpKind::Transfer => {
-            Op::Transfer { debit: get(Debit)?, credit: get(Credit)?, amount: get(Amount)? }
-        }
+        OpKind::Transfer => Op::Transfer {
+            debit: get(Debit)?,
+            credit: get(Credit)?,
+            amount: get(Amount)?,
+        },
     })
 }
 
@@ -212,7 +270,14 @@ pub struct CsvReader<R: BufRead> {
 
 impl<R: BufRead> CsvReader<R> {
     pub fn new(input: R, skip_bad: bool) -> Self {
-        Self { input, line: String::new(), line_number: 0, header_seen: false, skip_bad, skipped: 0 }
+        Self {
+            input,
+            line: String::new(),
+            line_number: 0,
+            header_seen: false,
+            skip_bad,
+            skipped: 0,
+        }
     }
 
     pub fn skipped(&self) -> u64 {
@@ -220,7 +285,10 @@ impl<R: BufRead> CsvReader<R> {
     }
 
     fn bad(&self, reason: String) -> TraceError {
-        TraceError::BadLine { line: self.line_number, reason }
+        TraceError::BadLine {
+            line: self.line_number,
+            reason,
+        }
     }
 }
 

@@ -61,7 +61,10 @@ pub enum TraceReader {
 impl TraceReader {
     /// Opens `path`; the form is sniffed from the first bytes (the binary magic), not the name.
     pub fn open(path: &Path, skip_bad: bool) -> Result<TraceReader, TraceError> {
-        let open_err = |source| TraceError::Open { path: path.display().to_string(), source };
+        let open_err = |source| TraceError::Open {
+            path: path.display().to_string(),
+            source,
+        };
         let file = File::open(path).map_err(open_err)?;
         let mut input = BufReader::with_capacity(TRACE_BUFFER_BYTES, file);
         let binary = head_is_binary(path, input.fill_buf()?);
@@ -114,7 +117,10 @@ pub enum TraceWriter {
 
 impl TraceWriter {
     pub fn create(path: &Path, format: TraceFormat) -> Result<TraceWriter, TraceError> {
-        let open_err = |source| TraceError::Open { path: path.display().to_string(), source };
+        let open_err = |source| TraceError::Open {
+            path: path.display().to_string(),
+            source,
+        };
         let file = File::create(path).map_err(open_err)?;
         let out = BufWriter::with_capacity(TRACE_BUFFER_BYTES, file);
         Ok(match format {
@@ -195,7 +201,11 @@ pub fn convert(
     }
     let events = writer.finish()?;
     assert_eq!(events, digest.count(), "every event read is written once");
-    Ok(ConvertReport { events, skipped: reader.skipped(), digest: digest.finish() })
+    Ok(ConvertReport {
+        events,
+        skipped: reader.skipped(),
+        digest: digest.finish(),
+    })
 }
 
 /// Reads a whole trace into memory (tests, small traces). Large replays stream instead.
@@ -204,7 +214,10 @@ pub fn read_all(path: &Path) -> Result<Vec<TraceEvent>, TraceError> {
 }
 
 /// Reads a trace from any reader (tests).
-pub fn read_from(input: impl Read + Send + 'static, binary: bool) -> Result<Vec<TraceEvent>, TraceError> {
+pub fn read_from(
+    input: impl Read + Send + 'static,
+    binary: bool,
+) -> Result<Vec<TraceEvent>, TraceError> {
     let input: Box<dyn BufRead + Send> = Box::new(BufReader::new(input));
     TraceReader::from_reader(input, false, binary)?.collect()
 }

@@ -15,8 +15,14 @@ pub struct Zipf {
 
 impl Zipf {
     pub fn new(n: usize, s: f64) -> Zipf {
-        assert!(n >= 1 && n <= ZIPF_ITEMS_MAX, "zipf support {n} outside 1..={ZIPF_ITEMS_MAX}");
-        assert!(s.is_finite() && s >= 0.0, "zipf exponent {s} must be finite and >= 0");
+        assert!(
+            (1..=ZIPF_ITEMS_MAX).contains(&n),
+            "zipf support {n} outside 1..={ZIPF_ITEMS_MAX}"
+        );
+        assert!(
+            s.is_finite() && s >= 0.0,
+            "zipf exponent {s} must be finite and >= 0"
+        );
         let mut cdf = Vec::with_capacity(n);
         let mut total = 0.0;
         for k in 0..n {
@@ -68,7 +74,12 @@ impl LogNormal {
     pub fn new(median: u64, sigma: f64, min: u64, max: u64) -> LogNormal {
         assert!(median >= 1 && min >= 1 && min <= median && median <= max);
         assert!(sigma.is_finite() && sigma >= 0.0);
-        LogNormal { mu: (median as f64).ln(), sigma, min, max }
+        LogNormal {
+            mu: (median as f64).ln(),
+            sigma,
+            min,
+            max,
+        }
     }
 
     pub fn sample(&self, rng: &mut impl Rng) -> u64 {

@@ -55,10 +55,14 @@ impl Default for JointLoanConfig {
 impl JointLoanConfig {
     pub fn validate(&self) -> Result<(), String> {
         if !(2..=INSTITUTIONS_MAX).contains(&self.institutions) {
-            return Err(format!("institutions must be 2..={INSTITUTIONS_MAX} (a lead and a partner)"));
+            return Err(format!(
+                "institutions must be 2..={INSTITUTIONS_MAX} (a lead and a partner)"
+            ));
         }
         if !(1..=RESERVES_PER_INSTITUTION_MAX).contains(&self.reserves_per_institution) {
-            return Err(format!("reserves per institution must be 1..={RESERVES_PER_INSTITUTION_MAX}"));
+            return Err(format!(
+                "reserves per institution must be 1..={RESERVES_PER_INSTITUTION_MAX}"
+            ));
         }
         if !(1..=LOANS_MAX).contains(&self.loans) {
             return Err(format!("loans must be 1..={LOANS_MAX}"));
@@ -138,7 +142,13 @@ impl JointLoan {
         for i in 0..c.institutions {
             for r in 0..c.reserves_per_institution {
                 let account = reserve_account(&c, i, r);
-                self.pending.push_back((i, Op::CreateAccount { account, kind: AccountKind::Reserve }));
+                self.pending.push_back((
+                    i,
+                    Op::CreateAccount {
+                        account,
+                        kind: AccountKind::Reserve,
+                    },
+                ));
             }
         }
         let first_borrower = u64::from(c.institutions) * c.reserves_per_institution + 1;
@@ -146,13 +156,24 @@ impl JointLoan {
             let partner = 1 + (l % u64::from(c.institutions - 1)) as u16;
             let loan = Loan {
                 borrower: first_borrower + l,
-                lead_reserve: reserve_account(&c, 0, self.rng.gen_range(0..c.reserves_per_institution)),
-                partner_reserve: reserve_account(&c, partner, self.rng.gen_range(0..c.reserves_per_institution)),
+                lead_reserve: reserve_account(
+                    &c,
+                    0,
+                    self.rng.gen_range(0..c.reserves_per_institution),
+                ),
+                partner_reserve: reserve_account(
+                    &c,
+                    partner,
+                    self.rng.gen_range(0..c.reserves_per_institution),
+                ),
                 limit: self.loan_size.sample(&mut self.rng),
                 outstanding: 0,
             };
             self.loans.push(loan);
-            let create = Op::CreateAccount { account: loan.borrower, kind: AccountKind::Borrower };
+            let create = Op::CreateAccount {
+                account: loan.borrower,
+                kind: AccountKind::Borrower,
+            };
             self.pending.push_back((0, create));
         }
         for (l, loan) in self.loans.iter().enumerate() {
@@ -168,7 +189,8 @@ impl JointLoan {
         }
         for reserve in 0..self.reserve_balance.len() as u64 {
             let op = self.top_up(reserve + 1);
-            self.pending.push_back((self.reserve_owner(reserve + 1), op));
+            self.pending
+                .push_back((self.reserve_owner(reserve + 1), op));
         }
     }
 
@@ -180,7 +202,10 @@ impl JointLoan {
         let amount = self.top_up_size.sample(&mut self.rng);
         let balance = &mut self.reserve_balance[(account - 1) as usize];
         *balance = balance.saturating_add(amount);
-        Op::TopUp { reserve_account: account, amount }
+        Op::TopUp {
+            reserve_account: account,
+            amount,
+        }
     }
 
     /// Plans the next steady-state event(s) into `pending`.
@@ -221,7 +246,10 @@ impl JointLoan {
         let tranche = (loan.limit as f64 * self.rng.gen_range(0.3..=1.0)) as Cents;
         let amount = tranche.clamp(1, remaining);
         let partner = self.partner_part(amount);
-        for (reserve, part) in [(loan.partner_reserve, partner), (loan.lead_reserve, amount - partner)] {
+        for (reserve, part) in [
+            (loan.partner_reserve, partner),
+            (loan.lead_reserve, amount - partner),
+        ] {
             while self.reserve_balance[(reserve - 1) as usize] < part {
                 let op = self.top_up(reserve);
                 self.pending.push_back((self.reserve_owner(reserve), op));
@@ -230,8 +258,17 @@ impl JointLoan {
         }
         let loan = &mut self.loans[l];
         loan.outstanding += amount;
-        assert!(loan.outstanding <= loan.limit, "disbursed past the loan limit");
-        self.pending.push_back((0, Op::Disburse { loan: l as u64 + 1, amount }));
+        assert!(
+            loan.outstanding <= loan.limit,
+            "disbursed past the loan limit"
+        );
+        self.pending.push_back((
+            0,
+            Op::Disburse {
+                loan: l as u64 + 1,
+                amount,
+            },
+        ));
     }
 
     fn plan_repay_of(&mut self, l: usize) {
@@ -249,18 +286,36 @@ impl JointLoan {
         self.reserve_balance[(loan.partner_reserve - 1) as usize] += partner;
         self.reserve_balance[(loan.lead_reserve - 1) as usize] += principal + interest - partner;
         self.loans[l].outstanding -= principal;
-        self.pending.push_back((0, Op::Repay { loan: l as u64 + 1, principal, interest }));
+        self.pending.push_back((
+            0,
+            Op::Repay {
+                loan: l as u64 + 1,
+                principal,
+                interest,
+            },
+        ));
     }
 
     fn plan_statement(&mut self) {
         let index = self.hot_accounts.sample(&mut self.rng);
         let account = index as u64 + 1;
         let reserves = self.reserve_balance.len() as u64;
-        let owner = if account <= reserves { self.reserve_owner(account) } else { 0 };
+        let owner = if account <= reserves {
+            self.reserve_owner(account)
+        } else {
+            0
+        };
         let period_start_ns = self.statement_end_ns[index];
         let period_end_ns = self.clock_ns.max(period_start_ns);
         self.statement_end_ns[index] = period_end_ns;
-        self.pending.push_back((owner, Op::Statement { account, period_start_ns, period_end_ns }));
+        self.pending.push_back((
+            owner,
+            Op::Statement {
+                account,
+                period_start_ns,
+                period_end_ns,
+            },
+        ));
     }
 }
 
@@ -275,6 +330,10 @@ impl Iterator for JointLoan {
         let mean_gap_ns = 1e9 / self.config.events_per_second;
         self.clock_ns += exponential_gap_ns(&mut self.rng, mean_gap_ns);
         debug_assert!(institution < self.config.institutions);
-        Some(TraceEvent { timestamp_ns: self.clock_ns, institution, op })
+        Some(TraceEvent {
+            timestamp_ns: self.clock_ns,
+            institution,
+            op,
+        })
     }
 }

@@ -85,7 +85,13 @@ impl Transfers {
         if self.created < self.config.accounts {
             self.created += 1;
             let account = self.created;
-            return (self.owner(account), Op::CreateAccount { account, kind: AccountKind::Operating });
+            return (
+                self.owner(account),
+                Op::CreateAccount {
+                    account,
+                    kind: AccountKind::Operating,
+                },
+            );
         }
         let debit = self.pick_account();
         let mut credit = self.pick_account();
@@ -93,7 +99,14 @@ impl Transfers {
             credit = self.pick_account();
         }
         let amount = self.amount.sample(&mut self.rng);
-        (self.owner(debit), Op::Transfer { debit, credit, amount })
+        (
+            self.owner(debit),
+            Op::Transfer {
+                debit,
+                credit,
+                amount,
+            },
+        )
     }
 }
 
@@ -103,6 +116,10 @@ impl Iterator for Transfers {
     fn next(&mut self) -> Option<TraceEvent> {
         let (institution, op) = self.next_op();
         self.clock_ns += exponential_gap_ns(&mut self.rng, 1e9 / self.config.events_per_second);
-        Some(TraceEvent { timestamp_ns: self.clock_ns, institution, op })
+        Some(TraceEvent {
+            timestamp_ns: self.clock_ns,
+            institution,
+            op,
+        })
     }
 }
