@@ -280,6 +280,7 @@ impl Driver<'_> {
             if intended > now || deadline_ns.is_some_and(|d| intended >= d) {
                 return Ok(());
             }
+            self.recorder.tick(now);
             let ticket = self.in_flight.insert(intended, now);
             self.target.submit(ticket, &self.batch)?;
             self.recorder.on_sent(self.batch.len() as u32);
@@ -312,6 +313,8 @@ impl Driver<'_> {
         self.completions.clear();
         self.target.poll(&mut self.completions, wait)?;
         let done_ns = self.now_ns();
+        // Close intervals first, so completions land in the interval they happened in.
+        self.recorder.tick(done_ns);
         for c in self.completions.drain(..) {
             let p = self
                 .in_flight
