@@ -18,6 +18,9 @@ use crate::trace::TraceError;
 
 /// Longest single wait in `poll`, so intervals and the progress line stay on time.
 pub const POLL_WAIT_MAX: Duration = Duration::from_millis(5);
+/// Most requests sent back to back before completions are polled again: a backlog (after a
+/// stall) is sent in bursts, so completions of the first are not held behind the last.
+pub const SEND_BURST_MAX: usize = 32;
 /// Shorter waits for the next send time spin instead of sleeping.
 pub const SLEEP_WAIT_MIN: Duration = Duration::from_micros(200);
 /// Most requests in flight, whatever the target allows.
@@ -273,8 +276,12 @@ impl Driver<'_> {
     }
 
     /// Submits every request that is due (all that fit, in closed loop).
+    /// Sends at most `SEND_BURST_MAX` requests, so completions are polled between bursts.
     fn send_due(&mut self, mut now: u64, deadline_ns: Option<u64>) -> Result<(), DriverError> {
-        while !self.source_done && !self.in_flight.is_full() {
+        for _ in 0..SEND_BURST_MAX {
+            if self.source_done || self.in_flight.is_full() {
+                return Ok(());
+            }
             let closed = matches!(self.config.schedule, Schedule::Closed { .. });
             let intended = if closed { now } else { self.batch_intended_ns };
             if intended > now || deadline_ns.is_some_and(|d| intended >= d) {
