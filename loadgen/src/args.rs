@@ -21,10 +21,20 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Generate a synthetic workload and write it as a trace (CSV, or binary for `.bin`).
+    #[command(
+        after_help = "Example:\n  loadgen record --workload joint-loan --events 2200000 --out trace.csv"
+    )]
     Record(RecordArgs),
     /// Run a workload against a target, open or closed loop, and write HDR results.
+    #[command(after_help = "Examples:\n  \
+loadgen run --workload joint-loan --target null --duration 5 --batch 8190   # generator ceiling\n  \
+loadgen run --mode open --rate 50000 --batch 10 --duration 60 --out results/open-50k\n  \
+loadgen run --workload trace --trace trace.bin --mode closed --in-flight 128 --duration 30")]
     Run(RunArgs),
     /// Replay a trace at its recorded pace (scaled by --speedup) or as fast as possible.
+    #[command(after_help = "Examples:\n  \
+loadgen replay --trace trace.bin --speedup 10 --batch 100\n  \
+loadgen replay --trace trace.csv --max-rate --in-flight 64 --skip-bad-lines")]
     Replay(ReplayArgs),
     /// Convert a trace between CSV and binary.
     Convert(ConvertArgs),
@@ -67,13 +77,16 @@ pub struct WorkloadArgs {
     /// Skip malformed trace lines (counted and reported) instead of failing.
     #[arg(long)]
     pub skip_bad_lines: bool,
+    /// Seed of the generator: the same seed gives the same event stream.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Institutions; institution 0 is the lead bank (joint-loan needs at least 2).
     #[arg(long, default_value_t = 4)]
     pub institutions: u16,
+    /// Reserve-fund accounts per institution (joint-loan).
     #[arg(long, default_value_t = 4)]
     pub reserves_per_institution: u64,
+    /// Joint loans, revolving credit lines funded by the lead and one partner.
     #[arg(long, default_value_t = 10_000)]
     pub loans: u64,
     /// Accounts (transfers workload).
@@ -175,6 +188,7 @@ pub struct TargetArgs {
     /// Most requests the target accepts in flight.
     #[arg(long, default_value_t = 4096)]
     pub target_in_flight: usize,
+    /// Stall target: how long the one stall lasts.
     #[arg(long, default_value_t = 200)]
     pub stall_ms: u64,
     /// The request (1-based) during whose submission the stall target blocks.
@@ -183,6 +197,7 @@ pub struct TargetArgs {
     /// Null target: reject every Nth request with --reject-code (0 = never).
     #[arg(long, default_value_t = 0)]
     pub reject_every: u64,
+    /// Result code of the null target's rejections.
     #[arg(long, default_value_t = 1)]
     pub reject_code: u32,
 }

@@ -229,3 +229,17 @@ fn report_compares_runs() {
     let missing = root.path().join("nope");
     assert!(report::report(&[missing.as_path()], &out).is_err());
 }
+
+#[test]
+fn default_result_directory_is_a_utc_timestamp() {
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    assert_eq!(
+        output::default_out_dir(at),
+        std::path::Path::new("loadgen-results/20231114T221320Z")
+    );
+    let leap = std::time::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29T00:00:00Z
+    assert_eq!(
+        output::default_out_dir(leap),
+        std::path::Path::new("loadgen-results/20000229T000000Z")
+    );
+}
