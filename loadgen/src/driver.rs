@@ -253,9 +253,7 @@ impl Driver<'_> {
         self.read_batch()?;
         loop {
             let now = self.now_ns();
-            if drain_deadline_ns.is_none()
-                && (self.source_done || deadline_ns.is_some_and(|d| now >= d))
-            {
+            if drain_deadline_ns.is_none() && self.sending_over(now, deadline_ns) {
                 self.source_done = true;
                 drain_deadline_ns = Some(now + self.config.drain_timeout.as_nanos() as u64);
             }
@@ -276,6 +274,20 @@ impl Driver<'_> {
     }
 
     /// Submits every request that is due (all that fit, in closed loop).
+    /// Sending ends with the source or at the deadline. On a schedule (open loop, replay),
+    /// every request intended before the deadline is still sent, however late: dropping the
+    /// late ones would hide exactly the delay the CO correction is there to measure.
+    fn sending_over(&self, now: u64, deadline_ns: Option<u64>) -> bool {
+        let Some(deadline) = deadline_ns else {
+            return self.source_done;
+        };
+        let next_ns = match self.config.schedule {
+            Schedule::Closed { .. } => now,
+            _ => self.batch_intended_ns,
+        };
+        self.source_done || next_ns >= deadline
+    }
+
     /// Sends at most `SEND_BURST_MAX` requests, so completions are polled between bursts.
     fn send_due(&mut self, mut now: u64, deadline_ns: Option<u64>) -> Result<(), DriverError> {
         for _ in 0..SEND_BURST_MAX {

@@ -56,9 +56,9 @@ fn a_stall_shows_in_corrected_percentiles_and_hides_in_naive_ones() {
         config(schedule, Some(Duration::from_millis(1_500)), None),
     );
     let sent = r.recorder.totals.requests_sent;
-    assert!(
-        (2_700..=3_001).contains(&sent),
-        "open loop keeps its schedule: {sent} requests"
+    assert_eq!(
+        sent, 3_000,
+        "every request intended in 1.5 s at 2,000/s is sent, late or not"
     );
     assert_eq!(r.recorder.totals.requests_done, sent);
     let corrected = &r.recorder.corrected;
@@ -86,8 +86,10 @@ fn a_stall_shows_in_corrected_percentiles_and_hides_in_naive_ones() {
     );
     assert!(naive.max() >= 195 * MS, "the stalled request itself");
     let naive_slow = naive.count_between(100 * MS, LATENCY_TOP);
+    // At most one send burst can be in flight across the stall.
+    let burst = driver::SEND_BURST_MAX as u64;
     assert!(
-        (1..=15).contains(&naive_slow),
+        (1..=burst).contains(&naive_slow),
         "naive sees {naive_slow} slow requests"
     );
 }
@@ -190,7 +192,7 @@ fn record_then_replay_delivers_the_same_event_stream_at_the_recorded_pace() {
         r.send_window_ns
     );
     assert!(
-        r.send_window_ns < expected_ns + 50 * MS,
+        r.send_window_ns < expected_ns + 150 * MS,
         "kept pace: {} vs {expected_ns}",
         r.send_window_ns
     );
