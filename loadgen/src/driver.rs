@@ -147,6 +147,10 @@ impl InFlight {
 
     fn insert(&mut self, intended_ns: u64, sent_ns: u64) -> Ticket {
         let slot = self.free.pop().expect("caller checked is_full");
+        assert!(
+            self.slots[slot as usize].is_none(),
+            "free slot {slot} is in use"
+        );
         self.generation = self.generation.wrapping_add(1);
         let ticket = (u64::from(self.generation) << 32) | u64::from(slot);
         self.slots[slot as usize] = Some(Pending {
@@ -300,6 +304,7 @@ impl Driver<'_> {
                 return Ok(());
             }
             self.recorder.tick(now);
+            assert!(intended <= now, "never sent before its intended time");
             let ticket = self.in_flight.insert(intended, now);
             self.target.submit(ticket, &self.batch)?;
             self.recorder.on_sent(self.batch.len() as u32);
@@ -356,6 +361,7 @@ impl Driver<'_> {
             }
             self.events_taken += 1;
         }
+        assert!(self.batch.len() <= self.config.batch_events);
         if self.batch.is_empty() {
             self.source_done = true;
             return Ok(());
