@@ -1,4 +1,295 @@
+//! `loadgen`: generate or replay Reckon load and record HDR latency. Exit codes: 0 ok,
+//! 1 failure, 2 usage.
+
+mod args;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::Parser;
+use loadgen::commands::{self, CommandError};
+use loadgen::driver::{EventSource, RunConfig, Schedule};
+use loadgen::progress::Progress;
+use loadgen::target::{NullTarget, StallTarget, Target};
+use loadgen::trace::{self, TraceFormat, TraceReader};
+use loadgen::{output, report};
+
+use args::{Cli, Command, OutputArgs, TargetArgs, TargetKind, WorkloadKind};
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() {}
+/// Why a command failed: bad usage exits 2, anything else 1.
+enum CliError {
+    Usage(String),
+    Failure(String),
+}
+
+impl From<CommandError> for CliError {
+    fn from(e: CommandError) -> Self {
+        CliError::Failure(e.to_string())
+    }
+}
+
+impl From<trace::TraceError> for CliError {
+    fn from(e: trace::TraceError) -> Self {
+        CliError::Failure(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Usage(m)) => {
+            eprintln!("loadgen: usage: {m}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Failure(m)) => {
+            eprintln!("loadgen: error: {m}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Record(a) => cmd_record(a),
+        Command::Run(a) => cmd_run(a),
+        Command::Replay(a) => cmd_replay(a),
+        Command::Convert(a) => cmd_convert(a),
+        Command::Digest(a) => cmd_digest(a),
+        Command::Report(a) => cmd_report(a),
+    }
+}
+
+fn cmd_record(a: args::RecordArgs) -> Result<(), CliError> {
+    if a.workload.workload == WorkloadKind::Trace {
+        return Err(CliError::Usage(
+            "record generates a synthetic workload; use `convert` for traces".into(),
+        ));
+    }
+    let workload = a.workload.build().map_err(CliError::Usage)?;
+    let format = a
+        .format
+        .map(Into::into)
+        .unwrap_or_else(|| TraceFormat::from_path(&a.out));
+    let r = commands::record(workload, a.events, &a.out, format)?;
+    println!(
+        "recorded {} events to {} in {:.2} s ({:.0} events/s); digest {}",
+        r.events,
+        a.out.display(),
+        r.elapsed_s,
+        r.events as f64 / r.elapsed_s.max(1e-9),
+        r.digest
+    );
+    Ok(())
+}
+
+fn build_target(a: &TargetArgs) -> Result<Box<dyn Target>, CliError> {
+    if a.target_in_flight == 0 {
+        return Err(CliError::Usage("--target-in-flight must be >= 1".into()));
+    }
+    // The integrator adds `inproc` (in-process ledger) and `tcp` (cluster client) here.
+    Ok(match a.target {
+        TargetKind::Null => Box::new(
+            NullTarget::new(a.target_in_flight).with_rejections(a.reject_every, a.reject_code),
+        ),
+        TargetKind::Stall => Box::new(StallTarget::new(
+            a.target_in_flight,
+            a.stall_at_request,
+            Duration::from_millis(a.stall_ms),
+        )),
+    })
+}
+
+fn out_dir(o: &OutputArgs) -> PathBuf {
+    o.out
+        .clone()
+        .unwrap_or_else(|| output::default_out_dir(SystemTime::now()))
+}
+
+fn run_config(
+    schedule: Schedule,
+    o: &OutputArgs,
+    duration_s: Option<f64>,
+    events: Option<u64>,
+) -> Result<RunConfig, CliError> {
+    let duration = match duration_s {
+        Some(s) if !(s > 0.0 && s.is_finite()) => {
+            return Err(CliError::Usage("--duration must be > 0".into()))
+        }
+        Some(s) => Some(Duration::from_secs_f64(s)),
+        None => None,
+    };
+    let config = RunConfig {
+        schedule,
+        batch_events: o.batch,
+        duration,
+        events_max: events,
+        interval: Duration::from_millis(o.interval_ms),
+        drain_timeout: Duration::from_secs_f64(o.drain_timeout_s.max(0.0)),
+    };
+    config
+        .validate()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok(config)
+}
+
+/// Runs, prints the summary, and reports skipped trace lines.
+fn execute(
+    source: EventSource<'_>,
+    target_args: &TargetArgs,
+    o: &OutputArgs,
+    run_config: RunConfig,
+    mut config_json: serde_json::Value,
+) -> Result<(), CliError> {
+    let mut target = build_target(target_args)?;
+    let dir = out_dir(o);
+    if let Some(obj) = config_json.as_object_mut() {
+        obj.insert(
+            "run".into(),
+            serde_json::to_value(&run_config).unwrap_or_default(),
+        );
+    }
+    let progress = Progress::new(!o.no_progress);
+    let summary = commands::run_to_dir(
+        source,
+        target.as_mut(),
+        run_config,
+        config_json,
+        &dir,
+        &progress,
+    )?;
+    print!("{}", summary.render_text());
+    eprintln!("results in {}", dir.display());
+    Ok(())
+}
+
+fn cmd_run(a: args::RunArgs) -> Result<(), CliError> {
+    let schedule = match (a.mode, a.rate) {
+        (args::Mode::Open, Some(rate)) => Schedule::Open { events_per_s: rate },
+        (args::Mode::Open, None) => {
+            return Err(CliError::Usage(
+                "--mode open needs --rate EVENTS_PER_S".into(),
+            ))
+        }
+        (args::Mode::Closed, None) => Schedule::Closed {
+            in_flight: a.in_flight,
+        },
+        (args::Mode::Closed, Some(_)) => {
+            return Err(CliError::Usage("--rate is for --mode open".into()))
+        }
+    };
+    if a.duration.is_none() && a.events.is_none() && a.workload.workload != WorkloadKind::Trace {
+        return Err(CliError::Usage(
+            "a synthetic workload is endless: give --duration or --events".into(),
+        ));
+    }
+    let config = run_config(schedule, &a.output, a.duration, a.events)?;
+    let config_json = a.workload.to_json();
+    if a.workload.workload == WorkloadKind::Trace {
+        let path = a.workload.trace.clone().ok_or(CliError::Usage(
+            "--workload trace needs --trace FILE".into(),
+        ))?;
+        return run_trace(
+            &path,
+            a.workload.skip_bad_lines,
+            &a.target,
+            &a.output,
+            config,
+            config_json,
+        );
+    }
+    let workload = a.workload.build().map_err(CliError::Usage)?;
+    execute(
+        Box::new(workload.map(Ok)),
+        &a.target,
+        &a.output,
+        config,
+        config_json,
+    )
+}
+
+fn run_trace(
+    path: &Path,
+    skip_bad: bool,
+    target: &TargetArgs,
+    o: &OutputArgs,
+    config: RunConfig,
+    config_json: serde_json::Value,
+) -> Result<(), CliError> {
+    let mut reader = TraceReader::open(path, skip_bad)?;
+    execute(Box::new(reader.by_ref()), target, o, config, config_json)?;
+    if reader.skipped() > 0 {
+        eprintln!(
+            "skipped {} bad lines of {}",
+            reader.skipped(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn cmd_replay(a: args::ReplayArgs) -> Result<(), CliError> {
+    let schedule = if a.max_rate {
+        Schedule::Closed {
+            in_flight: a.in_flight,
+        }
+    } else {
+        Schedule::Replay { speedup: a.speedup }
+    };
+    let config = run_config(schedule, &a.output, a.duration, a.events)?;
+    let config_json = serde_json::json!({
+        "replay": a.trace.display().to_string(),
+        "speedup": if a.max_rate { None } else { Some(a.speedup) },
+        "max_rate": a.max_rate,
+    });
+    run_trace(
+        &a.trace,
+        a.skip_bad_lines,
+        &a.target,
+        &a.output,
+        config,
+        config_json,
+    )
+}
+
+fn cmd_convert(a: args::ConvertArgs) -> Result<(), CliError> {
+    let format = a
+        .format
+        .map(Into::into)
+        .unwrap_or_else(|| TraceFormat::from_path(&a.output));
+    let r = trace::convert(&a.input, &a.output, format, a.skip_bad_lines)?;
+    println!(
+        "converted {} events to {}; digest {}",
+        r.events,
+        a.output.display(),
+        r.digest
+    );
+    if r.skipped > 0 {
+        println!("skipped {} bad lines", r.skipped);
+    }
+    Ok(())
+}
+
+fn cmd_digest(a: args::DigestArgs) -> Result<(), CliError> {
+    let (events, digest, skipped) = commands::digest_file(&a.trace, a.skip_bad_lines)?;
+    println!("{digest}  {events} events  {}", a.trace.display());
+    if skipped > 0 {
+        println!("skipped {skipped} bad lines");
+    }
+    Ok(())
+}
+
+fn cmd_report(a: args::ReportArgs) -> Result<(), CliError> {
+    let dirs: Vec<&Path> = a.dirs.iter().map(PathBuf::as_path).collect();
+    let table = report::report(&dirs, &a.out).map_err(|e| CliError::Failure(e.to_string()))?;
+    print!("{table}");
+    eprintln!("report in {}", a.out.display());
+    Ok(())
+}

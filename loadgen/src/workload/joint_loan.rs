@@ -1,0 +1,339 @@
+//! The joint-loan workload: a lead bank and partner banks fund loans from reserve accounts.
+//!
+//! Setup first (reserve accounts, borrower accounts, loans, opening top-ups), then an endless
+//! mix of top-ups, disbursements, repayments and statements. The generator keeps the ledger's
+//! books itself so every stream is internally consistent: a disbursement never overdraws a
+//! reserve (a top-up is emitted first) and never takes the outstanding principal past the
+//! loan's limit, a repayment never exceeds the outstanding principal (so it always follows a
+//! disbursement), and a statement covers the period since the account's previous statement.
+//! Loans are revolving credit lines (like WeBank's Weilidai): repaid principal can be drawn again.
+
+use std::collections::VecDeque;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::dist::{exponential_gap_ns, weighted_index, LogNormal, Zipf};
+use crate::op::{AccountKind, Cents, InstitutionId, Op, TraceEvent, SHARE_BPS_FULL};
+
+pub const INSTITUTIONS_MAX: u16 = 1024;
+pub const LOANS_MAX: u64 = 10_000_000;
+pub const RESERVES_PER_INSTITUTION_MAX: u64 = 1024;
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct JointLoanConfig {
+    pub seed: u64,
+    /// Institution 0 is the lead bank; at least one partner.
+    pub institutions: u16,
+    pub reserves_per_institution: u64,
+    pub loans: u64,
+    /// Zipf exponent for hot loans and statement accounts (0 = uniform).
+    pub zipf_exponent: f64,
+    /// Share of each loan the partner funds, in basis points (WeBank's partners: about 80%).
+    pub partner_share_bps: u16,
+    /// Simulated arrival rate; timestamps are Poisson at this rate.
+    pub events_per_second: f64,
+    /// Steady-state mix weights: top-up, disburse, repay, statement.
+    pub mix: [u32; 4],
+}
+
+impl Default for JointLoanConfig {
+    fn default() -> Self {
+        JointLoanConfig {
+            seed: 1,
+            institutions: 4,
+            reserves_per_institution: 4,
+            loans: 10_000,
+            zipf_exponent: 1.0,
+            partner_share_bps: 8_000,
+            events_per_second: 1_000.0,
+            mix: [5, 35, 40, 20],
+        }
+    }
+}
+
+impl JointLoanConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(2..=INSTITUTIONS_MAX).contains(&self.institutions) {
+            return Err(format!(
+                "institutions must be 2..={INSTITUTIONS_MAX} (a lead and a partner)"
+            ));
+        }
+        if !(1..=RESERVES_PER_INSTITUTION_MAX).contains(&self.reserves_per_institution) {
+            return Err(format!(
+                "reserves per institution must be 1..={RESERVES_PER_INSTITUTION_MAX}"
+            ));
+        }
+        if !(1..=LOANS_MAX).contains(&self.loans) {
+            return Err(format!("loans must be 1..={LOANS_MAX}"));
+        }
+        if !(self.zipf_exponent.is_finite() && self.zipf_exponent >= 0.0) {
+            return Err("zipf exponent must be >= 0".into());
+        }
+        if self.partner_share_bps > SHARE_BPS_FULL {
+            return Err(format!("partner share must be <= {SHARE_BPS_FULL} bps"));
+        }
+        if !(self.events_per_second.is_finite() && self.events_per_second > 0.0) {
+            return Err("events per second must be > 0".into());
+        }
+        if self.mix.iter().all(|&w| w == 0) {
+            return Err("the op mix must have a non-zero weight".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Loan {
+    borrower: u64,
+    lead_reserve: u64,
+    partner_reserve: u64,
+    limit: Cents,
+    outstanding: Cents,
+}
+
+/// Streaming generator; `next()` never returns `None`.
+pub struct JointLoan {
+    config: JointLoanConfig,
+    rng: ChaCha8Rng,
+    clock_ns: u64,
+    /// Events decided but not yet returned: setup, then any top-up a disbursement needs.
+    pending: VecDeque<(InstitutionId, Op)>,
+    loans: Vec<Loan>,
+    reserve_balance: Vec<Cents>,
+    /// End of each account's last statement period, by account index.
+    statement_end_ns: Vec<u64>,
+    hot_loans: Zipf,
+    hot_accounts: Zipf,
+    loan_size: LogNormal,
+    top_up_size: LogNormal,
+}
+
+/// Account ids: reserves first (1-based), then one borrower account per loan.
+fn reserve_account(c: &JointLoanConfig, institution: u16, r: u64) -> u64 {
+    1 + u64::from(institution) * c.reserves_per_institution + r
+}
+
+impl JointLoan {
+    pub fn new(config: JointLoanConfig) -> Result<JointLoan, String> {
+        config.validate()?;
+        let reserves = u64::from(config.institutions) * config.reserves_per_institution;
+        let accounts = (reserves + config.loans) as usize;
+        let mut g = JointLoan {
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            clock_ns: 0,
+            pending: VecDeque::new(),
+            loans: Vec::with_capacity(config.loans as usize),
+            reserve_balance: vec![0; reserves as usize],
+            statement_end_ns: vec![0; accounts],
+            hot_loans: Zipf::new(config.loans as usize, config.zipf_exponent),
+            hot_accounts: Zipf::new(accounts, config.zipf_exponent),
+            // Consumer joint loans: median 30,000.00, long right tail, 1,000.00 to 5,000,000.00.
+            loan_size: LogNormal::new(3_000_000, 1.0, 100_000, 500_000_000),
+            top_up_size: LogNormal::new(500_000_000, 0.5, 10_000_000, 50_000_000_000),
+            config,
+        };
+        g.plan_setup();
+        Ok(g)
+    }
+
+    fn plan_setup(&mut self) {
+        let c = self.config.clone();
+        for i in 0..c.institutions {
+            for r in 0..c.reserves_per_institution {
+                let account = reserve_account(&c, i, r);
+                self.pending.push_back((
+                    i,
+                    Op::CreateAccount {
+                        account,
+                        kind: AccountKind::Reserve,
+                    },
+                ));
+            }
+        }
+        let first_borrower = u64::from(c.institutions) * c.reserves_per_institution + 1;
+        for l in 0..c.loans {
+            let partner = 1 + (l % u64::from(c.institutions - 1)) as u16;
+            let loan = Loan {
+                borrower: first_borrower + l,
+                lead_reserve: reserve_account(
+                    &c,
+                    0,
+                    self.rng.gen_range(0..c.reserves_per_institution),
+                ),
+                partner_reserve: reserve_account(
+                    &c,
+                    partner,
+                    self.rng.gen_range(0..c.reserves_per_institution),
+                ),
+                limit: self.loan_size.sample(&mut self.rng),
+                outstanding: 0,
+            };
+            self.loans.push(loan);
+            let create = Op::CreateAccount {
+                account: loan.borrower,
+                kind: AccountKind::Borrower,
+            };
+            self.pending.push_back((0, create));
+        }
+        for (l, loan) in self.loans.iter().enumerate() {
+            let op = Op::CreateLoan {
+                loan: l as u64 + 1,
+                borrower: loan.borrower,
+                lead_reserve: loan.lead_reserve,
+                partner_reserve: loan.partner_reserve,
+                limit: loan.limit,
+                partner_share_bps: c.partner_share_bps,
+            };
+            self.pending.push_back((0, op));
+        }
+        for reserve in 0..self.reserve_balance.len() as u64 {
+            let op = self.top_up(reserve + 1);
+            self.pending
+                .push_back((self.reserve_owner(reserve + 1), op));
+        }
+    }
+
+    fn reserve_owner(&self, account: u64) -> InstitutionId {
+        ((account - 1) / self.config.reserves_per_institution) as InstitutionId
+    }
+
+    fn top_up(&mut self, account: u64) -> Op {
+        let amount = self.top_up_size.sample(&mut self.rng);
+        let balance = &mut self.reserve_balance[(account - 1) as usize];
+        *balance = balance.saturating_add(amount);
+        Op::TopUp {
+            reserve_account: account,
+            amount,
+        }
+    }
+
+    /// Plans the next steady-state event(s) into `pending`.
+    fn plan_steady(&mut self) {
+        match weighted_index(&mut self.rng, &self.config.mix) {
+            0 => {
+                let reserves = self.reserve_balance.len() as u64;
+                let account = self.rng.gen_range(1..=reserves);
+                let op = self.top_up(account);
+                self.pending.push_back((self.reserve_owner(account), op));
+            }
+            1 => {
+                let l = self.hot_loans.sample(&mut self.rng);
+                self.plan_disburse_of(l);
+            }
+            2 => {
+                let l = self.hot_loans.sample(&mut self.rng);
+                self.plan_repay_of(l);
+            }
+            _ => self.plan_statement(),
+        }
+    }
+
+    fn partner_part(&self, amount: Cents) -> Cents {
+        let part = u128::from(amount) * u128::from(self.config.partner_share_bps)
+            / u128::from(SHARE_BPS_FULL);
+        part as Cents
+    }
+
+    fn plan_disburse_of(&mut self, l: usize) {
+        let loan = self.loans[l];
+        let remaining = loan.limit - loan.outstanding;
+        if remaining == 0 {
+            // Fully drawn: the borrower repays instead (outstanding == limit > 0).
+            return self.plan_repay_of(l);
+        }
+        // One to three tranches: 30%..100% of the limit, never past it.
+        let tranche = (loan.limit as f64 * self.rng.gen_range(0.3..=1.0)) as Cents;
+        let amount = tranche.clamp(1, remaining);
+        let partner = self.partner_part(amount);
+        for (reserve, part) in [
+            (loan.partner_reserve, partner),
+            (loan.lead_reserve, amount - partner),
+        ] {
+            while self.reserve_balance[(reserve - 1) as usize] < part {
+                let op = self.top_up(reserve);
+                self.pending.push_back((self.reserve_owner(reserve), op));
+            }
+            self.reserve_balance[(reserve - 1) as usize] -= part;
+        }
+        let loan = &mut self.loans[l];
+        loan.outstanding += amount;
+        assert!(
+            loan.outstanding <= loan.limit,
+            "disbursed past the loan limit"
+        );
+        self.pending.push_back((
+            0,
+            Op::Disburse {
+                loan: l as u64 + 1,
+                amount,
+            },
+        ));
+    }
+
+    fn plan_repay_of(&mut self, l: usize) {
+        let loan = self.loans[l];
+        if loan.outstanding == 0 {
+            // Repayments only after disbursements: a loan with nothing out is drawn first
+            // (limit > 0, so this does not come back here).
+            return self.plan_disburse_of(l);
+        }
+        // Instalments: 10%..100% of the outstanding principal; monthly interest 0.5%..1.5%.
+        let fraction = self.rng.gen_range(0.1..=1.0);
+        let principal = ((loan.outstanding as f64 * fraction) as Cents).clamp(1, loan.outstanding);
+        let interest = (principal as f64 * self.rng.gen_range(0.005..0.015)) as Cents;
+        let partner = self.partner_part(principal + interest);
+        self.reserve_balance[(loan.partner_reserve - 1) as usize] += partner;
+        self.reserve_balance[(loan.lead_reserve - 1) as usize] += principal + interest - partner;
+        self.loans[l].outstanding -= principal;
+        self.pending.push_back((
+            0,
+            Op::Repay {
+                loan: l as u64 + 1,
+                principal,
+                interest,
+            },
+        ));
+    }
+
+    fn plan_statement(&mut self) {
+        let index = self.hot_accounts.sample(&mut self.rng);
+        let account = index as u64 + 1;
+        let reserves = self.reserve_balance.len() as u64;
+        let owner = if account <= reserves {
+            self.reserve_owner(account)
+        } else {
+            0
+        };
+        let period_start_ns = self.statement_end_ns[index];
+        let period_end_ns = self.clock_ns.max(period_start_ns);
+        self.statement_end_ns[index] = period_end_ns;
+        self.pending.push_back((
+            owner,
+            Op::Statement {
+                account,
+                period_start_ns,
+                period_end_ns,
+            },
+        ));
+    }
+}
+
+impl Iterator for JointLoan {
+    type Item = TraceEvent;
+
+    fn next(&mut self) -> Option<TraceEvent> {
+        while self.pending.is_empty() {
+            self.plan_steady();
+        }
+        let (institution, op) = self.pending.pop_front()?;
+        let mean_gap_ns = 1e9 / self.config.events_per_second;
+        self.clock_ns += exponential_gap_ns(&mut self.rng, mean_gap_ns);
+        debug_assert!(institution < self.config.institutions);
+        Some(TraceEvent {
+            timestamp_ns: self.clock_ns,
+            institution,
+            op,
+        })
+    }
+}
