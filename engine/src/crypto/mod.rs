@@ -25,12 +25,16 @@ mod validators;
 pub use batch::{BatchVerifier, Strategy, VerifyCode, VERIFY_CHUNK_ITEMS_MIN};
 pub use keyfile::{load_key_file, save_key_file, KeyFileError, KeyKind, KEY_FILE_BYTES};
 pub use keys::{KeyError, KeyPair, ValidatedPublicKey};
-/*QUORUM*/
+pub use quorum::{
+    aggregate, sign_timeout, sign_vote, timeout_message, verify_vote, vote_message,
+    QuorumSignature, SignerBitmap, ValidatorIndex, SIGNER_BITMAP_BYTES, TIMEOUT_MESSAGE_BYTES,
+    VALIDATORS_MAX, VOTE_MESSAGE_BYTES,
+};
 pub use registry::{Registry, RegistryError, INSTITUTIONS_MAX};
 pub use request::{
     DecodeError, Request, SignedRequest, REQUEST_HEADER_BYTES, REQUEST_WIRE_BYTES_MAX,
 };
-/*VALIDATORS*/
+pub use validators::{QuorumError, ValidatorSet};
 
 /// Compressed `min_sig` signature (a G1 point).
 pub const SIGNATURE_BYTES: usize = 48;
