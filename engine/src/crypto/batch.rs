@@ -23,6 +23,9 @@ use std::sync::Arc;
 /// Fewest requests one rayon task prepares (hashing, decompression); bounds scheduling overhead.
 pub const VERIFY_CHUNK_ITEMS_MIN: usize = 4;
 
+/// Fewest requests per chunk of a batch check (see `chunk_items`).
+const CHECK_CHUNK_ITEMS_MIN: usize = 32;
+
 /// Per-request verification result. The numbers are stable wire result codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u32)]
@@ -204,8 +207,12 @@ impl BatchVerifier {
         }
     }
 
+    /// One chunk per thread, but never under `CHECK_CHUNK_ITEMS_MIN` items: each chunk costs a
+    /// Miller loop per signer it holds, which small bisection halves cannot amortise.
     fn chunk_items(items: usize) -> usize {
-        items.div_ceil(rayon::current_num_threads().max(1)).max(1)
+        items
+            .div_ceil(rayon::current_num_threads().max(1))
+            .max(CHECK_CHUNK_ITEMS_MIN)
     }
 
     fn holds_grouped(&self, items: &[Prepared], scalars: &[u8]) -> bool {
