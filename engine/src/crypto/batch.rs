@@ -182,17 +182,21 @@ impl BatchVerifier {
         self.bisect_failed(items)
     }
 
-    /// `items` is known to hold at least one invalid signature: split and recheck both halves.
+    /// `items` is known to hold at least one invalid signature. Check the left half; if it holds,
+    /// the right half must hold the bad one (a valid set always passes), so it is split without
+    /// a check of its own. That saves about a quarter of the checks against checking both halves.
     fn bisect_failed(&self, items: &[Prepared]) -> Vec<u32> {
         assert!(!items.is_empty());
         if items.len() == 1 {
             return vec![items[0].index];
         }
         let (left, right) = items.split_at(items.len() / 2);
+        if self.batch_holds(left) {
+            return self.bisect_failed(right);
+        }
         let (mut bad, bad_right) =
-            rayon::join(|| self.find_invalid(left), || self.find_invalid(right));
+            rayon::join(|| self.bisect_failed(left), || self.find_invalid(right));
         bad.extend(bad_right);
-        // A failed batch always contains an invalid item: a valid batch passes with certainty.
         assert!(!bad.is_empty());
         bad
     }

@@ -266,3 +266,27 @@ fn one_thread_pool_gives_the_same_codes() {
         .iter()
         .all(|i| codes[*i] == VerifyCode::InvalidSignature));
 }
+
+#[test]
+fn few_bad_among_many_are_found_at_random_positions() {
+    let fixture = fixture(3);
+    let clean: Vec<SignedRequest> = (0..160)
+        .map(|id| request(&fixture, id % 3, id as u128, 1))
+        .collect();
+    let verifier = BatchVerifier::new(fixture.registry.clone(), CHAIN);
+    for seed in 0..6u64 {
+        let mut rng = StdRng::seed_from_u64(1_000 + seed);
+        let mut batch = clean.clone();
+        let mut expected = vec![VerifyCode::Ok; batch.len()];
+        for _ in 0..rng.gen_range(0..5) {
+            let position = rng.gen_range(0..batch.len());
+            batch[position].request.body[5] ^= 0x40;
+            // Flipping the same bit twice restores the request: track parity, not count.
+            expected[position] = match expected[position] {
+                VerifyCode::Ok => VerifyCode::InvalidSignature,
+                _ => VerifyCode::Ok,
+            };
+        }
+        assert_eq!(verifier.verify(&batch), expected, "seed {seed}");
+    }
+}
