@@ -18,6 +18,8 @@ use std::time::Instant;
 const CHAIN_ID: u64 = 1;
 const QC_SIGNERS: [usize; 4] = [4, 16, 64, 128];
 const QC_REPS: usize = 20;
+/// One-by-one verification is slow: time at most this many requests per repetition.
+const ONE_BY_ONE_SIGS_MAX: usize = 512;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -227,12 +229,13 @@ fn batched_rate(
 fn one_by_one_rate(workload: &Workload) -> Result<Rate, String> {
     let verifier = BatchVerifier::new(workload.registry.clone(), CHAIN_ID);
     let (start, cpu_start) = (Instant::now(), cpu_seconds(libc::RUSAGE_SELF));
-    for signed in &workload.requests {
+    let requests = &workload.requests[..workload.requests.len().min(ONE_BY_ONE_SIGS_MAX)];
+    for signed in requests {
         if verifier.verify_one(signed) != VerifyCode::Ok {
             return Err("one by one: a valid request was rejected".to_string());
         }
     }
-    let count = workload.requests.len() as f64;
+    let count = requests.len() as f64;
     let cpu = (cpu_seconds(libc::RUSAGE_SELF) - cpu_start).max(1e-9);
     Ok(Rate {
         wall: count / start.elapsed().as_secs_f64(),
@@ -319,9 +322,22 @@ pub fn run(args: Args) -> Result<(), String> {
     let threads = args.threads.unwrap_or(cores).max(1);
     let workload = Workload::new(args.sigs, args.signers, args.events, 1);
 
-    let limit_one = workload.limit_single_core()?;
+    // Best of `reps` like every other figure, so one unlucky slice of a shared core counts less.
+    let mut limit_one = Rate::default();
+    let mut one_by_one = Rate::default();
+    for _ in 0..args.reps.max(1) {
+        let limit_rep = workload.limit_single_core()?;
+        let one_rep = one_by_one_rate(&workload)?;
+        limit_one = Rate {
+            wall: limit_one.wall.max(limit_rep.wall),
+            per_cpu_second: limit_one.per_cpu_second.max(limit_rep.per_cpu_second),
+        };
+        one_by_one = Rate {
+            wall: one_by_one.wall.max(one_rep.wall),
+            per_cpu_second: one_by_one.per_cpu_second.max(one_rep.per_cpu_second),
+        };
+    }
     let limit = limit_one.wall * threads as f64;
-    let one_by_one = one_by_one_rate(&workload)?;
     let grouped_one = batched_rate(&workload, Strategy::Grouped, 1, args.reps)?;
     let grouped = batched_rate(&workload, Strategy::Grouped, threads, args.reps)?;
     let chunks_one = batched_rate(&workload, Strategy::PairingChunks, 1, args.reps)?;
