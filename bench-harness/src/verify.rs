@@ -281,7 +281,7 @@ fn bisection_seconds(
     Ok((seconds, rejected))
 }
 
-/// (cold, warm) microseconds per QC check with `signers` of `signers` validators signing.
+/// Fastest of `QC_REPS` (cold, warm) microseconds per QC check with `signers` of `signers` validators signing.
 fn qc_micros(signers: usize) -> Result<(f64, f64), String> {
     let keys: Vec<KeyPair> = (0..signers).map(|_| KeyPair::generate()).collect();
     let set = ValidatorSet::from_validated(keys.iter().map(|pair| *pair.public()).collect())
@@ -294,19 +294,19 @@ fn qc_micros(signers: usize) -> Result<(f64, f64), String> {
         .collect();
     let quorum = aggregate(&votes).map_err(|e| e.to_string())?;
     let message = vote_message(CHAIN_ID, 9, &hash);
-    let (mut cold, mut warm) = (0.0, 0.0);
+    let (mut cold, mut warm) = (f64::MAX, f64::MAX);
     for _ in 0..QC_REPS {
         set.clear_cache();
         let start = Instant::now();
         set.verify_quorum(&message, &quorum)
             .map_err(|e| e.to_string())?;
-        cold += start.elapsed().as_secs_f64();
+        cold = cold.min(start.elapsed().as_secs_f64());
         let start = Instant::now();
         set.verify_quorum(&message, &quorum)
             .map_err(|e| e.to_string())?;
-        warm += start.elapsed().as_secs_f64();
+        warm = warm.min(start.elapsed().as_secs_f64());
     }
-    Ok((cold * 1e6 / QC_REPS as f64, warm * 1e6 / QC_REPS as f64))
+    Ok((cold * 1e6, warm * 1e6))
 }
 
 pub fn run(args: Args) -> Result<(), String> {

@@ -23,6 +23,9 @@ use std::sync::Arc;
 /// Fewest requests one rayon task prepares (hashing, decompression); bounds scheduling overhead.
 pub const VERIFY_CHUNK_ITEMS_MIN: usize = 4;
 
+/// Most requests one `verify` call takes (the ingress stage cuts batches; indices fit in u32).
+pub const VERIFY_BATCH_REQUESTS_MAX: usize = 1 << 16;
+
 /// Fewest requests per chunk of a batch check (see `chunk_items`).
 const CHECK_CHUNK_ITEMS_MIN: usize = 32;
 
@@ -94,7 +97,10 @@ impl BatchVerifier {
 
     /// Verifies every request on the current rayon pool; `result[i]` is request i's code.
     pub fn verify<R: Borrow<SignedRequest> + Sync>(&self, requests: &[R]) -> Vec<VerifyCode> {
-        assert!(requests.len() <= u32::MAX as usize);
+        assert!(
+            requests.len() <= VERIFY_BATCH_REQUESTS_MAX,
+            "callers bound their batches"
+        );
         let hash = self.strategy == Strategy::Grouped;
         let outcomes: Vec<Result<Prepared, VerifyCode>> = requests
             .par_iter()

@@ -22,7 +22,9 @@ mod registry;
 mod request;
 mod validators;
 
-pub use batch::{BatchVerifier, Strategy, VerifyCode, VERIFY_CHUNK_ITEMS_MIN};
+pub use batch::{
+    BatchVerifier, Strategy, VerifyCode, VERIFY_BATCH_REQUESTS_MAX, VERIFY_CHUNK_ITEMS_MIN,
+};
 pub use keyfile::{load_key_file, save_key_file, KeyFileError, KeyKind, KEY_FILE_BYTES};
 pub use keys::{KeyError, KeyPair, ValidatedPublicKey};
 pub use quorum::{
