@@ -8,9 +8,11 @@
 //! is the `min_sig` BLS signature of that digest under `REQUEST_DST`. The header fixes the body
 //! length, so the concatenation is unambiguous.
 
-use super::keys::KeyPair;
+use super::curve;
+use super::keys::{KeyPair, ValidatedPublicKey};
 use super::{SignatureBytes, REQUEST_DST, SIGNATURE_BYTES};
 use crate::types::{ChainId, InstitutionId, BATCH_EVENTS_MAX, EVENT_BYTES, REQUEST_BODY_BYTES_MAX};
+use blst::BLST_ERROR;
 
 /// Bytes of the fixed request header on the wire.
 pub const REQUEST_HEADER_BYTES: usize = 36;
@@ -106,6 +108,26 @@ impl Request {
 }
 
 impl SignedRequest {
+    /// Client-side check of one signature against a known key (a full two-pairing verify).
+    /// The node uses `BatchVerifier`, which also checks the registry and the chain id.
+    pub fn verify_with(&self, key: &ValidatedPublicKey) -> bool {
+        if self.request.validate().is_err() {
+            return false;
+        }
+        let Ok(signature) = curve::decode_signature(&self.signature) else {
+            return false;
+        };
+        let outcome = signature.verify(
+            false,
+            &self.request.digest(),
+            REQUEST_DST,
+            &[],
+            key.blst(),
+            false,
+        );
+        outcome == BLST_ERROR::BLST_SUCCESS
+    }
+
     pub fn encoded_len(&self) -> usize {
         REQUEST_HEADER_BYTES + self.request.body.len() + SIGNATURE_BYTES
     }
@@ -198,7 +220,12 @@ mod tests {
         assert_eq!(bytes[12], 0x88);
         assert_eq!(bytes[28], 9);
         assert_eq!(&bytes[32..36], &[2, 0, 0, 0]);
-        assert_eq!(SignedRequest::decode(&bytes), Ok(signed));
+        assert_eq!(SignedRequest::decode(&bytes), Ok(signed.clone()));
+        assert!(signed.verify_with(pair.public()));
+        assert!(!signed.verify_with(KeyPair::generate().public()));
+        let mut tampered = signed.clone();
+        tampered.request.request_id += 1;
+        assert!(!tampered.verify_with(pair.public()));
     }
 
     #[test]
