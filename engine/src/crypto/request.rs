@@ -291,6 +291,25 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
         #[test]
+        fn decode_of_mutated_encodings_never_panics(
+            events in 1usize..4,
+            position in any::<prop::sample::Index>(),
+            value in any::<u8>(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let signed = SignedRequest { request: sample(events), signature: [0x99; SIGNATURE_BYTES] };
+            let mut bytes = signed.encode();
+            let at = position.index(bytes.len());
+            bytes[at] = value;
+            match SignedRequest::decode(&bytes) {
+                Ok(decoded) => prop_assert_eq!(decoded.encode(), bytes.clone()),
+                Err(error) => prop_assert!((28..REQUEST_HEADER_BYTES).contains(&at), "{error:?} at {at}"),
+            }
+            let kept = cut.index(bytes.len());
+            prop_assert!(SignedRequest::decode(&bytes[..kept]).is_err());
+        }
+
+        #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
             if let Ok(decoded) = SignedRequest::decode(&bytes) {
                 prop_assert_eq!(decoded.encode(), bytes);
