@@ -102,6 +102,30 @@ pub struct QuorumSignature {
     pub signature: SignatureBytes,
 }
 
+/// Bytes of a quorum signature on the wire: signer bitmap then compressed signature.
+pub const QUORUM_SIGNATURE_BYTES: usize = SIGNER_BITMAP_BYTES + super::SIGNATURE_BYTES;
+
+impl QuorumSignature {
+    pub fn to_bytes(&self) -> [u8; QUORUM_SIGNATURE_BYTES] {
+        let mut out = [0u8; QUORUM_SIGNATURE_BYTES];
+        out[..SIGNER_BITMAP_BYTES].copy_from_slice(&self.signers.to_bytes());
+        out[SIGNER_BITMAP_BYTES..].copy_from_slice(&self.signature);
+        out
+    }
+
+    /// Splits the fixed layout; the signature is checked when the quorum is verified.
+    pub fn from_bytes(bytes: &[u8; QUORUM_SIGNATURE_BYTES]) -> Self {
+        let mut bitmap = [0u8; SIGNER_BITMAP_BYTES];
+        bitmap.copy_from_slice(&bytes[..SIGNER_BITMAP_BYTES]);
+        let mut signature = [0u8; super::SIGNATURE_BYTES];
+        signature.copy_from_slice(&bytes[SIGNER_BITMAP_BYTES..]);
+        Self {
+            signers: SignerBitmap::from_bytes(&bitmap),
+            signature,
+        }
+    }
+}
+
 pub fn vote_message(
     chain_id: ChainId,
     round: u64,

@@ -62,6 +62,8 @@ fn quorum_certificate_accepts_a_quorum_and_refuses_edge_cases() {
         Ok(()),
         "cached aggregate key"
     );
+    assert_eq!(set.verify_vote_quorum(CHAIN, ROUND, &HASH, &quorum), Ok(()));
+    assert_eq!(QuorumSignature::from_bytes(&quorum.to_bytes()), quorum);
     set.clear_cache();
     let all = aggregate(&votes(&keys, &[6, 5, 4, 3, 2, 1, 0], ROUND)).expect("aggregate all");
     assert_eq!(set.verify_quorum(&msg, &all), Ok(()));

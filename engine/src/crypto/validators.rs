@@ -141,6 +141,20 @@ impl ValidatorSet {
         }
     }
 
+    /// A QC over a block: `verify_quorum` of the vote message for (chain, round, block hash).
+    pub fn verify_vote_quorum(
+        &self,
+        chain_id: crate::types::ChainId,
+        round: u64,
+        block_hash: &[u8; 32],
+        quorum: &QuorumSignature,
+    ) -> Result<(), QuorumError> {
+        self.verify_quorum(
+            &super::quorum::vote_message(chain_id, round, block_hash),
+            quorum,
+        )
+    }
+
     /// A TC: signer k (in ascending index order) signed `msgs[k]`. One multi-pairing check.
     pub fn verify_quorum_distinct(
         &self,
