@@ -7,7 +7,7 @@
 
 use super::keys::{KeyError, KeyPair, ValidatedPublicKey};
 use super::{PUBLIC_KEY_BYTES, SECRET_KEY_BYTES, SIGNATURE_BYTES};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
@@ -114,10 +114,13 @@ pub fn save_key_file(path: &Path, kind: KeyKind, pair: &KeyPair) -> Result<(), K
 /// Loads and fully validates a key file of the `expected` kind.
 pub fn load_key_file(path: &Path, expected: KeyKind) -> Result<KeyPair, KeyFileError> {
     let name = path.display().to_string();
-    let metadata = std::fs::metadata(path).map_err(|source| KeyFileError::Io {
+    let io = |source| KeyFileError::Io {
         path: name.clone(),
         source,
-    })?;
+    };
+    // Stat and read through one handle, so the checked file is the file read.
+    let file = std::fs::File::open(path).map_err(io)?;
+    let metadata = file.metadata().map_err(io)?;
     let mode = metadata.permissions().mode() & 0o777;
     if mode & KEY_FILE_MODE_FORBIDDEN != 0 {
         return Err(KeyFileError::PermissionsTooOpen { path: name, mode });
@@ -128,10 +131,11 @@ pub fn load_key_file(path: &Path, expected: KeyKind) -> Result<KeyPair, KeyFileE
             len: metadata.len(),
         });
     }
-    let mut bytes = std::fs::read(path).map_err(|source| KeyFileError::Io {
-        path: name.clone(),
-        source,
-    })?;
+    // Read at most one byte more than a key file, whatever the file grew to meanwhile.
+    let mut bytes = Vec::with_capacity(KEY_FILE_BYTES + 1);
+    file.take(KEY_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
     let outcome = decode(&name, &bytes, expected);
     bytes.fill(0);
     outcome
