@@ -48,10 +48,11 @@ pub const SECRET_KEY_BYTES: usize = 32;
 /// random linear combinations; a forged batch passes with probability at most 2^-64).
 pub const BATCH_SCALAR_BITS: usize = 64;
 
-/// Signing DST for requests (hash-to-G1, RFC 9380 suite name plus an application tag).
-pub const REQUEST_DST: &[u8] = b"RECKON-V1-REQUEST-BLS_SIG_BLS12381G1_XMD:SHA-256_SSWU_RO_NUL_";
+/// Signing DST for requests: an application tag plus the IETF proof-of-possession scheme name
+/// (rogue keys are excluded by PoPs, not by distinct messages).
+pub const REQUEST_DST: &[u8] = b"RECKON-V1-REQUEST-BLS_SIG_BLS12381G1_XMD:SHA-256_SSWU_RO_POP_";
 /// Signing DST for consensus messages (votes and timeouts; the message carries its own tag).
-pub const CONSENSUS_DST: &[u8] = b"RECKON-V1-CONSENSUS-BLS_SIG_BLS12381G1_XMD:SHA-256_SSWU_RO_NUL_";
+pub const CONSENSUS_DST: &[u8] = b"RECKON-V1-CONSENSUS-BLS_SIG_BLS12381G1_XMD:SHA-256_SSWU_RO_POP_";
 /// Proof-of-possession DST: the IETF `min_sig` PoP ciphersuite tag.
 pub const POP_DST: &[u8] = b"BLS_POP_BLS12381G1_XMD:SHA-256_SSWU_RO_POP_";
 
