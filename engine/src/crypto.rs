@@ -1,1 +1,0 @@
-//! `crypto`: see docs/ARCHITECTURE.md.

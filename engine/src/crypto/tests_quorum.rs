@@ -1,0 +1,252 @@
+//! Votes, quorum certificates and timeout certificates, including every refusal edge case.
+
+use super::*;
+
+const CHAIN: u64 = 5;
+const ROUND: u64 = 42;
+const HASH: [u8; 32] = [7u8; 32];
+
+fn validators(count: usize) -> (Vec<KeyPair>, ValidatorSet) {
+    let keys: Vec<KeyPair> = (0..count).map(|_| KeyPair::generate()).collect();
+    let publics: Vec<PublicKeyBytes> = keys.iter().map(|pair| pair.public().to_bytes()).collect();
+    let entries: Vec<(&[u8], &[u8])> = publics
+        .iter()
+        .zip(&keys)
+        .map(|(public, pair)| (&public[..], &pair.pop()[..]))
+        .collect();
+    let set = ValidatorSet::new(&entries).expect("validator set");
+    (keys, set)
+}
+
+fn votes(keys: &[KeyPair], signers: &[u16], round: u64) -> Vec<(ValidatorIndex, SignatureBytes)> {
+    signers
+        .iter()
+        .map(|index| {
+            (
+                *index,
+                sign_vote(&keys[usize::from(*index)], CHAIN, round, &HASH),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn thresholds_follow_n_minus_f() {
+    let (_keys, set) = validators(7);
+    assert_eq!((set.faults_tolerated(), set.quorum_threshold()), (2, 5));
+    for (n, threshold) in [
+        (1usize, 1usize),
+        (2, 2),
+        (3, 3),
+        (4, 3),
+        (5, 4),
+        (6, 5),
+        (10, 7),
+        (256, 171),
+    ] {
+        let f = (n - 1) / 3;
+        assert_eq!(n - f, threshold);
+        assert!(threshold > 2 * f);
+    }
+}
+
+#[test]
+fn quorum_certificate_accepts_a_quorum_and_refuses_edge_cases() {
+    let (keys, set) = validators(7);
+    let msg = vote_message(CHAIN, ROUND, &HASH);
+    let quorum = aggregate(&votes(&keys, &[0, 2, 3, 5, 6], ROUND)).expect("aggregate");
+    assert_eq!(quorum.signers.count(), 5);
+    assert_eq!(set.verify_quorum(&msg, &quorum), Ok(()));
+    assert_eq!(
+        set.verify_quorum(&msg, &quorum),
+        Ok(()),
+        "cached aggregate key"
+    );
+    assert_eq!(set.verify_vote_quorum(CHAIN, ROUND, &HASH, &quorum), Ok(()));
+    assert_eq!(QuorumSignature::from_bytes(&quorum.to_bytes()), quorum);
+    set.clear_cache();
+    let all = aggregate(&votes(&keys, &[6, 5, 4, 3, 2, 1, 0], ROUND)).expect("aggregate all");
+    assert_eq!(set.verify_quorum(&msg, &all), Ok(()));
+
+    let few = aggregate(&votes(&keys, &[0, 1, 2, 3], ROUND)).expect("aggregate few");
+    assert_eq!(
+        set.verify_quorum(&msg, &few),
+        Err(QuorumError::TooFewSigners {
+            signers: 4,
+            threshold: 5
+        })
+    );
+    let empty = QuorumSignature {
+        signers: SignerBitmap::new(),
+        signature: quorum.signature,
+    };
+    assert_eq!(
+        set.verify_quorum(&msg, &empty),
+        Err(QuorumError::TooFewSigners {
+            signers: 0,
+            threshold: 5
+        })
+    );
+    assert!(matches!(
+        aggregate(&[]),
+        Err(QuorumError::TooFewSigners { signers: 0, .. })
+    ));
+
+    let mut doubled = votes(&keys, &[0, 1, 2, 3], ROUND);
+    doubled.push(doubled[1]);
+    assert_eq!(
+        aggregate(&doubled),
+        Err(QuorumError::DuplicateSigner { index: 1 })
+    );
+
+    let mut beyond = quorum;
+    beyond.signers.insert(7).expect("bit 7 exists");
+    assert_eq!(
+        set.verify_quorum(&msg, &beyond),
+        Err(QuorumError::UnknownSigner { index: 7 })
+    );
+    assert_eq!(
+        SignerBitmap::new().insert(256),
+        Err(QuorumError::UnknownSigner { index: 256 })
+    );
+
+    let wrong_round = vote_message(CHAIN, ROUND + 1, &HASH);
+    assert_eq!(
+        set.verify_quorum(&wrong_round, &quorum),
+        Err(QuorumError::InvalidSignature)
+    );
+    let wrong_chain = vote_message(CHAIN + 1, ROUND, &HASH);
+    assert_eq!(
+        set.verify_quorum(&wrong_chain, &quorum),
+        Err(QuorumError::InvalidSignature)
+    );
+    // The right signature with a bitmap naming other signers.
+    let mut relabelled = quorum;
+    relabelled.signers = all.signers;
+    assert_eq!(
+        set.verify_quorum(&msg, &relabelled),
+        Err(QuorumError::InvalidSignature)
+    );
+
+    let mut infinity = quorum;
+    infinity.signature = [0u8; SIGNATURE_BYTES];
+    infinity.signature[0] = 0xc0;
+    assert_eq!(
+        set.verify_quorum(&msg, &infinity),
+        Err(QuorumError::InfinitySignature)
+    );
+    let mut garbage = quorum;
+    garbage.signature = [0xff; SIGNATURE_BYTES];
+    assert_eq!(
+        set.verify_quorum(&msg, &garbage),
+        Err(QuorumError::MalformedSignature)
+    );
+}
+
+#[test]
+fn single_votes_verify_against_their_validator_only() {
+    let (keys, set) = validators(4);
+    let signature = sign_vote(&keys[2], CHAIN, ROUND, &HASH);
+    assert_eq!(
+        verify_vote(&set, 2, CHAIN, ROUND, &HASH, &signature),
+        Ok(())
+    );
+    assert_eq!(
+        verify_vote(&set, 1, CHAIN, ROUND, &HASH, &signature),
+        Err(QuorumError::InvalidSignature)
+    );
+    assert_eq!(
+        verify_vote(&set, 2, CHAIN, ROUND, &[8u8; 32], &signature),
+        Err(QuorumError::InvalidSignature)
+    );
+    assert_eq!(
+        verify_vote(&set, 4, CHAIN, ROUND, &HASH, &signature),
+        Err(QuorumError::UnknownSigner { index: 4 })
+    );
+    // A timeout signature never passes as a vote: the messages carry distinct tags.
+    let timeout = sign_timeout(&keys[2], CHAIN, ROUND, 0);
+    assert_eq!(
+        verify_vote(&set, 2, CHAIN, ROUND, &HASH, &timeout),
+        Err(QuorumError::InvalidSignature)
+    );
+}
+
+#[test]
+fn timeout_certificate_with_distinct_messages() {
+    let (keys, set) = validators(4);
+    let signers = [0u16, 1, 3];
+    let high_qc_rounds = [40u64, 41, 39];
+    let signed: Vec<(ValidatorIndex, SignatureBytes)> = signers
+        .iter()
+        .zip(high_qc_rounds)
+        .map(|(index, high)| {
+            (
+                *index,
+                sign_timeout(&keys[usize::from(*index)], CHAIN, ROUND, high),
+            )
+        })
+        .collect();
+    let quorum = aggregate(&signed).expect("aggregate");
+    let messages: Vec<[u8; TIMEOUT_MESSAGE_BYTES]> = high_qc_rounds
+        .iter()
+        .map(|high| timeout_message(CHAIN, ROUND, *high))
+        .collect();
+    let msgs: Vec<&[u8]> = messages.iter().map(|m| &m[..]).collect();
+    assert_eq!(set.verify_quorum_distinct(&msgs, &quorum), Ok(()));
+    let swapped = [msgs[1], msgs[0], msgs[2]];
+    assert_eq!(
+        set.verify_quorum_distinct(&swapped, &quorum),
+        Err(QuorumError::InvalidSignature)
+    );
+    assert_eq!(
+        set.verify_quorum_distinct(&msgs[..2], &quorum),
+        Err(QuorumError::MessageCount {
+            messages: 2,
+            signers: 3
+        })
+    );
+    let two = aggregate(&signed[..2]).expect("aggregate two");
+    assert_eq!(
+        set.verify_quorum_distinct(&msgs[..2], &two),
+        Err(QuorumError::TooFewSigners {
+            signers: 2,
+            threshold: 3
+        })
+    );
+}
+
+#[test]
+fn set_construction_refusals_and_bitmap_encoding() {
+    let (keys, _set) = validators(2);
+    let a = keys[0].public().to_bytes();
+    assert!(matches!(
+        ValidatorSet::new(&[(&a[..], &keys[1].pop()[..])]),
+        Err(QuorumError::Key {
+            index: 0,
+            source: KeyError::PopInvalid
+        })
+    ));
+    assert!(matches!(
+        ValidatorSet::new(&[(&a[..], &keys[0].pop()[..]), (&a[..], &keys[0].pop()[..])]),
+        Err(QuorumError::DuplicateKey {
+            first: 0,
+            second: 1
+        })
+    ));
+    assert!(matches!(
+        ValidatorSet::new(&[]),
+        Err(QuorumError::SetSize { size: 0 })
+    ));
+
+    let mut bitmap = SignerBitmap::new();
+    for index in [0u16, 63, 64, 200, 255] {
+        assert_eq!(bitmap.insert(index), Ok(true));
+    }
+    assert_eq!(bitmap.insert(64), Ok(false));
+    assert_eq!(bitmap.count(), 5);
+    assert_eq!(bitmap.highest(), Some(255));
+    assert_eq!(bitmap.iter().collect::<Vec<_>>(), vec![0, 63, 64, 200, 255]);
+    assert_eq!(SignerBitmap::from_bytes(&bitmap.to_bytes()), bitmap);
+    assert_eq!(bitmap.to_bytes()[0], 1);
+    assert_eq!(SignerBitmap::new().highest(), None);
+}
