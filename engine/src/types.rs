@@ -570,7 +570,7 @@ result_codes! {
     LoanBorrowerNotFound = 87,
     LoanReserveNotFound = 88,
     LoanFundingNotFound = 89,
-    LoanAccountsMustHaveTheLedger = 90,
+    LoanAccountsMustHaveTheLoanLedger = 90,
     LoanReserveNotRegistered = 91,
     LoanReserveNotOwnedByPartner = 92,
     LoanFundingNotOwnedByLead = 93,

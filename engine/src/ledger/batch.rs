@@ -89,6 +89,19 @@ pub enum RequestError {
     Batch(#[from] BatchError),
 }
 
+/// How many events ahead the hot loop prefetches index slots.
+const PREFETCH_DISTANCE: usize = 8;
+
+fn transfer_linked(transfer: &Transfer) -> bool {
+    transfer.flags & crate::types::transfer_flags::LINKED != 0
+}
+
+fn transfer_prefetch(ledger: &Ledger, transfer: &Transfer) {
+    ledger.transfer_index.prefetch(transfer.id);
+    ledger.account_index.prefetch(transfer.debit_account_id);
+    ledger.account_index.prefetch(transfer.credit_account_id);
+}
+
 impl Ledger {
     /// Decodes a signed request body (`count × 128` bytes) and applies it.
     pub fn apply_request(
@@ -130,6 +143,7 @@ impl Ledger {
                     timestamp,
                     &mut results,
                     |a| a.flags & crate::types::account_flags::LINKED != 0,
+                    |ledger, a| ledger.account_index.prefetch(a.id),
                     |ledger, event, ts| ledger.account_create(requester, event, ts),
                 );
             }
@@ -138,7 +152,8 @@ impl Ledger {
                     events,
                     timestamp,
                     &mut results,
-                    |t| t.flags & crate::types::transfer_flags::LINKED != 0,
+                    transfer_linked,
+                    transfer_prefetch,
                     |ledger, event, ts| {
                         ledger.transfer_create(requester, event, ts, super::transfers::Role::Plain)
                     },
@@ -149,7 +164,8 @@ impl Ledger {
                     events,
                     timestamp,
                     &mut results,
-                    |t| t.flags & crate::types::transfer_flags::LINKED != 0,
+                    transfer_linked,
+                    transfer_prefetch,
                     |ledger, event, ts| {
                         ledger.transfer_create(requester, event, ts, super::transfers::Role::TopUp)
                     },
@@ -252,17 +268,22 @@ impl Ledger {
     }
 
     /// Applies events with linked chains: a chain (events flagged linked, closed by the first
-    /// event without the flag) applies all-or-nothing.
+    /// event without the flag) applies all-or-nothing. `prefetch` is called `PREFETCH_DISTANCE`
+    /// events ahead so the cache misses of the id index overlap.
     fn chain_apply<E>(
         &mut self,
         events: &[E],
         timestamp: u64,
         results: &mut Vec<EventResult>,
         linked: impl Fn(&E) -> bool,
+        prefetch: impl Fn(&Ledger, &E),
         mut apply_one: impl FnMut(&mut Ledger, &E, u64) -> ResultCode,
     ) {
         let mut index = 0;
         while index < events.len() {
+            if let Some(ahead) = events.get(index + PREFETCH_DISTANCE) {
+                prefetch(self, ahead);
+            }
             if !linked(&events[index]) {
                 let code = apply_one(self, &events[index], timestamp + index as u64);
                 if code != ResultCode::Ok {

@@ -136,7 +136,10 @@ impl Ledger {
         if event.partner_share_bps == 0 || event.partner_share_bps >= BPS_ONE {
             return Err(ResultCode::LoanPartnerShareInvalid);
         }
-        if event.lead == event.partner || event.lead == 0 || event.partner == 0 {
+        if event.lead == 0 || event.partner == 0 {
+            return Err(ResultCode::InstitutionMustNotBeZero);
+        }
+        if event.lead == event.partner {
             return Err(ResultCode::LoanLeadIsPartner);
         }
         if event.principal_max == 0 {
@@ -164,7 +167,7 @@ impl Ledger {
             .ok_or(ResultCode::LoanFundingNotFound)?;
         for account in [borrower, reserve_account, funding] {
             if self.accounts[account as usize].ledger != event.ledger {
-                return Err(ResultCode::LoanAccountsMustHaveTheLedger);
+                return Err(ResultCode::LoanAccountsMustHaveTheLoanLedger);
             }
         }
         let reserve = self.account_meta[reserve_account as usize].reserve;

@@ -31,6 +31,14 @@ fn hash(key: u128) -> u64 {
     mixed ^ (mixed >> 29)
 }
 
+/// Empty slots, written one by one so the pages are faulted in now, not on the hot path
+/// (`vec![zero; n]` would map lazily-zeroed pages).
+fn slots_faulted(slots_count: usize) -> Vec<Slot> {
+    let mut slots = Vec::with_capacity(slots_count);
+    slots.resize(slots_count, Slot::default());
+    slots
+}
+
 impl U128Map {
     /// A map that holds `capacity` keys without growing.
     pub fn with_capacity(capacity: usize) -> U128Map {
@@ -38,7 +46,7 @@ impl U128Map {
             .next_power_of_two()
             .max(SLOTS_MIN);
         U128Map {
-            slots: vec![Slot::default(); slots_count],
+            slots: slots_faulted(slots_count),
             mask: slots_count - 1,
             len: 0,
         }
@@ -160,7 +168,7 @@ impl U128Map {
     fn grow(&mut self) {
         let slots_old = std::mem::take(&mut self.slots);
         let slots_count = slots_old.len() * 2;
-        self.slots = vec![Slot::default(); slots_count];
+        self.slots = slots_faulted(slots_count);
         self.mask = slots_count - 1;
         self.len = 0;
         for slot in slots_old {

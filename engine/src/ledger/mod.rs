@@ -181,7 +181,29 @@ pub(crate) mod digest_tag {
 }
 
 impl Ledger {
+    /// A ledger with all its capacity allocated and faulted in now (static allocation at
+    /// startup, so the hot path takes no page faults until a capacity is exceeded).
     pub fn new(config: LedgerConfig) -> Ledger {
+        let mut ledger = Ledger::new_lazy(config);
+        ledger
+            .accounts
+            .resize(config.accounts_capacity, Account::default());
+        ledger.accounts.clear();
+        ledger
+            .transfers
+            .resize(config.transfers_capacity, Transfer::default());
+        ledger.transfers.clear();
+        let meta = TransferMeta {
+            prev_debit: INDEX_NONE,
+            prev_credit: INDEX_NONE,
+            state: PendingState::None,
+        };
+        ledger.transfer_meta.resize(config.transfers_capacity, meta);
+        ledger.transfer_meta.clear();
+        ledger
+    }
+
+    fn new_lazy(config: LedgerConfig) -> Ledger {
         Ledger {
             config,
             accounts: Vec::with_capacity(config.accounts_capacity),

@@ -40,12 +40,10 @@ impl Ledger {
             }
             Operation::ReservePositions => {
                 let mut positions = Vec::new();
-                for query in queries
-                    .iter()
-                    .filter(|q| q.institution == 0 || q.institution == requester)
-                {
-                    positions.extend(self.reserve_position(requester));
-                    let _ = query;
+                let asked =
+                    |query: &Query| query.institution == 0 || query.institution == requester;
+                if queries.iter().any(asked) {
+                    positions = self.reserve_position(requester);
                 }
                 positions.truncate(REPLY_RECORDS_MAX);
                 Reply::Positions(positions)

@@ -707,7 +707,7 @@ const CASES_LOANS: &[Case] = &[
     }),
     (
         "loan ledgers",
-        ResultCode::LoanAccountsMustHaveTheLedger,
+        ResultCode::LoanAccountsMustHaveTheLoanLedger,
         |w| {
             new_loan(
                 w,
