@@ -89,17 +89,28 @@ pub enum RequestError {
     Batch(#[from] BatchError),
 }
 
-/// How many events ahead the hot loop prefetches index slots.
-const PREFETCH_DISTANCE: usize = 8;
+/// How many events ahead the hot loop prefetches index slots (far) and, once those are in cache,
+/// the account records they point to (near).
+const PREFETCH_FAR: usize = 16;
+const PREFETCH_NEAR: usize = 8;
 
 fn transfer_linked(transfer: &Transfer) -> bool {
     transfer.flags & crate::types::transfer_flags::LINKED != 0
 }
 
-fn transfer_prefetch(ledger: &Ledger, transfer: &Transfer) {
-    ledger.transfer_index.prefetch(transfer.id);
-    ledger.account_index.prefetch(transfer.debit_account_id);
-    ledger.account_index.prefetch(transfer.credit_account_id);
+fn transfer_prefetch(ledger: &Ledger, transfer: &Transfer, near: bool) {
+    if !near {
+        ledger.transfer_index.prefetch(transfer.id);
+        ledger.account_index.prefetch(transfer.debit_account_id);
+        ledger.account_index.prefetch(transfer.credit_account_id);
+        return;
+    }
+    for id in [transfer.debit_account_id, transfer.credit_account_id] {
+        if let Some(index) = ledger.account_get(id) {
+            super::memory::prefetch(&ledger.accounts[index as usize]);
+            super::memory::prefetch(&ledger.account_meta[index as usize]);
+        }
+    }
 }
 
 impl Ledger {
@@ -143,11 +154,13 @@ impl Ledger {
                     timestamp,
                     &mut results,
                     |a| a.flags & crate::types::account_flags::LINKED != 0,
-                    |ledger, a| ledger.account_index.prefetch(a.id),
+                    |ledger, a, _near| ledger.account_index.prefetch(a.id),
                     |ledger, event, ts| ledger.account_create(requester, event, ts),
                 );
             }
             Events::CreateTransfers(events) => {
+                let first = self.transfers.len();
+                self.digest_deferred = true;
                 self.chain_apply(
                     events,
                     timestamp,
@@ -158,8 +171,12 @@ impl Ledger {
                         ledger.transfer_create(requester, event, ts, super::transfers::Role::Plain)
                     },
                 );
+                self.digest_deferred = false;
+                self.digest_mix_transfers(first);
             }
             Events::TopUp(events) => {
+                let first = self.transfers.len();
+                self.digest_deferred = true;
                 self.chain_apply(
                     events,
                     timestamp,
@@ -170,6 +187,8 @@ impl Ledger {
                         ledger.transfer_create(requester, event, ts, super::transfers::Role::TopUp)
                     },
                 );
+                self.digest_deferred = false;
+                self.digest_mix_transfers(first);
             }
             Events::CreateReserves(events) => {
                 self.each_apply(events, timestamp, &mut results, |ledger, event, ts| {
@@ -268,21 +287,24 @@ impl Ledger {
     }
 
     /// Applies events with linked chains: a chain (events flagged linked, closed by the first
-    /// event without the flag) applies all-or-nothing. `prefetch` is called `PREFETCH_DISTANCE`
-    /// events ahead so the cache misses of the id index overlap.
+    /// event without the flag) applies all-or-nothing. `prefetch` is called `PREFETCH_FAR` and
+    /// `PREFETCH_NEAR` events ahead so the cache misses of the indexes and records overlap.
     fn chain_apply<E>(
         &mut self,
         events: &[E],
         timestamp: u64,
         results: &mut Vec<EventResult>,
         linked: impl Fn(&E) -> bool,
-        prefetch: impl Fn(&Ledger, &E),
+        prefetch: impl Fn(&Ledger, &E, bool),
         mut apply_one: impl FnMut(&mut Ledger, &E, u64) -> ResultCode,
     ) {
         let mut index = 0;
         while index < events.len() {
-            if let Some(ahead) = events.get(index + PREFETCH_DISTANCE) {
-                prefetch(self, ahead);
+            if let Some(ahead) = events.get(index + PREFETCH_FAR) {
+                prefetch(self, ahead, false);
+            }
+            if let Some(ahead) = events.get(index + PREFETCH_NEAR) {
+                prefetch(self, ahead, true);
             }
             if !linked(&events[index]) {
                 let code = apply_one(self, &events[index], timestamp + index as u64);

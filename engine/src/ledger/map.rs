@@ -34,9 +34,7 @@ fn hash(key: u128) -> u64 {
 /// Empty slots, written one by one so the pages are faulted in now, not on the hot path
 /// (`vec![zero; n]` would map lazily-zeroed pages).
 fn slots_faulted(slots_count: usize) -> Vec<Slot> {
-    let mut slots = Vec::with_capacity(slots_count);
-    slots.resize(slots_count, Slot::default());
-    slots
+    super::memory::vec_filled(slots_count, Slot::default())
 }
 
 impl U128Map {
@@ -67,17 +65,12 @@ impl U128Map {
     /// Hints the CPU to load the slot `key` hashes to.
     #[inline]
     pub fn prefetch(&self, key: u128) {
-        let home = self.slot_home(key);
-        #[cfg(target_arch = "x86_64")]
-        {
-            let pointer = self.slots[home..].as_ptr() as *const i8;
-            // SAFETY: `pointer` points into `self.slots` (home <= mask < len); prefetch never faults.
-            unsafe {
-                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(pointer)
-            };
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = home;
+        // The home slot and the next one: most probes end there (the table is at most half full).
+        let home = &self.slots[self.slot_home(key)];
+        super::memory::prefetch_bytes(
+            home as *const Slot as usize,
+            2 * std::mem::size_of::<Slot>(),
+        );
     }
 
     #[inline]

@@ -13,6 +13,7 @@ mod accounts;
 mod batch;
 mod jointloan;
 mod map;
+mod memory;
 mod query;
 mod reconcile;
 mod snapshot;
@@ -168,6 +169,9 @@ pub struct Ledger {
     pub(crate) digest: u128,
     pub(crate) undo: Vec<Undo>,
     pub(crate) undo_active: bool,
+    /// Inside a create_transfers or top_up request: new transfers are mixed into the digest
+    /// together at the end of the request (`digest_mix_transfers`), not one by one.
+    pub(crate) digest_deferred: bool,
 }
 
 /// Tags mixed into the digest chain, one per kind of state change.
@@ -178,39 +182,30 @@ pub(crate) mod digest_tag {
     pub const RESERVE: u64 = 4;
     pub const LOAN: u64 = 5;
     pub const STATEMENT: u64 = 6;
+    /// All transfers a create_transfers or top_up request created, in order.
+    pub const TRANSFERS: u64 = 7;
 }
 
 impl Ledger {
     /// A ledger with all its capacity allocated and faulted in now (static allocation at
     /// startup, so the hot path takes no page faults until a capacity is exceeded).
     pub fn new(config: LedgerConfig) -> Ledger {
-        let mut ledger = Ledger::new_lazy(config);
-        ledger
-            .accounts
-            .resize(config.accounts_capacity, Account::default());
-        ledger.accounts.clear();
-        ledger
-            .transfers
-            .resize(config.transfers_capacity, Transfer::default());
-        ledger.transfers.clear();
-        let meta = TransferMeta {
+        let meta_none = TransferMeta {
             prev_debit: INDEX_NONE,
             prev_credit: INDEX_NONE,
             state: PendingState::None,
         };
-        ledger.transfer_meta.resize(config.transfers_capacity, meta);
-        ledger.transfer_meta.clear();
-        ledger
-    }
-
-    fn new_lazy(config: LedgerConfig) -> Ledger {
+        let account_meta_none = AccountMeta {
+            history_head: INDEX_NONE,
+            reserve: INDEX_NONE,
+        };
         Ledger {
             config,
-            accounts: Vec::with_capacity(config.accounts_capacity),
-            account_meta: Vec::with_capacity(config.accounts_capacity),
+            accounts: memory::vec_reserved(config.accounts_capacity, Account::default()),
+            account_meta: memory::vec_reserved(config.accounts_capacity, account_meta_none),
             account_index: U128Map::with_capacity(config.accounts_capacity),
-            transfers: Vec::with_capacity(config.transfers_capacity),
-            transfer_meta: Vec::with_capacity(config.transfers_capacity),
+            transfers: memory::vec_reserved(config.transfers_capacity, Transfer::default()),
+            transfer_meta: memory::vec_reserved(config.transfers_capacity, meta_none),
             transfer_index: U128Map::with_capacity(config.transfers_capacity),
             expiries: BinaryHeap::new(),
             reserves: Vec::new(),
@@ -223,6 +218,7 @@ impl Ledger {
             digest: 0,
             undo: Vec::with_capacity(64),
             undo_active: false,
+            digest_deferred: false,
         }
     }
 
@@ -246,6 +242,20 @@ impl Ledger {
         buffer[..16].copy_from_slice(&self.digest.to_le_bytes());
         buffer[16..].copy_from_slice(record);
         self.digest = xxhash_rust::xxh3::xxh3_128_with_seed(&buffer, tag);
+    }
+
+    /// Mixes the transfers from index `first` on (those the current request created) into the
+    /// digest as one chunk: `d' = xxh3_128_with_seed(d ‖ records, TRANSFERS)`.
+    pub(crate) fn digest_mix_transfers(&mut self, first: usize) {
+        assert!(!self.digest_deferred);
+        assert!(first <= self.transfers.len());
+        if first == self.transfers.len() {
+            return;
+        }
+        let mut hasher = xxhash_rust::xxh3::Xxh3::with_seed(digest_tag::TRANSFERS);
+        hasher.update(&self.digest.to_le_bytes());
+        transfers_bytes(&self.transfers[first..], |bytes| hasher.update(bytes));
+        self.digest = hasher.digest128();
     }
 
     /// Sums of balances over all accounts, modulo 2^128 (O(accounts)).
@@ -350,5 +360,28 @@ impl Ledger {
                 account: self.accounts[index as usize],
             });
         }
+    }
+}
+
+/// Passes the wire encoding of `transfers` to `sink`. On little-endian targets that is the memory
+/// image itself (one slice, no copy).
+#[cfg(target_endian = "little")]
+fn transfers_bytes(transfers: &[Transfer], mut sink: impl FnMut(&[u8])) {
+    // SAFETY: `Transfer` is `#[repr(C)]`, exactly `EVENT_BYTES` long, and `types` asserts every
+    // field offset, so it has no padding: every byte is initialized, and on a little-endian target
+    // the memory image equals `codec`'s encoding (asserted in the tests).
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            transfers.as_ptr() as *const u8,
+            std::mem::size_of_val(transfers),
+        )
+    };
+    sink(bytes);
+}
+
+#[cfg(not(target_endian = "little"))]
+fn transfers_bytes(transfers: &[Transfer], mut sink: impl FnMut(&[u8])) {
+    for transfer in transfers {
+        sink(&crate::codec::Record::to_bytes(transfer));
     }
 }

@@ -254,7 +254,9 @@ impl Ledger {
         self.account_meta[credit as usize].history_head = index;
         self.transfer_index.insert_new(stored.id, index);
         self.undo_push(Undo::TransferInserted);
-        self.digest_mix(digest_tag::TRANSFER, &stored.to_bytes());
+        if !self.digest_deferred {
+            self.digest_mix(digest_tag::TRANSFER, &stored.to_bytes());
+        }
     }
 
     /// Posts or voids a pending transfer.

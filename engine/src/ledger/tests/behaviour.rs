@@ -388,3 +388,24 @@ fn debit_of_an_account_of_another_institution_is_refused_for_every_requester_but
         Events::CreateTransfers(vec![t(5, LEAD_CASH, BORROWER, 1)]),
     );
 }
+
+#[test]
+fn a_transfer_request_is_mixed_into_the_digest_as_one_chunk_of_wire_records() {
+    use crate::codec::Record;
+    let mut world = World::consortium();
+    let digest_before = world.ledger.digest();
+    let events = vec![
+        t(5, LEAD_CASH, BORROWER, 1),
+        t(6, LEAD_CASH, 999, 1),
+        t(7, LEAD_CASH, BORROWER, 2),
+    ];
+    world.codes(LEAD, Events::CreateTransfers(events));
+    let stored = world.ledger.lookup_transfers(LEAD, &[5, 7]);
+    let mut bytes = digest_before.to_le_bytes().to_vec();
+    stored
+        .iter()
+        .for_each(|transfer| bytes.extend_from_slice(&transfer.to_bytes()));
+    let expected =
+        xxhash_rust::xxh3::xxh3_128_with_seed(&bytes, crate::ledger::digest_tag::TRANSFERS);
+    assert_eq!(world.ledger.digest(), expected);
+}
