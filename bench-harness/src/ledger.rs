@@ -35,12 +35,21 @@ pub struct Args {
     pub zipf: f64,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Transfer ids: `sequential` (a counter, like time-ordered ids) or `random` (uniform u128).
+    #[arg(long, value_enum, default_value_t = Ids::Sequential)]
+    pub ids: Ids,
     /// Feed the ledger encoded request bodies through `apply_request` (includes decoding).
     #[arg(long)]
     pub wire: bool,
     /// Print the result as one JSON object on the last stdout line.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ids {
+    Sequential,
+    Random,
 }
 
 /// Samples account ranks 0..n with P(k) ∝ 1/(k+1)^s by inverse CDF.
@@ -183,7 +192,21 @@ fn workload(args: &Args) -> Workload {
             workload.batches.push(tail);
         }
     }
+    if args.ids == Ids::Random {
+        for transfer in workload.batches.iter_mut().flatten() {
+            transfer.id = id_scrambled(transfer.id);
+            if transfer.pending_id != 0 {
+                transfer.pending_id = id_scrambled(transfer.pending_id);
+            }
+        }
+    }
     workload
+}
+
+/// A bijection of u128 (odd multiply, then xorshift) that turns a counter into random-looking ids.
+fn id_scrambled(id: u128) -> u128 {
+    let product = id.wrapping_mul(0x2545_F491_4F6C_DD1D_9E37_79B9_7F4A_7C15);
+    product ^ (product >> 64)
 }
 
 fn ledger_with_accounts(args: &Args) -> Result<Ledger, String> {
@@ -359,8 +382,8 @@ pub fn run(args: Args) -> Result<(), String> {
         BATCH_EVENTS_MAX
     );
     println!(
-        "   accounts: {} (zipf s = {}), seed {}",
-        args.accounts, args.zipf, args.seed
+        "   accounts: {} (zipf s = {}), seed {}, transfer ids {:?}",
+        args.accounts, args.zipf, args.seed, args.ids
     );
     println!(
         "   mix: {} in linked chains, {} two-phase pairs",
@@ -404,6 +427,7 @@ pub fn run(args: Args) -> Result<(), String> {
             "accounts": args.accounts,
             "zipf": args.zipf,
             "wire": args.wire,
+            "ids": format!("{:?}", args.ids).to_lowercase(),
             "rejected": rejected,
         });
         println!("{json}");

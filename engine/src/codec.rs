@@ -457,7 +457,7 @@ impl Record for Reconciliation {
 
 /// Checks a body's length: a whole number of events, at most `BATCH_EVENTS_MAX`.
 pub fn body_events_count(body: &[u8]) -> Result<usize, DecodeError> {
-    if body.len() % EVENT_BYTES != 0 {
+    if !body.len().is_multiple_of(EVENT_BYTES) {
         return Err(DecodeError::BodyLength { bytes: body.len() });
     }
     let count = body.len() / EVENT_BYTES;
@@ -513,7 +513,7 @@ pub fn encode_reply(reply: &Reply) -> Vec<u8> {
 
 /// Decodes the results of a create reply (for clients).
 pub fn decode_results(bytes: &[u8]) -> Result<Vec<EventResult>, DecodeError> {
-    if bytes.len() % 8 != 0 || bytes.len() / 8 > BATCH_EVENTS_MAX {
+    if !bytes.len().is_multiple_of(8) || bytes.len() / 8 > BATCH_EVENTS_MAX {
         return Err(DecodeError::BodyLength { bytes: bytes.len() });
     }
     let mut results = Vec::with_capacity(bytes.len() / 8);

@@ -136,9 +136,9 @@ fn account(id: u128, institution: InstitutionId, code: u16) -> Account {
 fn genesis(demo: &mut Demo) -> Result<(), String> {
     let mut accounts = vec![account(funding(), LEAD, 10), account(lead_cash(), LEAD, 11)];
     accounts.extend((0..6).map(|index| account(borrower(index), LEAD, 20)));
-    for partner in 0..PARTNERS.len() {
-        accounts.push(account(reserve(partner), PARTNERS[partner].0, 30));
-        accounts.push(account(partner_cash(partner), PARTNERS[partner].0, 31));
+    for (partner, (institution, _)) in PARTNERS.iter().enumerate() {
+        accounts.push(account(reserve(partner), *institution, 30));
+        accounts.push(account(partner_cash(partner), *institution, 31));
     }
     demo.expect(OPERATOR, Operation::CreateAccounts, &accounts)?;
     for (partner, (institution, _)) in PARTNERS.iter().enumerate() {

@@ -48,17 +48,17 @@ fn event_transfer(k: &Knobs, requester: InstitutionId, timeouts: bool) -> Transf
         debit_account_id: pick(&ACCOUNT_IDS, k[1]),
         credit_account_id: pick(&ACCOUNT_IDS, k[2]),
         amount: pick(&AMOUNTS, k[3]),
-        pending_id: if k[4] % 3 == 0 {
+        pending_id: if k[4].is_multiple_of(3) {
             0
         } else {
             u128::from(k[4] % 24) + 1
         },
-        institution: if k[5] % 8 == 0 {
+        institution: if k[5].is_multiple_of(8) {
             pick(&INSTITUTIONS, k[5] / 8)
         } else {
             requester
         },
-        timeout_s: if timeouts && k[6] % 4 == 0 {
+        timeout_s: if timeouts && k[6].is_multiple_of(4) {
             u32::from(k[6] % 3)
         } else {
             0
