@@ -260,6 +260,17 @@ fn thread_cpu_s() -> f64 {
 struct Elapsed {
     wall_s: f64,
     cpu_s: f64,
+    /// Minor page faults the thread took (should be ~0: the ledger pre-faults its capacity).
+    page_faults: i64,
+}
+
+fn thread_page_faults() -> i64 {
+    // SAFETY: an all-zero rusage is valid; getrusage only writes into it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid rusage for getrusage to write.
+    let status = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    assert_eq!(status, 0, "getrusage(RUSAGE_THREAD)");
+    usage.ru_minflt
 }
 
 /// Applies every batch; returns (elapsed, rejected events).
@@ -293,6 +304,7 @@ fn apply_all(
             .collect()
     };
     let mut rejected = 0;
+    let faults_start = thread_page_faults();
     let cpu_start = thread_cpu_s();
     let start = Instant::now();
     if wire {
@@ -322,6 +334,7 @@ fn apply_all(
         Elapsed {
             wall_s,
             cpu_s: thread_cpu_s() - cpu_start,
+            page_faults: thread_page_faults() - faults_start,
         },
         rejected,
     ))
@@ -344,6 +357,7 @@ fn limit_seconds(workload: &Workload) -> Elapsed {
     let elapsed = Elapsed {
         wall_s: start.elapsed().as_secs_f64(),
         cpu_s: thread_cpu_s() - cpu_start,
+        page_faults: 0,
     };
     assert_eq!(index.len(), records.len());
     std::hint::black_box(&records);
@@ -411,7 +425,8 @@ pub fn run(args: Args) -> Result<(), String> {
         ns_per_transfer / limit_ns
     );
     println!(
-        "   rejected events: {rejected}; digest {:032x}",
+        "   rejected events: {rejected}; page faults during apply: {}; digest {:032x}",
+        elapsed.page_faults,
         ledger.digest()
     );
     if args.json {
