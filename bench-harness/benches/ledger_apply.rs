@@ -30,7 +30,7 @@ fn ledger() -> Ledger {
     for (index, chunk) in accounts.chunks(BATCH_EVENTS_MAX).enumerate() {
         let batch = Batch {
             requester: INSTITUTION,
-            timestamp_ns: 1 + index as u64,
+            timestamp_ns: 1 + index as u64 * 1_000_000,
             events: Events::CreateAccounts(chunk.to_vec()),
         };
         let reply = ledger.apply(&batch).expect("accounts batch applies");
@@ -70,7 +70,7 @@ fn bench_apply(c: &mut Criterion) {
     group.bench_function("apply_8190_transfers", |b| {
         let batch = Batch {
             requester: INSTITUTION,
-            timestamp_ns: 1_000_000,
+            timestamp_ns: 1_000_000_000,
             events: Events::CreateTransfers(events.clone()),
         };
         b.iter_batched(
@@ -90,7 +90,7 @@ fn bench_apply(c: &mut Criterion) {
                 let reply = ledger
                     .apply_request(
                         INSTITUTION,
-                        1_000_000,
+                        1_000_000_000,
                         Operation::CreateTransfers as u8,
                         &body,
                     )
