@@ -31,19 +31,14 @@ const SLOTS_MIN: usize = 16;
 /// random cache miss each. Random ids still spread uniformly.
 const BLOCK_SLOTS_LOG2: u32 = 6;
 
-/// murmur3's 64-bit finalizer: every input bit affects every output bit.
-fn mix64(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
-    x ^ (x >> 33)
-}
-
-/// The home slot position (before masking): a hash of the id's block, then the id's offset in it.
+/// The home slot position (before masking): a hash of the id's block, then the id's offset in
+/// it. One multiply (Fibonacci hashing, high bits folded down): ids are looked up several times
+/// per transfer, so the hash is on the hot path.
 fn hash(key: u128) -> u64 {
     let block = key >> BLOCK_SLOTS_LOG2;
-    let block_hash = mix64(block as u64 ^ mix64((block >> 64) as u64));
+    let folded = (block as u64) ^ ((block >> 64) as u64).rotate_left(29);
+    let product = folded.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let block_hash = product ^ (product >> 32);
     (block_hash << BLOCK_SLOTS_LOG2) | (key as u64 & ((1 << BLOCK_SLOTS_LOG2) - 1))
 }
 
