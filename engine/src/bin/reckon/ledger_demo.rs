@@ -269,7 +269,9 @@ fn statements(demo: &mut Demo) -> Result<(u64, u64), String> {
 }
 
 fn yuan(amount: i128) -> String {
-    format!("{}.{:02}", amount / 100, (amount % 100).abs())
+    let sign = if amount < 0 { "-" } else { "" };
+    let magnitude = amount.unsigned_abs();
+    format!("{sign}{}.{:02}", magnitude / 100, magnitude % 100)
 }
 
 fn report(demo: &mut Demo, period: (u64, u64)) -> Result<(), String> {
