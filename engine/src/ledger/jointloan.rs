@@ -1,15 +1,15 @@
-//! `jointloan`: reserves (floor, warning), loans, split disbursement and repayment, positions.
+//! `jointloan`: reserves (floor, warning), loans, split disbursement and repayment. Positions
+//! and warnings are in `positions`.
 //!
 //! Rounding: the partner part of an amount is `floor(amount × bps / 10_000)`, the lead gets the
 //! remainder. A repayment that clears the principal pays the partner exactly its outstanding
 //! part, so over a loan's life each funder gets back exactly the principal it lent.
 
 use super::transfers::Role;
-use super::{digest_tag, Ledger, LoanState, PendingState, ReserveState, INDEX_NONE};
+use super::{digest_tag, Ledger, LoanState, ReserveState, INDEX_NONE};
 use crate::codec::Record;
 use crate::types::{
-    Disbursement, InstitutionId, Loan, Repayment, Reserve, ReservePosition, ResultCode, Transfer,
-    BPS_ONE, POSITION_BELOW_WARNING,
+    Disbursement, InstitutionId, Loan, Repayment, Reserve, ResultCode, Transfer, BPS_ONE,
 };
 
 /// The partner part of `amount`: `floor(amount × bps / 10_000)`, computed without overflow.
@@ -415,87 +415,6 @@ impl Ledger {
         assert!(reserve != INDEX_NONE, "loan: reserve not registered");
         reserve
     }
-
-    /// `OkReserveBelowWarning` if `account` is a reserve now below its warning threshold.
-    pub(crate) fn reserve_warning_code(&self, account: u32) -> ResultCode {
-        let reserve = self.account_meta[account as usize].reserve;
-        if reserve == INDEX_NONE {
-            return ResultCode::Ok;
-        }
-        if self.reserve_below_warning(&self.reserves[reserve as usize]) {
-            ResultCode::OkReserveBelowWarning
-        } else {
-            ResultCode::Ok
-        }
-    }
-
-    /// credits_posted - debits_posted - debits_pending, saturated into i128.
-    fn reserve_balance(&self, reserve: &ReserveState) -> i128 {
-        let account = &self.accounts[reserve.account as usize];
-        let debits = account.debits_posted.saturating_add(account.debits_pending);
-        if account.credits_posted >= debits {
-            i128::try_from(account.credits_posted - debits).unwrap_or(i128::MAX)
-        } else {
-            i128::try_from(debits - account.credits_posted).map_or(i128::MIN, |deficit| -deficit)
-        }
-    }
-
-    fn reserve_below_warning(&self, reserve: &ReserveState) -> bool {
-        let balance = self.reserve_balance(reserve);
-        balance < 0 || (balance as u128) < reserve.record.warning
-    }
-
-    fn position(&self, reserve: &ReserveState) -> ReservePosition {
-        let account = &self.accounts[reserve.account as usize];
-        let balance = self.reserve_balance(reserve);
-        let below = self.reserve_below_warning(reserve);
-        let mut undrawn: u128 = 0;
-        if reserve.loans_count > 0 {
-            for loan in self
-                .loans
-                .iter()
-                .filter(|loan| loan.record.reserve_account_id == account.id)
-            {
-                let remaining = loan.record.principal_max - loan.principal_disbursed;
-                undrawn =
-                    undrawn.saturating_add(partner_part(remaining, loan.record.partner_share_bps));
-            }
-        }
-        ReservePosition {
-            account_id: account.id,
-            balance,
-            floor: reserve.record.floor,
-            warning: reserve.record.warning,
-            committed: reserve.committed,
-            undrawn,
-            institution: account.institution,
-            ledger: account.ledger,
-            loans_count: reserve.loans_count,
-            flags: if below { POSITION_BELOW_WARNING } else { 0 },
-            reserved: [0; 16],
-        }
-    }
-
-    /// The positions of every reserve `institution` owns (the node's local view, unfiltered).
-    pub fn reserve_position(&self, institution: InstitutionId) -> Vec<ReservePosition> {
-        self.reserves
-            .iter()
-            .filter(|reserve| reserve.record.institution == institution)
-            .map(|reserve| self.position(reserve))
-            .collect()
-    }
-
-    /// The loan record with its running balances: (record, disbursed, outstanding, interest repaid).
-    pub fn loan(&self, id: u128) -> Option<(Loan, u128, u128, u128)> {
-        let index = self.loan_index.get(id)?;
-        let state = &self.loans[index as usize];
-        Some((
-            state.record,
-            state.principal_disbursed,
-            state.principal_outstanding,
-            state.interest_repaid,
-        ))
-    }
 }
 
 /// One leg of a loan event as a plain transfer record made by the lead.
@@ -521,5 +440,3 @@ fn leg(
         ..Transfer::default()
     }
 }
-
-const _: () = assert!(PendingState::None as u8 == 0);

@@ -14,10 +14,12 @@ mod batch;
 mod jointloan;
 mod map;
 mod memory;
+mod positions;
 mod query;
 mod reconcile;
 mod snapshot;
 mod transfers;
+mod two_phase;
 
 #[cfg(test)]
 mod tests;

@@ -194,6 +194,7 @@ impl Ledger {
                 bytes: body.len() - reader.at,
             });
         }
+        ledger.pending_balances_check()?;
         let totals = ledger.totals();
         invariant(
             totals.debits_posted == totals.credits_posted,
@@ -347,6 +348,43 @@ impl Ledger {
                 partner_outstanding: values[2],
                 interest_repaid: values[3],
             });
+        }
+        Ok(())
+    }
+
+    /// Every account's pending balances equal the sums of its transfers still pending, so no
+    /// later post, void or expiry can underflow them.
+    fn pending_balances_check(&self) -> Result<(), SnapshotError> {
+        let mut pending = vec![(0u128, 0u128); self.accounts.len()];
+        for (transfer, meta) in self.transfers.iter().zip(&self.transfer_meta) {
+            if meta.state != PendingState::Pending {
+                continue;
+            }
+            let debit = self
+                .account_get(transfer.debit_account_id)
+                .ok_or(SnapshotError::Invariant("debit account"))?;
+            let credit = self
+                .account_get(transfer.credit_account_id)
+                .ok_or(SnapshotError::Invariant("credit account"))?;
+            let overflow = SnapshotError::Invariant("pending sum overflows");
+            pending[debit as usize].0 = pending[debit as usize]
+                .0
+                .checked_add(transfer.amount)
+                .ok_or(overflow.clone())?;
+            pending[credit as usize].1 = pending[credit as usize]
+                .1
+                .checked_add(transfer.amount)
+                .ok_or(overflow)?;
+        }
+        for (account, (debits, credits)) in self.accounts.iter().zip(pending) {
+            invariant(
+                account.debits_pending == debits,
+                "debits_pending differs from pending transfers",
+            )?;
+            invariant(
+                account.credits_pending == credits,
+                "credits_pending differs from pending transfers",
+            )?;
         }
         Ok(())
     }

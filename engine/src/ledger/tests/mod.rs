@@ -3,6 +3,8 @@
 
 mod behaviour;
 mod cases;
+mod cases_loans;
+mod cases_transfers;
 mod codec;
 mod jointloan;
 mod props;
