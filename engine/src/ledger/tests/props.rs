@@ -71,7 +71,7 @@ fn event_transfer(k: &Knobs, requester: InstitutionId, timeouts: bool) -> Transf
 }
 
 fn events_of(kind: u8, requester: InstitutionId, knobs: &[Knobs], timeouts: bool) -> Events {
-    match kind % 7 {
+    match kind % 9 {
         0 => Events::CreateAccounts(
             knobs
                 .iter()
@@ -122,6 +122,43 @@ fn events_of(kind: u8, requester: InstitutionId, knobs: &[Knobs], timeouts: bool
                 })
                 .collect(),
         ),
+        6 => Events::CreateReserves(
+            knobs
+                .iter()
+                .map(|k| {
+                    let floor = pick(&AMOUNTS, k[2]);
+                    let institution = if k[1] % 4 == 0 {
+                        pick(&INSTITUTIONS, k[1] / 4)
+                    } else {
+                        requester
+                    };
+                    reserve(
+                        pick(&ACCOUNT_IDS, k[0]),
+                        institution,
+                        floor,
+                        floor.saturating_add(pick(&AMOUNTS, k[3])),
+                    )
+                })
+                .collect(),
+        ),
+        7 => Events::PostStatements(
+            knobs
+                .iter()
+                .map(|k| Statement {
+                    account_id: pick(&ACCOUNT_IDS, k[0]),
+                    debits_total: pick(&AMOUNTS, k[1]),
+                    period_start_ns: u64::from(k[2]) * NS_PER_S / 4,
+                    period_end_ns: u64::from(k[3]) * NS_PER_S / 2,
+                    transfer_count: u64::from(k[4] % 4),
+                    institution: if k[5] % 4 == 0 {
+                        pick(&INSTITUTIONS, k[5] / 4)
+                    } else {
+                        requester
+                    },
+                    ..Statement::default()
+                })
+                .collect(),
+        ),
         _ => Events::CreateLoans(
             knobs
                 .iter()
@@ -141,7 +178,7 @@ fn batch_strategy() -> impl Strategy<Value = Vec<(u8, u8, Vec<Knobs>)>> {
             any::<u8>(),
             prop::collection::vec(any::<Knobs>(), 0..8),
         ),
-        1..12,
+        1..20,
     )
 }
 
@@ -188,13 +225,17 @@ fn assert_authorized(
             Events::CreateLoans(e) => {
                 assert!(e[index].partner == requester || requester == OPERATOR)
             }
+            Events::CreateReserves(e) => {
+                assert!(owner(e[index].account_id) == requester || requester == OPERATOR)
+            }
+            Events::PostStatements(e) => assert_eq!(owner(e[index].account_id), requester),
             _ => {}
         }
     }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn random_batches_conserve_money_authorize_and_agree(batches in batch_strategy()) {
