@@ -1,4 +1,39 @@
+//! `reckon`: the Reckon node binary. Exit codes: 0 ok, 1 failure, 2 usage (clap).
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() {}
+#[path = "reckon/ledger_demo.rs"]
+mod ledger_demo;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "reckon",
+    version,
+    about = "Reckon: a consortium ledger engine for joint-loan reserve funds"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an in-memory consortium (a lead bank, three partner banks, an operator) through
+    /// reserves, loans, top-ups, disbursements, repayments and statements, and print the partner
+    /// banks' reserve positions, the reconciliation report and a throughput figure.
+    LedgerDemo(ledger_demo::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::LedgerDemo(args) => ledger_demo::run(args),
+    };
+    if let Err(message) = outcome {
+        eprintln!("reckon: {message}");
+        std::process::exit(1);
+    }
+}

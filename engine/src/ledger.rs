@@ -1,1 +1,0 @@
-//! `ledger`: see docs/ARCHITECTURE.md.

@@ -1,0 +1,81 @@
+//! Static allocation at startup: large vectors are allocated once, backed by transparent huge
+//! pages where the kernel offers them (`madvise`; a hint, not I/O), and faulted in before the hot
+//! path runs. Random access to a multi-GiB index with 4 KiB pages misses the TLB on almost every
+//! lookup; with 2 MiB pages the whole index fits the TLB.
+
+/// Below this many bytes a huge-page hint is pointless.
+const HUGE_PAGE_HINT_BYTES_MIN: usize = 4 << 20;
+const PAGE_BYTES: usize = 4096;
+
+/// A vector of `len` copies of `fill`, its memory hinted to huge pages and faulted in.
+pub(crate) fn vec_filled<T: Clone>(len: usize, fill: T) -> Vec<T> {
+    let mut vector = Vec::with_capacity(len);
+    advise_huge_pages(&vector);
+    vector.resize(len, fill);
+    assert_eq!(vector.len(), len);
+    vector
+}
+
+/// An empty vector whose `capacity` is hinted to huge pages and faulted in (by writing `fill`).
+pub(crate) fn vec_reserved<T: Clone>(capacity: usize, fill: T) -> Vec<T> {
+    let mut vector = vec_filled(capacity, fill);
+    vector.clear();
+    assert!(vector.capacity() >= capacity);
+    vector
+}
+
+#[cfg(target_os = "linux")]
+fn advise_huge_pages<T>(vector: &Vec<T>) {
+    let bytes = vector.capacity() * std::mem::size_of::<T>();
+    if bytes < HUGE_PAGE_HINT_BYTES_MIN {
+        return;
+    }
+    let start = vector.as_ptr() as usize;
+    let start_aligned = start.next_multiple_of(PAGE_BYTES);
+    let end_aligned = (start + bytes) / PAGE_BYTES * PAGE_BYTES;
+    if end_aligned <= start_aligned {
+        return;
+    }
+    // SAFETY: the range lies inside this vector's allocation and is page-aligned; MADV_HUGEPAGE
+    // only changes how the kernel backs it, never its contents. A failure is harmless.
+    let _ = unsafe {
+        libc::madvise(
+            start_aligned as *mut libc::c_void,
+            end_aligned - start_aligned,
+            libc::MADV_HUGEPAGE,
+        )
+    };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge_pages<T>(_vector: &Vec<T>) {}
+
+/// Cache line size the prefetch hints assume.
+const CACHE_LINE_BYTES: usize = 64;
+
+/// Hints the CPU to load every cache line `value` touches (a no-op where unsupported).
+#[inline]
+pub(crate) fn prefetch<T>(value: &T) {
+    prefetch_bytes(value as *const T as usize, std::mem::size_of::<T>());
+}
+
+/// Hints the CPU to load every cache line of `[address, address + bytes)`.
+#[inline]
+pub(crate) fn prefetch_bytes(address: usize, bytes: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let first = address / CACHE_LINE_BYTES * CACHE_LINE_BYTES;
+        let mut line = first;
+        while line < address + bytes {
+            // SAFETY: a prefetch is a hint; it never faults, even on an unmapped address.
+            unsafe {
+                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                    line as *const i8,
+                )
+            };
+            line += CACHE_LINE_BYTES;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (address, bytes);
+}
