@@ -96,6 +96,12 @@ pub struct Ticket {
     pub(crate) durability: Arc<Durability>,
 }
 
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket").field("height", &self.height).field("durable", &self.is_durable()).finish()
+    }
+}
+
 impl Ticket {
     pub fn height(&self) -> u64 {
         self.height
