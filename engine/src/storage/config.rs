@@ -57,6 +57,9 @@ pub struct LogConfig {
     /// Verify checksums of every frame of sealed (non-tail) segments on open.
     pub verify_sealed_checksums: bool,
     pub write_backend: WriteBackend,
+    /// Write segments with O_DIRECT (staged through an aligned buffer) where the filesystem
+    /// supports it; buffered writes otherwise.
+    pub direct_io: bool,
     pub encryption: Option<EncryptionConfig>,
 }
 
@@ -71,6 +74,7 @@ impl Default for LogConfig {
             snapshot_every_blocks: 10_000,
             verify_sealed_checksums: true,
             write_backend: WriteBackend::Auto,
+            direct_io: true,
             encryption: None,
         }
     }

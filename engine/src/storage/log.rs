@@ -74,7 +74,10 @@ impl BlockLog {
         check_dir(dir)?;
         let lock = lock_dir(dir)?;
         let cipher = config.encryption.as_ref().map(FrameCipher::from_config).transpose()?;
-        let recovered = recovery::recover(dir, &config, cipher.as_ref())?;
+        let mut recovered = recovery::recover(dir, &config, cipher.as_ref())?;
+        if let Some(tail) = recovered.segments.last_mut() {
+            tail.attach_direct(config.direct_io)?;
+        }
         let durable = recovered.last.map(|(h, _)| h);
         let writer = Writer::start(&config, durable)?;
         let snapshots = SnapshotStore::open(dir)?;
@@ -103,6 +106,10 @@ impl BlockLog {
     }
     pub fn config(&self) -> &LogConfig {
         &self.config
+    }
+    /// Group commits (write + fdatasync pairs) completed since open.
+    pub fn group_commits(&self) -> u64 {
+        self.writer.durability.group_commits()
     }
     pub fn segment_count(&self) -> usize {
         self.segments.len()
@@ -143,7 +150,7 @@ impl BlockLog {
         self.make_room(height, buf.len() as u64)?;
         let tail = self.segments.last_mut().expect("make_room leaves a tail segment");
         let offset = tail.end;
-        let job = WriteJob { file: tail.file.clone(), offset, frame: buf, height };
+        let job = WriteJob { file: tail.write_file.clone(), direct: tail.direct, offset, frame: buf, height };
         let frame_len = job.frame.len() as u64;
         self.writer.send(job, block)?;
         tail.offsets.push(u32::try_from(offset).expect("segments are at most 4 GiB"));
@@ -176,15 +183,20 @@ impl BlockLog {
         let (file, path) = segment::create(&self.dir, &header)?;
         let map = segment::map(&file, &path)?;
         assert!(map.len() as u64 >= SEGMENT_HEADER_BYTES as u64 + frame_len);
-        self.segments.push(Segment {
+        let file = Arc::new(file);
+        let mut seg = Segment {
             index,
             first_height: height,
-            file: Arc::new(file),
+            write_file: file.clone(),
+            direct: false,
+            file,
             map,
             offsets: Vec::new(),
             end: SEGMENT_HEADER_BYTES as u64,
             path,
-        });
+        };
+        seg.attach_direct(self.config.direct_io)?;
+        self.segments.push(seg);
         Ok(())
     }
 

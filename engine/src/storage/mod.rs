@@ -8,6 +8,7 @@
 
 mod config;
 mod crypt;
+mod direct;
 mod error;
 mod frame;
 mod log;

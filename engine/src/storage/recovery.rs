@@ -50,11 +50,27 @@ pub(crate) struct Segment {
     pub index: u64,
     pub first_height: u64,
     pub file: Arc<File>,
+    /// The descriptor the writer uses: `file`, or an O_DIRECT one for the tail segment.
+    pub write_file: Arc<File>,
+    pub direct: bool,
     pub map: Mmap,
     pub offsets: Vec<u32>,
     /// Offset where the next frame goes.
     pub end: u64,
     pub path: PathBuf,
+}
+
+impl Segment {
+    /// Switches the writer to an O_DIRECT descriptor when asked for and supported.
+    pub(crate) fn attach_direct(&mut self, direct_io: bool) -> Result<(), StorageError> {
+        if direct_io && !self.direct {
+            if let Some(f) = segment::open_direct(&self.path)? {
+                self.write_file = Arc::new(f);
+                self.direct = true;
+            }
+        }
+        Ok(())
+    }
 }
 
 pub(crate) struct Recovered {
@@ -136,10 +152,13 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig, cipher: Option<&FrameCiphe
                 return Err(StorageError::foreign(&path, why));
             }
         }
+        let file = Arc::new(file);
         let seg = Segment {
             index,
             first_height: header.first_height,
-            file: Arc::new(file),
+            write_file: file.clone(),
+            direct: false,
+            file,
             map,
             offsets: Vec::new(),
             end: SEGMENT_HEADER_BYTES as u64,

@@ -152,6 +152,19 @@ pub(crate) fn open(path: &Path) -> Result<(File, Mmap), StorageError> {
     Ok((file, map))
 }
 
+/// A second descriptor opened with O_DIRECT for the writer; None if the filesystem refuses it.
+pub(crate) fn open_direct(path: &Path) -> Result<Option<File>, StorageError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            tracing::info!(path = %path.display(), "O_DIRECT not supported; buffered writes");
+            Ok(None)
+        }
+        Err(e) => Err(StorageError::io(path, e)),
+    }
+}
+
 pub(crate) fn map(file: &File, path: &Path) -> Result<Mmap, StorageError> {
     // SAFETY: the log only ever extends frames past the durable watermark, and readers only look
     // at durable frames; truncation (zeroing) of a torn tail happens before any reader exists.

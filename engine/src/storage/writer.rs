@@ -14,6 +14,7 @@ use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
 use io_uring::{opcode, squeue, types, IoUring};
 
 use super::config::{LogConfig, WriteBackend};
+use super::direct::Stager;
 use super::error::StorageError;
 use super::frame::{self, BlockHash};
 
@@ -29,6 +30,8 @@ pub enum WritePath {
 
 pub(crate) struct WriteJob {
     pub file: Arc<File>,
+    /// `file` was opened with O_DIRECT: the batch is staged into an aligned buffer.
+    pub direct: bool,
     pub offset: u64,
     pub frame: Vec<u8>,
     pub height: u64,
@@ -38,6 +41,8 @@ pub(crate) struct WriteJob {
 pub(crate) struct Durability {
     /// Durable height + 1 (0: nothing durable); read lock-free by `BlockLog::read`.
     durable_next: AtomicU64,
+    /// Group commits (fdatasyncs) completed since open.
+    group_commits: AtomicU64,
     failed: Mutex<Option<String>>,
     cond: Condvar,
 }
@@ -46,6 +51,7 @@ impl Durability {
     pub(crate) fn new(durable_height: Option<u64>) -> Arc<Durability> {
         Arc::new(Durability {
             durable_next: AtomicU64::new(durable_height.map_or(0, |h| h + 1)),
+            group_commits: AtomicU64::new(0),
             failed: Mutex::new(None),
             cond: Condvar::new(),
         })
@@ -59,6 +65,7 @@ impl Durability {
         let guard = self.failed.lock().unwrap_or_else(|p| p.into_inner());
         let previous = self.durable_next.swap(height + 1, Ordering::AcqRel);
         assert!(previous <= height, "durable height moves forward only");
+        self.group_commits.fetch_add(1, Ordering::Relaxed);
         drop(guard);
         self.cond.notify_all();
     }
@@ -67,6 +74,10 @@ impl Durability {
         tracing::error!(error = %message, "block log writer failed");
         *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(message);
         self.cond.notify_all();
+    }
+
+    pub(crate) fn group_commits(&self) -> u64 {
+        self.group_commits.load(Ordering::Relaxed)
     }
 
     pub(crate) fn failure(&self) -> Option<String> {
@@ -126,38 +137,39 @@ pub(crate) struct Writer {
     queue_frames_max: usize,
 }
 
-enum Backend {
-    Uring { ring: IoUring, iovecs: Vec<libc::iovec> },
-    Pwrite,
+struct Io {
+    /// None: pwrite + fdatasync.
+    ring: Option<IoUring>,
+    iovecs: Vec<libc::iovec>,
+    stager: Stager,
 }
 
-// SAFETY: the iovec buffer only holds pointers while a batch is in flight on the writer thread.
-unsafe impl Send for Backend {}
+// SAFETY: the iovecs only hold pointers while a batch is in flight on the writer thread.
+unsafe impl Send for Io {}
 
-fn choose_backend(config: &LogConfig) -> Backend {
-    if config.write_backend == WriteBackend::Pwrite {
+fn choose_backend(config: &LogConfig) -> Io {
+    let ring = if config.write_backend == WriteBackend::Pwrite {
         tracing::info!("block log write path: pwrite + fdatasync (forced by config)");
-        return Backend::Pwrite;
-    }
-    match IoUring::new(RING_ENTRIES) {
-        Ok(ring) => {
-            tracing::info!("block log write path: io_uring writev + linked fdatasync");
-            Backend::Uring { ring, iovecs: Vec::with_capacity(config.batch_frames_max) }
+        None
+    } else {
+        match IoUring::new(RING_ENTRIES) {
+            Ok(ring) => {
+                tracing::info!("block log write path: io_uring writev + linked fdatasync");
+                Some(ring)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "io_uring unavailable; block log write path: pwrite + fdatasync");
+                None
+            }
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "io_uring unavailable; block log write path: pwrite + fdatasync");
-            Backend::Pwrite
-        }
-    }
+    };
+    Io { ring, iovecs: Vec::with_capacity(config.batch_frames_max), stager: Stager::default() }
 }
 
 impl Writer {
     pub(crate) fn start(config: &LogConfig, durable_height: Option<u64>) -> Result<Writer, StorageError> {
         let backend = choose_backend(config);
-        let path = match backend {
-            Backend::Uring { .. } => WritePath::IoUring,
-            Backend::Pwrite => WritePath::Pwrite,
-        };
+        let path = if backend.ring.is_some() { WritePath::IoUring } else { WritePath::Pwrite };
         let durability = Durability::new(durable_height);
         let (tx, rx) = bounded(config.queue_frames_max);
         let limits = (config.batch_frames_max, config.batch_bytes_max);
@@ -196,7 +208,7 @@ impl Drop for Writer {
     }
 }
 
-fn run(rx: Receiver<WriteJob>, mut backend: Backend, durability: Arc<Durability>, limits: (usize, usize)) {
+fn run(rx: Receiver<WriteJob>, mut backend: Io, durability: Arc<Durability>, limits: (usize, usize)) {
     let (frames_max, bytes_max) = limits;
     let mut batch: Vec<WriteJob> = Vec::with_capacity(frames_max);
     let mut pending: Option<WriteJob> = None;
@@ -232,28 +244,40 @@ fn run(rx: Receiver<WriteJob>, mut backend: Backend, durability: Arc<Durability>
     }
 }
 
-impl Backend {
+impl Io {
+    /// Points `iovecs` at the batch (or its aligned staging copy); returns the file offset.
+    fn prepare(&mut self, batch: &[WriteJob]) -> io::Result<u64> {
+        self.iovecs.clear();
+        if !batch[0].direct {
+            self.iovecs.extend(batch.iter().map(|j| libc::iovec {
+                iov_base: j.frame.as_ptr() as *mut libc::c_void,
+                iov_len: j.frame.len(),
+            }));
+            return Ok(batch[0].offset);
+        }
+        let (offset, staged) = self.stager.stage(batch)?;
+        let iovec = libc::iovec { iov_base: staged.as_ptr() as *mut libc::c_void, iov_len: staged.len() };
+        self.iovecs.push(iovec);
+        Ok(offset)
+    }
+
     fn write_batch(&mut self, batch: &[WriteJob]) -> io::Result<()> {
-        let offset = batch[0].offset;
-        let total: usize = batch.iter().map(|j| j.frame.len()).sum();
+        let offset = self.prepare(batch)?;
+        let total: usize = self.iovecs.iter().map(|v| v.iov_len).sum();
         assert!(total <= i32::MAX as usize, "a group commit fits one io_uring result");
-        let (ring, iovecs) = match self {
-            Backend::Pwrite => return pwrite_from(batch, 0).and_then(|()| batch[0].file.sync_data()),
-            Backend::Uring { ring, iovecs } => (ring, iovecs),
+        let file = &batch[0].file;
+        let Some(ring) = self.ring.as_mut() else {
+            pwrite_iovecs(file, offset, &self.iovecs, 0)?;
+            return file.sync_data();
         };
-        iovecs.clear();
-        iovecs.extend(batch.iter().map(|j| libc::iovec {
-            iov_base: j.frame.as_ptr() as *mut libc::c_void,
-            iov_len: j.frame.len(),
-        }));
-        let fd = types::Fd(batch[0].file.as_raw_fd());
-        let write = opcode::Writev::new(fd, iovecs.as_ptr(), iovecs.len() as u32)
+        let fd = types::Fd(file.as_raw_fd());
+        let write = opcode::Writev::new(fd, self.iovecs.as_ptr(), self.iovecs.len() as u32)
             .offset(offset)
             .build()
             .flags(squeue::Flags::IO_LINK)
             .user_data(1);
         let sync = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data(2);
-        // SAFETY: the iovecs and the frames they point to outlive the two completions we wait for.
+        // SAFETY: the iovecs and the buffers they point to outlive the two completions we wait for.
         unsafe { ring.submission().push_multiple(&[write, sync]) }
             .map_err(|_| io::Error::other("io_uring submission queue full"))?;
         let (written, synced) = reap_two(ring)?;
@@ -262,8 +286,8 @@ impl Backend {
         }
         if (written as usize) < total {
             // Short write: the linked fsync was cancelled; finish synchronously.
-            pwrite_from(batch, written as usize)?;
-            return batch[0].file.sync_data();
+            pwrite_iovecs(file, offset, &self.iovecs, written as usize)?;
+            return file.sync_data();
         }
         if synced < 0 {
             return Err(io::Error::from_raw_os_error(-synced));
@@ -292,15 +316,17 @@ fn reap_two(ring: &mut IoUring) -> io::Result<(i32, i32)> {
     Ok((written.unwrap_or(-libc::EIO), synced.unwrap_or(-libc::EIO)))
 }
 
-/// pwrite of the batch's bytes from byte `skip` onward (the batch is contiguous on disk).
-fn pwrite_from(batch: &[WriteJob], mut skip: usize) -> io::Result<()> {
-    for job in batch {
-        if skip >= job.frame.len() {
-            skip -= job.frame.len();
-            continue;
+/// pwrite of the iovecs' bytes from byte `skip` onward (they are contiguous on disk from `offset`).
+fn pwrite_iovecs(file: &File, offset: u64, iovecs: &[libc::iovec], skip: usize) -> io::Result<()> {
+    let mut at = 0usize;
+    for v in iovecs {
+        // SAFETY: every iovec points into a frame or staging buffer that lives for this batch.
+        let bytes = unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) };
+        if skip < at + bytes.len() {
+            let from = skip.saturating_sub(at);
+            file.write_all_at(&bytes[from..], offset + (at + from) as u64)?;
         }
-        job.file.write_all_at(&job.frame[skip..], job.offset + skip as u64)?;
-        skip = 0;
+        at += bytes.len();
     }
     Ok(())
 }
