@@ -58,9 +58,10 @@ struct Carry {
     page: Box<[u8; DIRECT_ALIGN]>,
 }
 
+/// Two staging buffers (one per pipeline slot) and the last page written.
 #[derive(Default)]
 pub(crate) struct Stager {
-    buf: Option<AlignedBuf>,
+    bufs: [Option<AlignedBuf>; 2],
     carry: Option<Carry>,
 }
 
@@ -75,16 +76,17 @@ const fn align_up(x: u64) -> u64 {
 impl Stager {
     /// Copies a contiguous batch into the aligned buffer. Returns the aligned file offset and the
     /// staged bytes (a multiple of `DIRECT_ALIGN`).
-    pub(crate) fn stage(&mut self, batch: &[WriteJob]) -> io::Result<(u64, &[u8])> {
+    pub(crate) fn stage(&mut self, slot: usize, batch: &[WriteJob]) -> io::Result<(u64, &[u8])> {
         let file = &batch[0].file;
         let start = batch[0].offset;
         let total: u64 = batch.iter().map(|j| j.frame.len() as u64).sum();
         let (page_start, page_end) = (align_down(start), align_up(start + total));
         let staged = (page_end - page_start) as usize;
-        if self.buf.as_ref().is_none_or(|b| b.len() < staged) {
-            self.buf = Some(AlignedBuf::new(align_up(staged as u64 * 2) as usize));
+        let slot_buf = &mut self.bufs[slot];
+        if slot_buf.as_ref().is_none_or(|b| b.len() < staged) {
+            *slot_buf = Some(AlignedBuf::new(align_up(staged as u64 * 2) as usize));
         }
-        let buf = self.buf.as_mut().expect("allocated above").as_mut_slice();
+        let buf = slot_buf.as_mut().expect("allocated above").as_mut_slice();
         let prefix = (start - page_start) as usize;
         if prefix > 0 {
             match &self.carry {

@@ -9,14 +9,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::config::LogConfig;
-use super::crypt::{frame_aad, FrameCipher, CIPHER_NONE};
+use super::crypt::{frame_aad, FrameCipher, AEAD_OVERHEAD_MAX, CIPHER_NONE};
 use super::error::StorageError;
 use super::frame::{self, BlockHash, FLAG_ENCRYPTED};
 use super::recovery::{self, RecoveryReport, Segment};
 use super::scan;
 use super::segment::{self, SegmentHeader, SEGMENT_HEADER_BYTES};
 use super::snapshot::{Snapshot, SnapshotStore};
-use super::writer::{Ticket, WriteJob, WritePath, Writer};
+use super::ticket::Ticket;
+use super::writer::{WriteJob, WritePath, Writer};
 use super::BlockStore;
 
 const LOCK_FILE: &str = "LOCK";
@@ -138,7 +139,8 @@ impl BlockLog {
                 return Err(StorageError::ParentMismatch { height });
             }
         }
-        let mut buf = Vec::with_capacity(frame::frame_bytes(payload.len()) + 64);
+        let mut buf = self.writer.buffer();
+        buf.reserve(frame::frame_bytes(payload.len()) + AEAD_OVERHEAD_MAX);
         let flags = if self.cipher.is_some() { FLAG_ENCRYPTED } else { 0 };
         frame::begin(&mut buf, height, parent_hash, flags);
         match &self.cipher {

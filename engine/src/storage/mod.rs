@@ -17,6 +17,7 @@ mod recovery;
 mod scan;
 mod segment;
 mod snapshot;
+mod ticket;
 mod writer;
 
 use std::borrow::Cow;
@@ -30,7 +31,8 @@ pub use mem::{MemBlockStore, MEM_STORE_BYTES_MAX_DEFAULT};
 pub use recovery::{DroppedTail, RecoveryReport};
 pub use segment::SEGMENT_HEADER_BYTES;
 pub use snapshot::{write_file_atomic, Snapshot, SnapshotStore, SNAPSHOTS_KEPT};
-pub use writer::{Ticket, WritePath};
+pub use ticket::Ticket;
+pub use writer::WritePath;
 
 /// What the rest of the node (and the deterministic simulator) needs from a block store.
 ///

@@ -1,25 +1,31 @@
 //! The writer thread: drains a bounded queue of encoded frames, groups contiguous frames into one
-//! writev + fdatasync (linked with IO_LINK on io_uring, or pwrite + fdatasync), and only then
+//! write + fdatasync (linked with IO_LINK on io_uring, or pwrite + fdatasync), and only then
 //! publishes the new durable height, which fires the tickets.
+//!
+//! Pipelining: while group commit k is in flight on io_uring, the writer already gathers, seals
+//! (checksums) and stages group commit k+1 in the other slot. It submits k+1 only after k's
+//! fdatasync completed: recovery relies on "a durable frame of batch k+1 proves batch k durable".
 
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam::channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
 use io_uring::{opcode, squeue, types, IoUring};
 
 use super::config::{LogConfig, WriteBackend};
 use super::direct::Stager;
 use super::error::StorageError;
-use super::frame::{self, BlockHash};
+use super::frame;
+use super::ticket::Durability;
 
-/// Submission queue entries: one writev and one fsync per group commit.
+/// Submission queue entries: one write and one fsync per group commit.
 const RING_ENTRIES: u32 = 8;
+/// Frame buffers handed back from the writer to `append` for reuse.
+const RECYCLE_FRAMES_MAX: usize = 64;
 
 /// Which write path the writer chose at start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,149 +43,87 @@ pub(crate) struct WriteJob {
     pub height: u64,
 }
 
-/// The durable watermark shared by the writer, the log and every ticket.
-pub(crate) struct Durability {
-    /// Durable height + 1 (0: nothing durable); read lock-free by `BlockLog::read`.
-    durable_next: AtomicU64,
-    /// Group commits (fdatasyncs) completed since open.
-    group_commits: AtomicU64,
-    failed: Mutex<Option<String>>,
-    cond: Condvar,
-}
-
-impl Durability {
-    pub(crate) fn new(durable_height: Option<u64>) -> Arc<Durability> {
-        Arc::new(Durability {
-            durable_next: AtomicU64::new(durable_height.map_or(0, |h| h + 1)),
-            group_commits: AtomicU64::new(0),
-            failed: Mutex::new(None),
-            cond: Condvar::new(),
-        })
-    }
-
-    pub(crate) fn durable_height(&self) -> Option<u64> {
-        self.durable_next.load(Ordering::Acquire).checked_sub(1)
-    }
-
-    fn publish(&self, height: u64) {
-        let guard = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-        let previous = self.durable_next.swap(height + 1, Ordering::AcqRel);
-        assert!(previous <= height, "durable height moves forward only");
-        self.group_commits.fetch_add(1, Ordering::Relaxed);
-        drop(guard);
-        self.cond.notify_all();
-    }
-
-    fn fail(&self, message: String) {
-        tracing::error!(error = %message, "block log writer failed");
-        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(message);
-        self.cond.notify_all();
-    }
-
-    pub(crate) fn group_commits(&self) -> u64 {
-        self.group_commits.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn failure(&self) -> Option<String> {
-        self.failed.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Blocks until `height` is durable or the writer failed.
-    pub(crate) fn wait(&self, height: u64) -> Result<(), StorageError> {
-        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if self.durable_next.load(Ordering::Acquire) > height {
-                return Ok(());
-            }
-            if let Some(message) = failed.as_ref() {
-                return Err(StorageError::WriterFailed(message.clone()));
-            }
-            failed = self.cond.wait(failed).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-}
-
-/// Fires once its block is durable (on disk after fdatasync).
-#[derive(Clone)]
-pub struct Ticket {
-    pub(crate) height: u64,
-    pub(crate) hash: BlockHash,
-    pub(crate) durability: Arc<Durability>,
-}
-
-impl std::fmt::Debug for Ticket {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ticket").field("height", &self.height).field("durable", &self.is_durable()).finish()
-    }
-}
-
-impl Ticket {
-    pub fn height(&self) -> u64 {
-        self.height
-    }
-    pub fn hash(&self) -> BlockHash {
-        self.hash
-    }
-    pub fn is_durable(&self) -> bool {
-        self.durability.durable_height().is_some_and(|h| h >= self.height)
-    }
-    /// Blocks until the block is durable; an error means the writer failed and it may not be.
-    pub fn wait(&self) -> Result<(), StorageError> {
-        self.durability.wait(self.height)
-    }
-}
-
 pub(crate) struct Writer {
     tx: Option<Sender<WriteJob>>,
+    recycled: Receiver<Vec<u8>>,
     thread: Option<JoinHandle<()>>,
     pub(crate) durability: Arc<Durability>,
     pub(crate) path: WritePath,
     queue_frames_max: usize,
 }
 
-struct Io {
-    /// None: pwrite + fdatasync.
-    ring: Option<IoUring>,
+/// One group commit being prepared or in flight.
+#[derive(Default)]
+struct Slot {
+    batch: Vec<WriteJob>,
     iovecs: Vec<libc::iovec>,
-    stager: Stager,
+    offset: u64,
 }
 
-// SAFETY: the iovecs only hold pointers while a batch is in flight on the writer thread.
-unsafe impl Send for Io {}
+struct Pipeline {
+    rx: Receiver<WriteJob>,
+    recycle: Sender<Vec<u8>>,
+    durability: Arc<Durability>,
+    /// None: pwrite + fdatasync.
+    ring: Option<IoUring>,
+    slots: [Slot; 2],
+    stager: Stager,
+    pending: Option<WriteJob>,
+    in_flight: Option<usize>,
+    frames_max: usize,
+    bytes_max: usize,
+}
 
-fn choose_backend(config: &LogConfig) -> Io {
-    let ring = if config.write_backend == WriteBackend::Pwrite {
+// SAFETY: the iovecs only point into frames and staging buffers owned by the same Pipeline.
+unsafe impl Send for Pipeline {}
+
+fn choose_ring(config: &LogConfig) -> Option<IoUring> {
+    if config.write_backend == WriteBackend::Pwrite {
         tracing::info!("block log write path: pwrite + fdatasync (forced by config)");
-        None
-    } else {
-        match IoUring::new(RING_ENTRIES) {
-            Ok(ring) => {
-                tracing::info!("block log write path: io_uring writev + linked fdatasync");
-                Some(ring)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "io_uring unavailable; block log write path: pwrite + fdatasync");
-                None
-            }
+        return None;
+    }
+    match IoUring::new(RING_ENTRIES) {
+        Ok(ring) => {
+            tracing::info!("block log write path: io_uring write + linked fdatasync");
+            Some(ring)
         }
-    };
-    Io { ring, iovecs: Vec::with_capacity(config.batch_frames_max), stager: Stager::default() }
+        Err(e) => {
+            tracing::warn!(error = %e, "io_uring unavailable; block log write path: pwrite + fdatasync");
+            None
+        }
+    }
 }
 
 impl Writer {
     pub(crate) fn start(config: &LogConfig, durable_height: Option<u64>) -> Result<Writer, StorageError> {
-        let backend = choose_backend(config);
-        let path = if backend.ring.is_some() { WritePath::IoUring } else { WritePath::Pwrite };
+        let ring = choose_ring(config);
+        let path = if ring.is_some() { WritePath::IoUring } else { WritePath::Pwrite };
         let durability = Durability::new(durable_height);
         let (tx, rx) = bounded(config.queue_frames_max);
-        let limits = (config.batch_frames_max, config.batch_bytes_max);
-        let shared = durability.clone();
+        let (recycle, recycled) = bounded(RECYCLE_FRAMES_MAX);
+        let pipeline = Pipeline {
+            rx,
+            recycle,
+            durability: durability.clone(),
+            ring,
+            slots: Default::default(),
+            stager: Stager::default(),
+            pending: None,
+            in_flight: None,
+            frames_max: config.batch_frames_max,
+            bytes_max: config.batch_bytes_max,
+        };
         let thread = std::thread::Builder::new()
             .name("reckon-log-writer".into())
-            .spawn(move || run(rx, backend, shared, limits))
+            .spawn(move || pipeline.run())
             .map_err(|e| StorageError::WriterFailed(format!("cannot spawn writer thread: {e}")))?;
         let queue_frames_max = config.queue_frames_max;
-        Ok(Writer { tx: Some(tx), thread: Some(thread), durability, path, queue_frames_max })
+        Ok(Writer { tx: Some(tx), recycled, thread: Some(thread), durability, path, queue_frames_max })
+    }
+
+    /// An empty frame buffer, reused from a completed group commit when one is available.
+    pub(crate) fn buffer(&self) -> Vec<u8> {
+        self.recycled.try_recv().unwrap_or_default()
     }
 
     /// Queues a frame; blocks while the queue is full unless `block` is false (then `QueueFull`).
@@ -208,95 +152,169 @@ impl Drop for Writer {
     }
 }
 
-fn run(rx: Receiver<WriteJob>, mut backend: Io, durability: Arc<Durability>, limits: (usize, usize)) {
-    let (frames_max, bytes_max) = limits;
-    let mut batch: Vec<WriteJob> = Vec::with_capacity(frames_max);
-    let mut pending: Option<WriteJob> = None;
-    loop {
-        let first = match pending.take().map_or_else(|| rx.recv().ok(), Some) {
-            Some(job) => job,
-            None => return,
-        };
-        batch.clear();
+impl Pipeline {
+    fn run(mut self) {
+        let mut next = 0usize;
+        loop {
+            let Some(first) = self.next_first() else {
+                match self.in_flight.take() {
+                    Some(slot) if self.complete(slot) => continue,
+                    _ => return,
+                }
+            };
+            self.gather(next, first);
+            if let Err(e) = self.prepare(next) {
+                self.fail(next, e);
+                return;
+            }
+            if let Some(slot) = self.in_flight.take() {
+                if !self.complete(slot) {
+                    return;
+                }
+            }
+            if !self.submit(next) {
+                return;
+            }
+            next ^= 1;
+        }
+    }
+
+    /// The first frame of the next batch; while a batch is in flight, only if one is queued.
+    fn next_first(&mut self) -> Option<WriteJob> {
+        if let Some(job) = self.pending.take() {
+            return Some(job);
+        }
+        if self.in_flight.is_none() {
+            return self.rx.recv().ok();
+        }
+        match self.rx.try_recv() {
+            Ok(job) => Some(job),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+        }
+    }
+
+    /// Fills `slot` with `first` and the contiguous frames queued behind it, within the bounds.
+    fn gather(&mut self, slot: usize, first: WriteJob) {
+        let batch = &mut self.slots[slot].batch;
+        assert!(batch.is_empty(), "a slot is drained before reuse");
         let mut bytes = first.frame.len();
         batch.push(first);
-        while batch.len() < frames_max && bytes < bytes_max {
-            let Ok(job) = rx.try_recv() else { break };
+        while batch.len() < self.frames_max && bytes < self.bytes_max {
+            let Ok(job) = self.rx.try_recv() else { break };
             let last = batch.last().expect("batch is not empty");
             let contiguous = job.offset == last.offset + last.frame.len() as u64;
             if !Arc::ptr_eq(&job.file, &last.file) || !contiguous {
-                pending = Some(job);
+                self.pending = Some(job);
                 break;
             }
             assert_eq!(job.height, last.height + 1, "frames queue in height order");
             bytes += job.frame.len();
             batch.push(job);
         }
-        let batch_first_height = batch[0].height;
-        for job in batch.iter_mut() {
+    }
+
+    /// Stamps and checksums the frames, then points the slot's iovecs at them (or at their
+    /// aligned staging copy for O_DIRECT).
+    fn prepare(&mut self, slot: usize) -> io::Result<()> {
+        let s = &mut self.slots[slot];
+        let batch_first_height = s.batch[0].height;
+        for job in s.batch.iter_mut() {
             frame::seal(&mut job.frame, batch_first_height);
         }
-        let last_height = batch.last().expect("batch is not empty").height;
-        match backend.write_batch(&batch) {
-            Ok(()) => durability.publish(last_height),
-            Err(e) => return durability.fail(format!("group commit up to height {last_height}: {e}")),
-        }
-    }
-}
-
-impl Io {
-    /// Points `iovecs` at the batch (or its aligned staging copy); returns the file offset.
-    fn prepare(&mut self, batch: &[WriteJob]) -> io::Result<u64> {
-        self.iovecs.clear();
-        if !batch[0].direct {
-            self.iovecs.extend(batch.iter().map(|j| libc::iovec {
+        s.iovecs.clear();
+        if !s.batch[0].direct {
+            s.iovecs.extend(s.batch.iter().map(|j| libc::iovec {
                 iov_base: j.frame.as_ptr() as *mut libc::c_void,
                 iov_len: j.frame.len(),
             }));
-            return Ok(batch[0].offset);
+            s.offset = s.batch[0].offset;
+            return Ok(());
         }
-        let (offset, staged) = self.stager.stage(batch)?;
-        let iovec = libc::iovec { iov_base: staged.as_ptr() as *mut libc::c_void, iov_len: staged.len() };
-        self.iovecs.push(iovec);
-        Ok(offset)
+        let (offset, staged) = self.stager.stage(slot, &s.batch)?;
+        s.iovecs.push(libc::iovec { iov_base: staged.as_ptr() as *mut libc::c_void, iov_len: staged.len() });
+        s.offset = offset;
+        Ok(())
     }
 
-    fn write_batch(&mut self, batch: &[WriteJob]) -> io::Result<()> {
-        let offset = self.prepare(batch)?;
-        let total: usize = self.iovecs.iter().map(|v| v.iov_len).sum();
-        assert!(total <= i32::MAX as usize, "a group commit fits one io_uring result");
-        let file = &batch[0].file;
+    fn total(&self, slot: usize) -> usize {
+        self.slots[slot].iovecs.iter().map(|v| v.iov_len).sum()
+    }
+
+    /// Starts the write + fdatasync of `slot` (io_uring), or does it synchronously (pwrite).
+    fn submit(&mut self, slot: usize) -> bool {
+        assert!(self.in_flight.is_none(), "one group commit in flight at a time");
+        assert!(self.total(slot) <= i32::MAX as usize, "a group commit fits one io_uring result");
+        let s = &self.slots[slot];
+        let file = s.batch[0].file.clone();
         let Some(ring) = self.ring.as_mut() else {
-            pwrite_iovecs(file, offset, &self.iovecs, 0)?;
-            return file.sync_data();
+            let done = pwrite_iovecs(&file, s.offset, &s.iovecs, 0).and_then(|()| file.sync_data());
+            return match done {
+                Ok(()) => self.publish(slot),
+                Err(e) => self.fail(slot, e),
+            };
         };
         let fd = types::Fd(file.as_raw_fd());
-        let write = opcode::Writev::new(fd, self.iovecs.as_ptr(), self.iovecs.len() as u32)
-            .offset(offset)
+        let write = opcode::Writev::new(fd, s.iovecs.as_ptr(), s.iovecs.len() as u32)
+            .offset(s.offset)
             .build()
             .flags(squeue::Flags::IO_LINK)
             .user_data(1);
         let sync = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data(2);
-        // SAFETY: the iovecs and the buffers they point to outlive the two completions we wait for.
-        unsafe { ring.submission().push_multiple(&[write, sync]) }
-            .map_err(|_| io::Error::other("io_uring submission queue full"))?;
-        let (written, synced) = reap_two(ring)?;
-        if written < 0 {
-            return Err(io::Error::from_raw_os_error(-written));
+        // SAFETY: the iovecs and the buffers they point to stay untouched until `complete`.
+        let pushed = unsafe { ring.submission().push_multiple(&[write, sync]) };
+        let submitted = pushed.map_err(|_| io::Error::other("submission queue full")).and_then(|()| ring.submit());
+        if let Err(e) = submitted {
+            return self.fail(slot, e);
         }
-        if (written as usize) < total {
+        self.in_flight = Some(slot);
+        true
+    }
+
+    /// Waits for the in-flight `slot`, finishes a short write synchronously, publishes.
+    fn complete(&mut self, slot: usize) -> bool {
+        let ring = self.ring.as_mut().expect("only io_uring leaves a batch in flight");
+        let (written, synced) = match reap_two(ring) {
+            Ok(results) => results,
+            Err(e) => return self.fail(slot, e),
+        };
+        let total = self.total(slot);
+        let s = &self.slots[slot];
+        let file = &s.batch[0].file;
+        let result = if written < 0 {
+            Err(io::Error::from_raw_os_error(-written))
+        } else if (written as usize) < total {
             // Short write: the linked fsync was cancelled; finish synchronously.
-            pwrite_iovecs(file, offset, &self.iovecs, written as usize)?;
-            return file.sync_data();
+            pwrite_iovecs(file, s.offset, &s.iovecs, written as usize).and_then(|()| file.sync_data())
+        } else if synced < 0 {
+            Err(io::Error::from_raw_os_error(-synced))
+        } else {
+            Ok(())
+        };
+        match result {
+            Ok(()) => self.publish(slot),
+            Err(e) => self.fail(slot, e),
         }
-        if synced < 0 {
-            return Err(io::Error::from_raw_os_error(-synced));
+    }
+
+    fn publish(&mut self, slot: usize) -> bool {
+        let s = &mut self.slots[slot];
+        let last_height = s.batch.last().expect("batch is not empty").height;
+        self.durability.publish(last_height);
+        s.iovecs.clear();
+        for job in s.batch.drain(..) {
+            let _ = self.recycle.try_send(job.frame);
         }
-        Ok(())
+        true
+    }
+
+    fn fail(&mut self, slot: usize, e: io::Error) -> bool {
+        let last_height = self.slots[slot].batch.last().map_or(0, |j| j.height);
+        self.durability.fail(format!("group commit up to height {last_height}: {e}"));
+        false
     }
 }
 
-/// Waits for the writev (user_data 1) and fsync (user_data 2) completions.
+/// Waits for the write (user_data 1) and fsync (user_data 2) completions.
 fn reap_two(ring: &mut IoUring) -> io::Result<(i32, i32)> {
     let (mut written, mut synced) = (None, None);
     while written.is_none() || synced.is_none() {
@@ -316,7 +334,7 @@ fn reap_two(ring: &mut IoUring) -> io::Result<(i32, i32)> {
     Ok((written.unwrap_or(-libc::EIO), synced.unwrap_or(-libc::EIO)))
 }
 
-/// pwrite of the iovecs' bytes from byte `skip` onward (they are contiguous on disk from `offset`).
+/// pwrite of the iovecs' bytes from byte `skip` on (they are contiguous on disk from `offset`).
 fn pwrite_iovecs(file: &File, offset: u64, iovecs: &[libc::iovec], skip: usize) -> io::Result<()> {
     let mut at = 0usize;
     for v in iovecs {
