@@ -66,7 +66,9 @@ fn probe_file(dir: &Path, name: &str, direct: bool) -> Result<(File, PathBuf), S
     if direct {
         opts.custom_flags(libc::O_DIRECT);
     }
-    let file = opts.open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file = opts
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((file, path))
 }
 
@@ -75,9 +77,20 @@ fn probe_file(dir: &Path, name: &str, direct: bool) -> Result<(File, PathBuf), S
 /// bypassed); returns an error if the filesystem refuses O_DIRECT.
 pub fn disk_seq_write_mb_per_s(dir: &Path, bytes: u64, direct: bool) -> Result<f64, String> {
     let chunks = bytes.div_ceil(SEQ_WRITE_CHUNK_BYTES as u64).max(1);
-    let (file, path) = probe_file(dir, if direct { "probe-direct.tmp" } else { "probe-seq.tmp" }, direct)?;
+    let (file, path) = probe_file(
+        dir,
+        if direct {
+            "probe-direct.tmp"
+        } else {
+            "probe-seq.tmp"
+        },
+        direct,
+    )?;
     let mut buf = AlignedBuf::new(SEQ_WRITE_CHUNK_BYTES);
-    buf.as_mut().iter_mut().enumerate().for_each(|(i, b)| *b = (i * 7 + 3) as u8);
+    buf.as_mut()
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, b)| *b = (i * 7 + 3) as u8);
     let started = Instant::now();
     let result = (|| {
         for i in 0..chunks {
@@ -128,7 +141,8 @@ impl DiskLimits {
     /// The sequential-write limit a log benchmark is compared with: the faster of buffered and
     /// O_DIRECT 1 MiB writes (the stricter ratio).
     pub fn seq_limit_mb_per_s(&self) -> f64 {
-        self.seq_buffered_mb_per_s.max(self.seq_direct_mb_per_s.unwrap_or(0.0))
+        self.seq_buffered_mb_per_s
+            .max(self.seq_direct_mb_per_s.unwrap_or(0.0))
     }
 }
 
@@ -136,20 +150,34 @@ pub fn disk_limits(dir: &Path, bytes: u64, sync_samples: usize) -> Result<DiskLi
     let seq_buffered_mb_per_s = disk_seq_write_mb_per_s(dir, bytes, false)?;
     let seq_direct_mb_per_s = disk_seq_write_mb_per_s(dir, bytes, true).ok();
     let (sync_4k_p50_us, sync_4k_p99_us) = disk_sync_write_latency_us(dir, sync_samples)?;
-    Ok(DiskLimits { seq_buffered_mb_per_s, seq_direct_mb_per_s, sync_4k_p50_us, sync_4k_p99_us })
+    Ok(DiskLimits {
+        seq_buffered_mb_per_s,
+        seq_direct_mb_per_s,
+        sync_4k_p50_us,
+        sync_4k_p99_us,
+    })
 }
 
 pub fn run(args: Args) -> Result<(), String> {
     let dir = args.dir.unwrap_or_else(std::env::temp_dir);
     let disk = disk_limits(&dir, args.disk_mib << 20, args.sync_samples)?;
     println!("SUMMARY limits (dir {})", dir.display());
-    println!("  disk seq write, 1 MiB buffered + fdatasync : {:>8.0} MB/s", disk.seq_buffered_mb_per_s);
+    println!(
+        "  disk seq write, 1 MiB buffered + fdatasync : {:>8.0} MB/s",
+        disk.seq_buffered_mb_per_s
+    );
     match disk.seq_direct_mb_per_s {
         Some(v) => println!("  disk seq write, 1 MiB O_DIRECT + fdatasync : {v:>8.0} MB/s"),
         None => println!("  disk seq write, O_DIRECT                   : not supported here"),
     }
-    println!("  disk seq write limit (max of the two)      : {:>8.0} MB/s", disk.seq_limit_mb_per_s());
-    println!("  disk 4 KiB write + fdatasync p50 / p99     : {:>8.0} / {:.0} µs", disk.sync_4k_p50_us, disk.sync_4k_p99_us);
+    println!(
+        "  disk seq write limit (max of the two)      : {:>8.0} MB/s",
+        disk.seq_limit_mb_per_s()
+    );
+    println!(
+        "  disk 4 KiB write + fdatasync p50 / p99     : {:>8.0} / {:.0} µs",
+        disk.sync_4k_p50_us, disk.sync_4k_p99_us
+    );
     // crypto limits: added by the crypto issue.
     // network limits: added by the net issue.
     if args.json {

@@ -59,7 +59,11 @@ fn config(args: &Args, key_dir: &Path) -> Result<LogConfig, String> {
     let mut cfg = LogConfig {
         segment_bytes: args.segment_mib << 20,
         payload_bytes_max: args.block_bytes.max(1 << 20),
-        write_backend: if args.pwrite { WriteBackend::Pwrite } else { WriteBackend::Auto },
+        write_backend: if args.pwrite {
+            WriteBackend::Pwrite
+        } else {
+            WriteBackend::Auto
+        },
         ..LogConfig::default()
     };
     if let Some(name) = &args.encrypt {
@@ -73,22 +77,29 @@ fn config(args: &Args, key_dir: &Path) -> Result<LogConfig, String> {
         rand::thread_rng().fill_bytes(&mut key);
         std::fs::write(&key_file, key).map_err(|e| e.to_string())?;
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| e.to_string())?;
         cfg.encryption = Some(EncryptionConfig { key_file, cipher });
     }
     Ok(cfg)
 }
 
 /// Appends `blocks` blocks; a second thread waits on each ticket and records append-to-durable.
-fn append_blocks(log: &mut BlockLog, blocks: u64, block_bytes: usize) -> Result<AppendResult, String> {
+fn append_blocks(
+    log: &mut BlockLog,
+    blocks: u64,
+    block_bytes: usize,
+) -> Result<AppendResult, String> {
     let mut payload = vec![0u8; block_bytes];
     rand::rngs::StdRng::seed_from_u64(7).fill_bytes(&mut payload);
     let (tx, rx) = ticket_channel::<(Ticket, Instant)>();
     let waiter = std::thread::spawn(move || {
-        let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+        let mut hist =
+            Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
         for (ticket, started) in rx {
             ticket.wait().map_err(|e| e.to_string())?;
-            hist.record(started.elapsed().as_micros().max(1) as u64).expect("in range");
+            hist.record(started.elapsed().as_micros().max(1) as u64)
+                .expect("in range");
         }
         Ok::<_, String>(hist)
     });
@@ -99,15 +110,24 @@ fn append_blocks(log: &mut BlockLog, blocks: u64, block_bytes: usize) -> Result<
     for height in first..first + blocks {
         payload[..8].copy_from_slice(&height.to_le_bytes());
         let t0 = Instant::now();
-        let ticket = log.append(height, &parent, &payload).map_err(|e| e.to_string())?;
+        let ticket = log
+            .append(height, &parent, &payload)
+            .map_err(|e| e.to_string())?;
         parent = ticket.hash();
-        tx.send((ticket, t0)).map_err(|_| "latency thread stopped".to_string())?;
+        tx.send((ticket, t0))
+            .map_err(|_| "latency thread stopped".to_string())?;
     }
     drop(tx);
     log.wait_durable().map_err(|e| e.to_string())?;
     let seconds = started.elapsed().as_secs_f64();
-    let latency_us = waiter.join().map_err(|_| "latency thread panicked".to_string())??;
-    Ok(AppendResult { seconds, group_commits: log.group_commits() - commits_before, latency_us })
+    let latency_us = waiter
+        .join()
+        .map_err(|_| "latency thread panicked".to_string())??;
+    Ok(AppendResult {
+        seconds,
+        group_commits: log.group_commits() - commits_before,
+        latency_us,
+    })
 }
 
 fn ticket_channel<T>() -> (std::sync::mpsc::SyncSender<T>, std::sync::mpsc::Receiver<T>) {
@@ -116,7 +136,10 @@ fn ticket_channel<T>() -> (std::sync::mpsc::SyncSender<T>, std::sync::mpsc::Rece
 
 /// Random reads by height, after a warming pass over the same heights: latency in ns.
 fn read_latency(log: &BlockLog, reads: usize) -> Result<Histogram<u64>, String> {
-    let (first, last) = (log.first_height().unwrap_or(1), log.last().map_or(0, |l| l.0));
+    let (first, last) = (
+        log.first_height().unwrap_or(1),
+        log.last().map_or(0, |l| l.0),
+    );
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let heights: Vec<u64> = (0..reads).map(|_| rng.gen_range(first..=last)).collect();
     let mut sink = 0u64;
@@ -130,7 +153,8 @@ fn read_latency(log: &BlockLog, reads: usize) -> Result<Histogram<u64>, String> 
         let p = log.read(h).map_err(|e| e.to_string())?;
         sink = sink.wrapping_add(std::hint::black_box(p.len()) as u64);
         drop(p);
-        hist.record(t0.elapsed().as_nanos().max(1) as u64).expect("in range");
+        hist.record(t0.elapsed().as_nanos().max(1) as u64)
+            .expect("in range");
     }
     std::hint::black_box(sink);
     Ok(hist)
@@ -147,11 +171,18 @@ pub fn run(args: Args) -> Result<(), String> {
         return Err("--blocks and --block-bytes must be > 0".into());
     }
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let work = tempfile::Builder::new().prefix("reckon-log-bench").tempdir_in(&base).map_err(|e| e.to_string())?;
+    let work = tempfile::Builder::new()
+        .prefix("reckon-log-bench")
+        .tempdir_in(&base)
+        .map_err(|e| e.to_string())?;
     let log_dir = work.path().join("log");
     std::fs::create_dir(&log_dir).map_err(|e| e.to_string())?;
     let total_bytes = args.blocks * args.block_bytes as u64;
-    let disk = limits::disk_limits(work.path(), total_bytes.clamp(64 << 20, PROBE_BYTES_MAX), 200)?;
+    let disk = limits::disk_limits(
+        work.path(),
+        total_bytes.clamp(64 << 20, PROBE_BYTES_MAX),
+        200,
+    )?;
     let cfg = config(&args, work.path())?;
     let mut log = BlockLog::open(&log_dir, cfg.clone()).map_err(|e| e.to_string())?;
     let path = log.write_path();
@@ -161,14 +192,32 @@ pub fn run(args: Args) -> Result<(), String> {
     drop(log);
     let reopen = if args.reopen {
         let (full, log) = time_open(&log_dir, cfg.clone())?;
-        assert_eq!(log.last().map(|l| l.0), Some(args.blocks), "reopen sees every block");
+        assert_eq!(
+            log.last().map(|l| l.0),
+            Some(args.blocks),
+            "reopen sees every block"
+        );
         drop(log);
-        let (tail, _) = time_open(&log_dir, LogConfig { verify_sealed_checksums: false, ..cfg })?;
+        let (tail, _) = time_open(
+            &log_dir,
+            LogConfig {
+                verify_sealed_checksums: false,
+                ..cfg
+            },
+        )?;
         Some((full, tail))
     } else {
         None
     };
-    let report = Report { args: &args, disk, path, appended, reads, segments, reopen };
+    let report = Report {
+        args: &args,
+        disk,
+        path,
+        appended,
+        reads,
+        segments,
+        reopen,
+    };
     report.print();
     if args.keep {
         let kept = work.keep();
@@ -194,18 +243,47 @@ impl Report<'_> {
         let mb_per_s = (a.blocks * a.block_bytes as u64) as f64 / s / 1e6;
         let limit = self.disk.seq_limit_mb_per_s();
         let lat = &self.appended.latency_us;
-        let (p50, p99, p999) = (lat.value_at_quantile(0.5), lat.value_at_quantile(0.99), lat.value_at_quantile(0.999));
+        let (p50, p99, p999) = (
+            lat.value_at_quantile(0.5),
+            lat.value_at_quantile(0.99),
+            lat.value_at_quantile(0.999),
+        );
         let r = &self.reads;
-        println!("SUMMARY log: {} blocks x {} B, path {:?}, encrypt {:?}, {} segments of {} MiB", a.blocks, a.block_bytes, self.path, a.encrypt, self.segments, a.segment_mib);
-        println!("  durable appends      : {:>10.0} blocks/s  {:>8.1} MB/s", a.blocks as f64 / s, mb_per_s);
-        println!("  group commits        : {:>10.0} fdatasync/s ({} total, {:.1} blocks each)", self.appended.group_commits as f64 / s, self.appended.group_commits, a.blocks as f64 / self.appended.group_commits.max(1) as f64);
+        println!(
+            "SUMMARY log: {} blocks x {} B, path {:?}, encrypt {:?}, {} segments of {} MiB",
+            a.blocks, a.block_bytes, self.path, a.encrypt, self.segments, a.segment_mib
+        );
+        println!(
+            "  durable appends      : {:>10.0} blocks/s  {:>8.1} MB/s",
+            a.blocks as f64 / s,
+            mb_per_s
+        );
+        println!(
+            "  group commits        : {:>10.0} fdatasync/s ({} total, {:.1} blocks each)",
+            self.appended.group_commits as f64 / s,
+            self.appended.group_commits,
+            a.blocks as f64 / self.appended.group_commits.max(1) as f64
+        );
         println!("  append->durable      : p50 {p50} µs  p99 {p99} µs  p99.9 {p999} µs");
         println!("  disk limit (same run): buffered {:.0} MB/s, O_DIRECT {:?} MB/s, limit {limit:.0} MB/s", self.disk.seq_buffered_mb_per_s, self.disk.seq_direct_mb_per_s.map(|v| v.round()));
         println!("  ratio to limit       : {:.2}", mb_per_s / limit);
-        println!("  4 KiB write+fdatasync: p50 {:.0} µs  p99 {:.0} µs", self.disk.sync_4k_p50_us, self.disk.sync_4k_p99_us);
-        println!("  cached read by height: p50 {} ns  p99 {} ns  p99.9 {} ns ({} reads)", r.value_at_quantile(0.5), r.value_at_quantile(0.99), r.value_at_quantile(0.999), r.len());
+        println!(
+            "  4 KiB write+fdatasync: p50 {:.0} µs  p99 {:.0} µs",
+            self.disk.sync_4k_p50_us, self.disk.sync_4k_p99_us
+        );
+        println!(
+            "  cached read by height: p50 {} ns  p99 {} ns  p99.9 {} ns ({} reads)",
+            r.value_at_quantile(0.5),
+            r.value_at_quantile(0.99),
+            r.value_at_quantile(0.999),
+            r.len()
+        );
         if let Some((full, tail)) = self.reopen {
-            println!("  reopen (all checksums): {:.1} ms; reopen (tail only): {:.1} ms", full.as_secs_f64() * 1e3, tail.as_secs_f64() * 1e3);
+            println!(
+                "  reopen (all checksums): {:.1} ms; reopen (tail only): {:.1} ms",
+                full.as_secs_f64() * 1e3,
+                tail.as_secs_f64() * 1e3
+            );
         }
         if a.json {
             let json = serde_json::json!({

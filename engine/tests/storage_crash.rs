@@ -26,8 +26,14 @@ fn hex(bytes: &[u8]) -> String {
 /// Child mode: runs only when the parent sets CHILD_DIR_ENV; otherwise a no-op test.
 #[test]
 fn crash_child_entry() {
-    let Ok(dir) = std::env::var(CHILD_DIR_ENV) else { return };
-    let backend = if std::env::var(CHILD_BACKEND_ENV).is_ok() { WriteBackend::Pwrite } else { WriteBackend::Auto };
+    let Ok(dir) = std::env::var(CHILD_DIR_ENV) else {
+        return;
+    };
+    let backend = if std::env::var(CHILD_BACKEND_ENV).is_ok() {
+        WriteBackend::Pwrite
+    } else {
+        WriteBackend::Auto
+    };
     let mut log = BlockLog::open(std::path::Path::new(&dir), config(backend)).expect("child open");
     let run = std::process::id() as u64;
     let mut rng = rand::rngs::StdRng::seed_from_u64(run);
@@ -36,7 +42,9 @@ fn crash_child_entry() {
     let stdout = std::io::stdout();
     loop {
         let len = rng.gen_range(100..40_000);
-        let ticket = log.append(height, &parent, &payload(height, run, len)).expect("append");
+        let ticket = log
+            .append(height, &parent, &payload(height, run, len))
+            .expect("append");
         parent = ticket.hash();
         height += 1;
         in_flight.push_back(ticket);
@@ -55,10 +63,15 @@ fn crash_child_entry() {
 
 fn run_child(dir: &std::path::Path, pwrite: bool, kill_after: Duration) -> Vec<(u64, String)> {
     let mut cmd = Command::new(std::env::current_exe().expect("current exe"));
-    cmd.args(["--exact", "crash_child_entry", "--nocapture", "--test-threads=1"])
-        .env(CHILD_DIR_ENV, dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    cmd.args([
+        "--exact",
+        "crash_child_entry",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_DIR_ENV, dir)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
     if pwrite {
         cmd.env(CHILD_BACKEND_ENV, "1");
     }
@@ -96,17 +109,30 @@ fn every_acknowledged_block_survives_sigkill() {
         for (h, hash) in &acks {
             all_acks.insert(*h, hash.clone());
         }
-        let log = BlockLog::open(dir.path(), config(WriteBackend::Auto)).expect("reopen after SIGKILL");
+        let log =
+            BlockLog::open(dir.path(), config(WriteBackend::Auto)).expect("reopen after SIGKILL");
         truncations += log.recovery_report().dropped.is_some() as usize;
         let last = log.last().map_or(0, |l| l.0);
         for (h, hash) in &all_acks {
-            assert!(*h <= last, "iteration {iterations}: acknowledged height {h} lost (last {last})");
-            assert_eq!(&hex(&log.hash_of(*h).expect("hash")), hash, "height {h} changed");
+            assert!(
+                *h <= last,
+                "iteration {iterations}: acknowledged height {h} lost (last {last})"
+            );
+            assert_eq!(
+                &hex(&log.hash_of(*h).expect("hash")),
+                hash,
+                "height {h} changed"
+            );
             log.read_verified(*h).expect("checksum ok");
         }
         iterations += 1;
     }
-    eprintln!("crash test: {iterations} kills, {total_acks} acks checked, {truncations} torn tails");
+    eprintln!(
+        "crash test: {iterations} kills, {total_acks} acks checked, {truncations} torn tails"
+    );
     assert!(iterations >= 10, "ran only {iterations} iterations");
-    assert!(total_acks > 100, "children acknowledged too little: {total_acks}");
+    assert!(
+        total_acks > 100,
+        "children acknowledged too little: {total_acks}"
+    );
 }

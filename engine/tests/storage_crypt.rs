@@ -18,7 +18,10 @@ fn key_file(dir: &Path, name: &str, key: &[u8], mode: u32) -> std::path::PathBuf
 
 fn encrypted(key_file: &Path, cipher: Cipher) -> LogConfig {
     LogConfig {
-        encryption: Some(EncryptionConfig { key_file: key_file.to_path_buf(), cipher }),
+        encryption: Some(EncryptionConfig {
+            key_file: key_file.to_path_buf(),
+            cipher,
+        }),
         ..config(WriteBackend::Auto)
     }
 }
@@ -42,16 +45,26 @@ fn encrypted_round_trip_hides_plaintext_and_survives_reopen() {
         drop(log);
         for entry in std::fs::read_dir(dir.path()).expect("ls") {
             let bytes = std::fs::read(entry.expect("entry").path()).expect("read");
-            assert!(!bytes.windows(marker.len()).any(|w| w == marker), "plaintext on disk");
+            assert!(
+                !bytes.windows(marker.len()).any(|w| w == marker),
+                "plaintext on disk"
+            );
         }
         let log = BlockLog::open(dir.path(), encrypted(&key, cipher)).expect("reopen");
         assert_eq!(log.last(), Some((60, parent)));
         assert_eq!(&log.read(60).expect("read")[..marker.len()], marker);
         let other = key_file(keys.path(), "other", &[0x22; 32], 0o600);
         drop(log);
-        let err = BlockLog::open(dir.path(), encrypted(&other, cipher)).err().expect("wrong key");
-        assert!(matches!(&err, StorageError::KeyFile { reason, .. } if reason.contains("wrong key")), "{err:?}");
-        let err = BlockLog::open(dir.path(), config(WriteBackend::Auto)).err().expect("no key");
+        let err = BlockLog::open(dir.path(), encrypted(&other, cipher))
+            .err()
+            .expect("wrong key");
+        assert!(
+            matches!(&err, StorageError::KeyFile { reason, .. } if reason.contains("wrong key")),
+            "{err:?}"
+        );
+        let err = BlockLog::open(dir.path(), config(WriteBackend::Auto))
+            .err()
+            .expect("no key");
         assert!(matches!(err, StorageError::Config(_)), "{err:?}");
     }
 }
@@ -61,10 +74,16 @@ fn key_file_readable_by_others_is_refused() {
     let keys = tempfile::tempdir().expect("tempdir");
     let dir = tempfile::tempdir().expect("tempdir");
     let key = key_file(keys.path(), "key", &[0x11; 32], 0o644);
-    let err = BlockLog::open(dir.path(), encrypted(&key, Cipher::XChaCha20Poly1305)).err().expect("refuse");
-    assert!(matches!(&err, StorageError::KeyFile { reason, .. } if reason.contains("chmod 600")), "{err:?}");
+    let err = BlockLog::open(dir.path(), encrypted(&key, Cipher::XChaCha20Poly1305))
+        .err()
+        .expect("refuse");
+    assert!(
+        matches!(&err, StorageError::KeyFile { reason, .. } if reason.contains("chmod 600")),
+        "{err:?}"
+    );
     let hex_key = key_file(keys.path(), "hexkey", "ab".repeat(32).as_bytes(), 0o400);
-    BlockLog::open(dir.path(), encrypted(&hex_key, Cipher::XChaCha20Poly1305)).expect("hex key, 0400");
+    BlockLog::open(dir.path(), encrypted(&hex_key, Cipher::XChaCha20Poly1305))
+        .expect("hex key, 0400");
 }
 
 #[test]
@@ -81,10 +100,23 @@ fn torn_encrypted_tail_is_rewritten_with_fresh_nonces() {
     let tail_offset = (engine::storage::SEGMENT_HEADER_BYTES + 9 * frame) as u64;
     flip_byte(&segment_path(dir.path(), 0), tail_offset + 200);
     let mut log = BlockLog::open(dir.path(), cfg.clone()).expect("reopen");
-    assert_eq!(log.recovery_report().dropped.as_ref().map(|d| d.height_first), Some(10));
+    assert_eq!(
+        log.recovery_report()
+            .dropped
+            .as_ref()
+            .map(|d| d.height_first),
+        Some(10)
+    );
     let parent = log.last().expect("last").1;
-    log.append(10, &parent, &payload(10, 0, 1000)).expect("rewrite").wait().expect("durable");
+    log.append(10, &parent, &payload(10, 0, 1000))
+        .expect("rewrite")
+        .wait()
+        .expect("durable");
     let stored_after = log.read_view(10).expect("view").stored_payload.to_vec();
-    assert_ne!(stored_before[..24], stored_after[..24], "a rewrite of the same height uses a new nonce");
+    assert_ne!(
+        stored_before[..24],
+        stored_after[..24],
+        "a rewrite of the same height uses a new nonce"
+    );
     assert_eq!(&*log.read(10).expect("read"), &payload(10, 0, 1000)[..]);
 }

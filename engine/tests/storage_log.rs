@@ -11,19 +11,30 @@ fn round_trip_reopen_and_continue_on_both_write_paths() {
         let dir = tempfile::tempdir().expect("tempdir");
         let len = 20_000;
         let mut log = BlockLog::open(dir.path(), config(backend)).expect("open empty");
-        let expected_path = if backend == WriteBackend::Pwrite { WritePath::Pwrite } else { WritePath::IoUring };
+        let expected_path = if backend == WriteBackend::Pwrite {
+            WritePath::Pwrite
+        } else {
+            WritePath::IoUring
+        };
         assert_eq!(log.write_path(), expected_path);
         assert_eq!(log.last(), None);
         let tickets = append_run(&mut log, 1, 200, len, false).expect("append");
         tickets.last().expect("tickets").wait().expect("durable");
         assert!(tickets.iter().all(|t| t.is_durable()));
-        assert!(log.segment_count() >= 4, "200 x 20 KB crosses 1 MiB segments");
+        assert!(
+            log.segment_count() >= 4,
+            "200 x 20 KB crosses 1 MiB segments"
+        );
         for h in 1..=200 {
             assert_eq!(&*log.read(h).expect("read"), &payload(h, 0, len)[..]);
         }
         let hashes: Vec<_> = (1..=200).map(|h| log.hash_of(h).expect("hash")).collect();
         assert_eq!(hashes[199], tickets[199].hash());
-        let count = log.iter(50..=150).map(|r| r.expect("iter")).filter(|(h, p)| **p == payload(*h, 0, len)[..]).count();
+        let count = log
+            .iter(50..=150)
+            .map(|r| r.expect("iter"))
+            .filter(|(h, p)| **p == payload(*h, 0, len)[..])
+            .count();
         assert_eq!(count, 101);
         drop(log);
 
@@ -33,12 +44,18 @@ fn round_trip_reopen_and_continue_on_both_write_paths() {
         assert_eq!(log.last(), Some((200, hashes[199])));
         assert_eq!(log.first_height(), Some(1));
         for h in 1..=200 {
-            assert_eq!(&*log.read_verified(h).expect("read"), &payload(h, 0, len)[..]);
+            assert_eq!(
+                &*log.read_verified(h).expect("read"),
+                &payload(h, 0, len)[..]
+            );
             assert_eq!(log.hash_of(h).expect("hash"), hashes[h as usize - 1]);
         }
         append_run(&mut log, 201, 10, len, true).expect("continue after reopen");
         assert_eq!(BlockStore::sync(&mut log).expect("sync"), Some(210));
-        assert!(matches!(log.read(211), Err(StorageError::NotFound { height: 211 })));
+        assert!(matches!(
+            log.read(211),
+            Err(StorageError::NotFound { height: 211 })
+        ));
     }
 }
 
@@ -46,14 +63,29 @@ fn round_trip_reopen_and_continue_on_both_write_paths() {
 fn append_checks_height_parent_and_size() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = BlockLog::open(dir.path(), config(WriteBackend::Auto)).expect("open");
-    let t = log.append(7, &[1; 32], b"first block may start anywhere").expect("append");
+    let t = log
+        .append(7, &[1; 32], b"first block may start anywhere")
+        .expect("append");
     let err = log.append(9, &t.hash(), b"gap").expect_err("gap");
-    assert!(matches!(err, StorageError::HeightNotNext { height: 9, expected: 8 }));
-    let err = log.append(8, &[2; 32], b"wrong parent").expect_err("parent");
+    assert!(matches!(
+        err,
+        StorageError::HeightNotNext {
+            height: 9,
+            expected: 8
+        }
+    ));
+    let err = log
+        .append(8, &[2; 32], b"wrong parent")
+        .expect_err("parent");
     assert!(matches!(err, StorageError::ParentMismatch { height: 8 }));
     let big = vec![0u8; log.config().payload_bytes_max + 1];
-    assert!(matches!(log.append(8, &t.hash(), &big), Err(StorageError::PayloadTooLarge { .. })));
-    let t8 = log.append(8, &t.hash(), b"").expect("empty payload is fine");
+    assert!(matches!(
+        log.append(8, &t.hash(), &big),
+        Err(StorageError::PayloadTooLarge { .. })
+    ));
+    let t8 = log
+        .append(8, &t.hash(), b"")
+        .expect("empty payload is fine");
     t8.wait().expect("durable");
     assert_eq!(&*log.read(8).expect("read"), b"");
     assert_eq!(log.first_height(), Some(7));
@@ -104,7 +136,10 @@ fn flipped_byte_in_tail_block_is_truncated_and_reported() {
     assert!(log.read(50).is_err());
     assert_eq!(&*log.read(49).expect("49 intact"), &payload(49, 0, len)[..]);
     let parent = log.last().expect("last").1;
-    log.append(50, &parent, b"rewritten height 50").expect("rewrite").wait().expect("durable");
+    log.append(50, &parent, b"rewritten height 50")
+        .expect("rewrite")
+        .wait()
+        .expect("durable");
     drop(log);
     let log = BlockLog::open(dir.path(), config(WriteBackend::Auto)).expect("reopen");
     assert_eq!(log.recovery_report().dropped, None);
@@ -120,16 +155,28 @@ fn flipped_byte_in_acknowledged_middle_block_refuses_to_open() {
     drop(log);
     let offset = frame_offset(24, len);
     flip_byte(&segment_path(dir.path(), 0), offset + 80 + 3);
-    let err = BlockLog::open(dir.path(), config(WriteBackend::Auto)).err().expect("must refuse");
+    let err = BlockLog::open(dir.path(), config(WriteBackend::Auto))
+        .err()
+        .expect("must refuse");
     match &err {
-        StorageError::MidLogCorruption { segment, offset: at, height, reason } => {
+        StorageError::MidLogCorruption {
+            segment,
+            offset: at,
+            height,
+            reason,
+        } => {
             assert_eq!((*segment, *at, *height), (0, offset, 25));
             assert!(reason.contains("checksum"), "{reason}");
         }
         other => panic!("wrong error {other:?}"),
     }
     let text = err.to_string();
-    assert!(text.contains("segment 0") && text.contains("height 25") && text.contains(&offset.to_string()), "{text}");
+    assert!(
+        text.contains("segment 0")
+            && text.contains("height 25")
+            && text.contains(&offset.to_string()),
+        "{text}"
+    );
 }
 
 #[test]
@@ -142,10 +189,26 @@ fn zeroed_acknowledged_block_and_sealed_segment_damage_refuse_to_open() {
     drop(log);
     // Lost write of block 5's header (zeros) in sealed segment 0.
     let seg0 = segment_path(dir.path(), 0);
-    let file = std::fs::OpenOptions::new().write(true).open(&seg0).expect("open");
-    std::os::unix::fs::FileExt::write_all_at(&file, &[0u8; 80], frame_offset(4, len)).expect("zero");
-    let err = BlockLog::open(dir.path(), config(WriteBackend::Auto)).err().expect("refuse");
-    assert!(matches!(err, StorageError::MidLogCorruption { segment: 0, height: 5, .. }), "{err:?}");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg0)
+        .expect("open");
+    std::os::unix::fs::FileExt::write_all_at(&file, &[0u8; 80], frame_offset(4, len))
+        .expect("zero");
+    let err = BlockLog::open(dir.path(), config(WriteBackend::Auto))
+        .err()
+        .expect("refuse");
+    assert!(
+        matches!(
+            err,
+            StorageError::MidLogCorruption {
+                segment: 0,
+                height: 5,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]

@@ -7,7 +7,9 @@ use rand_chacha::ChaCha8Rng;
 
 fn body(height: u64, round: u64, rng: &mut ChaCha8Rng) -> Vec<u8> {
     let len = rng.gen_range(0..3000);
-    (0..len).map(|i| (height as usize * 31 + i + round as usize) as u8).collect()
+    (0..len)
+        .map(|i| (height as usize * 31 + i + round as usize) as u8)
+        .collect()
 }
 
 /// Runs `rounds` of random appends, syncs and crashes; returns the final (last height, hash).
@@ -18,7 +20,9 @@ fn simulate(seed: u64, rounds: u64) -> Option<(u64, BlockHash)> {
     for round in 0..rounds {
         for _ in 0..rng.gen_range(1..20) {
             let (height, parent) = store.last().map_or((1, [0; 32]), |(h, hash)| (h + 1, hash));
-            let hash = store.append(height, &parent, &body(height, round, &mut rng)).expect("append");
+            let hash = store
+                .append(height, &parent, &body(height, round, &mut rng))
+                .expect("append");
             if rng.gen_bool(0.2) {
                 let durable = store.sync().expect("sync");
                 assert_eq!(durable, Some(height));
@@ -31,7 +35,10 @@ fn simulate(seed: u64, rounds: u64) -> Option<(u64, BlockHash)> {
             _ => continue,
         };
         if let Some(dropped) = &report.dropped {
-            assert!(dropped.height_first > synced.last().map_or(0, |s| s.0), "dropped a synced block");
+            assert!(
+                dropped.height_first > synced.last().map_or(0, |s| s.0),
+                "dropped a synced block"
+            );
         }
         let last = store.last().map_or(0, |l| l.0);
         for (h, _) in &synced {
@@ -68,7 +75,10 @@ fn torn_last_frame_is_truncated_and_reported() {
         store.append(2, &h1, &[7u8; 500]).expect("append again");
     };
     let dropped = report.dropped.expect("torn");
-    assert_eq!((dropped.offset, dropped.height_first), (store.frame_offset(1).map_or(0, |o| o as u64) + 88, 2));
+    assert_eq!(
+        (dropped.offset, dropped.height_first),
+        (store.frame_offset(1).map_or(0, |o| o as u64) + 88, 2)
+    );
     assert_eq!(store.last(), Some((1, h1)));
     assert_eq!(store.append(2, &h1, &[7u8; 500]).expect("rewrite"), h2);
 }
@@ -88,10 +98,16 @@ fn damage_in_the_unsynced_batch_truncates_but_in_a_synced_one_refuses() {
     store.flip_byte(store.frame_offset(12).expect("offset") + 90);
     let report = store.recover().expect("torn batch is truncated");
     let dropped = report.dropped.expect("reported");
-    assert_eq!((dropped.height_first, dropped.height_last_seen), (12, Some(15)));
+    assert_eq!(
+        (dropped.height_first, dropped.height_last_seen),
+        (12, Some(15))
+    );
     assert_eq!(store.last().map(|l| l.0), Some(11));
     // Block 5 was synced and block 11 (a later group commit) is intact: refuse.
     store.flip_byte(store.frame_offset(5).expect("offset") + 90);
     let err = store.recover().expect_err("acknowledged block damaged");
-    assert!(matches!(err, StorageError::MidLogCorruption { height: 5, .. }), "{err:?}");
+    assert!(
+        matches!(err, StorageError::MidLogCorruption { height: 5, .. }),
+        "{err:?}"
+    );
 }

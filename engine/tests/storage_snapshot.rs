@@ -15,7 +15,10 @@ struct StandIn {
 
 impl StandIn {
     fn new() -> StandIn {
-        StandIn { digest: [0; 32], applied: 0 }
+        StandIn {
+            digest: [0; 32],
+            applied: 0,
+        }
     }
     fn apply(&mut self, payload: &[u8]) {
         let mut h = blake3::Hasher::new();
@@ -50,14 +53,18 @@ fn snapshot_plus_tail_replay_equals_full_replay() {
         state.apply(&body);
         if log.snapshot_due(h) {
             ticket.wait().expect("snapshot only covers durable blocks");
-            log.write_snapshot(h, state.digest, &state.encode()).expect("snapshot");
+            log.write_snapshot(h, state.digest, &state.encode())
+                .expect("snapshot");
         }
     }
     log.wait_durable().expect("durable");
     drop(log);
 
     let log = BlockLog::open(dir.path(), cfg).expect("restart");
-    let snap = log.load_latest_snapshot().expect("load").expect("a snapshot");
+    let snap = log
+        .load_latest_snapshot()
+        .expect("load")
+        .expect("a snapshot");
     assert_eq!(snap.height, 100);
     let mut restored = StandIn::decode(&snap.bytes);
     assert_eq!(restored.digest, snap.digest);
@@ -89,9 +96,15 @@ fn corrupt_newest_snapshot_falls_back_to_the_older_one() {
     let newest = dir.path().join(format!("snap-{:020}.snap", 20));
     flip_byte(&newest, 85);
     let snap = store.load_latest().expect("load").expect("fallback");
-    assert_eq!((snap.height, snap.digest, snap.bytes.as_slice()), (10, [1; 32], &b"state at ten"[..]));
+    assert_eq!(
+        (snap.height, snap.digest, snap.bytes.as_slice()),
+        (10, [1; 32], &b"state at ten"[..])
+    );
     std::fs::write(&newest, b"tiny").expect("truncate");
-    assert_eq!(store.load_latest().expect("load").map(|s| s.height), Some(10));
+    assert_eq!(
+        store.load_latest().expect("load").map(|s| s.height),
+        Some(10)
+    );
 }
 
 #[test]
@@ -99,10 +112,16 @@ fn atomic_file_write_replaces_whole_and_leftover_temps_are_removed_on_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_file_atomic(dir.path(), "safety", b"round 1").expect("write");
     write_file_atomic(dir.path(), "safety", b"round 2, locked qc").expect("overwrite");
-    assert_eq!(std::fs::read(dir.path().join("safety")).expect("read"), b"round 2, locked qc");
+    assert_eq!(
+        std::fs::read(dir.path().join("safety")).expect("read"),
+        b"round 2, locked qc"
+    );
     std::fs::write(dir.path().join("safety.tmp"), b"half-written").expect("simulate crash");
     let log = BlockLog::open(dir.path(), config(WriteBackend::Auto)).expect("open");
     assert_eq!(log.recovery_report().temp_files_removed.len(), 1);
     assert!(!dir.path().join("safety.tmp").exists());
-    assert_eq!(std::fs::read(dir.path().join("safety")).expect("read"), b"round 2, locked qc");
+    assert_eq!(
+        std::fs::read(dir.path().join("safety")).expect("read"),
+        b"round 2, locked qc"
+    );
 }

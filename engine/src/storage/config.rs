@@ -98,7 +98,7 @@ impl LogConfig {
 
     pub fn validate(&self) -> Result<(), StorageError> {
         let bad = |m: &str| Err(StorageError::Config(m.to_string()));
-        if self.segment_bytes > SEGMENT_BYTES_MAX || self.segment_bytes % 4096 != 0 {
+        if self.segment_bytes > SEGMENT_BYTES_MAX || !self.segment_bytes.is_multiple_of(4096) {
             return bad("segment_bytes must be a multiple of 4096 and at most 4 GiB");
         }
         if (self.frame_bytes_max() as u64) + (SEGMENT_HEADER_BYTES as u64) > self.segment_bytes {

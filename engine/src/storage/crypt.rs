@@ -24,7 +24,10 @@ const KEY_CHECK_CONTEXT: &[u8] = b"reckon-storage-key-check-v1";
 
 /// Reads a 32-byte key (raw, or 64 hex characters) from a file that only its owner may read.
 pub fn load_key_file(path: &Path) -> Result<[u8; KEY_BYTES], StorageError> {
-    let fail = |reason: String| StorageError::KeyFile { path: path.to_path_buf(), reason };
+    let fail = |reason: String| StorageError::KeyFile {
+        path: path.to_path_buf(),
+        reason,
+    };
     let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
@@ -66,7 +69,9 @@ impl FrameCipher {
 
     pub(crate) fn new(cipher: Cipher, key: &[u8; KEY_BYTES]) -> FrameCipher {
         let aead = match cipher {
-            Cipher::XChaCha20Poly1305 => Aead::XChaCha(Box::new(XChaCha20Poly1305::new(key.into()))),
+            Cipher::XChaCha20Poly1305 => {
+                Aead::XChaCha(Box::new(XChaCha20Poly1305::new(key.into())))
+            }
             Cipher::Aes256Gcm => Aead::AesGcm(Box::new(Aes256Gcm::new(key.into()))),
         };
         let check = blake3::keyed_hash(key, KEY_CHECK_CONTEXT);
@@ -111,7 +116,12 @@ impl FrameCipher {
     }
 
     /// Decrypts nonce || ciphertext || tag; any mismatch is `Decrypt`.
-    pub(crate) fn open(&self, stored: &[u8], aad: &[u8], height: u64) -> Result<Vec<u8>, StorageError> {
+    pub(crate) fn open(
+        &self,
+        stored: &[u8],
+        aad: &[u8],
+        height: u64,
+    ) -> Result<Vec<u8>, StorageError> {
         let nonce_bytes = self.nonce_bytes();
         if stored.len() < nonce_bytes + TAG_BYTES {
             return Err(StorageError::Decrypt { height });
@@ -120,8 +130,12 @@ impl FrameCipher {
         let (ciphertext, tag) = rest.split_at(rest.len() - TAG_BYTES);
         let mut plain = ciphertext.to_vec();
         let result = match &self.aead {
-            Aead::XChaCha(c) => c.decrypt_in_place_detached(nonce.into(), aad, &mut plain, tag.into()),
-            Aead::AesGcm(c) => c.decrypt_in_place_detached(nonce.into(), aad, &mut plain, tag.into()),
+            Aead::XChaCha(c) => {
+                c.decrypt_in_place_detached(nonce.into(), aad, &mut plain, tag.into())
+            }
+            Aead::AesGcm(c) => {
+                c.decrypt_in_place_detached(nonce.into(), aad, &mut plain, tag.into())
+            }
         };
         result.map_err(|_| StorageError::Decrypt { height })?;
         Ok(plain)
@@ -150,7 +164,10 @@ mod tests {
             assert_eq!(buf.len(), 3 + c.nonce_bytes() + 14 + TAG_BYTES);
             let plain = c.open(&buf[3..], &aad, 9).expect("decrypts");
             assert_eq!(plain, b"secret payload");
-            assert!(c.open(&buf[3..], &frame_aad(10, &[1; 32]), 10).is_err(), "AAD binds height");
+            assert!(
+                c.open(&buf[3..], &frame_aad(10, &[1; 32]), 10).is_err(),
+                "AAD binds height"
+            );
             let mut bad = buf.clone();
             bad[3 + c.nonce_bytes()] ^= 1;
             assert!(c.open(&bad[3..], &aad, 9).is_err());

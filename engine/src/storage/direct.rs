@@ -27,7 +27,7 @@ unsafe impl Send for AlignedBuf {}
 
 impl AlignedBuf {
     pub(crate) fn new(bytes: usize) -> AlignedBuf {
-        assert!(bytes > 0 && bytes % DIRECT_ALIGN == 0);
+        assert!(bytes > 0 && bytes.is_multiple_of(DIRECT_ALIGN));
         let layout = Layout::from_size_align(bytes, DIRECT_ALIGN).expect("valid layout");
         // SAFETY: non-zero size; freed in Drop with the same layout.
         let ptr = unsafe { alloc_zeroed(layout) };
@@ -105,7 +105,11 @@ impl Stager {
         assert_eq!(at as u64, start + total - page_start);
         let mut page = Box::new([0u8; DIRECT_ALIGN]);
         page.copy_from_slice(&buf[staged - DIRECT_ALIGN..staged]);
-        self.carry = Some(Carry { file: file.clone(), page_offset: page_end - DIRECT_ALIGN as u64, page });
+        self.carry = Some(Carry {
+            file: file.clone(),
+            page_offset: page_end - DIRECT_ALIGN as u64,
+            page,
+        });
         Ok((page_start, &buf[..staged]))
     }
 }

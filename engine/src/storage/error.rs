@@ -19,7 +19,12 @@ pub enum StorageError {
         "corrupt block in segment {segment} at offset {offset} (height {height}): {reason}; a later \
          group commit is durable, so this block was acknowledged: refusing to open"
     )]
-    MidLogCorruption { segment: u64, offset: u64, height: u64, reason: String },
+    MidLogCorruption {
+        segment: u64,
+        offset: u64,
+        height: u64,
+        reason: String,
+    },
     #[error("block at height {height} is not the next height {expected}")]
     HeightNotNext { height: u64, expected: u64 },
     #[error("parent hash of height {height} does not match the hash of block {}", height - 1)]
@@ -62,6 +67,9 @@ impl StorageError {
     }
 
     pub(crate) fn foreign(path: &Path, reason: impl Into<String>) -> StorageError {
-        StorageError::ForeignFile { path: path.to_path_buf(), reason: reason.into() }
+        StorageError::ForeignFile {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        }
     }
 }

@@ -33,7 +33,7 @@ const OFF_CHECKSUM: usize = 64;
 const _: () = assert!(OFF_PARENT + 32 == OFF_FLAGS);
 const _: () = assert!(OFF_RESERVED + 4 == OFF_CHECKSUM);
 const _: () = assert!(OFF_CHECKSUM + 16 == FRAME_HEADER_BYTES);
-const _: () = assert!(FRAME_HEADER_BYTES % FRAME_ALIGN == 0);
+const _: () = assert!(FRAME_HEADER_BYTES.is_multiple_of(FRAME_ALIGN));
 
 /// Bytes a frame with `payload_bytes` of stored payload occupies on disk.
 pub(crate) const fn frame_bytes(payload_bytes: usize) -> usize {
@@ -100,7 +100,10 @@ pub(crate) fn seal(frame: &mut [u8], batch_first_height: u64) {
     assert!(batch_first_height <= header.height);
     frame[OFF_BATCH_FIRST..OFF_BATCH_FIRST + 8].copy_from_slice(&batch_first_height.to_le_bytes());
     let payload_end = FRAME_HEADER_BYTES + header.payload_bytes as usize;
-    let sum = checksum(&frame[..OFF_CHECKSUM], &frame[FRAME_HEADER_BYTES..payload_end]);
+    let sum = checksum(
+        &frame[..OFF_CHECKSUM],
+        &frame[FRAME_HEADER_BYTES..payload_end],
+    );
     frame[OFF_CHECKSUM..OFF_CHECKSUM + 16].copy_from_slice(&sum.to_le_bytes());
 }
 
@@ -127,13 +130,19 @@ pub(crate) fn header(bytes: &[u8]) -> Result<FrameHeader, FrameFault> {
     }
     if le_u32(bytes, OFF_MAGIC) != FRAME_MAGIC {
         let zero = bytes[..FRAME_HEADER_BYTES].iter().all(|&b| b == 0);
-        return Err(if zero { FrameFault::Zero } else { FrameFault::BadMagic });
+        return Err(if zero {
+            FrameFault::Zero
+        } else {
+            FrameFault::BadMagic
+        });
     }
     let header = FrameHeader {
         payload_bytes: le_u32(bytes, OFF_PAYLOAD_BYTES),
         height: le_u64(bytes, OFF_HEIGHT),
         batch_first_height: le_u64(bytes, OFF_BATCH_FIRST),
-        parent_hash: bytes[OFF_PARENT..OFF_PARENT + 32].try_into().expect("32 bytes"),
+        parent_hash: bytes[OFF_PARENT..OFF_PARENT + 32]
+            .try_into()
+            .expect("32 bytes"),
         flags: le_u32(bytes, OFF_FLAGS),
     };
     if frame_bytes(header.payload_bytes as usize) > bytes.len() {
@@ -146,8 +155,16 @@ pub(crate) fn header(bytes: &[u8]) -> Result<FrameHeader, FrameFault> {
 pub(crate) fn parse(bytes: &[u8]) -> Result<FrameHeader, FrameFault> {
     let header = header(bytes)?;
     let payload_end = FRAME_HEADER_BYTES + header.payload_bytes as usize;
-    let stored = u128::from_le_bytes(bytes[OFF_CHECKSUM..OFF_CHECKSUM + 16].try_into().expect("16"));
-    if checksum(&bytes[..OFF_CHECKSUM], &bytes[FRAME_HEADER_BYTES..payload_end]) != stored {
+    let stored = u128::from_le_bytes(
+        bytes[OFF_CHECKSUM..OFF_CHECKSUM + 16]
+            .try_into()
+            .expect("16"),
+    );
+    if checksum(
+        &bytes[..OFF_CHECKSUM],
+        &bytes[FRAME_HEADER_BYTES..payload_end],
+    ) != stored
+    {
         return Err(FrameFault::Checksum);
     }
     Ok(header)
@@ -184,7 +201,10 @@ mod tests {
         assert_eq!(buf.len(), frame_bytes(11));
         assert_eq!(buf.len() % FRAME_ALIGN, 0);
         let h = parse(&buf).expect("valid frame");
-        assert_eq!((h.height, h.batch_first_height, h.payload_bytes), (7, 5, 11));
+        assert_eq!(
+            (h.height, h.batch_first_height, h.payload_bytes),
+            (7, 5, 11)
+        );
         assert_eq!(payload(&buf, &h), b"hello block");
         for i in 0..FRAME_HEADER_BYTES + 11 {
             let mut bad = buf.clone();

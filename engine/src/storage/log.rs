@@ -47,7 +47,9 @@ pub struct BlockLog {
 fn check_dir(dir: &Path) -> Result<(), StorageError> {
     match std::fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => Err(StorageError::NotADirectory { path: dir.to_path_buf() }),
+        Ok(_) => Err(StorageError::NotADirectory {
+            path: dir.to_path_buf(),
+        }),
         Err(e) => Err(StorageError::io(dir, e)),
     }
 }
@@ -63,7 +65,9 @@ fn lock_dir(dir: &Path) -> Result<File, StorageError> {
         .map_err(|e| StorageError::io(&path, e))?;
     // SAFETY: plain syscall on an owned, open descriptor.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(StorageError::Locked { path: dir.to_path_buf() });
+        return Err(StorageError::Locked {
+            path: dir.to_path_buf(),
+        });
     }
     Ok(file)
 }
@@ -74,7 +78,11 @@ impl BlockLog {
         config.validate()?;
         check_dir(dir)?;
         let lock = lock_dir(dir)?;
-        let cipher = config.encryption.as_ref().map(FrameCipher::from_config).transpose()?;
+        let cipher = config
+            .encryption
+            .as_ref()
+            .map(FrameCipher::from_config)
+            .transpose()?;
         let mut recovered = recovery::recover(dir, &config, cipher.as_ref())?;
         if let Some(tail) = recovered.segments.last_mut() {
             tail.attach_direct(config.direct_io)?;
@@ -117,23 +125,45 @@ impl BlockLog {
     }
 
     /// Queues a block; the ticket fires once it is durable. Blocks while the writer queue is full.
-    pub fn append(&mut self, height: u64, parent_hash: &BlockHash, payload: &[u8]) -> Result<Ticket, StorageError> {
+    pub fn append(
+        &mut self,
+        height: u64,
+        parent_hash: &BlockHash,
+        payload: &[u8],
+    ) -> Result<Ticket, StorageError> {
         self.append_inner(height, parent_hash, payload, true)
     }
 
     /// Like `append`, but a full writer queue returns `QueueFull` instead of blocking.
-    pub fn try_append(&mut self, height: u64, parent_hash: &BlockHash, payload: &[u8]) -> Result<Ticket, StorageError> {
+    pub fn try_append(
+        &mut self,
+        height: u64,
+        parent_hash: &BlockHash,
+        payload: &[u8],
+    ) -> Result<Ticket, StorageError> {
         self.append_inner(height, parent_hash, payload, false)
     }
 
-    fn append_inner(&mut self, height: u64, parent_hash: &BlockHash, payload: &[u8], block: bool) -> Result<Ticket, StorageError> {
+    fn append_inner(
+        &mut self,
+        height: u64,
+        parent_hash: &BlockHash,
+        payload: &[u8],
+        block: bool,
+    ) -> Result<Ticket, StorageError> {
         if payload.len() > self.config.payload_bytes_max {
             let bytes_max = self.config.payload_bytes_max;
-            return Err(StorageError::PayloadTooLarge { bytes: payload.len(), bytes_max });
+            return Err(StorageError::PayloadTooLarge {
+                bytes: payload.len(),
+                bytes_max,
+            });
         }
         if let Some((last_height, last_hash)) = self.last {
             if height != last_height + 1 {
-                return Err(StorageError::HeightNotNext { height, expected: last_height + 1 });
+                return Err(StorageError::HeightNotNext {
+                    height,
+                    expected: last_height + 1,
+                });
             }
             if *parent_hash != last_hash {
                 return Err(StorageError::ParentMismatch { height });
@@ -141,7 +171,11 @@ impl BlockLog {
         }
         let mut buf = self.writer.buffer();
         buf.reserve(frame::frame_bytes(payload.len()) + AEAD_OVERHEAD_MAX);
-        let flags = if self.cipher.is_some() { FLAG_ENCRYPTED } else { 0 };
+        let flags = if self.cipher.is_some() {
+            FLAG_ENCRYPTED
+        } else {
+            0
+        };
         frame::begin(&mut buf, height, parent_hash, flags);
         match &self.cipher {
             Some(c) => c.seal_into(&mut buf, &frame_aad(height, parent_hash), payload),
@@ -150,17 +184,31 @@ impl BlockLog {
         frame::finish(&mut buf);
         let hash = frame::block_hash(height, parent_hash, payload);
         self.make_room(height, buf.len() as u64)?;
-        let tail = self.segments.last_mut().expect("make_room leaves a tail segment");
+        let tail = self
+            .segments
+            .last_mut()
+            .expect("make_room leaves a tail segment");
         let offset = tail.end;
-        let job = WriteJob { file: tail.write_file.clone(), direct: tail.direct, offset, frame: buf, height };
+        let job = WriteJob {
+            file: tail.write_file.clone(),
+            direct: tail.direct,
+            offset,
+            frame: buf,
+            height,
+        };
         let frame_len = job.frame.len() as u64;
         self.writer.send(job, block)?;
-        tail.offsets.push(u32::try_from(offset).expect("segments are at most 4 GiB"));
+        tail.offsets
+            .push(u32::try_from(offset).expect("segments are at most 4 GiB"));
         tail.end += frame_len;
         assert!(tail.end <= tail.map.len() as u64);
         assert_eq!(tail.first_height + tail.offsets.len() as u64 - 1, height);
         self.last = Some((height, hash));
-        Ok(Ticket { height, hash, durability: self.writer.durability.clone() })
+        Ok(Ticket {
+            height,
+            hash,
+            durability: self.writer.durability.clone(),
+        })
     }
 
     /// Ensures the tail segment has room for `frame_len` bytes, rolling to a new segment if not.
@@ -171,7 +219,10 @@ impl BlockLog {
             if tail.end + frame_len <= tail.map.len() as u64 {
                 return Ok(());
             }
-            assert!(!tail.offsets.is_empty(), "config guarantees one frame fits a segment");
+            assert!(
+                !tail.offsets.is_empty(),
+                "config guarantees one frame fits a segment"
+            );
             self.wait_durable()?;
         }
         let index = self.segments.last().map_or(0, |s| s.index + 1);
@@ -215,7 +266,10 @@ impl BlockLog {
     }
 
     pub fn first_height(&self) -> Option<u64> {
-        self.segments.first().filter(|s| !s.offsets.is_empty()).map(|s| s.first_height)
+        self.segments
+            .first()
+            .filter(|s| !s.offsets.is_empty())
+            .map(|s| s.first_height)
     }
 
     pub fn last(&self) -> Option<(u64, BlockHash)> {
@@ -230,7 +284,10 @@ impl BlockLog {
         let i = self.segments.partition_point(|s| s.first_height <= height);
         let seg = self.segments.get(i.wrapping_sub(1)).ok_or(not_found)?;
         let slot = (height - seg.first_height) as usize;
-        let offset = *seg.offsets.get(slot).ok_or(StorageError::NotFound { height })?;
+        let offset = *seg
+            .offsets
+            .get(slot)
+            .ok_or(StorageError::NotFound { height })?;
         Ok((seg, offset as usize))
     }
 
@@ -261,9 +318,16 @@ impl BlockLog {
         if !view.encrypted {
             return Ok(Cow::Borrowed(view.stored_payload));
         }
-        let cipher = self.cipher.as_ref().ok_or(StorageError::Decrypt { height })?;
+        let cipher = self
+            .cipher
+            .as_ref()
+            .ok_or(StorageError::Decrypt { height })?;
         let aad = frame_aad(height, &view.parent_hash);
-        Ok(Cow::Owned(cipher.open(view.stored_payload, &aad, height)?))
+        Ok(Cow::Owned(cipher.open(
+            view.stored_payload,
+            &aad,
+            height,
+        )?))
     }
 
     /// Like `read`, but verifies the frame checksum first.
@@ -279,28 +343,38 @@ impl BlockLog {
     }
 
     /// Plaintext payloads of a range of durable heights, in order.
-    pub fn iter(&self, heights: RangeInclusive<u64>) -> impl Iterator<Item = Result<(u64, Cow<'_, [u8]>), StorageError>> + '_ {
+    pub fn iter(
+        &self,
+        heights: RangeInclusive<u64>,
+    ) -> impl Iterator<Item = Result<(u64, Cow<'_, [u8]>), StorageError>> + '_ {
         heights.map(move |h| self.read(h).map(|p| (h, p)))
     }
 
     /// Block hash of a durable block (recomputed from its plaintext).
     pub fn hash_of(&self, height: u64) -> Result<BlockHash, StorageError> {
         let (seg, offset) = self.locate(height)?;
-        scan::frame_hash(&seg.map, offset, self.cipher.as_ref()).map_err(|reason| StorageError::MidLogCorruption {
-            segment: seg.index,
-            offset: offset as u64,
-            height,
-            reason,
+        scan::frame_hash(&seg.map, offset, self.cipher.as_ref()).map_err(|reason| {
+            StorageError::MidLogCorruption {
+                segment: seg.index,
+                offset: offset as u64,
+                height,
+                reason,
+            }
         })
     }
 
     /// True when the ledger should snapshot at `height` (every `snapshot_every_blocks`).
     pub fn snapshot_due(&self, height: u64) -> bool {
         let every = self.config.snapshot_every_blocks;
-        every > 0 && height > 0 && height % every == 0
+        every > 0 && height > 0 && height.is_multiple_of(every)
     }
 
-    pub fn write_snapshot(&self, height: u64, state_digest: [u8; 32], bytes: &[u8]) -> Result<(), StorageError> {
+    pub fn write_snapshot(
+        &self,
+        height: u64,
+        state_digest: [u8; 32],
+        bytes: &[u8],
+    ) -> Result<(), StorageError> {
         self.snapshots.write(height, state_digest, bytes)
     }
 
@@ -310,7 +384,12 @@ impl BlockLog {
 }
 
 impl BlockStore for BlockLog {
-    fn append(&mut self, height: u64, parent_hash: &BlockHash, payload: &[u8]) -> Result<BlockHash, StorageError> {
+    fn append(
+        &mut self,
+        height: u64,
+        parent_hash: &BlockHash,
+        payload: &[u8],
+    ) -> Result<BlockHash, StorageError> {
         BlockLog::append(self, height, parent_hash, payload).map(|t| t.hash())
     }
     fn sync(&mut self) -> Result<Option<u64>, StorageError> {

@@ -66,9 +66,17 @@ impl MemBlockStore {
     /// Power loss in the middle of the unsynced writes: a random prefix of them reached the
     /// medium, cut anywhere (usually inside a frame), and the last `garbage_bytes_max` bytes of
     /// that prefix may be random garbage. Recovery then truncates the torn tail.
-    pub fn crash_torn(&mut self, rng: &mut dyn RngCore, garbage_bytes_max: usize) -> Result<RecoveryReport, StorageError> {
+    pub fn crash_torn(
+        &mut self,
+        rng: &mut dyn RngCore,
+        garbage_bytes_max: usize,
+    ) -> Result<RecoveryReport, StorageError> {
         let unsynced = self.unsynced_bytes();
-        let keep = if unsynced == 0 { 0 } else { rng.gen_range(0..=unsynced) };
+        let keep = if unsynced == 0 {
+            0
+        } else {
+            rng.gen_range(0..=unsynced)
+        };
         self.image.truncate(self.synced_bytes + keep);
         let garbage = keep.min(garbage_bytes_max);
         let from = self.image.len() - garbage;
@@ -112,7 +120,10 @@ impl MemBlockStore {
                     segment: 0,
                     offset: stop.offset as u64,
                     height: stop.height,
-                    reason: format!("{} (later group commit holds height {height} at {offset})", stop.reason),
+                    reason: format!(
+                        "{} (later group commit holds height {height} at {offset})",
+                        stop.reason
+                    ),
                 })
             }
             After::Torn { bytes, height_max } => {
@@ -147,17 +158,27 @@ impl MemBlockStore {
 }
 
 impl BlockStore for MemBlockStore {
-    fn append(&mut self, height: u64, parent_hash: &BlockHash, payload: &[u8]) -> Result<BlockHash, StorageError> {
+    fn append(
+        &mut self,
+        height: u64,
+        parent_hash: &BlockHash,
+        payload: &[u8],
+    ) -> Result<BlockHash, StorageError> {
         if let Some((last_height, last_hash)) = self.last {
             if height != last_height + 1 {
-                return Err(StorageError::HeightNotNext { height, expected: last_height + 1 });
+                return Err(StorageError::HeightNotNext {
+                    height,
+                    expected: last_height + 1,
+                });
             }
             if *parent_hash != last_hash {
                 return Err(StorageError::ParentMismatch { height });
             }
         }
         if self.image.len() + frame::frame_bytes(payload.len()) > self.bytes_max {
-            return Err(StorageError::DiskFull { path: Path::new(MEM_PATH).to_path_buf() });
+            return Err(StorageError::DiskFull {
+                path: Path::new(MEM_PATH).to_path_buf(),
+            });
         }
         let mut buf = Vec::with_capacity(frame::frame_bytes(payload.len()));
         frame::begin(&mut buf, height, parent_hash, 0);
@@ -188,7 +209,9 @@ impl BlockStore for MemBlockStore {
         if self.durable_height().is_none_or(|d| height > d) {
             return Err(StorageError::NotFound { height });
         }
-        let offset = self.frame_offset(height).ok_or(StorageError::NotFound { height })?;
+        let offset = self
+            .frame_offset(height)
+            .ok_or(StorageError::NotFound { height })?;
         let bytes = &self.image[offset..];
         let h = frame::header(bytes).map_err(|f| StorageError::MidLogCorruption {
             segment: 0,

@@ -91,22 +91,37 @@ fn list_dir(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, Storage
         } else if let Some(index) = segment::parse_segment_name(&name) {
             indices.push(index);
         } else if name.ends_with(SEGMENT_SUFFIX) {
-            return Err(StorageError::foreign(&entry.path(), "segment-like name that is not NNNNNNNNNN.seg"));
+            return Err(StorageError::foreign(
+                &entry.path(),
+                "segment-like name that is not NNNNNNNNNN.seg",
+            ));
         }
     }
     indices.sort_unstable();
     for pair in indices.windows(2) {
         if pair[1] != pair[0] + 1 {
             let missing = dir.join(segment::segment_name(pair[0] + 1));
-            return Err(StorageError::foreign(&missing, "segment missing from the sequence"));
+            return Err(StorageError::foreign(
+                &missing,
+                "segment missing from the sequence",
+            ));
         }
     }
     Ok(indices)
 }
 
-fn check_header(h: &SegmentHeader, index: u64, path: &Path, config: &LogConfig, cipher: Option<&FrameCipher>) -> Result<(), StorageError> {
+fn check_header(
+    h: &SegmentHeader,
+    index: u64,
+    path: &Path,
+    config: &LogConfig,
+    cipher: Option<&FrameCipher>,
+) -> Result<(), StorageError> {
     if h.segment_index != index {
-        return Err(StorageError::foreign(path, format!("header says segment {}", h.segment_index)));
+        return Err(StorageError::foreign(
+            path,
+            format!("header says segment {}", h.segment_index),
+        ));
     }
     if h.segment_bytes != config.segment_bytes {
         // Segments keep their own size: a config change applies to new segments only.
@@ -122,8 +137,15 @@ fn check_header(h: &SegmentHeader, index: u64, path: &Path, config: &LogConfig, 
     }
     if let Some(c) = cipher {
         if c.key_check() != h.key_check {
-            let path = config.encryption.as_ref().map(|e| e.key_file.clone()).unwrap_or_default();
-            return Err(StorageError::KeyFile { path, reason: "wrong key for this log".into() });
+            let path = config
+                .encryption
+                .as_ref()
+                .map(|e| e.key_file.clone())
+                .unwrap_or_default();
+            return Err(StorageError::KeyFile {
+                path,
+                reason: "wrong key for this log".into(),
+            });
         }
     }
     Ok(())
@@ -135,7 +157,11 @@ fn window(config: &LogConfig) -> usize {
 }
 
 /// Opens every segment, validates and scans it; zeroes a torn tail.
-pub(crate) fn recover(dir: &Path, config: &LogConfig, cipher: Option<&FrameCipher>) -> Result<Recovered, StorageError> {
+pub(crate) fn recover(
+    dir: &Path,
+    config: &LogConfig,
+    cipher: Option<&FrameCipher>,
+) -> Result<Recovered, StorageError> {
     let mut report = RecoveryReport::default();
     let indices = list_dir(dir, &mut report)?;
     let mut segments: Vec<Segment> = Vec::with_capacity(indices.len());
@@ -168,15 +194,23 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig, cipher: Option<&FrameCiphe
         segments.push(seg);
     }
     if segments.len() == 1 && segments[0].offsets.is_empty() {
-        std::fs::remove_file(&segments[0].path).map_err(|e| StorageError::io(&segments[0].path, e))?;
+        std::fs::remove_file(&segments[0].path)
+            .map_err(|e| StorageError::io(&segments[0].path, e))?;
         segment::sync_dir(dir)?;
         segments.clear();
         report.empty_segment_removed = true;
     }
     report.segments = segments.len();
-    report.first_height = segments.first().filter(|s| !s.offsets.is_empty()).map(|s| s.first_height);
+    report.first_height = segments
+        .first()
+        .filter(|s| !s.offsets.is_empty())
+        .map(|s| s.first_height);
     report.last_height = last.map(|(h, _)| h);
-    Ok(Recovered { segments, last, report })
+    Ok(Recovered {
+        segments,
+        last,
+        report,
+    })
 }
 
 fn scan_segment(
@@ -196,7 +230,11 @@ fn scan_segment(
         verify_chain: is_tail,
         cipher,
     };
+    // Recovery reads the segment front to back: ask for aggressive readahead, then go back to
+    // normal for reads by height. Advice is a hint; failures are harmless.
+    let _ = seg.map.advise(memmap2::Advice::Sequential);
     let out = scan::scan(&input);
+    let _ = seg.map.advise(memmap2::Advice::Normal);
     let stop = out.stop.clone();
     let corrupt = |reason: String| StorageError::MidLogCorruption {
         segment: seg.index,
@@ -207,7 +245,10 @@ fn scan_segment(
     match scan::after_stop(&seg.map, &stop, window(config)) {
         After::Clean => {}
         After::LaterBatch { offset, height } => {
-            let why = format!("{} (a valid later group commit holds height {height} at offset {offset})", stop.reason);
+            let why = format!(
+                "{} (a valid later group commit holds height {height} at offset {offset})",
+                stop.reason
+            );
             return Err(corrupt(why));
         }
         After::Torn { .. } if !is_tail => {
@@ -248,7 +289,8 @@ fn zero_range(file: &File, offset: u64, bytes: usize, path: &Path) -> Result<(),
     let mut done = 0usize;
     while done < bytes {
         let n = (bytes - done).min(zeros.len());
-        file.write_all_at(&zeros[..n], offset + done as u64).map_err(|e| StorageError::io(path, e))?;
+        file.write_all_at(&zeros[..n], offset + done as u64)
+            .map_err(|e| StorageError::io(path, e))?;
         done += n;
     }
     file.sync_data().map_err(|e| StorageError::io(path, e))

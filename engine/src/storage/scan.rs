@@ -8,7 +8,9 @@
 //! within the last batch, which may not have been acknowledged, and is truncated.
 
 use super::crypt::{frame_aad, FrameCipher};
-use super::frame::{self, BlockHash, FrameFault, FrameHeader, FLAG_ENCRYPTED, FRAME_ALIGN, FRAME_MAGIC};
+use super::frame::{
+    self, BlockHash, FrameFault, FrameHeader, FLAG_ENCRYPTED, FRAME_ALIGN, FRAME_MAGIC,
+};
 
 pub(crate) struct ScanInput<'a> {
     /// The whole image; frames start at `start`.
@@ -50,7 +52,10 @@ pub(crate) enum After {
     /// Nothing but zeros: the clean end of the log.
     Clean,
     /// Only damage or frames of the stopped frame's own batch: a torn tail of `bytes`.
-    Torn { bytes: usize, height_max: Option<u64> },
+    Torn {
+        bytes: usize,
+        height_max: Option<u64>,
+    },
     /// A valid frame of a later batch: the stop is acknowledged data that was lost.
     LaterBatch { offset: usize, height: u64 },
 }
@@ -72,19 +77,45 @@ pub(crate) fn plaintext<'a>(
 }
 
 /// Block hash of the valid frame at `offset`.
-pub(crate) fn frame_hash(data: &[u8], offset: usize, cipher: Option<&FrameCipher>) -> Result<BlockHash, String> {
+pub(crate) fn frame_hash(
+    data: &[u8],
+    offset: usize,
+    cipher: Option<&FrameCipher>,
+) -> Result<BlockHash, String> {
     let h = frame::header(&data[offset..]).map_err(|f| f.describe().to_string())?;
     let plain = plaintext(&h, frame::payload(&data[offset..], &h), cipher)?;
     Ok(frame::block_hash(h.height, &h.parent_hash, &plain))
 }
 
-fn check(input: &ScanInput, at: usize, height: u64, prev: Option<BlockHash>) -> Result<(FrameHeader, Option<BlockHash>), Stop> {
-    let stop = |reason: String, clean: bool| Stop { offset: at, height, reason, clean };
+fn check(
+    input: &ScanInput,
+    at: usize,
+    height: u64,
+    prev: Option<BlockHash>,
+) -> Result<(FrameHeader, Option<BlockHash>), Stop> {
+    let stop = |reason: String, clean: bool| Stop {
+        offset: at,
+        height,
+        reason,
+        clean,
+    };
     let bytes = &input.data[at..];
-    let parsed = if input.verify_checksum { frame::parse(bytes) } else { frame::header(bytes) };
-    let h = parsed.map_err(|f| stop(f.describe().into(), matches!(f, FrameFault::Zero | FrameFault::Short)))?;
+    let parsed = if input.verify_checksum {
+        frame::parse(bytes)
+    } else {
+        frame::header(bytes)
+    };
+    let h = parsed.map_err(|f| {
+        stop(
+            f.describe().into(),
+            matches!(f, FrameFault::Zero | FrameFault::Short),
+        )
+    })?;
     if h.height != height {
-        return Err(stop(format!("frame holds height {} where {height} belongs", h.height), false));
+        return Err(stop(
+            format!("frame holds height {} where {height} belongs", h.height),
+            false,
+        ));
     }
     if h.batch_first_height > h.height {
         return Err(stop("batch stamp after own height".into(), false));
@@ -93,27 +124,37 @@ fn check(input: &ScanInput, at: usize, height: u64, prev: Option<BlockHash>) -> 
         return Ok((h, None));
     }
     if prev.is_some_and(|p| p != h.parent_hash) {
-        return Err(stop("parent hash does not match the previous block".into(), false));
+        return Err(stop(
+            "parent hash does not match the previous block".into(),
+            false,
+        ));
     }
-    let plain = plaintext(&h, frame::payload(bytes, &h), input.cipher).map_err(|e| stop(e, false))?;
+    let plain =
+        plaintext(&h, frame::payload(bytes, &h), input.cipher).map_err(|e| stop(e, false))?;
     Ok((h, Some(frame::block_hash(h.height, &h.parent_hash, &plain))))
 }
 
 /// Walks frames from `start` until the first one that is not valid (or the image ends).
 pub(crate) fn scan(input: &ScanInput) -> ScanOutput {
-    assert!(input.start % FRAME_ALIGN == 0 && input.start <= input.data.len());
+    assert!(input.start.is_multiple_of(FRAME_ALIGN) && input.start <= input.data.len());
     let mut out = ScanOutput {
         offsets: Vec::new(),
         end: input.start,
         last: None,
-        stop: Stop { offset: input.start, height: input.first_height, reason: String::new(), clean: true },
+        stop: Stop {
+            offset: input.start,
+            height: input.first_height,
+            reason: String::new(),
+            clean: true,
+        },
     };
     let mut prev = input.prev_hash;
     loop {
         let height = input.first_height + out.offsets.len() as u64;
         match check(input, out.end, height, prev) {
             Ok((h, hash)) => {
-                out.offsets.push(u32::try_from(out.end).expect("segments are at most 4 GiB"));
+                out.offsets
+                    .push(u32::try_from(out.end).expect("segments are at most 4 GiB"));
                 out.end += frame::frame_bytes(h.payload_bytes as usize);
                 out.last = Some((h.height, hash));
                 prev = hash.or(prev).filter(|_| input.verify_chain);
@@ -139,7 +180,10 @@ pub(crate) fn after_stop(data: &[u8], stop: &Stop, window: usize) -> After {
         }
         match frame::parse(&data[at..]) {
             Ok(h) if h.height >= stop.height && h.batch_first_height > stop.height => {
-                return After::LaterBatch { offset: at, height: h.height };
+                return After::LaterBatch {
+                    offset: at,
+                    height: h.height,
+                };
             }
             Ok(h) if h.height >= stop.height => {
                 height_max = Some(h.height);
@@ -151,6 +195,9 @@ pub(crate) fn after_stop(data: &[u8], stop: &Stop, window: usize) -> After {
     let region = &data[stop.offset..limit.max(stop.offset)];
     match region.iter().rposition(|&b| b != 0) {
         None => After::Clean,
-        Some(last) => After::Torn { bytes: (last + 1).div_ceil(FRAME_ALIGN) * FRAME_ALIGN, height_max },
+        Some(last) => After::Torn {
+            bytes: (last + 1).div_ceil(FRAME_ALIGN) * FRAME_ALIGN,
+            height_max,
+        },
     }
 }

@@ -58,15 +58,24 @@ impl SegmentHeader {
 
     pub(crate) fn decode(b: &[u8], path: &Path) -> Result<SegmentHeader, StorageError> {
         if b.len() < SEGMENT_HEADER_BYTES || b[0..8] != SEGMENT_MAGIC {
-            return Err(StorageError::foreign(path, "bad segment magic (not a Reckon log segment)"));
+            return Err(StorageError::foreign(
+                path,
+                "bad segment magic (not a Reckon log segment)",
+            ));
         }
         let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
         let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
         if u64_at(56) != xxh3_64(&b[..56]) {
-            return Err(StorageError::foreign(path, "segment header checksum mismatch"));
+            return Err(StorageError::foreign(
+                path,
+                "segment header checksum mismatch",
+            ));
         }
         if u32_at(8) != SEGMENT_VERSION {
-            return Err(StorageError::foreign(path, format!("unknown segment version {}", u32_at(8))));
+            return Err(StorageError::foreign(
+                path,
+                format!("unknown segment version {}", u32_at(8)),
+            ));
         }
         Ok(SegmentHeader {
             cipher: u32_at(12),
@@ -125,7 +134,8 @@ pub(crate) fn create(dir: &Path, header: &SegmentHeader) -> Result<(File, PathBu
             .open(&temp)
             .map_err(|e| StorageError::io(&temp, e))?;
         preallocate(&file, header.segment_bytes, &temp)?;
-        file.write_all_at(&header.encode(), 0).map_err(|e| StorageError::io(&temp, e))?;
+        file.write_all_at(&header.encode(), 0)
+            .map_err(|e| StorageError::io(&temp, e))?;
         file.sync_all().map_err(|e| StorageError::io(&temp, e))?;
         std::fs::rename(&temp, &path).map_err(|e| StorageError::io(&path, e))?;
         sync_dir(dir)?;
@@ -144,9 +154,15 @@ pub(crate) fn open(path: &Path) -> Result<(File, Mmap), StorageError> {
         .write(true)
         .open(path)
         .map_err(|e| StorageError::io(path, e))?;
-    let len = file.metadata().map_err(|e| StorageError::io(path, e))?.len();
+    let len = file
+        .metadata()
+        .map_err(|e| StorageError::io(path, e))?
+        .len();
     if len < SEGMENT_HEADER_BYTES as u64 {
-        return Err(StorageError::foreign(path, format!("{len} bytes: shorter than a segment header")));
+        return Err(StorageError::foreign(
+            path,
+            format!("{len} bytes: shorter than a segment header"),
+        ));
     }
     let map = map(&file, path)?;
     Ok((file, map))
@@ -155,7 +171,12 @@ pub(crate) fn open(path: &Path) -> Result<(File, Mmap), StorageError> {
 /// A second descriptor opened with O_DIRECT for the writer; None if the filesystem refuses it.
 pub(crate) fn open_direct(path: &Path) -> Result<Option<File>, StorageError> {
     use std::os::unix::fs::OpenOptionsExt;
-    match OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(path) {
+    match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+    {
         Ok(file) => Ok(Some(file)),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
             tracing::info!(path = %path.display(), "O_DIRECT not supported; buffered writes");
@@ -186,7 +207,10 @@ mod tests {
         };
         let mut page = vec![0u8; SEGMENT_HEADER_BYTES];
         page[..HEADER_FIELDS_BYTES].copy_from_slice(&h.encode());
-        assert_eq!(SegmentHeader::decode(&page, Path::new("x")).expect("valid"), h);
+        assert_eq!(
+            SegmentHeader::decode(&page, Path::new("x")).expect("valid"),
+            h
+        );
         page[30] ^= 1;
         assert!(SegmentHeader::decode(&page, Path::new("x")).is_err());
         assert_eq!(parse_segment_name(&segment_name(42)), Some(42));

@@ -38,7 +38,11 @@ pub struct Snapshot {
 
 /// Writes `parts` (concatenated) to `dir/name` atomically: temp file, fsync, rename, fsync dir.
 /// After a crash the file holds either the old or the new content, never a mix.
-pub fn write_file_atomic_parts(dir: &Path, name: &str, parts: &[&[u8]]) -> Result<(), StorageError> {
+pub fn write_file_atomic_parts(
+    dir: &Path,
+    name: &str,
+    parts: &[&[u8]],
+) -> Result<(), StorageError> {
     assert!(!name.is_empty() && !name.contains('/'), "a plain file name");
     let path = dir.join(name);
     let temp = dir.join(format!("{name}{TEMP_SUFFIX}"));
@@ -50,7 +54,8 @@ pub fn write_file_atomic_parts(dir: &Path, name: &str, parts: &[&[u8]]) -> Resul
             .open(&temp)
             .map_err(|e| StorageError::io(&temp, e))?;
         for part in parts {
-            file.write_all(part).map_err(|e| StorageError::io(&temp, e))?;
+            file.write_all(part)
+                .map_err(|e| StorageError::io(&temp, e))?;
         }
         file.sync_all().map_err(|e| StorageError::io(&temp, e))?;
         std::fs::rename(&temp, &path).map_err(|e| StorageError::io(&path, e))?;
@@ -73,7 +78,8 @@ fn snapshot_name(height: u64) -> String {
 
 fn parse_snapshot_name(name: &str) -> Option<u64> {
     let digits = name.strip_prefix("snap-")?.strip_suffix(".snap")?;
-    (digits.len() == 20 && digits.bytes().all(|c| c.is_ascii_digit())).then(|| digits.parse().ok())?
+    (digits.len() == 20 && digits.bytes().all(|c| c.is_ascii_digit()))
+        .then(|| digits.parse().ok())?
 }
 
 fn checksum(head: &[u8], body: &[u8]) -> u128 {
@@ -114,7 +120,11 @@ fn decode(bytes: Vec<u8>, height_named: u64) -> Result<Snapshot, &'static str> {
     let digest = bytes[24..56].try_into().expect("32 bytes");
     let mut body = bytes;
     body.drain(..SNAPSHOT_HEADER_BYTES);
-    Ok(Snapshot { height, digest, bytes: body })
+    Ok(Snapshot {
+        height,
+        digest,
+        bytes: body,
+    })
 }
 
 /// Snapshot files in one directory.
@@ -126,9 +136,13 @@ pub struct SnapshotStore {
 impl SnapshotStore {
     pub fn open(dir: &Path) -> Result<SnapshotStore, StorageError> {
         if !dir.is_dir() {
-            return Err(StorageError::DirMissing { path: dir.to_path_buf() });
+            return Err(StorageError::DirMissing {
+                path: dir.to_path_buf(),
+            });
         }
-        Ok(SnapshotStore { dir: dir.to_path_buf() })
+        Ok(SnapshotStore {
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// Heights of the snapshot files present, newest first.
@@ -145,11 +159,19 @@ impl SnapshotStore {
     }
 
     /// Writes a snapshot atomically, then deletes all but the newest `SNAPSHOTS_KEPT`.
-    pub fn write(&self, height: u64, state_digest: [u8; 32], bytes: &[u8]) -> Result<(), StorageError> {
+    pub fn write(
+        &self,
+        height: u64,
+        state_digest: [u8; 32],
+        bytes: &[u8],
+    ) -> Result<(), StorageError> {
         let header = encode_header(height, &state_digest, bytes);
         write_file_atomic_parts(&self.dir, &snapshot_name(height), &[&header, bytes])?;
         let heights = self.heights()?;
-        assert!(heights.contains(&height), "the snapshot just written is listed");
+        assert!(
+            heights.contains(&height),
+            "the snapshot just written is listed"
+        );
         for old in heights.iter().skip(SNAPSHOTS_KEPT) {
             let path = self.dir.join(snapshot_name(*old));
             std::fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
@@ -164,7 +186,9 @@ impl SnapshotStore {
             let bytes = std::fs::read(&path).map_err(|e| StorageError::io(&path, e))?;
             match decode(bytes, height) {
                 Ok(snapshot) => return Ok(Some(snapshot)),
-                Err(why) => tracing::warn!(path = %path.display(), why, "skipping corrupt snapshot"),
+                Err(why) => {
+                    tracing::warn!(path = %path.display(), why, "skipping corrupt snapshot")
+                }
             }
         }
         Ok(None)

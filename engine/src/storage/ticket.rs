@@ -50,7 +50,10 @@ impl Durability {
     }
 
     pub(crate) fn failure(&self) -> Option<String> {
-        self.failed.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Blocks until `height` is durable or the writer failed.
@@ -78,7 +81,10 @@ pub struct Ticket {
 
 impl std::fmt::Debug for Ticket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ticket").field("height", &self.height).field("durable", &self.is_durable()).finish()
+        f.debug_struct("Ticket")
+            .field("height", &self.height)
+            .field("durable", &self.is_durable())
+            .finish()
     }
 }
 
@@ -90,11 +96,12 @@ impl Ticket {
         self.hash
     }
     pub fn is_durable(&self) -> bool {
-        self.durability.durable_height().is_some_and(|h| h >= self.height)
+        self.durability
+            .durable_height()
+            .is_some_and(|h| h >= self.height)
     }
     /// Blocks until the block is durable; an error means the writer failed and it may not be.
     pub fn wait(&self) -> Result<(), StorageError> {
         self.durability.wait(self.height)
     }
 }
-

@@ -13,7 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam::channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
+use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
 use io_uring::{opcode, squeue, types, IoUring};
 
 use super::config::{LogConfig, WriteBackend};
@@ -95,9 +95,16 @@ fn choose_ring(config: &LogConfig) -> Option<IoUring> {
 }
 
 impl Writer {
-    pub(crate) fn start(config: &LogConfig, durable_height: Option<u64>) -> Result<Writer, StorageError> {
+    pub(crate) fn start(
+        config: &LogConfig,
+        durable_height: Option<u64>,
+    ) -> Result<Writer, StorageError> {
         let ring = choose_ring(config);
-        let path = if ring.is_some() { WritePath::IoUring } else { WritePath::Pwrite };
+        let path = if ring.is_some() {
+            WritePath::IoUring
+        } else {
+            WritePath::Pwrite
+        };
         let durability = Durability::new(durable_height);
         let (tx, rx) = bounded(config.queue_frames_max);
         let (recycle, recycled) = bounded(RECYCLE_FRAMES_MAX);
@@ -118,7 +125,14 @@ impl Writer {
             .spawn(move || pipeline.run())
             .map_err(|e| StorageError::WriterFailed(format!("cannot spawn writer thread: {e}")))?;
         let queue_frames_max = config.queue_frames_max;
-        Ok(Writer { tx: Some(tx), recycled, thread: Some(thread), durability, path, queue_frames_max })
+        Ok(Writer {
+            tx: Some(tx),
+            recycled,
+            thread: Some(thread),
+            durability,
+            path,
+            queue_frames_max,
+        })
     }
 
     /// An empty frame buffer, reused from a completed group commit when one is available.
@@ -137,7 +151,9 @@ impl Writer {
             return tx.send(job).map_err(|_| gone());
         }
         tx.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => StorageError::QueueFull { capacity: self.queue_frames_max },
+            TrySendError::Full(_) => StorageError::QueueFull {
+                capacity: self.queue_frames_max,
+            },
             TrySendError::Disconnected(_) => gone(),
         })
     }
@@ -187,10 +203,7 @@ impl Pipeline {
         if self.in_flight.is_none() {
             return self.rx.recv().ok();
         }
-        match self.rx.try_recv() {
-            Ok(job) => Some(job),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        self.rx.try_recv().ok()
     }
 
     /// Fills `slot` with `first` and the contiguous frames queued behind it, within the bounds.
@@ -231,7 +244,10 @@ impl Pipeline {
             return Ok(());
         }
         let (offset, staged) = self.stager.stage(slot, &s.batch)?;
-        s.iovecs.push(libc::iovec { iov_base: staged.as_ptr() as *mut libc::c_void, iov_len: staged.len() });
+        s.iovecs.push(libc::iovec {
+            iov_base: staged.as_ptr() as *mut libc::c_void,
+            iov_len: staged.len(),
+        });
         s.offset = offset;
         Ok(())
     }
@@ -242,8 +258,14 @@ impl Pipeline {
 
     /// Starts the write + fdatasync of `slot` (io_uring), or does it synchronously (pwrite).
     fn submit(&mut self, slot: usize) -> bool {
-        assert!(self.in_flight.is_none(), "one group commit in flight at a time");
-        assert!(self.total(slot) <= i32::MAX as usize, "a group commit fits one io_uring result");
+        assert!(
+            self.in_flight.is_none(),
+            "one group commit in flight at a time"
+        );
+        assert!(
+            self.total(slot) <= i32::MAX as usize,
+            "a group commit fits one io_uring result"
+        );
         let s = &self.slots[slot];
         let file = s.batch[0].file.clone();
         let Some(ring) = self.ring.as_mut() else {
@@ -259,10 +281,15 @@ impl Pipeline {
             .build()
             .flags(squeue::Flags::IO_LINK)
             .user_data(1);
-        let sync = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data(2);
+        let sync = opcode::Fsync::new(fd)
+            .flags(types::FsyncFlags::DATASYNC)
+            .build()
+            .user_data(2);
         // SAFETY: the iovecs and the buffers they point to stay untouched until `complete`.
         let pushed = unsafe { ring.submission().push_multiple(&[write, sync]) };
-        let submitted = pushed.map_err(|_| io::Error::other("submission queue full")).and_then(|()| ring.submit());
+        let submitted = pushed
+            .map_err(|_| io::Error::other("submission queue full"))
+            .and_then(|()| ring.submit());
         if let Err(e) = submitted {
             return self.fail(slot, e);
         }
@@ -272,7 +299,10 @@ impl Pipeline {
 
     /// Waits for the in-flight `slot`, finishes a short write synchronously, publishes.
     fn complete(&mut self, slot: usize) -> bool {
-        let ring = self.ring.as_mut().expect("only io_uring leaves a batch in flight");
+        let ring = self
+            .ring
+            .as_mut()
+            .expect("only io_uring leaves a batch in flight");
         let (written, synced) = match reap_two(ring) {
             Ok(results) => results,
             Err(e) => return self.fail(slot, e),
@@ -284,7 +314,8 @@ impl Pipeline {
             Err(io::Error::from_raw_os_error(-written))
         } else if (written as usize) < total {
             // Short write: the linked fsync was cancelled; finish synchronously.
-            pwrite_iovecs(file, s.offset, &s.iovecs, written as usize).and_then(|()| file.sync_data())
+            pwrite_iovecs(file, s.offset, &s.iovecs, written as usize)
+                .and_then(|()| file.sync_data())
         } else if synced < 0 {
             Err(io::Error::from_raw_os_error(-synced))
         } else {
@@ -309,7 +340,8 @@ impl Pipeline {
 
     fn fail(&mut self, slot: usize, e: io::Error) -> bool {
         let last_height = self.slots[slot].batch.last().map_or(0, |j| j.height);
-        self.durability.fail(format!("group commit up to height {last_height}: {e}"));
+        self.durability
+            .fail(format!("group commit up to height {last_height}: {e}"));
         false
     }
 }

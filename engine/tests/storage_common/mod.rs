@@ -3,12 +3,17 @@
 
 use std::path::Path;
 
-use engine::storage::{BlockHash, BlockLog, LogConfig, StorageError, Ticket, WriteBackend, SEGMENT_HEADER_BYTES};
+use engine::storage::{
+    BlockHash, BlockLog, LogConfig, StorageError, Ticket, WriteBackend, SEGMENT_HEADER_BYTES,
+};
 
 pub const SEGMENT_BYTES_TEST: u64 = 1 << 20;
 
 pub fn config(backend: WriteBackend) -> LogConfig {
-    LogConfig { write_backend: backend, ..LogConfig::for_tests(SEGMENT_BYTES_TEST) }
+    LogConfig {
+        write_backend: backend,
+        ..LogConfig::for_tests(SEGMENT_BYTES_TEST)
+    }
 }
 
 /// Deterministic payload for a height (and a run id, so rewrites differ).
@@ -23,7 +28,13 @@ pub fn frame_len(len: usize) -> usize {
 }
 
 /// Appends heights `from..from+count` with `len`-byte payloads; waits on each ticket if asked.
-pub fn append_run(log: &mut BlockLog, from: u64, count: u64, len: usize, wait_each: bool) -> Result<Vec<Ticket>, StorageError> {
+pub fn append_run(
+    log: &mut BlockLog,
+    from: u64,
+    count: u64,
+    len: usize,
+    wait_each: bool,
+) -> Result<Vec<Ticket>, StorageError> {
     let mut parent: BlockHash = log.last().map_or([0; 32], |(_, h)| h);
     let mut tickets = Vec::new();
     for height in from..from + count {
@@ -44,7 +55,11 @@ pub fn frame_offset(index: usize, len: usize) -> u64 {
 
 pub fn flip_byte(path: &Path, offset: u64) {
     use std::os::unix::fs::FileExt;
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).expect("open segment");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open segment");
     let mut b = [0u8; 1];
     file.read_exact_at(&mut b, offset).expect("read byte");
     b[0] ^= 0x5A;
