@@ -24,11 +24,12 @@ pub enum WriteBackend {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
 pub enum Cipher {
     /// XChaCha20-Poly1305 with a random 192-bit nonce per frame.
+    #[serde(rename = "xchacha20-poly1305")]
     XChaCha20Poly1305,
     /// AES-256-GCM with a random 96-bit nonce per frame.
+    #[serde(rename = "aes-256-gcm")]
     Aes256Gcm,
 }
 
@@ -111,5 +112,39 @@ impl LogConfig {
             return bad("batch_frames_max must be at most 1024 (IOV_MAX)");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_from_toml_with_defaults() {
+        let text = r#"
+            segment_bytes = 4194304
+            payload_bytes_max = 1048576
+            write_backend = "pwrite"
+            [encryption]
+            key_file = "/etc/reckon/log.key"
+            cipher = "xchacha20-poly1305"
+        "#;
+        let cfg: LogConfig = toml::from_str(text).expect("parses");
+        assert_eq!(cfg.segment_bytes, 4 << 20);
+        assert_eq!(cfg.write_backend, WriteBackend::Pwrite);
+        assert_eq!(cfg.queue_frames_max, LogConfig::default().queue_frames_max);
+        assert_eq!(
+            cfg.encryption.as_ref().map(|e| e.cipher),
+            Some(Cipher::XChaCha20Poly1305)
+        );
+        cfg.validate().expect("valid");
+        assert!(toml::from_str::<LogConfig>("segment_bytes = 4097")
+            .expect("parses")
+            .validate()
+            .is_err());
+        assert!(
+            toml::from_str::<LogConfig>("typo_field = 1").is_err(),
+            "unknown fields are refused"
+        );
     }
 }

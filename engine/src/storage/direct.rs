@@ -11,8 +11,6 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use super::writer::WriteJob;
-
 /// O_DIRECT alignment of buffers, offsets and lengths (covers 512 B and 4 KiB sector disks).
 pub(crate) const DIRECT_ALIGN: usize = 4096;
 
@@ -35,10 +33,6 @@ impl AlignedBuf {
         AlignedBuf { ptr, layout }
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.layout.size()
-    }
-
     pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: valid for layout.size() bytes, uniquely borrowed.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.layout.size()) }
@@ -59,9 +53,13 @@ struct Carry {
 }
 
 /// Two staging buffers (one per pipeline slot) and the last page written.
-#[derive(Default)]
 pub(crate) struct Stager {
+    /// Bytes each buffer holds: one batch, one extra frame and the head and tail pages.
+    capacity: usize,
     bufs: [Option<AlignedBuf>; 2],
+    /// Bytes staged so far in each slot, counted from its page start.
+    fill: [usize; 2],
+    page_start: [u64; 2],
     carry: Option<Carry>,
 }
 
@@ -74,19 +72,25 @@ const fn align_up(x: u64) -> u64 {
 }
 
 impl Stager {
-    /// Copies a contiguous batch into the aligned buffer. Returns the aligned file offset and the
-    /// staged bytes (a multiple of `DIRECT_ALIGN`).
-    pub(crate) fn stage(&mut self, slot: usize, batch: &[WriteJob]) -> io::Result<(u64, &[u8])> {
-        let file = &batch[0].file;
-        let start = batch[0].offset;
-        let total: u64 = batch.iter().map(|j| j.frame.len() as u64).sum();
-        let (page_start, page_end) = (align_down(start), align_up(start + total));
-        let staged = (page_end - page_start) as usize;
-        let slot_buf = &mut self.bufs[slot];
-        if slot_buf.as_ref().is_none_or(|b| b.len() < staged) {
-            *slot_buf = Some(AlignedBuf::new(align_up(staged as u64 * 2) as usize));
+    pub(crate) fn new(batch_bytes_max: usize, frame_bytes_max: usize) -> Stager {
+        let capacity = align_up((batch_bytes_max + frame_bytes_max + 2 * DIRECT_ALIGN) as u64);
+        Stager {
+            capacity: capacity as usize,
+            bufs: [None, None],
+            fill: [0; 2],
+            page_start: [0; 2],
+            carry: None,
         }
-        let buf = slot_buf.as_mut().expect("allocated above").as_mut_slice();
+    }
+
+    /// Starts staging a batch whose first byte goes to offset `start` of `file`: copies the head
+    /// of that page (the end of the previous batch) from the carry page or reads it back.
+    pub(crate) fn begin(&mut self, slot: usize, file: &Arc<File>, start: u64) -> io::Result<()> {
+        let capacity = self.capacity;
+        let buf = self.bufs[slot]
+            .get_or_insert_with(|| AlignedBuf::new(capacity))
+            .as_mut_slice();
+        let page_start = align_down(start);
         let prefix = (start - page_start) as usize;
         if prefix > 0 {
             match &self.carry {
@@ -96,20 +100,45 @@ impl Stager {
                 _ => file.read_exact_at(&mut buf[..DIRECT_ALIGN], page_start)?,
             }
         }
-        let mut at = prefix;
-        for job in batch {
-            buf[at..at + job.frame.len()].copy_from_slice(&job.frame);
-            at += job.frame.len();
-        }
-        buf[at..staged].fill(0);
-        assert_eq!(at as u64, start + total - page_start);
+        self.page_start[slot] = page_start;
+        self.fill[slot] = prefix;
+        Ok(())
+    }
+
+    /// Appends one frame to the batch staged in `slot`.
+    pub(crate) fn push(&mut self, slot: usize, frame: &[u8]) {
+        let at = self.fill[slot];
+        assert!(
+            at + frame.len() + DIRECT_ALIGN <= self.capacity,
+            "batch bounded by config"
+        );
+        let buf = self.bufs[slot]
+            .as_mut()
+            .expect("begin allocates")
+            .as_mut_slice();
+        buf[at..at + frame.len()].copy_from_slice(frame);
+        self.fill[slot] = at + frame.len();
+    }
+
+    /// Pads the batch with zeros to a page boundary and remembers its last page. Returns the
+    /// aligned file offset and the staged bytes (a multiple of `DIRECT_ALIGN`).
+    pub(crate) fn finish(&mut self, slot: usize, file: &Arc<File>) -> (u64, &[u8]) {
+        let (fill, page_start) = (self.fill[slot], self.page_start[slot]);
+        let staged = align_up(fill as u64) as usize;
+        assert!(staged >= DIRECT_ALIGN && staged <= self.capacity);
+        let buf = self.bufs[slot]
+            .as_mut()
+            .expect("begin allocates")
+            .as_mut_slice();
+        buf[fill..staged].fill(0);
         let mut page = Box::new([0u8; DIRECT_ALIGN]);
         page.copy_from_slice(&buf[staged - DIRECT_ALIGN..staged]);
+        let page_offset = page_start + (staged - DIRECT_ALIGN) as u64;
         self.carry = Some(Carry {
             file: file.clone(),
-            page_offset: page_end - DIRECT_ALIGN as u64,
+            page_offset,
             page,
         });
-        Ok((page_start, &buf[..staged]))
+        (page_start, &buf[..staged])
     }
 }

@@ -30,7 +30,9 @@ pub use log::{BlockLog, BlockView};
 pub use mem::{MemBlockStore, MEM_STORE_BYTES_MAX_DEFAULT};
 pub use recovery::{DroppedTail, RecoveryReport};
 pub use segment::SEGMENT_HEADER_BYTES;
-pub use snapshot::{write_file_atomic, Snapshot, SnapshotStore, SNAPSHOTS_KEPT};
+pub use snapshot::{
+    write_file_atomic, write_file_atomic_parts, Snapshot, SnapshotStore, SNAPSHOTS_KEPT,
+};
 pub use ticket::Ticket;
 pub use writer::WritePath;
 

@@ -56,6 +56,10 @@ pub(crate) struct Writer {
 #[derive(Default)]
 struct Slot {
     batch: Vec<WriteJob>,
+    /// Bytes of the frames in `batch`.
+    bytes: usize,
+    /// Frames already sealed (and staged, for O_DIRECT).
+    sealed: usize,
     iovecs: Vec<libc::iovec>,
     offset: u64,
 }
@@ -114,7 +118,7 @@ impl Writer {
             durability: durability.clone(),
             ring,
             slots: Default::default(),
-            stager: Stager::default(),
+            stager: Stager::new(config.batch_bytes_max, config.frame_bytes_max()),
             pending: None,
             in_flight: None,
             frames_max: config.batch_frames_max,
@@ -178,7 +182,11 @@ impl Pipeline {
                     _ => return,
                 }
             };
-            self.gather(next, first);
+            self.slots[next].batch.push(first);
+            self.slots[next].bytes = self.slots[next].batch[0].frame.len();
+            // Gather and seal what is queued now (overlapping the batch in flight), then, once
+            // that batch is durable, top up with what arrived meanwhile before submitting.
+            self.gather(next);
             if let Err(e) = self.prepare(next) {
                 self.fail(next, e);
                 return;
@@ -187,7 +195,13 @@ impl Pipeline {
                 if !self.complete(slot) {
                     return;
                 }
+                self.gather(next);
+                if let Err(e) = self.prepare(next) {
+                    self.fail(next, e);
+                    return;
+                }
             }
+            self.finish(next);
             if !self.submit(next) {
                 return;
             }
@@ -206,34 +220,52 @@ impl Pipeline {
         self.rx.try_recv().ok()
     }
 
-    /// Fills `slot` with `first` and the contiguous frames queued behind it, within the bounds.
-    fn gather(&mut self, slot: usize, first: WriteJob) {
-        let batch = &mut self.slots[slot].batch;
-        assert!(batch.is_empty(), "a slot is drained before reuse");
-        let mut bytes = first.frame.len();
-        batch.push(first);
-        while batch.len() < self.frames_max && bytes < self.bytes_max {
+    /// Adds the contiguous frames queued behind the batch in `slot`, within the bounds.
+    fn gather(&mut self, slot: usize) {
+        let s = &mut self.slots[slot];
+        assert!(!s.batch.is_empty(), "a batch starts with its first frame");
+        while self.pending.is_none() && s.batch.len() < self.frames_max && s.bytes < self.bytes_max
+        {
             let Ok(job) = self.rx.try_recv() else { break };
-            let last = batch.last().expect("batch is not empty");
+            let last = s.batch.last().expect("batch is not empty");
             let contiguous = job.offset == last.offset + last.frame.len() as u64;
             if !Arc::ptr_eq(&job.file, &last.file) || !contiguous {
                 self.pending = Some(job);
                 break;
             }
             assert_eq!(job.height, last.height + 1, "frames queue in height order");
-            bytes += job.frame.len();
-            batch.push(job);
+            s.bytes += job.frame.len();
+            s.batch.push(job);
         }
     }
 
-    /// Stamps and checksums the frames, then points the slot's iovecs at them (or at their
-    /// aligned staging copy for O_DIRECT).
+    /// Stamps and checksums the frames not sealed yet; for O_DIRECT, stages them.
     fn prepare(&mut self, slot: usize) -> io::Result<()> {
         let s = &mut self.slots[slot];
         let batch_first_height = s.batch[0].height;
-        for job in s.batch.iter_mut() {
-            frame::seal(&mut job.frame, batch_first_height);
+        let direct = s.batch[0].direct;
+        if direct && s.sealed == 0 {
+            self.stager
+                .begin(slot, &s.batch[0].file, s.batch[0].offset)?;
         }
+        for job in s.batch[s.sealed..].iter_mut() {
+            frame::seal(&mut job.frame, batch_first_height);
+            if direct {
+                self.stager.push(slot, &job.frame);
+            }
+        }
+        s.sealed = s.batch.len();
+        Ok(())
+    }
+
+    /// Points the slot's iovecs at its frames, or at their aligned staging copy for O_DIRECT.
+    fn finish(&mut self, slot: usize) {
+        let s = &mut self.slots[slot];
+        assert_eq!(
+            s.sealed,
+            s.batch.len(),
+            "every frame is sealed before submission"
+        );
         s.iovecs.clear();
         if !s.batch[0].direct {
             s.iovecs.extend(s.batch.iter().map(|j| libc::iovec {
@@ -241,15 +273,14 @@ impl Pipeline {
                 iov_len: j.frame.len(),
             }));
             s.offset = s.batch[0].offset;
-            return Ok(());
+            return;
         }
-        let (offset, staged) = self.stager.stage(slot, &s.batch)?;
+        let (offset, staged) = self.stager.finish(slot, &s.batch[0].file);
         s.iovecs.push(libc::iovec {
             iov_base: staged.as_ptr() as *mut libc::c_void,
             iov_len: staged.len(),
         });
         s.offset = offset;
-        Ok(())
     }
 
     fn total(&self, slot: usize) -> usize {
@@ -332,6 +363,8 @@ impl Pipeline {
         let last_height = s.batch.last().expect("batch is not empty").height;
         self.durability.publish(last_height);
         s.iovecs.clear();
+        s.bytes = 0;
+        s.sealed = 0;
         for job in s.batch.drain(..) {
             let _ = self.recycle.try_send(job.frame);
         }
