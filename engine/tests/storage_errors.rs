@@ -185,3 +185,24 @@ fn disk_full_on(dir: &std::path::Path) {
         );
     }
 }
+
+#[test]
+fn truncated_segment_file_is_reported_not_trusted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = BlockLog::open(dir.path(), config(WriteBackend::Auto)).expect("open");
+    append_run(&mut log, 1, 5, 1000, true).expect("append");
+    drop(log);
+    let seg = segment_path(dir.path(), 0);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .expect("open");
+    file.set_len(SEGMENT_BYTES_TEST / 2).expect("truncate");
+    let err = BlockLog::open(dir.path(), config(WriteBackend::Auto))
+        .err()
+        .expect("refuse");
+    assert!(
+        matches!(&err, StorageError::ForeignFile { reason, .. } if reason.contains("header says")),
+        "{err:?}"
+    );
+}

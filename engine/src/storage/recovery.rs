@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 
-use super::config::LogConfig;
+use super::config::{LogConfig, SEGMENT_BYTES_MAX};
 use super::crypt::{FrameCipher, CIPHER_NONE};
 use super::error::StorageError;
 use super::frame::BlockHash;
@@ -113,10 +113,17 @@ fn list_dir(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, Storage
 fn check_header(
     h: &SegmentHeader,
     index: u64,
-    path: &Path,
+    (path, file_bytes): (&Path, u64),
     config: &LogConfig,
     cipher: Option<&FrameCipher>,
 ) -> Result<(), StorageError> {
+    if h.segment_bytes != file_bytes || file_bytes > SEGMENT_BYTES_MAX {
+        let why = format!(
+            "file is {file_bytes} bytes, header says {}",
+            h.segment_bytes
+        );
+        return Err(StorageError::foreign(path, why));
+    }
     if h.segment_index != index {
         return Err(StorageError::foreign(
             path,
@@ -171,7 +178,7 @@ pub(crate) fn recover(
         let path = dir.join(segment::segment_name(index));
         let (file, map) = segment::open(&path)?;
         let header = SegmentHeader::decode(&map, &path)?;
-        check_header(&header, index, &path, config, cipher)?;
+        check_header(&header, index, (&path, map.len() as u64), config, cipher)?;
         if let Some((h, _)) = last {
             if header.first_height != h + 1 {
                 let why = format!("first height {} does not follow {h}", header.first_height);
