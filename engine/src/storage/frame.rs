@@ -175,14 +175,56 @@ pub(crate) fn payload<'a>(bytes: &'a [u8], header: &FrameHeader) -> &'a [u8] {
     &bytes[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + header.payload_bytes as usize]
 }
 
-/// The block hash: BLAKE3 over the header fields that define the block and its plaintext payload.
-/// It does not depend on encryption, batching or placement, so every node computes the same hash.
+/// Payloads at least this long are hashed on two threads (left and right BLAKE3 subtrees).
+pub(crate) const PARALLEL_HASH_BYTES_MIN: usize = 512 << 10;
+const HASH_PREFIX_BYTES: usize = 64;
+const HASH_DOMAIN: &[u8; 16] = b"reckon-block-v1\0";
+
+fn hash_prefix(
+    height: u64,
+    parent_hash: &BlockHash,
+    plaintext_bytes: usize,
+) -> [u8; HASH_PREFIX_BYTES] {
+    let mut prefix = [0u8; HASH_PREFIX_BYTES];
+    prefix[..16].copy_from_slice(HASH_DOMAIN);
+    prefix[16..24].copy_from_slice(&height.to_le_bytes());
+    prefix[24..32].copy_from_slice(&(plaintext_bytes as u64).to_le_bytes());
+    prefix[32..].copy_from_slice(parent_hash);
+    prefix
+}
+
+/// The block hash: BLAKE3 over (domain, height, plaintext length, parent hash) and the plaintext
+/// payload. It does not depend on encryption, batching or placement, so every node computes the
+/// same hash. Large payloads are hashed as two BLAKE3 subtrees on two threads (same result).
 pub fn block_hash(height: u64, parent_hash: &BlockHash, plaintext: &[u8]) -> BlockHash {
+    let prefix = hash_prefix(height, parent_hash, plaintext.len());
+    if plaintext.len() < PARALLEL_HASH_BYTES_MIN {
+        return block_hash_serial(&prefix, plaintext);
+    }
+    use blake3::hazmat::{left_subtree_len, merge_subtrees_root, HasherExt, Mode};
+    let total = (HASH_PREFIX_BYTES + plaintext.len()) as u64;
+    let left_bytes = left_subtree_len(total) as usize;
+    assert!(left_bytes > HASH_PREFIX_BYTES && left_bytes < total as usize);
+    let (left, right) = plaintext.split_at(left_bytes - HASH_PREFIX_BYTES);
+    let (left_cv, right_cv) = std::thread::scope(|scope| {
+        let left_cv = scope.spawn(|| {
+            blake3::Hasher::new()
+                .update(&prefix)
+                .update(left)
+                .finalize_non_root()
+        });
+        let right_cv = blake3::Hasher::new()
+            .set_input_offset(left_bytes as u64)
+            .update(right)
+            .finalize_non_root();
+        (left_cv.join().expect("left subtree hash thread"), right_cv)
+    });
+    *merge_subtrees_root(&left_cv, &right_cv, Mode::Hash).as_bytes()
+}
+
+fn block_hash_serial(prefix: &[u8; HASH_PREFIX_BYTES], plaintext: &[u8]) -> BlockHash {
     let mut hasher = blake3::Hasher::new();
-    hasher.update(b"reckon-block-v1\0");
-    hasher.update(&height.to_le_bytes());
-    hasher.update(&(plaintext.len() as u64).to_le_bytes());
-    hasher.update(parent_hash);
+    hasher.update(prefix);
     hasher.update(plaintext);
     *hasher.finalize().as_bytes()
 }
@@ -212,5 +254,39 @@ mod tests {
             assert!(parse(&bad).is_err(), "flip at {i} undetected");
         }
         assert_eq!(header(&[0u8; 80]), Err(FrameFault::Zero));
+    }
+
+    #[test]
+    fn two_thread_block_hash_equals_serial_hash() {
+        let data: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        let lens = [
+            0,
+            1,
+            1023,
+            1024,
+            PARALLEL_HASH_BYTES_MIN - 1,
+            PARALLEL_HASH_BYTES_MIN,
+        ];
+        let more = [
+            PARALLEL_HASH_BYTES_MIN + 1,
+            (1 << 20) - 64,
+            1 << 20,
+            (1 << 20) + 1,
+            2_999_999,
+        ];
+        for &len in lens.iter().chain(more.iter()) {
+            let prefix = hash_prefix(9, &[4; 32], len);
+            let serial = block_hash_serial(&prefix, &data[..len]);
+            assert_eq!(
+                block_hash(9, &[4; 32], &data[..len]),
+                serial,
+                "length {len}"
+            );
+            let mut plain = blake3::Hasher::new();
+            plain.update(&prefix).update(&data[..len]);
+            assert_eq!(serial, *plain.finalize().as_bytes());
+        }
     }
 }
