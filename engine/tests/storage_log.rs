@@ -270,3 +270,75 @@ fn many_unaligned_group_commits_round_trip_direct_and_buffered() {
         }
     }
 }
+
+/// Rewrites the parent hash of the frame at `offset` and recomputes its checksum, producing a
+/// frame that is valid on its own but breaks the hash chain.
+fn forge_parent(path: &std::path::Path, offset: u64, payload_bytes: usize) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open");
+    let mut frame = vec![0u8; 80 + payload_bytes];
+    file.read_exact_at(&mut frame, offset).expect("read frame");
+    frame[24..56].copy_from_slice(&[0xEE; 32]);
+    let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+    hasher.update(&frame[..64]);
+    hasher.update(&frame[80..]);
+    frame[64..80].copy_from_slice(&hasher.digest128().to_le_bytes());
+    file.write_all_at(&frame, offset).expect("write frame");
+}
+
+#[test]
+fn broken_hash_chain_across_segments_refuses_to_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let len = 100_000;
+    let mut log = BlockLog::open(dir.path(), config(WriteBackend::Auto)).expect("open");
+    append_run(&mut log, 1, 30, len, true).expect("append");
+    assert!(log.segment_count() >= 3);
+    drop(log);
+    forge_parent(&segment_path(dir.path(), 1), frame_offset(0, len), len);
+    let err = BlockLog::open(dir.path(), config(WriteBackend::Auto))
+        .err()
+        .expect("refuse");
+    match &err {
+        StorageError::MidLogCorruption {
+            segment,
+            offset,
+            reason,
+            ..
+        } => {
+            assert_eq!((*segment, *offset), (1, frame_offset(0, len)));
+            assert!(reason.contains("parent hash"), "{reason}");
+        }
+        other => panic!("wrong error {other:?}"),
+    }
+}
+
+#[test]
+fn broken_hash_chain_into_the_tail_segment_refuses_to_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let len = 100_000;
+    let mut log = BlockLog::open(dir.path(), config(WriteBackend::Auto)).expect("open");
+    append_run(&mut log, 1, 30, len, true).expect("append");
+    let tail = log.segment_count() as u64 - 1;
+    assert!(tail >= 2);
+    drop(log);
+    forge_parent(&segment_path(dir.path(), tail), frame_offset(0, len), len);
+    let err = BlockLog::open(dir.path(), config(WriteBackend::Auto))
+        .err()
+        .expect("refuse: later group commits in the tail are durable");
+    match &err {
+        StorageError::MidLogCorruption {
+            segment,
+            offset,
+            reason,
+            ..
+        } => {
+            assert_eq!((*segment, *offset), (tail, frame_offset(0, len)));
+            assert!(reason.contains("parent hash"), "{reason}");
+        }
+        other => panic!("wrong error {other:?}"),
+    }
+}

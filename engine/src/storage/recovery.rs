@@ -11,10 +11,13 @@ use memmap2::Mmap;
 use super::config::{LogConfig, SEGMENT_BYTES_MAX};
 use super::crypt::{FrameCipher, CIPHER_NONE};
 use super::error::StorageError;
+use super::frame;
 use super::frame::BlockHash;
-use super::scan::{self, After, ScanInput};
+use super::scan::{self, After, ScanInput, ScanOutput};
 use super::segment::{self, SegmentHeader, SEGMENT_HEADER_BYTES, SEGMENT_SUFFIX, TEMP_SUFFIX};
 
+/// Segments scanned in parallel on open (each scan is independent of the others).
+const RECOVERY_THREADS_MAX: usize = 4;
 /// Zeroing a torn tail writes this many bytes per call.
 const ZERO_CHUNK_BYTES: usize = 1 << 20;
 
@@ -163,30 +166,21 @@ fn window(config: &LogConfig) -> usize {
     config.batch_bytes_max + 2 * config.frame_bytes_max()
 }
 
-/// Opens every segment, validates and scans it; zeroes a torn tail.
-pub(crate) fn recover(
+/// Opens every segment file and checks its header.
+fn open_all(
     dir: &Path,
+    indices: &[u64],
     config: &LogConfig,
     cipher: Option<&FrameCipher>,
-) -> Result<Recovered, StorageError> {
-    let mut report = RecoveryReport::default();
-    let indices = list_dir(dir, &mut report)?;
-    let mut segments: Vec<Segment> = Vec::with_capacity(indices.len());
-    let mut last: Option<(u64, BlockHash)> = None;
-    for (position, &index) in indices.iter().enumerate() {
-        let is_tail = position + 1 == indices.len();
+) -> Result<Vec<Segment>, StorageError> {
+    let mut segments = Vec::with_capacity(indices.len());
+    for &index in indices {
         let path = dir.join(segment::segment_name(index));
         let (file, map) = segment::open(&path)?;
         let header = SegmentHeader::decode(&map, &path)?;
         check_header(&header, index, (&path, map.len() as u64), config, cipher)?;
-        if let Some((h, _)) = last {
-            if header.first_height != h + 1 {
-                let why = format!("first height {} does not follow {h}", header.first_height);
-                return Err(StorageError::foreign(&path, why));
-            }
-        }
         let file = Arc::new(file);
-        let seg = Segment {
+        segments.push(Segment {
             index,
             first_height: header.first_height,
             write_file: file.clone(),
@@ -196,9 +190,35 @@ pub(crate) fn recover(
             offsets: Vec::new(),
             end: SEGMENT_HEADER_BYTES as u64,
             path,
-        };
-        let seg = scan_segment(seg, is_tail, config, cipher, &mut last, &mut report)?;
-        segments.push(seg);
+        });
+    }
+    Ok(segments)
+}
+
+/// Opens every segment, validates and scans it; zeroes a torn tail.
+pub(crate) fn recover(
+    dir: &Path,
+    config: &LogConfig,
+    cipher: Option<&FrameCipher>,
+) -> Result<Recovered, StorageError> {
+    let mut report = RecoveryReport::default();
+    let indices = list_dir(dir, &mut report)?;
+    let mut segments = open_all(dir, &indices, config, cipher)?;
+    let analyses = analyze_all(&segments, config, cipher);
+    assert_eq!(analyses.len(), segments.len());
+    let mut last: Option<(u64, BlockHash)> = None;
+    let count = segments.len();
+    for (position, analysis) in analyses.into_iter().enumerate() {
+        let seg = &mut segments[position];
+        let is_tail = position + 1 == count;
+        if let Some((h, _)) = last {
+            if seg.first_height != h + 1 {
+                let why = format!("first height {} does not follow {h}", seg.first_height);
+                return Err(StorageError::foreign(&seg.path, why));
+            }
+        }
+        let analysis = check_link(seg, analysis, is_tail, last, config, cipher)?;
+        apply(seg, analysis, is_tail, cipher, &mut last, &mut report)?;
     }
     if segments.len() == 1 && segments[0].offsets.is_empty() {
         std::fs::remove_file(&segments[0].path)
@@ -220,19 +240,26 @@ pub(crate) fn recover(
     })
 }
 
-fn scan_segment(
-    mut seg: Segment,
+/// What the scan of one segment found.
+struct Analysis {
+    out: ScanOutput,
+    after: After,
+}
+
+/// Scans one segment (pure: reads the map only). The tail's hash chain is verified from its
+/// first frame on; the link to the previous segment is checked afterwards by `check_link`.
+fn analyze(
+    seg: &Segment,
     is_tail: bool,
+    prev_hash: Option<BlockHash>,
     config: &LogConfig,
     cipher: Option<&FrameCipher>,
-    last: &mut Option<(u64, BlockHash)>,
-    report: &mut RecoveryReport,
-) -> Result<Segment, StorageError> {
+) -> Analysis {
     let input = ScanInput {
         data: &seg.map,
         start: SEGMENT_HEADER_BYTES,
         first_height: seg.first_height,
-        prev_hash: last.map(|(_, hash)| hash),
+        prev_hash,
         verify_checksum: is_tail || config.verify_sealed_checksums,
         verify_chain: is_tail,
         cipher,
@@ -242,14 +269,96 @@ fn scan_segment(
     let _ = seg.map.advise(memmap2::Advice::Sequential);
     let out = scan::scan(&input);
     let _ = seg.map.advise(memmap2::Advice::Normal);
-    let stop = out.stop.clone();
+    let after = scan::after_stop(&seg.map, &out.stop, window(config));
+    Analysis { out, after }
+}
+
+/// Scans all segments, up to `RECOVERY_THREADS_MAX` at a time (scans are independent).
+fn analyze_all(
+    segments: &[Segment],
+    config: &LogConfig,
+    cipher: Option<&FrameCipher>,
+) -> Vec<Analysis> {
+    let count = segments.len();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, RECOVERY_THREADS_MAX)
+        .min(count.max(1));
+    let mut results: Vec<Option<Analysis>> = (0..count).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|first| {
+                scope.spawn(move || {
+                    (first..count)
+                        .step_by(threads)
+                        .map(|i| {
+                            (
+                                i,
+                                analyze(&segments[i], i + 1 == count, None, config, cipher),
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for worker in workers {
+            for (i, analysis) in worker.join().expect("recovery scan thread") {
+                results[i] = Some(analysis);
+            }
+        }
+    });
+    results
+        .into_iter()
+        .map(|a| a.expect("every segment is analysed"))
+        .collect()
+}
+
+/// Checks that a segment's first frame names the previous segment's last block as its parent.
+/// A sealed segment with a broken link refuses to open; the tail is rescanned with the link.
+fn check_link(
+    seg: &Segment,
+    analysis: Analysis,
+    is_tail: bool,
+    last: Option<(u64, BlockHash)>,
+    config: &LogConfig,
+    cipher: Option<&FrameCipher>,
+) -> Result<Analysis, StorageError> {
+    let (Some((_, prev_hash)), Some(&first)) = (last, analysis.out.offsets.first()) else {
+        return Ok(analysis);
+    };
+    let parent = frame::header(&seg.map[first as usize..]).map(|h| h.parent_hash);
+    if parent == Ok(prev_hash) {
+        return Ok(analysis);
+    }
+    if is_tail {
+        return Ok(analyze(seg, true, Some(prev_hash), config, cipher));
+    }
+    Err(StorageError::MidLogCorruption {
+        segment: seg.index,
+        offset: first as u64,
+        height: seg.first_height,
+        reason: "parent hash does not match the last block of the previous segment".into(),
+    })
+}
+
+/// Acts on a segment's analysis: refuse, zero a torn tail, or accept; records its last block.
+fn apply(
+    seg: &mut Segment,
+    analysis: Analysis,
+    is_tail: bool,
+    cipher: Option<&FrameCipher>,
+    last: &mut Option<(u64, BlockHash)>,
+    report: &mut RecoveryReport,
+) -> Result<(), StorageError> {
+    let Analysis { out, after } = analysis;
+    let stop = &out.stop;
     let corrupt = |reason: String| StorageError::MidLogCorruption {
         segment: seg.index,
         offset: stop.offset as u64,
         height: stop.height,
         reason,
     };
-    match scan::after_stop(&seg.map, &stop, window(config)) {
+    match after {
         After::Clean => {}
         After::LaterBatch { offset, height } => {
             let why = format!(
@@ -280,14 +389,14 @@ fn scan_segment(
             Some(hash) => hash,
             None => {
                 let at = *out.offsets.last().expect("a last frame has an offset") as usize;
-                scan::frame_hash(&seg.map, at, cipher).map_err(&corrupt)?
+                scan::frame_hash(&seg.map, at, cipher).map_err(corrupt)?
             }
         };
         *last = Some((height, hash));
     }
-    seg.offsets = out.offsets;
     seg.end = out.end as u64;
-    Ok(seg)
+    seg.offsets = out.offsets;
+    Ok(())
 }
 
 /// Overwrites `[offset, offset + bytes)` with zeros and makes it durable.
