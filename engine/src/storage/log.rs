@@ -183,7 +183,7 @@ impl BlockLog {
         }
         frame::finish(&mut buf);
         let hash = frame::block_hash(height, parent_hash, payload);
-        self.make_room(height, buf.len() as u64)?;
+        self.make_room(height, buf.len() as u64, block)?;
         let tail = self
             .segments
             .last_mut()
@@ -214,7 +214,8 @@ impl BlockLog {
     /// Ensures the tail segment has room for `frame_len` bytes, rolling to a new segment if not.
     /// Rolling first waits until the old tail is durable: a batch never spans two segments, and a
     /// sealed segment holds only acknowledged frames.
-    fn make_room(&mut self, height: u64, frame_len: u64) -> Result<(), StorageError> {
+    /// With `block` false (try_append), a roll that would have to wait returns `QueueFull`.
+    fn make_room(&mut self, height: u64, frame_len: u64, block: bool) -> Result<(), StorageError> {
         if let Some(tail) = self.segments.last() {
             if tail.end + frame_len <= tail.map.len() as u64 {
                 return Ok(());
@@ -223,6 +224,11 @@ impl BlockLog {
                 !tail.offsets.is_empty(),
                 "config guarantees one frame fits a segment"
             );
+            let tail_durable = self.last.map(|l| l.0) == self.durable_height();
+            if !block && !tail_durable {
+                let capacity = self.config.queue_frames_max;
+                return Err(StorageError::QueueFull { capacity });
+            }
             self.wait_durable()?;
         }
         let index = self.segments.last().map_or(0, |s| s.index + 1);
