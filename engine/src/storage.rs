@@ -1,1 +1,0 @@
-//! `storage`: see docs/ARCHITECTURE.md.
