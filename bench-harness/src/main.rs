@@ -13,7 +13,11 @@ mod verify;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "bench-harness", version, about = "Reckon benchmarks with same-run physical limits")]
+#[command(
+    name = "bench-harness",
+    version,
+    about = "Reckon benchmarks with same-run physical limits"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,0 +1,1 @@
+//! `sim`: deterministic simulator (being built).
