@@ -22,6 +22,7 @@ pub mod wire;
 mod tests;
 
 pub use self::core::{Core, Recovered};
+pub use block_tree::{genesis_block, genesis_qc};
 pub use crypto_iface::{timeout_message, vote_message, QuorumCrypto, Sig, SignerBitmap};
 pub use messages::{
     Block, CommittedBlock, Message, Proposal, QuorumCert, SyncRequest, SyncResponse, Timeout,

@@ -92,12 +92,11 @@ impl<C: QuorumCrypto> Core<C> {
             assert!(self.verify_tc(&tc).is_ok(), "self-formed TC must verify");
             return self.process_tc(&tc);
         }
-        // Join a round change that f+1 validators (so at least one honest) already asked for.
+        // Join a round change that f+1 validators (so at least one honest) already asked for, even
+        // for a round ahead of ours: otherwise nodes split across two rounds could wait forever.
         let joiners = self.cfg.faults_max() + 1;
-        if round == current
-            && self.pacemaker.timeout_count(round) >= joiners
-            && self.safety.timeout_round < round
-        {
+        if self.pacemaker.timeout_count(round) >= joiners && self.safety.timeout_round < round {
+            self.advance_round(round, false);
             self.local_timeout();
         }
     }
