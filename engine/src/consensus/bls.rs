@@ -104,6 +104,11 @@ fn decode_sig(sig: &Sig) -> Option<Signature> {
     Signature::sig_validate(sig, true).ok()
 }
 
+/// Decode for aggregation: on-curve only; the subgroup check runs once, on the aggregate, in verify.
+fn decode_sig_unchecked(sig: &Sig) -> Option<Signature> {
+    Signature::uncompress(sig).ok()
+}
+
 impl QuorumCrypto for BlsCrypto {
     fn validator_count(&self) -> usize {
         self.publics.len()
@@ -127,7 +132,7 @@ impl QuorumCrypto for BlsCrypto {
     }
 
     fn aggregate(&self, sigs: &[Sig]) -> Option<Sig> {
-        let decoded: Option<Vec<Signature>> = sigs.iter().map(decode_sig).collect();
+        let decoded: Option<Vec<Signature>> = sigs.iter().map(decode_sig_unchecked).collect();
         let decoded = decoded?;
         let refs: Vec<&Signature> = decoded.iter().collect();
         AggregateSignature::aggregate(&refs, false)
