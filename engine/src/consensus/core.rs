@@ -3,7 +3,7 @@
 //! This file holds the event dispatch, proposals, votes and QC processing. Timeouts and TCs live in
 //! `timeouts.rs`, block sync in `sync.rs`; all are `impl Core` blocks over the same state.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use super::block_tree::{genesis_qc, BlockTree};
 use super::crypto_iface::{vote_message, QuorumCrypto};
@@ -13,8 +13,7 @@ use super::payload::PayloadState;
 use super::safety::SafetyState;
 use super::votes::VoteCollector;
 use super::{
-    Action, Config, Event, Hash, Recipient, RejectReason, Round, ValidatorIndex, BLOCK_DIGESTS_MAX,
-    EQUIVOCATION_ROUNDS_KEPT, ROUNDS_AHEAD_MAX,
+    Action, Config, Event, Hash, Recipient, RejectReason, Round, ValidatorIndex, ROUNDS_AHEAD_MAX,
 };
 
 /// What a restarted node recovers from its own disk.
@@ -34,9 +33,9 @@ pub struct Core<C: QuorumCrypto> {
     votes: VoteCollector,
     pub(super) payload: PayloadState,
     /// First proposal hash seen per (round, leader), for equivocation detection.
-    proposals_seen: BTreeMap<(Round, ValidatorIndex), Hash>,
+    pub(super) proposals_seen: BTreeMap<(Round, ValidatorIndex), Hash>,
     /// A proposal waiting for batches before the vote (only for the current round).
-    vote_deferred: Option<Block>,
+    pub(super) vote_deferred: Option<Block>,
     /// A proposal whose parent is being synced (retried once the sync response arrives).
     pub(super) proposal_parked: Option<(ValidatorIndex, Proposal)>,
     pub(super) sync_requested_at_ms: Option<u64>,
@@ -193,133 +192,7 @@ impl<C: QuorumCrypto> Core<C> {
         Ok(())
     }
 
-    fn check_proposal_shape(
-        &self,
-        from: ValidatorIndex,
-        block: &Block,
-    ) -> Result<(), RejectReason> {
-        if block.author != from {
-            return Err(RejectReason::SenderMismatch);
-        }
-        let leader = self.cfg.leader(block.round);
-        if block.author != leader {
-            return Err(RejectReason::WrongLeader {
-                round: block.round,
-                author: block.author,
-                leader,
-            });
-        }
-        if block.payload.len() > BLOCK_DIGESTS_MAX {
-            return Err(RejectReason::BlockMalformed("payload too long"));
-        }
-        if block.round <= block.justify.round || block.height != block.justify.height + 1 {
-            return Err(RejectReason::BlockMalformed(
-                "round/height do not follow the QC",
-            ));
-        }
-        Ok(())
-    }
-
-    pub(super) fn on_proposal(&mut self, from: ValidatorIndex, proposal: Proposal) {
-        let block = &proposal.block;
-        if let Err(reason) = self.check_proposal_shape(from, block) {
-            return self.reject(Some(from), reason);
-        }
-        if let Err(reason) = self.verify_qc(&block.justify) {
-            return self.reject(Some(from), reason);
-        }
-        self.process_qc(&block.justify, Some(from));
-        if let Some(tc) = &proposal.tc {
-            if let Err(reason) = self.verify_tc(tc) {
-                return self.reject(Some(from), reason);
-            }
-            self.process_tc(tc);
-        }
-        let current = self.pacemaker.round;
-        if block.round != current {
-            let reason = if block.round < current {
-                RejectReason::StaleRound {
-                    round: block.round,
-                    current,
-                }
-            } else {
-                RejectReason::FutureRound {
-                    round: block.round,
-                    current,
-                }
-            };
-            return self.reject(Some(from), reason);
-        }
-        let hash = block.hash();
-        match self.proposals_seen.get(&(block.round, block.author)) {
-            Some(first) if *first == hash => return, // duplicate delivery
-            Some(first) => {
-                let (author, round, first) = (block.author, block.round, *first);
-                self.out.push(Action::Equivocation {
-                    author,
-                    round,
-                    first,
-                    second: hash,
-                });
-                return self.reject(Some(from), RejectReason::Equivocation { author, round });
-            }
-            None => {}
-        }
-        let Some(parent) = self.tree.get(&block.parent_hash()) else {
-            self.proposal_parked = Some((from, proposal));
-            self.request_sync(from);
-            return self.reject(Some(from), RejectReason::MissingParent);
-        };
-        if let Err(reason) = self.check_timestamp(parent, block) {
-            return self.reject(Some(from), reason);
-        }
-        self.accept_proposal(from, proposal, hash);
-    }
-
-    fn check_timestamp(&self, parent: &Block, block: &Block) -> Result<(), RejectReason> {
-        if block.height != parent.height + 1 {
-            return Err(RejectReason::BlockMalformed(
-                "height is not parent height + 1",
-            ));
-        }
-        let limit_ms = self.now_ms.saturating_add(self.cfg.timestamp_drift_ms_max);
-        if block.timestamp_ms <= parent.timestamp_ms || block.timestamp_ms > limit_ms {
-            let (timestamp_ms, parent_ms) = (block.timestamp_ms, parent.timestamp_ms);
-            return Err(RejectReason::TimestampOutOfBounds {
-                timestamp_ms,
-                parent_ms,
-                limit_ms,
-            });
-        }
-        Ok(())
-    }
-
-    fn accept_proposal(&mut self, from: ValidatorIndex, proposal: Proposal, hash: Hash) {
-        let Proposal { block, tc } = proposal;
-        if let Err(reason) = self.tree.insert(block.clone()) {
-            return self.reject(Some(from), reason);
-        }
-        self.proposals_seen
-            .insert((block.round, block.author), hash);
-        let keep_from = block.round.saturating_sub(EQUIVOCATION_ROUNDS_KEPT);
-        self.proposals_seen
-            .retain(|(round, _), _| *round >= keep_from);
-        if let Err(reason) = self.safety.check_vote(&block, tc.as_ref()) {
-            return self.reject(Some(from), reason);
-        }
-        let missing = self.payload.missing(&block.payload);
-        if !missing.is_empty() {
-            self.out.push(Action::FetchBatches {
-                digests: missing,
-                from,
-            });
-            self.vote_deferred = Some(block);
-            return;
-        }
-        self.vote_for(&block, hash);
-    }
-
-    fn on_batch_available(&mut self, digest: super::Digest) {
+    pub(super) fn on_batch_available(&mut self, digest: super::Digest) {
         self.payload.mark_available(digest);
         let ready = self
             .vote_deferred
@@ -338,7 +211,7 @@ impl<C: QuorumCrypto> Core<C> {
     }
 
     /// Persist the safety state, then send the vote to the next leader.
-    fn vote_for(&mut self, block: &Block, hash: Hash) {
+    pub(super) fn vote_for(&mut self, block: &Block, hash: Hash) {
         assert_eq!(block.round, self.pacemaker.round);
         let state = self.safety.record_vote(block.round);
         self.out.push(Action::PersistSafety(state));
@@ -454,44 +327,5 @@ impl<C: QuorumCrypto> Core<C> {
         let duration_ms = self.pacemaker.timer_ms();
         self.out.push(Action::SetTimer { round, duration_ms });
         self.try_propose();
-    }
-
-    /// Propose in the current round if this node leads it and holds a justification and the parent.
-    pub(super) fn try_propose(&mut self) {
-        let round = self.pacemaker.round;
-        if self.cfg.leader(round) != self.cfg.me || self.safety.proposed_round >= round {
-            return;
-        }
-        let high_qc = self.tree.high_qc.clone();
-        let tc = if high_qc.round + 1 == round {
-            None
-        } else {
-            match &self.pacemaker.last_tc {
-                Some(tc) if tc.round + 1 == round && high_qc.round >= tc.max_high_qc_round() => {
-                    Some(tc.clone())
-                }
-                _ => return,
-            }
-        };
-        let Some(parent) = self.tree.get(&high_qc.block_hash) else {
-            return;
-        };
-        let exclude: BTreeSet<_> = self
-            .tree
-            .uncommitted_chain(&high_qc.block_hash)
-            .iter()
-            .flat_map(|b| b.payload.iter().copied())
-            .collect();
-        let block = Block {
-            author: self.cfg.me,
-            round,
-            height: parent.height + 1,
-            timestamp_ms: self.now_ms.max(parent.timestamp_ms + 1),
-            justify: high_qc,
-            payload: self.payload.select(&exclude),
-        };
-        let state = self.safety.record_proposal(round);
-        self.out.push(Action::PersistSafety(state));
-        self.broadcast(Message::Proposal(Proposal { block, tc }));
     }
 }

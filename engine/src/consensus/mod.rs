@@ -12,6 +12,7 @@ pub mod crypto_iface;
 pub mod messages;
 mod pacemaker;
 mod payload;
+mod proposal;
 pub mod safety;
 mod sync;
 mod timeouts;
