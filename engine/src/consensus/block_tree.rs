@@ -75,6 +75,24 @@ impl BlockTree {
         tree
     }
 
+    /// A restarted node's tree: the durable tip plus the blocks it persisted before voting. Blocks at
+    /// or below the tip's round are dropped; the high QC is the highest `justify` among the rest (each
+    /// was verified before its block was persisted).
+    pub fn recovered(tip: CommittedBlock, mut blocks: Vec<Block>) -> Self {
+        let mut tree = BlockTree::new(tip);
+        blocks.sort_by_key(|b| b.round);
+        let tip_round = tree.tip_round;
+        for block in blocks.into_iter().filter(|b| b.round > tip_round) {
+            if block.justify.round > tree.high_qc.round && block.justify.height >= tree.tip_height {
+                tree.high_qc = block.justify.clone();
+            }
+            if tree.insert(block).is_err() {
+                break; // bounded: the oldest rounds are kept
+            }
+        }
+        tree
+    }
+
     pub fn genesis() -> Self {
         BlockTree::new(CommittedBlock {
             height: 0,

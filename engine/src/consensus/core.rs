@@ -22,6 +22,9 @@ pub struct Recovered {
     pub safety: SafetyState,
     /// The last durably committed block with its certifying QC.
     pub tip: CommittedBlock,
+    /// Uncommitted blocks persisted before voting for them (`Action::PersistBlock`), any order.
+    /// They keep a certified block available even if every honest voter restarts.
+    pub blocks: Vec<Block>,
 }
 
 pub struct Core<C: QuorumCrypto> {
@@ -39,6 +42,8 @@ pub struct Core<C: QuorumCrypto> {
     /// A proposal whose parent is being synced (retried once the sync response arrives).
     pub(super) proposal_parked: Option<(ValidatorIndex, Proposal)>,
     pub(super) sync_requested_at_ms: Option<u64>,
+    /// True while a sync response's QCs are applied (no proposals for rounds passed through).
+    pub(super) applying_sync: bool,
     pub(super) now_ms: u64,
     pub(super) out: Vec<Action>,
     pub(super) loopback: VecDeque<Message>,
@@ -54,7 +59,7 @@ impl<C: QuorumCrypto> Core<C> {
         );
         let (safety, mut tree) = match recovered {
             None => (SafetyState::default(), BlockTree::genesis()),
-            Some(r) => (r.safety, BlockTree::new(r.tip)),
+            Some(r) => (r.safety, BlockTree::recovered(r.tip, r.blocks)),
         };
         tree.tolerate_conflicts = cfg.testing_quorum_too_small;
         let round = (tree.high_qc.round + 1)
@@ -74,6 +79,7 @@ impl<C: QuorumCrypto> Core<C> {
             vote_deferred: None,
             proposal_parked: None,
             sync_requested_at_ms: None,
+            applying_sync: false,
             now_ms: 0,
             out: Vec::new(),
             loopback: VecDeque::new(),
@@ -213,6 +219,7 @@ impl<C: QuorumCrypto> Core<C> {
     /// Persist the safety state, then send the vote to the next leader.
     pub(super) fn vote_for(&mut self, block: &Block, hash: Hash) {
         assert_eq!(block.round, self.pacemaker.round);
+        self.out.push(Action::PersistBlock(block.clone()));
         let state = self.safety.record_vote(block.round);
         self.out.push(Action::PersistSafety(state));
         let msg = vote_message(self.cfg.chain_id, &hash, block.round, block.height);

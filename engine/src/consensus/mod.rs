@@ -140,6 +140,9 @@ pub enum Recipient {
 pub enum Action {
     /// Durably store the safety state; must complete before any later `Send`.
     PersistSafety(SafetyState),
+    /// Durably store an uncommitted block (emitted before voting for it); hand it back in
+    /// `Recovered::blocks` after a restart. Blocks at or below the committed round may be pruned.
+    PersistBlock(Block),
     Send {
         to: Recipient,
         msg: Message,

@@ -140,7 +140,10 @@ impl<C: QuorumCrypto> Core<C> {
     /// Propose in the current round if this node leads it and holds a justification and the parent.
     pub(super) fn try_propose(&mut self) {
         let round = self.pacemaker.round;
-        if self.cfg.leader(round) != self.cfg.me || self.safety.proposed_round >= round {
+        if self.applying_sync
+            || self.cfg.leader(round) != self.cfg.me
+            || self.safety.proposed_round >= round
+        {
             return;
         }
         let high_qc = self.tree.high_qc.clone();

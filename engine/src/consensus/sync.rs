@@ -92,9 +92,13 @@ impl<C: QuorumCrypto> Core<C> {
             .skip(1)
             .map(|b| b.justify.clone())
             .chain(response.last_qc.clone());
+        // Catch up through every QC first; propose (if leader) only in the round we end up in.
+        self.applying_sync = true;
         for qc in qcs.collect::<Vec<_>>() {
             self.process_qc(&qc, None);
         }
+        self.applying_sync = false;
+        self.try_propose();
         if full {
             self.request_sync(from);
         }

@@ -1,12 +1,14 @@
 //! Byzantine behaviour: a Byzantine node runs an honest core, but its shell rewrites what it sends:
-//! equivocating proposals, proposals with unavailable payloads or forged QCs, invalid vote and timeout
-//! signatures, votes for unknown blocks, and corrupted sync responses.
+//! equivocating proposals, proposals with unavailable payloads, forged QCs or an old branch, invalid,
+//! impersonated and double votes, invalid timeouts and corrupted sync responses.
 
 use rand::Rng;
 
 use super::faults::BYZANTINE_ACT_PER_MILLE;
+use super::node::SIM_CHAIN_ID;
 use super::runner::Sim;
-use crate::consensus::{Message, SignerBitmap};
+use crate::consensus::bls::BLS_DST;
+use crate::consensus::{genesis_qc, vote_message, Message, SignerBitmap, Vote};
 
 impl Sim {
     /// The messages a Byzantine `node` actually sends to `peer` instead of `msg`.
@@ -28,7 +30,7 @@ impl Sim {
             )
             .compress();
         match &mut bad {
-            Message::Proposal(p) => match self.rng.gen_range(0..5) {
+            Message::Proposal(p) => match self.rng.gen_range(0..6) {
                 // Equivocation: odd peers get a different, otherwise valid block...
                 0 if peer % 2 == 1 => p.block.timestamp_ms += 1,
                 0 => {}
@@ -39,15 +41,33 @@ impl Sim {
                 }
                 1 => p.block.payload.push(self.rng.gen()), // a digest nobody holds
                 2 => p.block.justify.signature = garbage,
+                5 => {
+                    // Extend an old branch: re-parent on genesis (fails the lock or the TC rule).
+                    p.block.justify = genesis_qc();
+                    p.block.height = 1;
+                    p.tc = None;
+                }
                 _ => {
                     p.block.justify.signers = SignerBitmap::default();
                     p.block.justify.signers.insert(node as u16);
                 }
             },
-            Message::Vote(v) => match self.rng.gen_range(0..3) {
+            Message::Vote(v) => match self.rng.gen_range(0..4) {
                 0 => v.signature = garbage,
                 1 => v.block_hash = self.rng.gen(),
-                _ => return vec![msg.clone(), bad_vote_twin(msg, garbage)],
+                2 => v.voter = ((v.voter as usize + 1) % self.cfg.nodes) as u16, // impersonation
+                _ => {
+                    // A validly signed second vote in the same round, for another block.
+                    let twin_hash: [u8; 32] = self.rng.gen();
+                    let signed = vote_message(SIM_CHAIN_ID, &twin_hash, v.round, v.height);
+                    let signature = self.secrets[node].sign(&signed, BLS_DST, &[]).compress();
+                    let twin = Vote {
+                        block_hash: twin_hash,
+                        signature,
+                        ..v.clone()
+                    };
+                    return vec![msg.clone(), Message::Vote(twin)];
+                }
             },
             Message::Timeout(t) => match self.rng.gen_range(0..2) {
                 0 => t.timeout.signature = garbage,
@@ -64,14 +84,4 @@ impl Sim {
         }
         vec![bad]
     }
-}
-
-/// A second, conflicting vote in the same round (for another block) with a garbage signature.
-fn bad_vote_twin(msg: &Message, signature: [u8; 48]) -> Message {
-    let mut twin = msg.clone();
-    if let Message::Vote(v) = &mut twin {
-        v.block_hash[0] ^= 0xff;
-        v.signature = signature;
-    }
-    twin
 }

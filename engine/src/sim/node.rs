@@ -10,7 +10,7 @@ use super::faults::{CRASH_DOWN_MS_MAX, TORN_CRASH_PER_MILLE};
 use super::network::{NetMsg, SimEvent};
 use super::runner::Sim;
 use super::state_machine::{StateMachine, ToyLedger};
-use super::store::{MemStore, NodeStore};
+use super::store::{MemStore, NodeStore, TornWrite};
 use crate::consensus::bls::BlsCrypto;
 use crate::consensus::{
     genesis_block, genesis_qc, Action, CommittedBlock, Config, Core, Digest, Event, Message,
@@ -126,8 +126,9 @@ impl Sim {
         digest
     }
 
-    fn torn_roll(&mut self) -> Option<f64> {
-        let torn = self.cfg.faults.torn && !self.healed && !self.nodes.is_empty();
+    /// Whether the next durable write of this node is interrupted by a torn crash (honest nodes only).
+    fn torn_roll(&mut self, node: usize) -> Option<f64> {
+        let torn = self.cfg.faults.torn && !self.healed && !self.nodes[node].byzantine;
         if torn && self.rng.gen_range(0..1000) < TORN_CRASH_PER_MILLE {
             return Some(self.rng.gen_range(0.0..1.0));
         }
@@ -139,24 +140,39 @@ impl Sim {
             assert!(self.nodes[node].core.is_some(), "actions stop at a crash");
             match action {
                 Action::PersistSafety(state) => {
-                    if let Some(keep) = self.torn_roll().filter(|_| !self.nodes[node].byzantine) {
-                        self.nodes[node].store.crash(Some(keep), Some(&state));
-                        return self.crash(node, Some(keep));
+                    if let Some(keep) = self.torn_roll(node) {
+                        self.nodes[node].store.crash(Some(TornWrite::Safety {
+                            state: &state,
+                            keep,
+                        }));
+                        return self.crash(node, true);
                     }
                     self.nodes[node].store.put_safety(&state);
+                }
+                Action::PersistBlock(block) => {
+                    if let Some(keep) = self.torn_roll(node) {
+                        self.nodes[node].store.crash(Some(TornWrite::Block {
+                            block: &block,
+                            keep,
+                        }));
+                        return self.crash(node, true);
+                    }
+                    self.nodes[node].store.put_block(&block);
                 }
                 Action::Send { to, msg } => self.send_consensus(node, to, msg),
                 Action::Commit(blocks) => {
                     for block in &blocks {
                         self.nodes[node].store.append_block(block);
                     }
-                    if let Some(keep) = self.torn_roll().filter(|_| !self.nodes[node].byzantine) {
-                        self.nodes[node].store.crash(Some(keep), None);
-                        return self.crash(node, Some(keep));
+                    if let Some(keep) = self.torn_roll(node) {
+                        self.nodes[node].store.crash(Some(TornWrite::Log { keep }));
+                        return self.crash(node, true);
                     }
                     if !self.cfg.testing_lying_sync {
                         self.nodes[node].store.sync();
                     }
+                    let committed_round = blocks.last().map_or(0, |b| b.block.round);
+                    self.nodes[node].store.prune_blocks(committed_round);
                     blocks.iter().for_each(|b| self.apply_committed(node, b));
                 }
                 Action::SetTimer { round, duration_ms } => {
@@ -245,16 +261,17 @@ impl Sim {
         }
     }
 
-    /// Power loss: volatile state is gone; the store keeps only what was durable (plus a torn tail).
-    pub fn crash(&mut self, node: usize, torn: Option<f64>) {
+    /// Power loss: volatile state is gone; the store keeps only what was durable (plus a torn write,
+    /// already applied to the store by the caller when `torn`).
+    pub fn crash(&mut self, node: usize, torn: bool) {
         if self.nodes[node].core.is_none() || self.nodes[node].byzantine {
             return;
         }
-        if torn.is_none() {
-            self.nodes[node].store.crash(None, None);
+        if !torn {
+            self.nodes[node].store.crash(None);
         }
         self.report.crashes += 1;
-        if torn.is_some() {
+        if torn {
             self.report.torn_crashes += 1;
             let at = self.now_ms + self.rng.gen_range(50..=CRASH_DOWN_MS_MAX);
             self.queue.push(at, SimEvent::Restart { node });
@@ -315,7 +332,12 @@ impl Sim {
         let sim_node = &mut self.nodes[node];
         sim_node.executed_height = tip.height;
         sim_node.ledger = ledger;
-        sim_node.core = Some(Core::new(config, crypto, Some(Recovered { safety, tip })));
+        let recovered = Recovered {
+            safety,
+            tip,
+            blocks: recovered.voted_blocks,
+        };
+        sim_node.core = Some(Core::new(config, crypto, Some(recovered)));
         self.feed(node, Event::Start);
     }
 }

@@ -169,7 +169,7 @@ impl Sim {
                 let node = honest[self.rng.gen_range(0..honest.len())];
                 self.submit_batch(node);
             }
-            SimEvent::Crash { node } => self.crash(node, None),
+            SimEvent::Crash { node } => self.crash(node, false),
             SimEvent::Restart { node } => self.restart(node),
             SimEvent::PartitionStart { side_b } => self.links.partition = Some(side_b),
             SimEvent::PartitionEnd => self.links.partition = None,

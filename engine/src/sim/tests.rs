@@ -253,6 +253,7 @@ fn checker_reports_forks_gaps_divergence_money_and_lost_commits() {
 #[test]
 fn mem_store_truncates_torn_tails_and_keeps_the_previous_safety_record() {
     use crate::consensus::{genesis_block, genesis_qc, CommittedBlock, SafetyState};
+    use store::TornWrite;
     let mut store = MemStore::default();
     let state = |r| SafetyState {
         voted_round: r,
@@ -275,12 +276,31 @@ fn mem_store_truncates_torn_tails_and_keeps_the_previous_safety_record() {
     store.append_block(&committed[1]);
     store.sync();
     store.append_block(&committed[2]);
-    store.crash(Some(0.6), None); // torn third record
+    store.crash(Some(TornWrite::Log { keep: 0.6 })); // torn third record
     store.put_safety(&state(4));
-    store.crash(Some(0.5), Some(&state(5))); // torn safety write
+    store.crash(Some(TornWrite::Safety {
+        state: &state(5),
+        keep: 0.5,
+    })); // torn safety write
+    let mut voted = genesis_block();
+    voted.round = 9;
+    store.put_block(&voted);
+    let mut torn_block = voted.clone();
+    torn_block.round = 10;
+    store.crash(Some(TornWrite::Block {
+        block: &torn_block,
+        keep: 0.9,
+    }));
     let recovered = store.recover();
     assert_eq!(recovered.blocks, committed[..2].to_vec());
     assert_eq!(recovered.safety, Some(state(4)));
+    assert_eq!(
+        recovered.voted_blocks,
+        vec![voted],
+        "the torn block record is skipped"
+    );
+    store.prune_blocks(9);
+    assert!(store.recover().voted_blocks.is_empty());
     store.append_block(&committed[2]);
     store.sync();
     assert_eq!(
@@ -290,7 +310,7 @@ fn mem_store_truncates_torn_tails_and_keeps_the_previous_safety_record() {
     );
     let mut unsynced = MemStore::default();
     unsynced.append_block(&committed[0]);
-    unsynced.crash(None, None);
+    unsynced.crash(None);
     assert!(
         unsynced.recover().blocks.is_empty(),
         "crash loses unsynced appends"
@@ -341,4 +361,25 @@ fn debug_seed() {
     ));
     sim.cfg.after_heal_ms_max = env("SIM_AFTER_HEAL_MS", 0);
     eprintln!("{:#?}", sim.run());
+}
+
+/// Soak: `SIM_FIRST=0 SIM_SEEDS=1000 SIM_NODES=4 cargo test -p reckon-engine --lib soak -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn soak() {
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let first = env("SIM_FIRST", 10_000);
+    let cfg = SimConfig::new(0, env("SIM_NODES", 4) as usize, FaultSet::ALL);
+    let summary = run_many(&cfg, first..first + env("SIM_SEEDS", 200));
+    eprintln!("{}\n{}", summary.to_text(), summary.to_json());
+    assert_eq!(
+        summary.violations, 0,
+        "failed seeds {:?}",
+        summary.failed_seeds
+    );
 }

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use super::block_tree::genesis_block;
+use super::block_tree::{genesis_block, genesis_qc};
 use super::bls::{BlsCrypto, VerifyCache};
 use super::*;
 
@@ -30,9 +30,12 @@ pub(super) struct Router {
     queue: VecDeque<(ValidatorIndex, ValidatorIndex, Message)>,
     commits: Vec<Vec<CommittedBlock>>,
     rejects: Vec<(usize, RejectReason)>,
-    now_ms: u64,
+    pub(super) now_ms: u64,
     /// Drop every message to or from these nodes.
     down: Vec<ValidatorIndex>,
+    /// What each node's disk holds: safety state and blocks persisted before voting.
+    durable_safety: Vec<SafetyState>,
+    durable_blocks: Vec<Vec<Block>>,
 }
 
 impl Router {
@@ -44,6 +47,8 @@ impl Router {
             rejects: vec![],
             now_ms: 1_000,
             down: vec![],
+            durable_safety: vec![SafetyState::default(); n],
+            durable_blocks: vec![Vec::new(); n],
         }
     }
     fn apply(&mut self, node: usize, actions: Vec<Action>) {
@@ -67,11 +72,33 @@ impl Router {
                     }
                 }
                 Action::Commit(blocks) => self.commits[node].extend(blocks),
+                Action::PersistSafety(state) => self.durable_safety[node] = state,
+                Action::PersistBlock(block) => self.durable_blocks[node].push(block),
                 Action::Rejected { reason, .. } => self.rejects.push((node, reason)),
                 _ => {}
             }
         }
     }
+    /// Replace `node` by a fresh core built only from what it persisted, then start it.
+    fn restart(&mut self, node: usize) {
+        let (secrets, publics) = BlsCrypto::committee(42, self.cores.len());
+        let crypto = BlsCrypto::new(Some(secrets[node].clone()), publics, VerifyCache::shared());
+        let genesis = CommittedBlock {
+            height: 0,
+            block: genesis_block(),
+            qc: genesis_qc(),
+        };
+        let tip = self.commits[node].last().cloned().unwrap_or(genesis);
+        let recovered = Recovered {
+            safety: self.durable_safety[node],
+            tip,
+            blocks: self.durable_blocks[node].clone(),
+        };
+        let cfg = Config::new(CHAIN, self.cores.len(), node as ValidatorIndex);
+        self.cores[node] = Core::new(cfg, crypto, Some(recovered));
+        self.event(node, Event::Start);
+    }
+
     fn event(&mut self, node: usize, event: Event) {
         self.now_ms += 1;
         let actions = self.cores[node].handle(self.now_ms, event);
@@ -280,5 +307,66 @@ fn lagging_node_syncs_verified_blocks_and_commits_the_same_chain() {
         .rejects
         .iter()
         .all(|(_, reason)| !matches!(reason, RejectReason::SyncInvalid(_))));
+    assert_prefix_consistent(&r.commits);
+}
+
+/// Regression (found by the simulator, seed 10353): a certified but uncommitted block must survive
+/// the restart of every honest voter, else a Byzantine node that holds the block and shows only its
+/// QC (in its timeouts) stalls the chain forever: leaders must extend that QC but nobody has the block.
+#[test]
+fn certified_block_survives_restart_of_every_honest_voter() {
+    let mut r = Router::new(4);
+    r.start();
+    r.run(150);
+    r.queue.clear(); // freeze: a certified block above the committed tip exists
+    let high_qc = r.cores[3].high_qc().clone();
+    assert!(
+        high_qc.round > r.cores[3].committed_height(),
+        "an uncommitted certified block exists"
+    );
+    let committed_before = r.commits[0].len();
+    // Node 3 keeps the block and shows only its QC; nodes 0..3 lose all volatile state.
+    for node in 0..3 {
+        r.restart(node);
+    }
+    r.queue.clear();
+    r.down = vec![3];
+    for node in 0..3 {
+        assert!(
+            r.cores[node].high_qc().round >= high_qc.round - 1,
+            "recovered QC from persisted blocks"
+        );
+    }
+    let timeout_from_3 = {
+        let round = r.cores[3].round();
+        let actions = r.cores[3].handle(r.now_ms, Event::Timer { round });
+        actions.into_iter().find_map(|a| match a {
+            Action::Send {
+                msg: Message::Timeout(t),
+                ..
+            } => Some(t),
+            _ => None,
+        })
+    };
+    let timeout_from_3 = timeout_from_3.expect("node 3 times out, showing its high QC");
+    for node in 0..3 {
+        r.event(
+            node,
+            Event::Message {
+                from: 3,
+                msg: Message::Timeout(timeout_from_3.clone()),
+            },
+        );
+    }
+    for _ in 0..6 {
+        r.timeout_all();
+        r.run(2_000);
+    }
+    assert!(
+        r.commits[0].len() > committed_before + 2,
+        "progress without node 3: {} -> {}",
+        committed_before,
+        r.commits[0].len()
+    );
     assert_prefix_consistent(&r.commits);
 }
