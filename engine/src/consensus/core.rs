@@ -184,8 +184,11 @@ impl<C: QuorumCrypto> Core<C> {
                 Err(RejectReason::QcInvalidSignature)
             };
         }
+        if !qc.signers.within(self.cfg.validator_count) {
+            return Err(RejectReason::QcNonMemberSigner);
+        }
         let (signers, quorum) = (qc.signers.count(), self.cfg.quorum());
-        if signers < quorum || !qc.signers.within(self.cfg.validator_count) {
+        if signers < quorum {
             return Err(RejectReason::QcTooFewSigners { signers, quorum });
         }
         let msg = vote_message(self.cfg.chain_id, &qc.block_hash, qc.round, qc.height);

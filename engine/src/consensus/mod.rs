@@ -114,6 +114,8 @@ impl Config {
 }
 
 /// An input to the core.
+// Events are moved once into `handle`; boxing the message would cost an allocation per message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Event {
     /// First event after construction (fresh or recovered): arms the timer, proposes if leader.
@@ -193,6 +195,8 @@ pub enum RejectReason {
     },
     #[error("QC has {signers} signers, quorum is {quorum}")]
     QcTooFewSigners { signers: usize, quorum: usize },
+    #[error("QC signer bitmap names a non-member")]
+    QcNonMemberSigner,
     #[error("QC signature invalid")]
     QcInvalidSignature,
     #[error("TC invalid: {0}")]

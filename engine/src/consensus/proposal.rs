@@ -158,6 +158,16 @@ impl<C: QuorumCrypto> Core<C> {
             }
         };
         let Some(parent) = self.tree.get(&high_qc.block_hash) else {
+            // Certified by others but never received here: fetch it from a signer of its QC,
+            // rotating with the round so a withholding signer cannot stall us.
+            let signers: Vec<ValidatorIndex> = high_qc
+                .signers
+                .iter()
+                .filter(|s| *s != self.cfg.me)
+                .collect();
+            if !signers.is_empty() {
+                self.request_sync(signers[round as usize % signers.len()]);
+            }
             return;
         };
         let exclude: BTreeSet<_> = self

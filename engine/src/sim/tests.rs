@@ -30,6 +30,14 @@ fn seeds_4_nodes_all_faults_part_2() {
     assert_clean(&run_many(&SimConfig::new(0, 4, FaultSet::ALL), 70..140), 3);
 }
 
+/// Fewer seeds, but a fault phase three times longer: more rounds and commits under faults per seed.
+#[test]
+fn seeds_4_nodes_all_faults_long_fault_phase() {
+    let mut cfg = SimConfig::new(0, 4, FaultSet::ALL);
+    cfg.fault_phase_ms = 8_000;
+    assert_clean(&run_many(&cfg, 5000..5020), 8);
+}
+
 #[test]
 fn seeds_7_nodes_all_faults() {
     assert_clean(

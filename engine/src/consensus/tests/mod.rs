@@ -9,6 +9,7 @@ use super::bls::{BlsCrypto, VerifyCache};
 use super::*;
 
 mod rules;
+mod sync;
 
 pub(super) const CHAIN: ChainId = 7;
 
