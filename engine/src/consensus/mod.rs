@@ -5,6 +5,7 @@
 //! with every event; the shell executes the returned actions in order (persist before send).
 //! See docs/parts/consensus.md.
 
+pub mod audit;
 mod block_tree;
 pub mod bls;
 mod core;

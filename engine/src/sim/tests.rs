@@ -371,7 +371,7 @@ fn debug_seed() {
     eprintln!("{:#?}", sim.run());
 }
 
-/// Soak: `SIM_FIRST=0 SIM_SEEDS=1000 SIM_NODES=4 cargo test -p reckon-engine --lib soak -- --ignored --nocapture`.
+/// Soak: `SIM_FIRST=0 SIM_SEEDS=1000 SIM_NODES=4 [SIM_FAULT_MS=8000] cargo test -p reckon-engine --lib soak -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn soak() {
@@ -382,7 +382,8 @@ fn soak() {
             .unwrap_or(default)
     };
     let first = env("SIM_FIRST", 10_000);
-    let cfg = SimConfig::new(0, env("SIM_NODES", 4) as usize, FaultSet::ALL);
+    let mut cfg = SimConfig::new(0, env("SIM_NODES", 4) as usize, FaultSet::ALL);
+    cfg.fault_phase_ms = env("SIM_FAULT_MS", cfg.fault_phase_ms);
     let summary = run_many(&cfg, first..first + env("SIM_SEEDS", 200));
     eprintln!("{}\n{}", summary.to_text(), summary.to_json());
     assert_eq!(

@@ -90,3 +90,42 @@ fn sync_responses_are_verified_before_anything_is_applied() {
         "the verified chain commits: height {height}"
     );
 }
+
+#[test]
+fn audit_accepts_a_committed_chain_and_rejects_any_tampering() {
+    use crate::consensus::audit::{audit_chain, AuditError};
+    let mut r = warmed_router();
+    r.run(400);
+    let chain = r.commits[0].clone();
+    assert!(chain.len() >= 5);
+    let genesis = CommittedBlock {
+        height: 0,
+        block: genesis_block(),
+        qc: genesis_qc(),
+    };
+    let auditor = &r.cores[1];
+    let audit = |blocks: &[CommittedBlock]| {
+        audit_chain(&auditor.crypto, auditor.config(), &genesis, blocks)
+    };
+    assert_eq!(audit(&chain), Ok(()));
+    let mut gap = chain.clone();
+    gap.remove(2);
+    assert_eq!(
+        audit(&gap),
+        Err(AuditError::HeightGap {
+            height: 4,
+            expected: 3
+        })
+    );
+    let mut payload = chain.clone();
+    payload[3].block.payload.push([1; 32]);
+    assert_eq!(audit(&payload), Err(AuditError::QcMismatch { height: 4 }));
+    let mut forged = chain.clone();
+    forged[1].qc.signature = auditor.crypto.sign(b"forged");
+    assert_eq!(audit(&forged), Err(AuditError::QcInvalid { height: 2 }));
+    let mut bytes_round_trip = Vec::new();
+    for c in &chain {
+        bytes_round_trip.push(CommittedBlock::decode(&c.encode()).expect("log record decodes"));
+    }
+    assert_eq!(audit(&bytes_round_trip), Ok(()));
+}
