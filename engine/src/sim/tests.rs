@@ -392,3 +392,37 @@ fn soak() {
         summary.failed_seeds
     );
 }
+
+/// Architecture invariant, enforced: the simulator has no socket, file, thread or hash-ordered map,
+/// and reads wall time exactly once (in `run_seed`, only to report simulated s per wall s).
+#[test]
+fn sim_never_touches_a_socket_clock_or_file() {
+    let sources = [
+        include_str!("byzantine.rs"),
+        include_str!("faults.rs"),
+        include_str!("invariants.rs"),
+        include_str!("network.rs"),
+        include_str!("node.rs"),
+        include_str!("runner.rs"),
+        include_str!("state_machine.rs"),
+        include_str!("store.rs"),
+        include_str!("mod.rs"),
+    ];
+    for source in sources {
+        for word in [
+            "std::net",
+            "std::fs",
+            "SystemTime",
+            "std::thread",
+            "HashMap",
+            "HashSet",
+        ] {
+            assert!(!source.contains(word), "sim must not use {word}");
+        }
+    }
+    let wall_clock_reads: usize = sources
+        .iter()
+        .map(|s| s.matches("Instant::now").count())
+        .sum();
+    assert_eq!(wall_clock_reads, 1);
+}

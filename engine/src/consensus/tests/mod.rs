@@ -371,3 +371,40 @@ fn certified_block_survives_restart_of_every_honest_voter() {
     );
     assert_prefix_consistent(&r.commits);
 }
+
+/// Architecture invariant, enforced: no socket, clock, file, thread or hash-ordered map in consensus.
+#[test]
+fn consensus_never_touches_a_socket_clock_or_file() {
+    let sources = [
+        include_str!("../audit.rs"),
+        include_str!("../block_tree.rs"),
+        include_str!("../bls.rs"),
+        include_str!("../core.rs"),
+        include_str!("../crypto_iface.rs"),
+        include_str!("../messages.rs"),
+        include_str!("../mod.rs"),
+        include_str!("../pacemaker.rs"),
+        include_str!("../payload.rs"),
+        include_str!("../proposal.rs"),
+        include_str!("../safety.rs"),
+        include_str!("../sync.rs"),
+        include_str!("../timeouts.rs"),
+        include_str!("../votes.rs"),
+        include_str!("../wire.rs"),
+    ];
+    let forbidden = [
+        "std::net",
+        "std::fs",
+        "std::time",
+        "Instant",
+        "SystemTime",
+        "std::thread",
+        "HashMap",
+        "HashSet",
+    ];
+    for source in sources {
+        for word in forbidden {
+            assert!(!source.contains(word), "consensus must not use {word}");
+        }
+    }
+}
