@@ -1,1 +1,0 @@
-//! `consensus`: see docs/ARCHITECTURE.md.

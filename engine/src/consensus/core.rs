@@ -1,0 +1,341 @@
+//! The consensus state machine: `Core::handle(now_ms, event) -> Vec<Action>`.
+//!
+//! This file holds the event dispatch, proposals, votes and QC processing. Timeouts and TCs live in
+//! `timeouts.rs`, block sync in `sync.rs`; all are `impl Core` blocks over the same state.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::block_tree::{genesis_qc, BlockTree};
+use super::crypto_iface::{vote_message, QuorumCrypto};
+use super::messages::{Block, CommittedBlock, Message, Proposal, QuorumCert, TimeoutCert, Vote};
+use super::pacemaker::Pacemaker;
+use super::payload::PayloadState;
+use super::safety::SafetyState;
+use super::votes::VoteCollector;
+use super::{
+    Action, Config, Event, Hash, Recipient, RejectReason, Round, ValidatorIndex, ROUNDS_AHEAD_MAX,
+};
+
+/// What a restarted node recovers from its own disk.
+#[derive(Clone, Debug)]
+pub struct Recovered {
+    pub safety: SafetyState,
+    /// The last durably committed block with its certifying QC.
+    pub tip: CommittedBlock,
+    /// Uncommitted blocks persisted before voting for them (`Action::PersistBlock`), any order.
+    /// They keep a certified block available even if every honest voter restarts.
+    pub blocks: Vec<Block>,
+}
+
+pub struct Core<C: QuorumCrypto> {
+    pub(super) cfg: Config,
+    pub(super) crypto: C,
+    pub(super) safety: SafetyState,
+    pub(super) tree: BlockTree,
+    pub(super) pacemaker: Pacemaker,
+    votes: VoteCollector,
+    pub(super) payload: PayloadState,
+    /// First proposal hash seen per (round, leader), for equivocation detection.
+    pub(super) proposals_seen: BTreeMap<(Round, ValidatorIndex), Hash>,
+    /// A proposal waiting for batches before the vote (only for the current round).
+    pub(super) vote_deferred: Option<Block>,
+    /// A proposal whose parent is being synced (retried once the sync response arrives).
+    pub(super) proposal_parked: Option<(ValidatorIndex, Proposal)>,
+    pub(super) sync_requested_at_ms: Option<u64>,
+    /// True while a sync response's QCs are applied (no proposals for rounds passed through).
+    pub(super) applying_sync: bool,
+    pub(super) now_ms: u64,
+    pub(super) out: Vec<Action>,
+    pub(super) loopback: VecDeque<Message>,
+}
+
+impl<C: QuorumCrypto> Core<C> {
+    /// A validator starting from genesis (`recovered` = None) or from its durable state.
+    pub fn new(cfg: Config, crypto: C, recovered: Option<Recovered>) -> Self {
+        assert_eq!(
+            cfg.validator_count,
+            crypto.validator_count(),
+            "config and key set disagree"
+        );
+        let (safety, mut tree) = match recovered {
+            None => (SafetyState::default(), BlockTree::genesis()),
+            Some(r) => (r.safety, BlockTree::recovered(r.tip, r.blocks)),
+        };
+        tree.tolerate_conflicts = cfg.testing_quorum_too_small;
+        let round = (tree.high_qc.round + 1)
+            .max(safety.voted_round)
+            .max(safety.timeout_round)
+            .max(1);
+        let pacemaker = Pacemaker::new(round, cfg.round_timeout_ms);
+        Core {
+            cfg,
+            crypto,
+            safety,
+            tree,
+            pacemaker,
+            votes: VoteCollector::default(),
+            payload: PayloadState::default(),
+            proposals_seen: BTreeMap::new(),
+            vote_deferred: None,
+            proposal_parked: None,
+            sync_requested_at_ms: None,
+            applying_sync: false,
+            now_ms: 0,
+            out: Vec::new(),
+            loopback: VecDeque::new(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    pub fn round(&self) -> Round {
+        self.pacemaker.round
+    }
+    pub fn safety(&self) -> SafetyState {
+        self.safety
+    }
+    pub fn committed_height(&self) -> u64 {
+        self.tree.committed_height()
+    }
+    pub fn high_qc(&self) -> &QuorumCert {
+        &self.tree.high_qc
+    }
+    pub fn blocks_in_memory(&self) -> usize {
+        self.tree.len()
+    }
+    pub fn pending_local_batches(&self) -> usize {
+        self.payload.pending_len()
+    }
+
+    /// Feed one event; returns the actions to execute in order.
+    pub fn handle(&mut self, now_ms: u64, event: Event) -> Vec<Action> {
+        assert!(self.out.is_empty() && self.loopback.is_empty());
+        self.now_ms = self.now_ms.max(now_ms);
+        match event {
+            Event::Start => self.on_start(),
+            Event::Message { from, msg } => self.on_message(from, msg),
+            Event::Timer { round } => self.on_timer(round),
+            Event::LocalBatchReady(digest) => {
+                if let Err(reason) = self.payload.local_ready(digest) {
+                    self.reject(None, reason);
+                }
+            }
+            Event::BatchAvailable(digest) => self.on_batch_available(digest),
+        }
+        // Messages to self are handled after the event; each handled message may add more.
+        let mut steps = 0;
+        while let Some(msg) = self.loopback.pop_front() {
+            steps += 1;
+            assert!(steps <= 64, "loopback must converge");
+            self.on_message(self.cfg.me, msg);
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    fn on_start(&mut self) {
+        let (round, duration_ms) = (self.pacemaker.round, self.pacemaker.timer_ms());
+        self.out.push(Action::SetTimer { round, duration_ms });
+        self.try_propose();
+    }
+
+    fn on_message(&mut self, from: ValidatorIndex, msg: Message) {
+        if from as usize >= self.cfg.validator_count {
+            return self.reject(Some(from), RejectReason::NonMember(from));
+        }
+        match msg {
+            Message::Proposal(p) => self.on_proposal(from, p),
+            Message::Vote(v) => self.on_vote(from, v),
+            Message::Timeout(t) => self.on_timeout_msg(from, t),
+            Message::SyncRequest(r) => self.on_sync_request(from, r),
+            Message::SyncResponse(r) => self.on_sync_response(from, r),
+        }
+    }
+
+    pub(super) fn reject(&mut self, from: Option<ValidatorIndex>, reason: RejectReason) {
+        self.out.push(Action::Rejected { from, reason });
+    }
+
+    pub(super) fn send(&mut self, to: ValidatorIndex, msg: Message) {
+        if to == self.cfg.me {
+            self.loopback.push_back(msg);
+        } else {
+            self.out.push(Action::Send {
+                to: Recipient::One(to),
+                msg,
+            });
+        }
+    }
+
+    pub(super) fn broadcast(&mut self, msg: Message) {
+        self.out.push(Action::Send {
+            to: Recipient::Others,
+            msg: msg.clone(),
+        });
+        self.loopback.push_back(msg);
+    }
+
+    /// Check a QC: genesis by equality, otherwise quorum size, membership and one aggregate pairing.
+    pub(super) fn verify_qc(&self, qc: &QuorumCert) -> Result<(), RejectReason> {
+        if qc.round == 0 {
+            return if *qc == genesis_qc() {
+                Ok(())
+            } else {
+                Err(RejectReason::QcInvalidSignature)
+            };
+        }
+        if !qc.signers.within(self.cfg.validator_count) {
+            return Err(RejectReason::QcNonMemberSigner);
+        }
+        let (signers, quorum) = (qc.signers.count(), self.cfg.quorum());
+        if signers < quorum {
+            return Err(RejectReason::QcTooFewSigners { signers, quorum });
+        }
+        let msg = vote_message(self.cfg.chain_id, &qc.block_hash, qc.round, qc.height);
+        if !self
+            .crypto
+            .verify_same_msg(&qc.signers, &msg, &qc.signature)
+        {
+            return Err(RejectReason::QcInvalidSignature);
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_batch_available(&mut self, digest: super::Digest) {
+        self.payload.mark_available(digest);
+        let ready = self
+            .vote_deferred
+            .as_ref()
+            .is_some_and(|b| self.payload.missing(&b.payload).is_empty());
+        if !ready {
+            return;
+        }
+        let block = self.vote_deferred.take().expect("checked above");
+        if block.round == self.pacemaker.round
+            && block.round > self.safety.voted_round.max(self.safety.timeout_round)
+        {
+            let hash = block.hash();
+            self.vote_for(&block, hash);
+        }
+    }
+
+    /// Persist the safety state, then send the vote to the next leader.
+    pub(super) fn vote_for(&mut self, block: &Block, hash: Hash) {
+        assert_eq!(block.round, self.pacemaker.round);
+        self.out.push(Action::PersistBlock(block.clone()));
+        let state = self.safety.record_vote(block.round);
+        self.out.push(Action::PersistSafety(state));
+        let msg = vote_message(self.cfg.chain_id, &hash, block.round, block.height);
+        let signature = self.crypto.sign(&msg);
+        let vote = Vote {
+            block_hash: hash,
+            round: block.round,
+            height: block.height,
+            voter: self.cfg.me,
+            signature,
+        };
+        self.send(self.cfg.leader(block.round + 1), Message::Vote(vote));
+    }
+
+    fn on_vote(&mut self, from: ValidatorIndex, vote: Vote) {
+        if vote.voter != from {
+            return self.reject(Some(from), RejectReason::SenderMismatch);
+        }
+        if self.cfg.leader(vote.round + 1) != self.cfg.me {
+            return self.reject(
+                Some(from),
+                RejectReason::NotNextLeader { round: vote.round },
+            );
+        }
+        if vote.round <= self.tree.high_qc.round || vote.round + 1 < self.pacemaker.round {
+            return; // late vote for an already certified (or abandoned) round: harmless
+        }
+        if vote.round > self.pacemaker.round + ROUNDS_AHEAD_MAX {
+            let current = self.pacemaker.round;
+            return self.reject(
+                Some(from),
+                RejectReason::FutureRound {
+                    round: vote.round,
+                    current,
+                },
+            );
+        }
+        let outcome = self
+            .votes
+            .add(vote, self.cfg.quorum(), &self.crypto, self.cfg.chain_id);
+        for (voter, reason) in outcome.rejects {
+            self.reject(Some(voter), reason);
+        }
+        if let Some(qc) = outcome.qc {
+            assert!(self.verify_qc(&qc).is_ok(), "self-formed QC must verify");
+            self.process_qc(&qc, None);
+        }
+    }
+
+    /// Absorb a verified QC: high QC, lock, commit rule, round advance.
+    pub(super) fn process_qc(&mut self, qc: &QuorumCert, source: Option<ValidatorIndex>) {
+        if qc.round > self.tree.high_qc.round {
+            self.tree.high_qc = qc.clone();
+        }
+        match self.tree.get(&qc.block_hash) {
+            Some(block) => {
+                let justify_round = block.justify.round;
+                self.safety.raise_lock(justify_round);
+            }
+            None if qc.height > self.tree.committed_height() => {
+                if let Some(peer) = source {
+                    self.request_sync(peer);
+                }
+            }
+            None => {}
+        }
+        match self.tree.try_commit(qc) {
+            Ok(committed) if !committed.is_empty() => self.on_committed(committed),
+            Ok(_) => {}
+            Err(_) if qc.height <= self.tree.committed_height() => {}
+            Err(_) => {
+                if let Some(peer) = source {
+                    self.request_sync(peer);
+                }
+            }
+        }
+        self.advance_round(qc.round + 1, true);
+    }
+
+    fn on_committed(&mut self, committed: Vec<CommittedBlock>) {
+        assert!(committed.windows(2).all(|w| w[1].height == w[0].height + 1));
+        assert_eq!(
+            committed.last().map(|c| c.height),
+            Some(self.tree.committed_height())
+        );
+        for c in &committed {
+            self.payload.committed(&c.block.payload);
+        }
+        self.out.push(Action::Commit(committed));
+    }
+
+    pub(super) fn process_tc(&mut self, tc: &TimeoutCert) {
+        if self
+            .pacemaker
+            .last_tc
+            .as_ref()
+            .is_none_or(|last| tc.round > last.round)
+        {
+            self.pacemaker.last_tc = Some(tc.clone());
+        }
+        self.advance_round(tc.round + 1, false);
+    }
+
+    pub(super) fn advance_round(&mut self, round: Round, via_qc: bool) {
+        if !self.pacemaker.advance(round, via_qc) {
+            return;
+        }
+        self.votes.prune_below(round.saturating_sub(1));
+        if self.vote_deferred.as_ref().is_some_and(|b| b.round < round) {
+            self.vote_deferred = None;
+        }
+        let duration_ms = self.pacemaker.timer_ms();
+        self.out.push(Action::SetTimer { round, duration_ms });
+        self.try_propose();
+    }
+}

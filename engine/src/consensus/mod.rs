@@ -1,0 +1,242 @@
+//! `consensus`: chained HotStuff with the two-chain commit rule of Jolteon / DiemBFT v4, as a sans-I/O
+//! state machine. Events go in (`Core::handle(now_ms, Event)`), ordered actions come out (`Action`).
+//!
+//! Architecture invariant: this module never touches a socket, a clock or a file. Local time arrives
+//! with every event; the shell executes the returned actions in order (persist before send).
+//! See docs/parts/consensus.md.
+
+pub mod audit;
+mod block_tree;
+pub mod bls;
+mod core;
+pub mod crypto_iface;
+pub mod messages;
+mod pacemaker;
+mod payload;
+mod proposal;
+pub mod safety;
+mod sync;
+mod timeouts;
+mod votes;
+pub mod wire;
+
+#[cfg(test)]
+mod tests;
+
+pub use self::core::{Core, Recovered};
+pub use block_tree::{genesis_block, genesis_qc};
+pub use crypto_iface::{timeout_message, vote_message, QuorumCrypto, Sig, SignerBitmap};
+pub use messages::{
+    Block, CommittedBlock, Message, Proposal, QuorumCert, SyncRequest, SyncResponse, Timeout,
+    TimeoutCert, TimeoutMsg, Vote,
+};
+pub use safety::SafetyState;
+
+use thiserror::Error;
+
+/// A 32-byte BLAKE3 hash (blocks).
+pub type Hash = [u8; 32];
+/// A 32-byte batch digest (payload entries); dissemination resolves it to batch contents.
+pub type Digest = [u8; 32];
+pub type Round = u64;
+/// Position of a validator in the genesis validator set.
+pub type ValidatorIndex = u16;
+pub type ChainId = u64;
+
+/// Largest validator set (size of the signer bitmap).
+pub const VALIDATORS_MAX: usize = 256;
+/// Most batch digests one block may carry.
+pub const BLOCK_DIGESTS_MAX: usize = 64;
+/// Most local batch digests waiting to be proposed.
+pub const LOCAL_BATCHES_PENDING_MAX: usize = 4096;
+/// Most batch digests the core remembers as held locally.
+pub const BATCHES_AVAILABLE_MAX: usize = 16_384;
+/// Most uncommitted blocks (plus the committed tip) held in the block tree.
+pub const BLOCKS_IN_MEMORY_MAX: usize = 1024;
+/// Most recent committed blocks kept in memory to serve sync requests.
+pub const COMMITTED_WINDOW_MAX: usize = 2048;
+/// Most blocks in one sync response.
+pub const SYNC_BLOCKS_MAX: usize = 32;
+/// How far ahead of the current round votes and timeouts are accepted (and buffered).
+pub const ROUNDS_AHEAD_MAX: u64 = 16;
+/// Rounds of proposal history kept for equivocation detection.
+pub const EQUIVOCATION_ROUNDS_KEPT: u64 = 64;
+/// Upper bound of the round timer after exponential backoff.
+pub const ROUND_TIMEOUT_MS_MAX: u64 = 60_000;
+/// Backoff doubles the timer at most this many times (then `ROUND_TIMEOUT_MS_MAX` caps it).
+pub const TIMEOUT_BACKOFF_EXPONENT_MAX: u32 = 6;
+/// Default maximum clock drift: a block timestamp may be at most this far ahead of local time.
+pub const TIMESTAMP_DRIFT_MS_MAX: u64 = 2_000;
+/// A sync request without a response is retried after this long.
+pub const SYNC_RETRY_MS: u64 = 500;
+
+/// Static configuration of one validator.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub chain_id: ChainId,
+    pub validator_count: usize,
+    pub me: ValidatorIndex,
+    /// Round timer before backoff.
+    pub round_timeout_ms: u64,
+    pub timestamp_drift_ms_max: u64,
+    /// Test-only fault injection: use a quorum of f+1 instead of 2f+1 (breaks quorum intersection).
+    /// Exists so the simulator's negative tests can prove the fork checker fires. Never set in production.
+    pub(crate) testing_quorum_too_small: bool,
+}
+
+impl Config {
+    pub fn new(chain_id: ChainId, validator_count: usize, me: ValidatorIndex) -> Self {
+        assert!((1..=VALIDATORS_MAX).contains(&validator_count));
+        assert!((me as usize) < validator_count);
+        Config {
+            chain_id,
+            validator_count,
+            me,
+            round_timeout_ms: 1_000,
+            timestamp_drift_ms_max: TIMESTAMP_DRIFT_MS_MAX,
+            testing_quorum_too_small: false,
+        }
+    }
+    /// f: the most faulty validators tolerated.
+    pub fn faults_max(&self) -> usize {
+        (self.validator_count - 1) / 3
+    }
+    /// Votes or timeouts that make a certificate: 2f+1 (n - f for any n).
+    pub fn quorum(&self) -> usize {
+        if self.testing_quorum_too_small {
+            return self.faults_max() + 1;
+        }
+        self.validator_count - self.faults_max()
+    }
+    /// Round-robin leader over the genesis validator set.
+    pub fn leader(&self, round: Round) -> ValidatorIndex {
+        (round % self.validator_count as u64) as ValidatorIndex
+    }
+}
+
+/// An input to the core.
+// Events are moved once into `handle`; boxing the message would cost an allocation per message.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// First event after construction (fresh or recovered): arms the timer, proposes if leader.
+    Start,
+    /// A message from validator `from` over an authenticated channel.
+    Message { from: ValidatorIndex, msg: Message },
+    /// The timer set by `Action::SetTimer { round, .. }` fired.
+    Timer { round: Round },
+    /// A locally created batch (already disseminated by the mempool) is ready to be proposed.
+    LocalBatchReady(Digest),
+    /// A batch referenced by some proposal is now held in full.
+    BatchAvailable(Digest),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recipient {
+    One(ValidatorIndex),
+    /// Every validator except this node (the core delivers to itself internally).
+    Others,
+}
+
+/// An output of the core; the shell executes actions strictly in order.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Durably store the safety state; must complete before any later `Send`.
+    PersistSafety(SafetyState),
+    /// Durably store an uncommitted block (emitted before voting for it); hand it back in
+    /// `Recovered::blocks` after a restart. Blocks at or below the committed round may be pruned.
+    PersistBlock(Block),
+    Send {
+        to: Recipient,
+        msg: Message,
+    },
+    /// Blocks newly committed, in height order, consecutive, each with a QC certifying it.
+    Commit(Vec<CommittedBlock>),
+    /// Arm (replace) the round timer; fire `Event::Timer { round }` after `duration_ms`.
+    SetTimer {
+        round: Round,
+        duration_ms: u64,
+    },
+    /// Ask `from` (the proposer) for batches this node lacks; answer with `Event::BatchAvailable`.
+    FetchBatches {
+        digests: Vec<Digest>,
+        from: ValidatorIndex,
+    },
+    /// An input was rejected (for metrics and logs); state was not changed by it.
+    Rejected {
+        from: Option<ValidatorIndex>,
+        reason: RejectReason,
+    },
+    /// Proof of leader misbehaviour: two different blocks from one leader in one round.
+    Equivocation {
+        author: ValidatorIndex,
+        round: Round,
+        first: Hash,
+        second: Hash,
+    },
+}
+
+/// Why an input was rejected. Stable, typed, for metrics and logs.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum RejectReason {
+    #[error("sender {0} is not a member of the validator set")]
+    NonMember(ValidatorIndex),
+    #[error("message author differs from the authenticated sender")]
+    SenderMismatch,
+    #[error("proposal for round {round} from {author}, leader is {leader}")]
+    WrongLeader {
+        round: Round,
+        author: ValidatorIndex,
+        leader: ValidatorIndex,
+    },
+    #[error("equivocating proposal from {author} in round {round}")]
+    Equivocation {
+        author: ValidatorIndex,
+        round: Round,
+    },
+    #[error("QC has {signers} signers, quorum is {quorum}")]
+    QcTooFewSigners { signers: usize, quorum: usize },
+    #[error("QC signer bitmap names a non-member")]
+    QcNonMemberSigner,
+    #[error("QC signature invalid")]
+    QcInvalidSignature,
+    #[error("TC invalid: {0}")]
+    TcInvalid(&'static str),
+    #[error("vote signature invalid")]
+    VoteInvalidSignature,
+    #[error("timeout signature invalid")]
+    TimeoutInvalidSignature,
+    #[error("voter {voter} voted twice in round {round}")]
+    DoubleVote { voter: ValidatorIndex, round: Round },
+    #[error("already voted in round {round}")]
+    AlreadyVoted { round: Round },
+    #[error("already timed out round {round}")]
+    AlreadyTimedOut { round: Round },
+    #[error("block QC round {qc_round} below locked round {locked_round}")]
+    DoesNotExtendLock {
+        qc_round: Round,
+        locked_round: Round,
+    },
+    #[error("round {round} does not follow QC round {qc_round} and no valid TC justifies it")]
+    NotSafeToExtend { round: Round, qc_round: Round },
+    #[error("timestamp {timestamp_ms} outside ({parent_ms}, {limit_ms}]")]
+    TimestampOutOfBounds {
+        timestamp_ms: u64,
+        parent_ms: u64,
+        limit_ms: u64,
+    },
+    #[error("block malformed: {0}")]
+    BlockMalformed(&'static str),
+    #[error("round {round} is stale (current {current})")]
+    StaleRound { round: Round, current: Round },
+    #[error("round {round} is too far ahead (current {current})")]
+    FutureRound { round: Round, current: Round },
+    #[error("parent block unknown; syncing")]
+    MissingParent,
+    #[error("vote for round {round} sent to a node that does not lead round {round}+1")]
+    NotNextLeader { round: Round },
+    #[error("sync response invalid: {0}")]
+    SyncInvalid(&'static str),
+    #[error("bounded buffer full: {0}")]
+    BufferFull(&'static str),
+}

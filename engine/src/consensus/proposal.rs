@@ -1,0 +1,191 @@
+//! Proposals: checking and accepting a leader's block (shape, QC, TC, round, equivocation, parent,
+//! timestamp, safety rule, payload availability), and making this node's own proposal.
+
+use std::collections::BTreeSet;
+
+use super::core::Core;
+use super::crypto_iface::QuorumCrypto;
+use super::messages::{Block, Message, Proposal};
+use super::{
+    Action, Hash, RejectReason, ValidatorIndex, BLOCK_DIGESTS_MAX, EQUIVOCATION_ROUNDS_KEPT,
+};
+
+impl<C: QuorumCrypto> Core<C> {
+    fn check_proposal_shape(
+        &self,
+        from: ValidatorIndex,
+        block: &Block,
+    ) -> Result<(), RejectReason> {
+        if block.author != from {
+            return Err(RejectReason::SenderMismatch);
+        }
+        let leader = self.cfg.leader(block.round);
+        if block.author != leader {
+            return Err(RejectReason::WrongLeader {
+                round: block.round,
+                author: block.author,
+                leader,
+            });
+        }
+        if block.payload.len() > BLOCK_DIGESTS_MAX {
+            return Err(RejectReason::BlockMalformed("payload too long"));
+        }
+        if block.round <= block.justify.round || block.height != block.justify.height + 1 {
+            return Err(RejectReason::BlockMalformed(
+                "round/height do not follow the QC",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_proposal(&mut self, from: ValidatorIndex, proposal: Proposal) {
+        let block = &proposal.block;
+        if let Err(reason) = self.check_proposal_shape(from, block) {
+            return self.reject(Some(from), reason);
+        }
+        if let Err(reason) = self.verify_qc(&block.justify) {
+            return self.reject(Some(from), reason);
+        }
+        self.process_qc(&block.justify, Some(from));
+        if let Some(tc) = &proposal.tc {
+            if let Err(reason) = self.verify_tc(tc) {
+                return self.reject(Some(from), reason);
+            }
+            self.process_tc(tc);
+        }
+        let current = self.pacemaker.round;
+        if block.round != current {
+            let reason = if block.round < current {
+                RejectReason::StaleRound {
+                    round: block.round,
+                    current,
+                }
+            } else {
+                RejectReason::FutureRound {
+                    round: block.round,
+                    current,
+                }
+            };
+            return self.reject(Some(from), reason);
+        }
+        let hash = block.hash();
+        match self.proposals_seen.get(&(block.round, block.author)) {
+            Some(first) if *first == hash => return, // duplicate delivery
+            Some(first) => {
+                let (author, round, first) = (block.author, block.round, *first);
+                self.out.push(Action::Equivocation {
+                    author,
+                    round,
+                    first,
+                    second: hash,
+                });
+                return self.reject(Some(from), RejectReason::Equivocation { author, round });
+            }
+            None => {}
+        }
+        let Some(parent) = self.tree.get(&block.parent_hash()) else {
+            self.proposal_parked = Some((from, proposal));
+            self.request_sync(from);
+            return self.reject(Some(from), RejectReason::MissingParent);
+        };
+        if let Err(reason) = self.check_timestamp(parent, block) {
+            return self.reject(Some(from), reason);
+        }
+        self.accept_proposal(from, proposal, hash);
+    }
+
+    fn check_timestamp(&self, parent: &Block, block: &Block) -> Result<(), RejectReason> {
+        if block.height != parent.height + 1 {
+            return Err(RejectReason::BlockMalformed(
+                "height is not parent height + 1",
+            ));
+        }
+        let limit_ms = self.now_ms.saturating_add(self.cfg.timestamp_drift_ms_max);
+        if block.timestamp_ms <= parent.timestamp_ms || block.timestamp_ms > limit_ms {
+            let (timestamp_ms, parent_ms) = (block.timestamp_ms, parent.timestamp_ms);
+            return Err(RejectReason::TimestampOutOfBounds {
+                timestamp_ms,
+                parent_ms,
+                limit_ms,
+            });
+        }
+        Ok(())
+    }
+
+    fn accept_proposal(&mut self, from: ValidatorIndex, proposal: Proposal, hash: Hash) {
+        let Proposal { block, tc } = proposal;
+        if let Err(reason) = self.tree.insert(block.clone()) {
+            return self.reject(Some(from), reason);
+        }
+        self.proposals_seen
+            .insert((block.round, block.author), hash);
+        let keep_from = block.round.saturating_sub(EQUIVOCATION_ROUNDS_KEPT);
+        self.proposals_seen
+            .retain(|(round, _), _| *round >= keep_from);
+        if let Err(reason) = self.safety.check_vote(&block, tc.as_ref()) {
+            return self.reject(Some(from), reason);
+        }
+        let missing = self.payload.missing(&block.payload);
+        if !missing.is_empty() {
+            self.out.push(Action::FetchBatches {
+                digests: missing,
+                from,
+            });
+            self.vote_deferred = Some(block);
+            return;
+        }
+        self.vote_for(&block, hash);
+    }
+
+    /// Propose in the current round if this node leads it and holds a justification and the parent.
+    pub(super) fn try_propose(&mut self) {
+        let round = self.pacemaker.round;
+        if self.applying_sync
+            || self.cfg.leader(round) != self.cfg.me
+            || self.safety.proposed_round >= round
+        {
+            return;
+        }
+        let high_qc = self.tree.high_qc.clone();
+        let tc = if high_qc.round + 1 == round {
+            None
+        } else {
+            match &self.pacemaker.last_tc {
+                Some(tc) if tc.round + 1 == round && high_qc.round >= tc.max_high_qc_round() => {
+                    Some(tc.clone())
+                }
+                _ => return,
+            }
+        };
+        let Some(parent) = self.tree.get(&high_qc.block_hash) else {
+            // Certified by others but never received here: fetch it from a signer of its QC,
+            // rotating with the round so a withholding signer cannot stall us.
+            let signers: Vec<ValidatorIndex> = high_qc
+                .signers
+                .iter()
+                .filter(|s| *s != self.cfg.me)
+                .collect();
+            if !signers.is_empty() {
+                self.request_sync(signers[round as usize % signers.len()]);
+            }
+            return;
+        };
+        let exclude: BTreeSet<_> = self
+            .tree
+            .uncommitted_chain(&high_qc.block_hash)
+            .iter()
+            .flat_map(|b| b.payload.iter().copied())
+            .collect();
+        let block = Block {
+            author: self.cfg.me,
+            round,
+            height: parent.height + 1,
+            timestamp_ms: self.now_ms.max(parent.timestamp_ms + 1),
+            justify: high_qc,
+            payload: self.payload.select(&exclude),
+        };
+        let state = self.safety.record_proposal(round);
+        self.out.push(Action::PersistSafety(state));
+        self.broadcast(Message::Proposal(Proposal { block, tc }));
+    }
+}

@@ -1,0 +1,111 @@
+//! Block sync for laggards: a node that meets a QC or proposal whose block it lacks asks the sender
+//! for the chain from its committed height; the response is verified (hash linkage, heights, every
+//! QC's signatures) before any block is applied. One request in flight, retried after `SYNC_RETRY_MS`.
+
+use super::core::Core;
+use super::crypto_iface::QuorumCrypto;
+use super::messages::{Message, SyncRequest, SyncResponse};
+use super::{RejectReason, ValidatorIndex, SYNC_BLOCKS_MAX, SYNC_RETRY_MS};
+
+impl<C: QuorumCrypto> Core<C> {
+    pub(super) fn request_sync(&mut self, peer: ValidatorIndex) {
+        if peer == self.cfg.me {
+            return;
+        }
+        if let Some(at_ms) = self.sync_requested_at_ms {
+            if self.now_ms < at_ms + SYNC_RETRY_MS {
+                return;
+            }
+        }
+        self.sync_requested_at_ms = Some(self.now_ms);
+        let from_height = self.tree.committed_height() + 1;
+        self.send(peer, Message::SyncRequest(SyncRequest { from_height }));
+    }
+
+    pub(super) fn on_sync_request(&mut self, from: ValidatorIndex, request: SyncRequest) {
+        let response = self.tree.serve_sync(request.from_height);
+        assert!(response.blocks.len() <= SYNC_BLOCKS_MAX);
+        self.send(from, Message::SyncResponse(response));
+    }
+
+    fn check_sync_response(&self, response: &SyncResponse) -> Result<(), RejectReason> {
+        let Some(first) = response.blocks.first() else {
+            return Ok(());
+        };
+        let Some(last_qc) = &response.last_qc else {
+            return Err(RejectReason::SyncInvalid("no QC for last block"));
+        };
+        let Some(parent) = self.tree.get(&first.parent_hash()) else {
+            return Err(RejectReason::SyncInvalid(
+                "first block does not link to a known block",
+            ));
+        };
+        if first.height != parent.height + 1 {
+            return Err(RejectReason::SyncInvalid("first height"));
+        }
+        for pair in response.blocks.windows(2) {
+            let (lower, upper) = (&pair[0], &pair[1]);
+            let linked = upper.justify.block_hash == lower.hash()
+                && upper.justify.round == lower.round
+                && upper.justify.height == lower.height
+                && upper.height == lower.height + 1;
+            if !linked {
+                return Err(RejectReason::SyncInvalid("hash linkage"));
+            }
+        }
+        let last = response.blocks.last().expect("nonempty");
+        if last_qc.block_hash != last.hash()
+            || last_qc.round != last.round
+            || last_qc.height != last.height
+        {
+            return Err(RejectReason::SyncInvalid(
+                "last QC does not certify the last block",
+            ));
+        }
+        for block in &response.blocks {
+            if block.round <= block.justify.round || block.height != block.justify.height + 1 {
+                return Err(RejectReason::SyncInvalid(
+                    "round/height do not follow the QC",
+                ));
+            }
+            self.verify_qc(&block.justify)?;
+        }
+        self.verify_qc(last_qc)
+    }
+
+    pub(super) fn on_sync_response(&mut self, from: ValidatorIndex, response: SyncResponse) {
+        self.sync_requested_at_ms = None;
+        if let Err(reason) = self.check_sync_response(&response) {
+            return self.reject(Some(from), reason);
+        }
+        let full = response.blocks.len() == SYNC_BLOCKS_MAX;
+        for block in &response.blocks {
+            if block.round > self.tree.committed_round() {
+                if let Err(reason) = self.tree.insert(block.clone()) {
+                    return self.reject(Some(from), reason);
+                }
+            }
+        }
+        let qcs = response
+            .blocks
+            .iter()
+            .skip(1)
+            .map(|b| b.justify.clone())
+            .chain(response.last_qc.clone());
+        // Catch up through every QC first; propose (if leader) only in the round we end up in.
+        self.applying_sync = true;
+        for qc in qcs.collect::<Vec<_>>() {
+            self.process_qc(&qc, None);
+        }
+        self.applying_sync = false;
+        self.try_propose();
+        if full {
+            self.request_sync(from);
+        }
+        if let Some((peer, proposal)) = self.proposal_parked.take() {
+            if self.tree.get(&proposal.block.parent_hash()).is_some() {
+                self.on_proposal(peer, proposal);
+            }
+        }
+    }
+}

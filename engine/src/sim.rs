@@ -1,1 +1,0 @@
-//! `sim`: see docs/ARCHITECTURE.md.

@@ -1,0 +1,87 @@
+//! Byzantine behaviour: a Byzantine node runs an honest core, but its shell rewrites what it sends:
+//! equivocating proposals, proposals with unavailable payloads, forged QCs or an old branch, invalid,
+//! impersonated and double votes, invalid timeouts and corrupted sync responses.
+
+use rand::Rng;
+
+use super::faults::BYZANTINE_ACT_PER_MILLE;
+use super::node::SIM_CHAIN_ID;
+use super::runner::Sim;
+use crate::consensus::bls::BLS_DST;
+use crate::consensus::{genesis_qc, vote_message, Message, SignerBitmap, Vote};
+
+impl Sim {
+    /// The messages a Byzantine `node` actually sends to `peer` instead of `msg`.
+    pub(super) fn byzantine_rewrite(
+        &mut self,
+        node: usize,
+        peer: usize,
+        msg: &Message,
+    ) -> Vec<Message> {
+        if self.rng.gen_range(0..1000) >= BYZANTINE_ACT_PER_MILLE {
+            return vec![msg.clone()];
+        }
+        let mut bad = msg.clone();
+        let garbage = self.secrets[node]
+            .sign(
+                &self.rng.gen::<[u8; 32]>(),
+                crate::consensus::bls::BLS_DST,
+                &[],
+            )
+            .compress();
+        match &mut bad {
+            Message::Proposal(p) => match self.rng.gen_range(0..6) {
+                // Equivocation: odd peers get a different, otherwise valid block...
+                0 if peer % 2 == 1 => p.block.timestamp_ms += 1,
+                0 => {}
+                // ...or a peer gets both blocks (and must detect and report it).
+                4 => {
+                    p.block.timestamp_ms += 1;
+                    return vec![msg.clone(), bad];
+                }
+                1 => p.block.payload.push(self.rng.gen()), // a digest nobody holds
+                2 => p.block.justify.signature = garbage,
+                5 => {
+                    // Extend an old branch: re-parent on genesis (fails the lock or the TC rule).
+                    p.block.justify = genesis_qc();
+                    p.block.height = 1;
+                    p.tc = None;
+                }
+                _ => {
+                    p.block.justify.signers = SignerBitmap::default();
+                    p.block.justify.signers.insert(node as u16);
+                }
+            },
+            Message::Vote(v) => match self.rng.gen_range(0..4) {
+                0 => v.signature = garbage,
+                1 => v.block_hash = self.rng.gen(),
+                2 => v.voter = ((v.voter as usize + 1) % self.cfg.nodes) as u16, // impersonation
+                _ => {
+                    // A validly signed second vote in the same round, for another block.
+                    let twin_hash: [u8; 32] = self.rng.gen();
+                    let signed = vote_message(SIM_CHAIN_ID, &twin_hash, v.round, v.height);
+                    let signature = self.secrets[node].sign(&signed, BLS_DST, &[]).compress();
+                    let twin = Vote {
+                        block_hash: twin_hash,
+                        signature,
+                        ..v.clone()
+                    };
+                    return vec![msg.clone(), Message::Vote(twin)];
+                }
+            },
+            Message::Timeout(t) => match self.rng.gen_range(0..2) {
+                0 => t.timeout.signature = garbage,
+                _ => t.timeout.high_qc.signature = garbage,
+            },
+            Message::SyncResponse(s) => {
+                if s.blocks.len() > 2 {
+                    s.blocks.remove(1);
+                } else if let Some(qc) = s.last_qc.as_mut() {
+                    qc.signature = garbage;
+                }
+            }
+            Message::SyncRequest(_) => {}
+        }
+        vec![bad]
+    }
+}
