@@ -5,6 +5,7 @@
 pub mod codec;
 pub mod consensus;
 pub mod crypto;
+pub mod exec;
 pub mod ledger;
 pub mod mempool;
 pub mod net;
