@@ -85,6 +85,13 @@ impl Default for LedgerMachine {
     }
 }
 
+impl LedgerMachine {
+    /// The ledger behind the machine (read-only: queries, snapshots, totals).
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+}
+
 fn reply_all_ok(reply: &crate::types::Reply) -> bool {
     matches!(reply, crate::types::Reply::Results(results) if results.is_empty())
 }
