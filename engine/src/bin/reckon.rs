@@ -25,12 +25,23 @@ enum Command {
     /// reserves, loans, top-ups, disbursements, repayments and statements, and print the partner
     /// banks' reserve positions, the reconciliation report and a throughput figure.
     LedgerDemo(ledger_demo::Args),
+    /// Run the deterministic simulator: N seeds of a validator set under injected faults
+    /// (drop, delay, duplicate, reorder, partitions, crash/restart, torn writes, Byzantine nodes),
+    /// checking safety, conservation and liveness. Exits 1 on any invariant violation.
+    Sim(engine::sim::cli::SimArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::LedgerDemo(args) => ledger_demo::run(args),
+        Command::Sim(args) => {
+            if engine::sim::cli::run(&args) {
+                Ok(())
+            } else {
+                Err("simulation found invariant violations (see the failing seeds above)".into())
+            }
+        }
     };
     if let Err(message) = outcome {
         eprintln!("reckon: {message}");

@@ -8,6 +8,7 @@
 //! report simulated seconds per wall second, outside the simulated world).
 
 mod byzantine;
+pub mod cli;
 pub mod faults;
 pub mod invariants;
 pub mod ledger_machine;
