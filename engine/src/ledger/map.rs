@@ -86,7 +86,9 @@ impl U128Map {
 
     #[inline]
     pub fn get(&self, key: u128) -> Option<u32> {
-        debug_assert!(key != 0);
+        if key == 0 {
+            return None; // Zero marks empty slots: it is never a key.
+        }
         let lo = key as u64;
         let hi = (key >> 64) as u64;
         let mut index = self.slot_home(key);
@@ -173,6 +175,9 @@ impl U128Map {
 
     /// Removes a key (backward-shift deletion keeps probe chains intact). Returns its value.
     pub fn remove(&mut self, key: u128) -> Option<u32> {
+        if key == 0 {
+            return None;
+        }
         let lo = key as u64;
         let hi = (key >> 64) as u64;
         let mut index = self.slot_home(key);
@@ -263,6 +268,12 @@ mod tests {
             assert_eq!(map.find(key * 977), Ok(key as u32));
         }
         assert_eq!(map.len(), 5_000);
+        assert_eq!(
+            map.get(0),
+            None,
+            "zero is never a key, though it marks empty slots"
+        );
+        assert_eq!(map.remove(0), None);
         assert!((1..=5_000u128).all(|key| map.get(key * 977) == Some(key as u32)));
     }
 }
