@@ -35,7 +35,7 @@ fn seeds_4_nodes_all_faults_part_2() {
 fn seeds_4_nodes_all_faults_long_fault_phase() {
     let mut cfg = SimConfig::new(0, 4, FaultSet::ALL);
     cfg.fault_phase_ms = 8_000;
-    assert_clean(&run_many(&cfg, 5000..5020), 8);
+    assert_clean(&run_many(&cfg, 5000..5020), 5);
 }
 
 #[test]
