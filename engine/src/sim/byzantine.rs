@@ -11,7 +11,7 @@ use super::faults::BYZANTINE_ACT_PER_MILLE;
 use super::node::SIM_CHAIN_ID;
 use super::runner::Sim;
 use crate::consensus::bls::BLS_DST;
-use crate::consensus::{genesis_qc, vote_message, Message, SignerBitmap, Vote};
+use crate::consensus::{genesis_qc, vote_message, Message, Proposal, Sig, SignerBitmap, Vote};
 
 impl Sim {
     /// The messages a Byzantine `node` actually sends to `peer` instead of `msg`.
@@ -34,34 +34,11 @@ impl Sim {
             )
             .compress();
         match &mut bad {
-            Message::Proposal(p) => match self.rng.gen_range(0..6) {
-                // Equivocation: odd peers get a different, otherwise valid block...
-                0 if peer % 2 == 1 => p.block.timestamp_ms += 1,
-                0 => {}
-                // ...or a peer gets both blocks (and must detect and report it).
-                4 => {
-                    p.block.timestamp_ms += 1;
+            Message::Proposal(p) => {
+                if self.rewrite_proposal(p, peer, identity, garbage) {
                     return vec![msg.clone(), bad];
                 }
-                1 => {
-                    // A digest nobody holds (kept within the encodable bound).
-                    p.block
-                        .payload
-                        .truncate(crate::consensus::BLOCK_DIGESTS_MAX - 1);
-                    p.block.payload.push(self.rng.gen());
-                }
-                2 => p.block.justify.signature = garbage,
-                5 => {
-                    // Extend an old branch: re-parent on genesis (fails the lock or the TC rule).
-                    p.block.justify = genesis_qc();
-                    p.block.height = 1;
-                    p.tc = None;
-                }
-                _ => {
-                    p.block.justify.signers = SignerBitmap::default();
-                    p.block.justify.signers.insert(identity as u16);
-                }
-            },
+            }
             Message::Vote(v) => match self.rng.gen_range(0..4) {
                 0 => v.signature = garbage,
                 1 => v.block_hash = self.rng.gen(),
@@ -95,5 +72,45 @@ impl Sim {
             Message::SyncRequest(_) => {}
         }
         vec![bad]
+    }
+
+    /// Rewrite a proposal in place; true when the peer must receive the original as well (an
+    /// equivocation delivered to one peer).
+    fn rewrite_proposal(
+        &mut self,
+        p: &mut Proposal,
+        peer: usize,
+        identity: usize,
+        garbage: Sig,
+    ) -> bool {
+        match self.rng.gen_range(0..6) {
+            // Equivocation: odd peers get a different, otherwise valid block...
+            0 if peer % 2 == 1 => p.block.timestamp_ms += 1,
+            0 => {}
+            // ...or a peer gets both blocks (and must detect and report it).
+            4 => {
+                p.block.timestamp_ms += 1;
+                return true;
+            }
+            1 => {
+                // A digest nobody holds (kept within the encodable bound).
+                p.block
+                    .payload
+                    .truncate(crate::consensus::BLOCK_DIGESTS_MAX - 1);
+                p.block.payload.push(self.rng.gen());
+            }
+            2 => p.block.justify.signature = garbage,
+            5 => {
+                // Extend an old branch: re-parent on genesis (fails the lock or the TC rule).
+                p.block.justify = genesis_qc();
+                p.block.height = 1;
+                p.tc = None;
+            }
+            _ => {
+                p.block.justify.signers = SignerBitmap::default();
+                p.block.justify.signers.insert(identity as u16);
+            }
+        }
+        false
     }
 }
