@@ -59,8 +59,9 @@ impl Sim {
             BTreeSet::new()
         };
         let nodes = (0..cfg.nodes)
-            .map(|i| SimNode::new(byzantine.contains(&i), rng.gen_range(0..=400)))
+            .map(|i| SimNode::new(i, byzantine.contains(&i), rng.gen_range(0..=400), None))
             .collect();
+        let nodes = add_twins(nodes, &byzantine, cfg.nodes, &mut rng);
         let links = Links {
             latency_ms_min: cfg.latency_ms_min,
             latency_ms_max: cfg.latency_ms_max,
@@ -313,4 +314,29 @@ impl Sim {
         self.report.messages = self.links.sent;
         self.report
     }
+}
+
+/// The Twins method: each Byzantine validator runs as two honest cores with the same key; the peers
+/// are split at random between them (each twin reaches at least one peer).
+fn add_twins(
+    mut nodes: Vec<SimNode>,
+    byzantine: &BTreeSet<usize>,
+    n: usize,
+    rng: &mut ChaCha8Rng,
+) -> Vec<SimNode> {
+    for &b in byzantine {
+        let mut mask: Vec<bool> = (0..n).map(|_| rng.gen_bool(0.5)).collect();
+        let peers: Vec<usize> = (0..n).filter(|p| *p != b).collect();
+        mask[peers[0]] = true;
+        mask[peers[peers.len() - 1]] = false;
+        let twin_mask: Vec<bool> = mask.iter().map(|m| !m).collect();
+        nodes[b].reach = Some(mask);
+        nodes.push(SimNode::new(
+            b,
+            true,
+            rng.gen_range(0..=400),
+            Some(twin_mask),
+        ));
+    }
+    nodes
 }
