@@ -7,9 +7,10 @@ use std::rc::Rc;
 use rand::Rng;
 
 use super::faults::{CRASH_DOWN_MS_MAX, TORN_CRASH_PER_MILLE};
+use super::ledger_machine::LedgerMachine;
 use super::network::{NetMsg, SimEvent};
 use super::runner::Sim;
-use super::state_machine::{StateMachine, ToyLedger};
+use super::state_machine::StateMachine;
 use super::store::{MemStore, NodeStore, TornWrite};
 use crate::consensus::bls::BlsCrypto;
 use crate::consensus::{
@@ -27,7 +28,7 @@ pub struct SimNode {
     pub reach: Option<Vec<bool>>,
     pub core: Option<Core<BlsCrypto>>,
     pub store: MemStore,
-    pub ledger: ToyLedger,
+    pub ledger: LedgerMachine,
     /// Batches this node holds in full (volatile: lost on crash, like a mempool).
     pub held: BTreeSet<Digest>,
     pub byzantine: bool,
@@ -50,7 +51,7 @@ impl SimNode {
             reach,
             core: None,
             store: MemStore::default(),
-            ledger: ToyLedger::default(),
+            ledger: LedgerMachine::default(),
             held: BTreeSet::new(),
             byzantine,
             timer: None,
@@ -321,7 +322,7 @@ impl Sim {
             return;
         }
         let recovered = self.nodes[node].store.recover();
-        let mut ledger = ToyLedger::default();
+        let mut ledger = LedgerMachine::default();
         let mut seen = Vec::with_capacity(recovered.blocks.len());
         for (k, c) in recovered.blocks.iter().enumerate() {
             assert_eq!(

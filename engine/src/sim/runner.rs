@@ -11,15 +11,15 @@ use rand_chacha::ChaCha8Rng;
 
 use super::faults::{CRASHES_MAX, CRASH_DOWN_MS_MAX, PARTITIONS_MAX, PARTITION_MS_MAX};
 use super::invariants::{Checker, Violation, LIVENESS_ROUNDS_MAX};
+use super::ledger_machine::{make_batch, LedgerMachine};
 use super::network::{EventQueue, Links, SimEvent};
 use super::node::SimNode;
-use super::state_machine::{encode_transfers, StateMachine, ToyLedger, TOY_ACCOUNTS};
+use super::state_machine::StateMachine;
 use super::{SimConfig, SimReport};
 use crate::consensus::bls::{BlsCrypto, VerifyCache};
 use crate::consensus::{Digest, Round};
 
 /// Transfers per simulated client batch.
-pub const BATCH_TRANSFERS: usize = 4;
 
 pub struct Probe {
     pub digest: Digest,
@@ -70,7 +70,7 @@ impl Sim {
             sent: 0,
             dropped: 0,
         };
-        let supply = ToyLedger::default().supply();
+        let supply = LedgerMachine::default().supply();
         let report = SimReport {
             seed: cfg.seed,
             nodes: cfg.nodes,
@@ -196,19 +196,17 @@ impl Sim {
         }
     }
 
-    /// Create a batch of toy transfers; returns its digest (contents go to the registry).
+    /// Create a batch of ledger requests (create_transfers from random members, some refused);
+    /// returns its digest (contents go to the registry).
     pub fn make_batch_pub(&mut self) -> Digest {
         self.batches_made += 1;
-        let transfers: Vec<(u32, u32, u64)> = (0..BATCH_TRANSFERS)
-            .map(|_| {
-                (
-                    self.rng.gen_range(0..TOY_ACCOUNTS),
-                    self.rng.gen_range(0..TOY_ACCOUNTS),
-                    self.rng.gen_range(1..5_000),
-                )
-            })
-            .collect();
-        let contents = encode_transfers(&transfers);
+        // Every 16th batch re-uses an earlier batch's transfer ids: the ledger answers `exists`.
+        let seq = if self.batches_made % 16 == 0 {
+            self.batches_made / 2
+        } else {
+            self.batches_made
+        };
+        let contents = make_batch(&mut self.rng, seq);
         let mut hasher = blake3::Hasher::new();
         hasher.update(&self.batches_made.to_le_bytes());
         hasher.update(&contents);

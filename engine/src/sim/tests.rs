@@ -325,32 +325,6 @@ fn mem_store_truncates_torn_tails_and_keeps_the_previous_safety_record() {
     );
 }
 
-#[test]
-fn toy_ledger_conserves_money_and_is_deterministic() {
-    use state_machine::encode_transfers;
-    let batch = encode_transfers(&[
-        (0, 1, 500),
-        (1, 2, 7),
-        (3, 3, 1),
-        (4, 99, 1),
-        (5, 6, u64::MAX),
-    ]);
-    let (mut a, mut b) = (ToyLedger::default(), ToyLedger::default());
-    let supply = a.supply();
-    let da = a.apply_block(1, 10, &[(hash(1), &batch)]);
-    let db = b.apply_block(1, 10, &[(hash(1), &batch)]);
-    assert_eq!(da, db);
-    assert_eq!(
-        a.totals(),
-        (507, 507),
-        "self, unknown-account and overdraft transfers are refused"
-    );
-    assert_eq!(a.supply(), supply);
-    let again = a.apply_block(2, 11, &[(hash(1), &batch)]);
-    assert_eq!(a.totals(), (507, 507), "a batch applies once");
-    assert_ne!(again, da);
-}
-
 /// Diagnosis aid: `SIM_SEED=40 SIM_NODES=4 cargo test -p reckon-engine --lib debug_seed -- --ignored --nocapture`
 /// prints the report, including every node's final state.
 #[test]
