@@ -1,5 +1,5 @@
 //! The crypto boundary of consensus. The `crypto` module (BLS12-381 `min_sig` via blst) implements
-//! `QuorumCrypto`; until it is merged, `bls::BlsCrypto` is a small adapter over blst directly.
+//! `QuorumCrypto`; `bls::BlsCrypto` implements it over `crypto::ValidatorSet` and `crypto::KeyPair`.
 //!
 //! Consensus builds the exact bytes to sign (domain-separated, chain-bound) and hands them over; the
 //! implementation signs for "my" validator index and verifies by validator index over the genesis set.

@@ -70,6 +70,7 @@ fn decode_public_key(public: &[u8]) -> Result<PublicKey, KeyError> {
 }
 
 /// A secret key with its public key and proof of possession.
+#[derive(Clone)]
 pub struct KeyPair {
     secret: SecretKey,
     public: ValidatedPublicKey,
@@ -122,6 +123,12 @@ impl KeyPair {
     }
 
     /// Signs `msg` under `dst` (callers pass one of the module's DSTs).
+    /// Signs a consensus message (vote, timeout, or any message consensus defines) under the
+    /// consensus domain-separation tag.
+    pub fn sign_consensus(&self, msg: &[u8]) -> SignatureBytes {
+        self.sign(msg, super::CONSENSUS_DST)
+    }
+
     pub(crate) fn sign(&self, msg: &[u8], dst: &[u8]) -> SignatureBytes {
         self.secret.sign(msg, dst, &[]).to_bytes()
     }

@@ -28,9 +28,9 @@ pub use batch::{
 pub use keyfile::{load_key_file, save_key_file, KeyFileError, KeyKind, KEY_FILE_BYTES};
 pub use keys::{KeyError, KeyPair, ValidatedPublicKey};
 pub use quorum::{
-    aggregate, sign_timeout, sign_vote, timeout_message, verify_vote, vote_message,
-    QuorumSignature, SignerBitmap, ValidatorIndex, QUORUM_SIGNATURE_BYTES, SIGNER_BITMAP_BYTES,
-    TIMEOUT_MESSAGE_BYTES, VALIDATORS_MAX, VOTE_MESSAGE_BYTES,
+    aggregate, aggregate_signatures, sign_timeout, sign_vote, timeout_message, verify_vote,
+    vote_message, QuorumSignature, SignerBitmap, ValidatorIndex, QUORUM_SIGNATURE_BYTES,
+    SIGNER_BITMAP_BYTES, TIMEOUT_MESSAGE_BYTES, VALIDATORS_MAX, VOTE_MESSAGE_BYTES,
 };
 pub use registry::{Registry, RegistryError, INSTITUTIONS_MAX};
 pub use request::{

@@ -205,21 +205,36 @@ pub fn aggregate(
         });
     }
     let mut signers = SignerBitmap::new();
-    let mut signatures = Vec::with_capacity(votes.len());
-    for (index, bytes) in votes {
+    for (index, _) in votes {
         if !signers.insert(*index)? {
             return Err(QuorumError::DuplicateSigner {
                 index: usize::from(*index),
             });
         }
-        signatures.push(decode_signature(bytes)?);
     }
-    let refs: Vec<&Signature> = signatures.iter().collect();
-    let sum =
-        AggregateSignature::aggregate(&refs, false).map_err(|_| QuorumError::MalformedSignature)?;
     assert_eq!(signers.count(), votes.len());
+    let signatures: Vec<SignatureBytes> = votes.iter().map(|(_, bytes)| *bytes).collect();
     Ok(QuorumSignature {
         signers,
-        signature: sum.to_signature().to_bytes(),
+        signature: aggregate_signatures(&signatures)?,
     })
+}
+
+/// Sums signatures into one (no verification, no signer bookkeeping). Refuses an empty list and
+/// points that do not decode, are infinity or lie outside the group.
+pub fn aggregate_signatures(signatures: &[SignatureBytes]) -> Result<SignatureBytes, QuorumError> {
+    if signatures.is_empty() {
+        return Err(QuorumError::TooFewSigners {
+            signers: 0,
+            threshold: 1,
+        });
+    }
+    let decoded: Vec<Signature> = signatures
+        .iter()
+        .map(decode_signature)
+        .collect::<Result<_, _>>()?;
+    let refs: Vec<&Signature> = decoded.iter().collect();
+    let sum =
+        AggregateSignature::aggregate(&refs, false).map_err(|_| QuorumError::MalformedSignature)?;
+    Ok(sum.to_signature().to_bytes())
 }

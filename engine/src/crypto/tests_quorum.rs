@@ -250,3 +250,67 @@ fn set_construction_refusals_and_bitmap_encoding() {
     assert_eq!(bitmap.to_bytes()[0], 1);
     assert_eq!(SignerBitmap::new().highest(), None);
 }
+
+#[test]
+fn aggregate_checks_without_the_threshold_still_verify_every_signature() {
+    let (keys, set) = validators(7);
+    let msg = vote_message(CHAIN, ROUND, &HASH);
+    // Three signers: below the quorum of five, so verify_quorum refuses it, but the pairing-only
+    // check (for callers that own the threshold) accepts it because every signature is valid.
+    let few = aggregate(&votes(&keys, &[0, 3, 6], ROUND)).expect("aggregate");
+    assert!(matches!(
+        set.verify_quorum(&msg, &few),
+        Err(QuorumError::TooFewSigners {
+            signers: 3,
+            threshold: 5
+        })
+    ));
+    assert_eq!(set.verify_aggregate(&msg, &few), Ok(()));
+    // A wrong message, an unknown signer and an empty set are still refused.
+    let other = vote_message(CHAIN, ROUND + 1, &HASH);
+    assert_eq!(
+        set.verify_aggregate(&other, &few),
+        Err(QuorumError::InvalidSignature)
+    );
+    let mut unknown = few;
+    unknown.signers.insert(9).expect("index within the bitmap");
+    assert_eq!(
+        set.verify_aggregate(&msg, &unknown),
+        Err(QuorumError::UnknownSigner { index: 9 })
+    );
+    let empty = QuorumSignature {
+        signers: SignerBitmap::new(),
+        signature: few.signature,
+    };
+    assert!(matches!(
+        set.verify_aggregate(&msg, &empty),
+        Err(QuorumError::TooFewSigners { .. })
+    ));
+    // Distinct messages: two timeouts, each over its own high-QC round.
+    let msgs = [
+        timeout_message(CHAIN, ROUND, 3),
+        timeout_message(CHAIN, ROUND, 4),
+    ];
+    let sigs = [
+        keys[1].sign_consensus(&msgs[0]),
+        keys[2].sign_consensus(&msgs[1]),
+    ];
+    let mut signers = SignerBitmap::new();
+    signers.insert(1).expect("1");
+    signers.insert(2).expect("2");
+    let tc = QuorumSignature {
+        signers,
+        signature: aggregate_signatures(&sigs).expect("sum"),
+    };
+    let refs: Vec<&[u8]> = msgs.iter().map(|m| &m[..]).collect();
+    assert_eq!(set.verify_aggregate_distinct(&refs, &tc), Ok(()));
+    let swapped: Vec<&[u8]> = vec![&msgs[1][..], &msgs[0][..]];
+    assert_eq!(
+        set.verify_aggregate_distinct(&swapped, &tc),
+        Err(QuorumError::InvalidSignature)
+    );
+    assert!(
+        aggregate_signatures(&[]).is_err(),
+        "an empty sum is refused"
+    );
+}

@@ -130,9 +130,35 @@ impl ValidatorSet {
         Ok(())
     }
 
+    /// Every signer is a member, and there is at least one.
+    fn check_known(&self, signers: &SignerBitmap) -> Result<(), QuorumError> {
+        match signers.highest() {
+            None => Err(QuorumError::TooFewSigners {
+                signers: 0,
+                threshold: 1,
+            }),
+            Some(highest) if highest >= self.len() => {
+                Err(QuorumError::UnknownSigner { index: highest })
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
     /// A QC: every signer signed the same `msg`. One key aggregation (cached) and one pairing check.
     pub fn verify_quorum(&self, msg: &[u8], quorum: &QuorumSignature) -> Result<(), QuorumError> {
         self.check_signers(&quorum.signers)?;
+        self.verify_aggregate(msg, quorum)
+    }
+
+    /// The pairing check of a QC without the quorum-size rule: every signer known, at least one,
+    /// all signed `msg`. For callers that enforce their own threshold (consensus owns its quorum
+    /// rule, including a deliberately broken one in negative simulator tests).
+    pub fn verify_aggregate(
+        &self,
+        msg: &[u8],
+        quorum: &QuorumSignature,
+    ) -> Result<(), QuorumError> {
+        self.check_known(&quorum.signers)?;
         let signature = decode_signature(&quorum.signature)?;
         let key = self.aggregate_key(&quorum.signers)?;
         match signature.fast_aggregate_verify_pre_aggregated(false, msg, CONSENSUS_DST, &key) {
@@ -162,6 +188,16 @@ impl ValidatorSet {
         quorum: &QuorumSignature,
     ) -> Result<(), QuorumError> {
         self.check_signers(&quorum.signers)?;
+        self.verify_aggregate_distinct(msgs, quorum)
+    }
+
+    /// The pairing check of a TC without the quorum-size rule (see `verify_aggregate`).
+    pub fn verify_aggregate_distinct(
+        &self,
+        msgs: &[&[u8]],
+        quorum: &QuorumSignature,
+    ) -> Result<(), QuorumError> {
+        self.check_known(&quorum.signers)?;
         let signers = quorum.signers.count();
         if msgs.len() != signers {
             return Err(QuorumError::MessageCount {

@@ -10,7 +10,6 @@ use rand::Rng;
 use super::faults::BYZANTINE_ACT_PER_MILLE;
 use super::node::SIM_CHAIN_ID;
 use super::runner::Sim;
-use crate::consensus::bls::BLS_DST;
 use crate::consensus::{genesis_qc, vote_message, Message, Proposal, Sig, SignerBitmap, Vote};
 
 impl Sim {
@@ -26,13 +25,7 @@ impl Sim {
         }
         let mut bad = msg.clone();
         let identity = self.nodes[node].identity;
-        let garbage = self.secrets[identity]
-            .sign(
-                &self.rng.gen::<[u8; 32]>(),
-                crate::consensus::bls::BLS_DST,
-                &[],
-            )
-            .compress();
+        let garbage = self.secrets[identity].sign_consensus(&self.rng.gen::<[u8; 32]>());
         match &mut bad {
             Message::Proposal(p) => {
                 if self.rewrite_proposal(p, peer, identity, garbage) {
@@ -47,9 +40,7 @@ impl Sim {
                     // A validly signed second vote in the same round, for another block.
                     let twin_hash: [u8; 32] = self.rng.gen();
                     let signed = vote_message(SIM_CHAIN_ID, &twin_hash, v.round, v.height);
-                    let signature = self.secrets[identity]
-                        .sign(&signed, BLS_DST, &[])
-                        .compress();
+                    let signature = self.secrets[identity].sign_consensus(&signed);
                     let twin = Vote {
                         block_hash: twin_hash,
                         signature,

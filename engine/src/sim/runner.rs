@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
-use blst::min_sig::{PublicKey, SecretKey};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -18,6 +17,7 @@ use super::state_machine::StateMachine;
 use super::{SimConfig, SimReport};
 use crate::consensus::bls::{BlsCrypto, VerifyCache};
 use crate::consensus::{Digest, Round};
+use crate::crypto::{KeyPair, ValidatorSet};
 
 /// Transfers per simulated client batch.
 
@@ -39,8 +39,8 @@ pub struct Sim {
     pub checker: Checker,
     pub probes: Vec<Probe>,
     pub healed: bool,
-    pub secrets: Vec<SecretKey>,
-    pub publics: Rc<Vec<PublicKey>>,
+    pub secrets: Vec<KeyPair>,
+    pub publics: Rc<ValidatorSet>,
     pub cache: Rc<std::cell::RefCell<VerifyCache>>,
     pub report: SimReport,
     batches_made: u64,
