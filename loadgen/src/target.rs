@@ -69,6 +69,11 @@ pub trait Target {
 
     /// Appends completed requests to `out`. If none is ready, waits up to `timeout` for one.
     fn poll(&mut self, out: &mut Vec<Completion>, timeout: Duration) -> Result<(), TargetError>;
+
+    /// Target-specific lines printed after the SUMMARY (engine codes, ledger digest...).
+    fn report(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Completes every request at once: measures the generator's own ceiling. It reads every
