@@ -85,6 +85,45 @@ impl Mapper {
         out: &mut [u8; EVENT_BYTES],
         bookings: &mut Vec<Booking>,
     ) {
+        match intent {
+            Intent::Account { .. } | Intent::Reserve { .. } | Intent::Loan { .. } => {
+                self.encode_setup(intent, out)
+            }
+            Intent::TopUp {
+                reserve,
+                amount,
+                institution,
+            } => {
+                let debit = super::settlement_account(institution);
+                let t = (debit, reserve, amount, institution, TRANSFER_CODE_TOP_UP);
+                self.encode_transfer(t, event, out, bookings);
+            }
+            Intent::Transfer {
+                debit,
+                credit,
+                amount,
+                institution,
+            } => {
+                let t = (debit, credit, amount, institution, TRANSFER_CODE_PLAIN);
+                self.encode_transfer(t, event, out, bookings);
+            }
+            Intent::Disburse { loan, amount } => {
+                self.encode_disburse(loan, amount, event, out, bookings)
+            }
+            Intent::Repay {
+                loan,
+                principal,
+                interest,
+            } => self.encode_repay(loan, (principal, interest), event, out, bookings),
+            Intent::Statement {
+                account,
+                institution,
+            } => self.encode_statement(account, institution, at_ns, out),
+        }
+    }
+
+    /// Accounts, reserves and loans: records only, nothing booked.
+    fn encode_setup(&self, intent: Intent, out: &mut [u8; EVENT_BYTES]) {
         let ledger = self.config.ledger;
         match intent {
             Intent::Account { id, owner, code } => Account {
@@ -125,36 +164,7 @@ impl Mapper {
                 ..Loan::default()
             }
             .encode(out),
-            Intent::TopUp {
-                reserve,
-                amount,
-                institution,
-            } => {
-                let debit = super::settlement_account(institution);
-                let t = (debit, reserve, amount, institution, TRANSFER_CODE_TOP_UP);
-                self.encode_transfer(t, event, out, bookings);
-            }
-            Intent::Transfer {
-                debit,
-                credit,
-                amount,
-                institution,
-            } => {
-                let t = (debit, credit, amount, institution, TRANSFER_CODE_PLAIN);
-                self.encode_transfer(t, event, out, bookings);
-            }
-            Intent::Disburse { loan, amount } => {
-                self.encode_disburse(loan, amount, event, out, bookings)
-            }
-            Intent::Repay {
-                loan,
-                principal,
-                interest,
-            } => self.encode_repay(loan, (principal, interest), event, out, bookings),
-            Intent::Statement {
-                account,
-                institution,
-            } => self.encode_statement(account, institution, at_ns, out),
+            _ => unreachable!("encode_setup takes setup intents only"),
         }
     }
 

@@ -116,6 +116,8 @@ pub(super) struct Group {
 }
 
 type Accesses = ([(u128, Access); ACCESSES_MAX], usize);
+/// Where an engine event goes: its (requester, operation), what it is, what it touches.
+type Placement = ((InstitutionId, Operation), Intent, Accesses);
 
 /// Per-batch scratch state, kept to reuse its allocations.
 #[derive(Default)]
@@ -233,141 +235,145 @@ impl Mapper {
         institution: InstitutionId,
         op: &Op,
     ) {
-        let mut place = |key: (InstitutionId, Operation), intent, acc| {
-            planner.place(groups, key, source, intent, acc)
-        };
+        let mut placements = Vec::with_capacity(2);
         match *op {
             Op::CreateAccount { account, kind } => {
-                let id = u128::from(account);
-                let code = match kind {
-                    AccountKind::Reserve => ACCOUNT_CODE_RESERVE,
-                    AccountKind::Borrower => ACCOUNT_CODE_BORROWER,
-                    AccountKind::Operating => ACCOUNT_CODE_OPERATING,
-                };
-                let reserve = kind == AccountKind::Reserve;
-                self.accounts.insert(
-                    id,
-                    AccountInfo {
-                        owner: institution,
-                        reserve,
-                    },
-                );
-                let acc = accesses(&[(id, Access::Create)]);
-                place(
-                    (institution, Operation::CreateAccounts),
-                    Intent::Account {
-                        id,
-                        owner: institution,
-                        code,
-                    },
-                    acc,
-                );
-                if reserve {
-                    let intent = Intent::Reserve {
-                        account: id,
-                        owner: institution,
-                    };
-                    place((institution, Operation::CreateReserves), intent, acc);
-                }
+                self.plan_account(institution, u128::from(account), kind, &mut placements)
             }
-            Op::CreateLoan {
-                loan,
-                borrower,
-                lead_reserve,
-                partner_reserve,
-                limit,
-                partner_share_bps,
-            } => {
-                let (borrower, funding, reserve) = (
-                    u128::from(borrower),
-                    u128::from(lead_reserve),
-                    u128::from(partner_reserve),
-                );
-                // The partner commits its reserve, so it creates the loan (the operator if the
-                // reserve is unknown: the ledger then refuses it with a precise code).
-                let partner = self.accounts.get(&reserve).map_or(OPERATOR, |a| a.owner);
-                let requester = partner;
-                self.loans.insert(
-                    loan,
-                    LoanInfo {
-                        borrower,
-                        reserve,
-                        funding,
-                        bps: partner_share_bps,
-                        outstanding: 0,
-                        partner_outstanding: 0,
-                    },
-                );
-                let intent = Intent::Loan {
-                    loan,
-                    borrower,
-                    partner_reserve: reserve,
-                    lead_reserve: funding,
-                    limit: u128::from(limit),
-                    bps: partner_share_bps,
-                    lead: institution,
-                    partner,
-                };
-                let acc = accesses(&[
-                    (LOAN_KEY_TAG | u128::from(loan), Access::Create),
-                    (borrower, Access::Exist),
-                    (reserve, Access::Exist),
-                    (funding, Access::Exist),
-                ]);
-                place((requester, Operation::CreateLoans), intent, acc);
-            }
+            Op::CreateLoan { .. } => placements.push(self.plan_loan(institution, op)),
+            _ => placements.push(self.plan_steady(institution, op)),
+        }
+        for (key, intent, acc) in placements {
+            planner.place(groups, key, source, intent, acc);
+        }
+    }
+
+    fn plan_account(
+        &mut self,
+        owner: InstitutionId,
+        id: u128,
+        kind: AccountKind,
+        out: &mut Vec<Placement>,
+    ) {
+        let code = match kind {
+            AccountKind::Reserve => ACCOUNT_CODE_RESERVE,
+            AccountKind::Borrower => ACCOUNT_CODE_BORROWER,
+            AccountKind::Operating => ACCOUNT_CODE_OPERATING,
+        };
+        let reserve = kind == AccountKind::Reserve;
+        self.accounts.insert(id, AccountInfo { owner, reserve });
+        let acc = accesses(&[(id, Access::Create)]);
+        let intent = Intent::Account { id, owner, code };
+        out.push(((owner, Operation::CreateAccounts), intent, acc));
+        if reserve {
+            let intent = Intent::Reserve { account: id, owner };
+            out.push(((owner, Operation::CreateReserves), intent, acc));
+        }
+    }
+
+    fn plan_loan(&mut self, lead: InstitutionId, op: &Op) -> Placement {
+        let Op::CreateLoan {
+            loan,
+            borrower,
+            lead_reserve,
+            partner_reserve,
+            limit,
+            partner_share_bps,
+        } = *op
+        else {
+            unreachable!("plan_loan takes create_loan events only")
+        };
+        let (borrower, funding, reserve) = (
+            u128::from(borrower),
+            u128::from(lead_reserve),
+            u128::from(partner_reserve),
+        );
+        // The partner commits its reserve, so it creates the loan (the operator if the reserve
+        // is unknown: the ledger then refuses it with a precise code).
+        let partner = self.accounts.get(&reserve).map_or(OPERATOR, |a| a.owner);
+        let bps = partner_share_bps;
+        let info = LoanInfo {
+            borrower,
+            reserve,
+            funding,
+            bps,
+            outstanding: 0,
+            partner_outstanding: 0,
+        };
+        self.loans.insert(loan, info);
+        let limit = u128::from(limit);
+        let intent = Intent::Loan {
+            loan,
+            borrower,
+            partner_reserve: reserve,
+            lead_reserve: funding,
+            limit,
+            bps,
+            lead,
+            partner,
+        };
+        let acc = accesses(&[
+            (LOAN_KEY_TAG | u128::from(loan), Access::Create),
+            (borrower, Access::Exist),
+            (reserve, Access::Exist),
+            (funding, Access::Exist),
+        ]);
+        ((partner, Operation::CreateLoans), intent, acc)
+    }
+
+    /// Top-ups, loan events, statements and transfers: always by the event's institution.
+    fn plan_steady(&self, institution: InstitutionId, op: &Op) -> Placement {
+        let (operation, intent, acc) = match *op {
             Op::TopUp {
                 reserve_account,
                 amount,
             } => {
                 let reserve = u128::from(reserve_account);
-                let intent = Intent::TopUp {
-                    reserve,
-                    amount: u128::from(amount),
-                    institution,
-                };
+                let amount = u128::from(amount);
                 // The settlement account has no limit: top-ups of one institution commute.
-                let acc = accesses(&[
-                    (reserve, Access::Move),
-                    (settlement_account(institution), Access::Move),
-                ]);
-                place((institution, Operation::TopUp), intent, acc);
-            }
-            Op::Disburse { loan, amount } => {
-                let acc = self.loan_accesses(loan, true);
-                place(
-                    (institution, Operation::Disburse),
-                    Intent::Disburse {
-                        loan,
-                        amount: u128::from(amount),
+                let settlement = settlement_account(institution);
+                let acc = accesses(&[(reserve, Access::Move), (settlement, Access::Move)]);
+                (
+                    Operation::TopUp,
+                    Intent::TopUp {
+                        reserve,
+                        amount,
+                        institution,
                     },
                     acc,
-                );
+                )
+            }
+            Op::Disburse { loan, amount } => {
+                let intent = Intent::Disburse {
+                    loan,
+                    amount: u128::from(amount),
+                };
+                (Operation::Disburse, intent, self.loan_accesses(loan, true))
             }
             Op::Repay {
                 loan,
                 principal,
                 interest,
             } => {
-                let acc = self.loan_accesses(loan, false);
+                let (principal, interest) = (u128::from(principal), u128::from(interest));
                 let intent = Intent::Repay {
                     loan,
-                    principal: u128::from(principal),
-                    interest: u128::from(interest),
+                    principal,
+                    interest,
                 };
-                place((institution, Operation::Repay), intent, acc);
+                (Operation::Repay, intent, self.loan_accesses(loan, false))
             }
             Op::Statement { account, .. } => {
                 let account = u128::from(account);
                 let acc = accesses(&[(account, Access::Observe)]);
-                place(
-                    (institution, Operation::PostStatements),
+                (
+                    Operation::PostStatements,
                     Intent::Statement {
                         account,
                         institution,
                     },
                     acc,
-                );
+                )
             }
             Op::Transfer {
                 debit,
@@ -376,15 +382,20 @@ impl Mapper {
             } => {
                 let (debit, credit) = (u128::from(debit), u128::from(credit));
                 let acc = accesses(&[(debit, self.move_of(debit, true)), (credit, Access::Move)]);
+                let amount = u128::from(amount);
                 let intent = Intent::Transfer {
                     debit,
                     credit,
-                    amount: u128::from(amount),
+                    amount,
                     institution,
                 };
-                place((institution, Operation::CreateTransfers), intent, acc);
+                (Operation::CreateTransfers, intent, acc)
             }
-        }
+            Op::CreateAccount { .. } | Op::CreateLoan { .. } => {
+                unreachable!("setup events are planned by plan_account / plan_loan")
+            }
+        };
+        ((institution, operation), intent, acc)
     }
 
     /// A disbursement debits both reserves (checked) and credits the borrower; a repayment
