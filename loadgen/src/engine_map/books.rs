@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 
+use engine::ledger::statement_digest;
+
 use super::SETTLEMENT_ACCOUNT_BASE;
 
 /// What one account booked since its previous statement.
@@ -87,17 +89,34 @@ impl Books {
         }
     }
 
-    /// Closes the account's period at `end_ns` and returns what it booked.
-    pub fn close_period(&mut self, account: u128, end_ns: u64) -> Book {
+    /// Closes the account's period at `end_ns` and returns what it booked, digest included
+    /// (the ids' allocation is kept for the next period).
+    pub fn close_period(&mut self, account: u128, end_ns: u64) -> Figures {
         let book = self.accounts.entry(account).or_default();
         assert!(
             book.period_start_ns < end_ns,
             "statement periods strictly advance"
         );
-        let next = Book {
-            period_start_ns: end_ns,
-            ..Book::default()
+        let figures = Figures {
+            debits: book.debits,
+            credits: book.credits,
+            count: book.ids.len() as u64,
+            ids_digest: statement_digest(&book.ids),
+            period_start_ns: book.period_start_ns,
         };
-        std::mem::replace(book, next)
+        book.debits = 0;
+        book.credits = 0;
+        book.ids.clear();
+        book.period_start_ns = end_ns;
+        figures
     }
+}
+
+/// A closed period's figures, as a statement posts them.
+pub(super) struct Figures {
+    pub debits: u128,
+    pub credits: u128,
+    pub count: u64,
+    pub ids_digest: [u8; 32],
+    pub period_start_ns: u64,
 }

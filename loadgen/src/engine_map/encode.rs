@@ -2,7 +2,6 @@
 //! and statement figures, and remembers what it booked so a refusal can be undone.
 
 use engine::codec::Record;
-use engine::ledger::statement_digest;
 use engine::types::{
     Account, Disbursement, InstitutionId, Loan, Operation, Repayment, Reserve, Statement, Transfer,
     EVENT_BYTES,
@@ -343,10 +342,10 @@ impl Mapper {
             account_id: account,
             debits_total: book.debits,
             credits_total: book.credits,
-            ids_digest: statement_digest(&book.ids),
+            ids_digest: book.ids_digest,
             period_start_ns: book.period_start_ns,
             period_end_ns: at_ns,
-            transfer_count: book.ids.len() as u64,
+            transfer_count: book.count,
             institution,
             ..Statement::default()
         }
