@@ -7,7 +7,6 @@ use engine::types::{
     EVENT_BYTES,
 };
 
-use super::books::Booking;
 use super::plan::{Group, Intent};
 use super::{Mapper, TRANSFER_CODE_LOAN_LEG, TRANSFER_CODE_PLAIN, TRANSFER_CODE_TOP_UP};
 
@@ -21,6 +20,39 @@ pub fn partner_part(amount: u128, partner_share_bps: u16) -> u128 {
     let part = (amount / one) * bps + (amount % one) * bps / one;
     assert!(part <= amount);
     part
+}
+
+/// Something the mapping booked for one event of a request, undone if the ledger refuses it.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Booking {
+    Leg {
+        event: u32,
+        id: u128,
+        accounts: (u128, u128),
+        amount: u128,
+        at_ns: u64,
+    },
+    Principal {
+        event: u32,
+        loan: u64,
+        outstanding_delta: i128,
+        partner_delta: i128,
+    },
+}
+
+impl Booking {
+    fn event(&self) -> u32 {
+        match *self {
+            Booking::Leg { event, .. } | Booking::Principal { event, .. } => event,
+        }
+    }
+}
+
+/// Where an event sits: its index in the request and its timestamp.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    index: u32,
+    at_ns: u64,
 }
 
 /// One engine request, ready to sign (`signing::Keyring::sign`) or apply.
@@ -79,11 +111,12 @@ impl Mapper {
     fn encode_intent(
         &mut self,
         intent: Intent,
-        event: u32,
+        index: u32,
         at_ns: u64,
         out: &mut [u8; EVENT_BYTES],
         bookings: &mut Vec<Booking>,
     ) {
+        let event = Slot { index, at_ns };
         match intent {
             Intent::Account { .. } | Intent::Reserve { .. } | Intent::Loan { .. } => {
                 self.encode_setup(intent, out)
@@ -170,7 +203,7 @@ impl Mapper {
     fn encode_transfer(
         &mut self,
         (debit, credit, amount, institution, code): (u128, u128, u128, InstitutionId, u16),
-        event: u32,
+        event: Slot,
         out: &mut [u8; EVENT_BYTES],
         bookings: &mut Vec<Booking>,
     ) {
@@ -197,7 +230,7 @@ impl Mapper {
         debit: u128,
         credit: u128,
         amount: u128,
-        event: u32,
+        event: Slot,
         bookings: &mut Vec<Booking>,
     ) {
         if debit == credit {
@@ -205,11 +238,11 @@ impl Mapper {
         }
         self.books.book(id, debit, credit, amount);
         bookings.push(Booking::Leg {
-            event,
+            event: event.index,
             id,
-            debit,
-            credit,
+            accounts: (debit, credit),
             amount,
+            at_ns: event.at_ns,
         });
     }
 
@@ -217,7 +250,7 @@ impl Mapper {
         &mut self,
         loan: u64,
         amount: u128,
-        event: u32,
+        event: Slot,
         out: &mut [u8; EVENT_BYTES],
         bookings: &mut Vec<Booking>,
     ) {
@@ -258,7 +291,7 @@ impl Mapper {
         &mut self,
         loan: u64,
         (principal, interest): (u128, u128),
-        event: u32,
+        event: Slot,
         out: &mut [u8; EVENT_BYTES],
         bookings: &mut Vec<Booking>,
     ) {
@@ -313,7 +346,7 @@ impl Mapper {
     fn principal(
         &mut self,
         loan: u64,
-        event: u32,
+        event: Slot,
         outstanding_delta: i128,
         partner_delta: i128,
         bookings: &mut Vec<Booking>,
@@ -323,7 +356,7 @@ impl Mapper {
             info.partner_outstanding = info.partner_outstanding.wrapping_add_signed(partner_delta);
         }
         bookings.push(Booking::Principal {
-            event,
+            event: event.index,
             loan,
             outstanding_delta,
             partner_delta,
@@ -362,11 +395,11 @@ impl Mapper {
             match *booking {
                 Booking::Leg {
                     id,
-                    debit,
-                    credit,
+                    accounts,
                     amount,
+                    at_ns,
                     ..
-                } => self.books.unbook(id, debit, credit, amount),
+                } => self.books.unbook(id, accounts, amount, at_ns),
                 Booking::Principal {
                     loan,
                     outstanding_delta,

@@ -14,9 +14,8 @@
 
 mod books;
 mod encode;
+mod idhash;
 mod plan;
-
-use std::collections::HashMap;
 
 use engine::types::{InstitutionId, Operation};
 use thiserror::Error;
@@ -118,8 +117,8 @@ impl PlannedBatch {
 /// and every request's results (`settle`).
 pub struct Mapper {
     config: MapConfig,
-    accounts: HashMap<u128, AccountInfo>,
-    loans: HashMap<u64, LoanInfo>,
+    accounts: idhash::IdMap<u128, AccountInfo>,
+    loans: idhash::IdMap<u64, LoanInfo>,
     /// Institutions whose settlement account is created (by engine id).
     settlement_created: Vec<bool>,
     books: books::Books,
@@ -142,8 +141,8 @@ impl Mapper {
         }
         Ok(Mapper {
             config,
-            accounts: HashMap::new(),
-            loans: HashMap::new(),
+            accounts: idhash::IdMap::default(),
+            loans: idhash::IdMap::default(),
             settlement_created: vec![false; INSTITUTIONS_MAX + 1],
             books: books::Books::default(),
             transfer_id_next: TRANSFER_ID_FIRST,

@@ -8,8 +8,6 @@
 //! a debit checked against a reserve floor, a statement (which reads the period's history) and
 //! a loan's principal bookkeeping conflict with any balance move of the same thing.
 
-use std::collections::HashMap;
-
 use engine::types::{InstitutionId, Operation, BATCH_EVENTS_MAX};
 
 use super::{
@@ -123,8 +121,8 @@ type Placement = ((InstitutionId, Operation), Intent, Accesses);
 #[derive(Default)]
 pub(super) struct Planner {
     /// Per resource: 1 + the last group index that touched it, per access kind (0 = none).
-    touched: HashMap<u128, [u32; ACCESS_KINDS]>,
-    last_group: HashMap<(InstitutionId, u8), usize>,
+    touched: super::idhash::IdMap<u128, [u32; ACCESS_KINDS]>,
+    last_group: super::idhash::IdMap<(InstitutionId, u8), usize>,
 }
 
 impl Planner {
