@@ -236,7 +236,8 @@ pub struct OutputArgs {
     /// Result directory (default ./loadgen-results/<UTC timestamp>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Events per request (one signature per request), 1..=8190.
+    /// Events per driver request, 1..=8190 (engine targets split it into homogeneous
+    /// engine requests, one signature each).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
     /// Interval of the .hlog and the timeline, milliseconds.

@@ -14,10 +14,10 @@ use engine::crypto::{BatchVerifier, SignedRequest, VerifyCode};
 use engine::ledger::{Ledger, LedgerConfig};
 use engine::types::{ChainId, EventResult, ResultCode};
 
-use crate::engine_map::{EngineRequest, MapConfig, Mapper, OPERATOR, SOURCE_DERIVED};
+use crate::engine_map::{outcome_of, record_results, EngineRequest, MapConfig, Mapper, OPERATOR};
 use crate::op::TraceEvent;
 use crate::signing::Keyring;
-use crate::target::{Completion, Outcome, Rejection, Target, TargetError, Ticket};
+use crate::target::{Completion, Outcome, Target, TargetError, Ticket};
 
 #[derive(Clone, Copy, Debug)]
 pub struct InprocConfig {
@@ -219,14 +219,8 @@ impl InprocTarget {
         self.mapper.settle(request, results);
         for result in results {
             *self.stats.codes.entry(result.code as u32).or_default() += 1;
-            if result.code.is_ok() {
-                continue;
-            }
-            let source = request.sources[result.index as usize];
-            if source != SOURCE_DERIVED && codes[source as usize] == 0 {
-                codes[source as usize] = result.code as u32;
-            }
         }
+        record_results(request, results, codes);
     }
 
     /// A plain block for the end of a run: engine counters, digest and conservation.
@@ -251,22 +245,6 @@ impl InprocTarget {
             totals.debits_posted == totals.credits_posted
         );
         s
-    }
-}
-
-/// Per loadgen event code (0 = committed) to an outcome.
-fn outcome_of(codes: &[u32]) -> Outcome {
-    let mut by_code: BTreeMap<u32, u32> = BTreeMap::new();
-    for &code in codes.iter().filter(|&&c| c != 0) {
-        *by_code.entry(code).or_default() += 1;
-    }
-    let rejected: u32 = by_code.values().sum();
-    Outcome::Executed {
-        events_committed: codes.len() as u32 - rejected,
-        rejections: by_code
-            .into_iter()
-            .map(|(code, events)| Rejection { code, events })
-            .collect(),
     }
 }
 

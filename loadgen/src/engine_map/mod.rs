@@ -17,11 +17,13 @@ mod encode;
 mod idhash;
 mod plan;
 
-use engine::types::{InstitutionId, Operation};
+use std::collections::BTreeMap;
+
+use engine::types::{EventResult, InstitutionId, Operation};
 use thiserror::Error;
 
 use crate::op::InstitutionId as LoadgenInstitution;
-use crate::target::BATCH_EVENTS_MAX;
+use crate::target::{Outcome, Rejection, BATCH_EVENTS_MAX};
 
 pub use encode::{partner_part, EngineRequest, SOURCE_DERIVED};
 
@@ -196,7 +198,7 @@ impl Mapper {
 
     /// Tells the mapping which events of `request` the ledger refused (results of a create
     /// request: only non-`ok` codes), so its books drop what was not booked.
-    pub fn settle(&mut self, request: &EngineRequest, results: &[engine::types::EventResult]) {
+    pub fn settle(&mut self, request: &EngineRequest, results: &[EventResult]) {
         for result in results.iter().filter(|r| !r.code.is_ok()) {
             self.undo_event(request, result.index);
         }
@@ -214,5 +216,34 @@ impl Mapper {
             OpKind::Statement => Operation::PostStatements,
             OpKind::Transfer => Operation::CreateTransfers,
         }
+    }
+}
+
+/// Folds one request's results into per-loadgen-event codes (`codes[i]` = 0 while event `i`
+/// of the batch is applied; else the first refusing code of any of its engine events).
+/// Warnings (`ok_reserve_below_warning`) are successes. Derived events are not loadgen's.
+pub fn record_results(request: &EngineRequest, results: &[EventResult], codes: &mut [u32]) {
+    for result in results.iter().filter(|r| !r.code.is_ok()) {
+        let source = request.sources[result.index as usize];
+        if source != SOURCE_DERIVED && codes[source as usize] == 0 {
+            codes[source as usize] = result.code as u32;
+        }
+    }
+}
+
+/// A batch's outcome from its per-event codes: rejections counted per code.
+pub fn outcome_of(codes: &[u32]) -> Outcome {
+    let mut by_code: BTreeMap<u32, u32> = BTreeMap::new();
+    for &code in codes.iter().filter(|&&c| c != 0) {
+        *by_code.entry(code).or_default() += 1;
+    }
+    let rejected: u32 = by_code.values().sum();
+    let rejections = by_code
+        .into_iter()
+        .map(|(code, events)| Rejection { code, events })
+        .collect();
+    Outcome::Executed {
+        events_committed: codes.len() as u32 - rejected,
+        rejections,
     }
 }
