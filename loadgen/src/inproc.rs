@@ -131,7 +131,7 @@ impl InprocTarget {
                     self.apply(&request, &signed.request.body)?
                 }
             };
-            self.settle(&request, &results, &mut codes);
+            self.settle(&request, &results, &mut codes)?;
         }
         Ok(outcome_of(&codes))
     }
@@ -161,14 +161,14 @@ impl InprocTarget {
                         code: ResultCode::LinkedEventFailed,
                     })
                     .collect();
-                self.mapper.settle(request, &all);
+                self.mapper.settle(request, &all).map_err(other)?;
             }
             return Ok(Outcome::Failed { reason });
         }
         let mut codes = vec![0u32; batch.len()];
         for (request, signed) in shells.iter().zip(&signed) {
             let results = self.apply(request, &signed.request.body)?;
-            self.settle(request, &results, &mut codes);
+            self.settle(request, &results, &mut codes)?;
         }
         Ok(outcome_of(&codes))
     }
@@ -215,12 +215,17 @@ impl InprocTarget {
         Ok(reply.results().to_vec())
     }
 
-    fn settle(&mut self, request: &EngineRequest, results: &[EventResult], codes: &mut [u32]) {
-        self.mapper.settle(request, results);
+    fn settle(
+        &mut self,
+        request: &EngineRequest,
+        results: &[EventResult],
+        codes: &mut [u32],
+    ) -> Result<(), TargetError> {
+        self.mapper.settle(request, results).map_err(other)?;
         for result in results {
             *self.stats.codes.entry(result.code as u32).or_default() += 1;
         }
-        record_results(request, results, codes);
+        record_results(request, results, codes).map_err(other)
     }
 
     /// A plain block for the end of a run: engine counters, digest and conservation.

@@ -280,3 +280,38 @@ fn transfers_group_into_one_request_per_institution() {
     assert_eq!(totals.debits_posted, totals.credits_posted);
     assert_eq!(totals.transfers_count, 10_000);
 }
+
+/// Results come from the wire for a TCP target: malformed lists are errors, never panics.
+#[test]
+fn malformed_results_are_refused() {
+    use engine::types::EventResult;
+    use loadgen::engine_map::{record_results, MapError, Mapper};
+    let events = joint_loan(40);
+    let mut mapper = Mapper::new(MapConfig::default()).expect("config");
+    let requests = mapper.requests(&events).expect("map");
+    let r = &requests[0];
+    let bad = |index| EventResult {
+        index,
+        code: ResultCode::Exists,
+    };
+    let past_end = [bad(r.events() as u32)];
+    let repeated = [bad(0), bad(0)];
+    for results in [&past_end[..], &repeated[..]] {
+        assert!(matches!(
+            mapper.settle(r, results),
+            Err(MapError::BadResults { .. })
+        ));
+        let mut codes = vec![0u32; events.len()];
+        assert!(record_results(r, results, &mut codes).is_err());
+        assert!(codes.iter().all(|&c| c == 0));
+    }
+    let mut codes = vec![0u32; events.len()];
+    record_results(r, &[bad(0)], &mut codes).expect("well-formed");
+    assert_eq!(
+        codes
+            .iter()
+            .filter(|&&c| c == ResultCode::Exists as u32)
+            .count(),
+        usize::from(r.sources[0] != loadgen::engine_map::SOURCE_DERIVED)
+    );
+}

@@ -19,7 +19,7 @@ mod plan;
 
 use std::collections::BTreeMap;
 
-use engine::types::{EventResult, InstitutionId, Operation};
+use engine::types::{EventResult, InstitutionId};
 use thiserror::Error;
 
 use crate::op::InstitutionId as LoadgenInstitution;
@@ -84,6 +84,10 @@ pub enum MapError {
     WarningBelowFloor { floor: u128, warning: u128 },
     #[error("ledger id must not be 0")]
     LedgerZero,
+    #[error(
+        "reply results out of order or out of range: index {index} of a {events}-event request"
+    )]
+    BadResults { index: u32, events: usize },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -197,38 +201,59 @@ impl Mapper {
     }
 
     /// Tells the mapping which events of `request` the ledger refused (results of a create
-    /// request: only non-`ok` codes), so its books drop what was not booked.
-    pub fn settle(&mut self, request: &EngineRequest, results: &[EventResult]) {
+    /// request: only non-`ok` codes, in event order), so its books drop what was not booked.
+    /// Results from the wire are checked first: nothing is undone for a malformed list.
+    pub fn settle(
+        &mut self,
+        request: &EngineRequest,
+        results: &[EventResult],
+    ) -> Result<(), MapError> {
+        check_results(request, results)?;
         for result in results.iter().filter(|r| !r.code.is_ok()) {
             self.undo_event(request, result.index);
         }
-    }
-
-    /// The engine requester and operation of a loadgen op kind (for documentation and tests).
-    pub fn operation_of(kind: crate::op::OpKind) -> Operation {
-        use crate::op::OpKind;
-        match kind {
-            OpKind::CreateAccount => Operation::CreateAccounts,
-            OpKind::CreateLoan => Operation::CreateLoans,
-            OpKind::TopUp => Operation::TopUp,
-            OpKind::Disburse => Operation::Disburse,
-            OpKind::Repay => Operation::Repay,
-            OpKind::Statement => Operation::PostStatements,
-            OpKind::Transfer => Operation::CreateTransfers,
-        }
+        Ok(())
     }
 }
 
 /// Folds one request's results into per-loadgen-event codes (`codes[i]` = 0 while event `i`
 /// of the batch is applied; else the first refusing code of any of its engine events).
 /// Warnings (`ok_reserve_below_warning`) are successes. Derived events are not loadgen's.
-pub fn record_results(request: &EngineRequest, results: &[EventResult], codes: &mut [u32]) {
+pub fn record_results(
+    request: &EngineRequest,
+    results: &[EventResult],
+    codes: &mut [u32],
+) -> Result<(), MapError> {
+    check_results(request, results)?;
     for result in results.iter().filter(|r| !r.code.is_ok()) {
         let source = request.sources[result.index as usize];
-        if source != SOURCE_DERIVED && codes[source as usize] == 0 {
-            codes[source as usize] = result.code as u32;
+        if source == SOURCE_DERIVED {
+            continue;
+        }
+        let code = codes
+            .get_mut(source as usize)
+            .ok_or(MapError::BatchSize(source as usize + 1))?;
+        if *code == 0 {
+            *code = result.code as u32;
         }
     }
+    Ok(())
+}
+
+/// A reply's results must name events of the request, each once, in event order.
+fn check_results(request: &EngineRequest, results: &[EventResult]) -> Result<(), MapError> {
+    let events = request.events();
+    let mut next = 0u64;
+    for result in results {
+        if u64::from(result.index) < next || result.index as usize >= events {
+            return Err(MapError::BadResults {
+                index: result.index,
+                events,
+            });
+        }
+        next = u64::from(result.index) + 1;
+    }
+    Ok(())
 }
 
 /// A batch's outcome from its per-event codes: rejections counted per code.
