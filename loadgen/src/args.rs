@@ -104,6 +104,10 @@ pub struct WorkloadArgs {
     /// Joint-loan mix weights: top-up,disburse,repay,statement.
     #[arg(long, default_value = "5,35,40,20")]
     pub mix: String,
+    /// Reserve floor in cents: the generator keeps every reserve at or above it, and the
+    /// inproc target registers reserves with it (give a replayed trace its recording's floor).
+    #[arg(long, default_value_t = 0)]
+    pub reserve_floor: u64,
 }
 
 fn parse_mix(s: &str) -> Result<[u32; 4], String> {
@@ -138,6 +142,7 @@ impl WorkloadArgs {
             partner_share_bps: self.partner_share_bps,
             events_per_second: self.sim_rate,
             mix: parse_mix(&self.mix)?,
+            reserve_floor: self.reserve_floor,
         })
     }
 
@@ -179,6 +184,8 @@ pub enum TargetKind {
     Null,
     /// Like null, but blocks once for --stall-ms (coordinated-omission demonstration).
     Stall,
+    /// The engine's ledger in this process: map, sign (one BLS signature per request), apply.
+    Inproc,
 }
 
 #[derive(Args)]
@@ -200,6 +207,28 @@ pub struct TargetArgs {
     /// Result code of the null target's rejections.
     #[arg(long, default_value_t = 1)]
     pub reject_code: u32,
+    /// Inproc: do not sign requests (measures the ledger alone).
+    #[arg(long)]
+    pub no_sign: bool,
+    /// Inproc: also verify every batch's signatures with the node's BatchVerifier.
+    #[arg(long, conflicts_with = "no_sign")]
+    pub verify: bool,
+    /// Chain id the requests are signed for.
+    #[arg(long, default_value_t = 1)]
+    pub chain_id: u64,
+    /// Seed of the institutions' deterministic BLS keys.
+    #[arg(long, default_value_t = 1)]
+    pub key_seed: u64,
+    /// Inproc: reserve floor registered for every reserve, cents (default: the workload's
+    /// --reserve-floor for `run`, 0 for `replay`).
+    #[arg(long)]
+    pub map_reserve_floor: Option<u64>,
+    /// Inproc: reserve warning threshold, cents (>= the floor; default: the floor).
+    #[arg(long)]
+    pub map_reserve_warning: Option<u64>,
+    /// Inproc: ledger capacity hint in transfers (the ledger grows past it).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub inproc_transfers_capacity: usize,
 }
 
 #[derive(Args)]
@@ -207,7 +236,8 @@ pub struct OutputArgs {
     /// Result directory (default ./loadgen-results/<UTC timestamp>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Events per request (one signature per request), 1..=8190.
+    /// Events per driver request, 1..=8190 (engine targets split it into homogeneous
+    /// engine requests, one signature each).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
     /// Interval of the .hlog and the timeline, milliseconds.

@@ -6,11 +6,14 @@
 
 pub mod commands;
 pub mod driver;
+pub mod engine_map;
+pub mod inproc;
 pub mod op;
 pub mod output;
 pub mod progress;
 pub mod recorder;
 pub mod report;
+pub mod signing;
 pub mod target;
 pub mod trace;
 pub mod workload;

@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime};
 use clap::Parser;
 use loadgen::commands::{self, CommandError};
 use loadgen::driver::{EventSource, RunConfig, Schedule};
+use loadgen::engine_map::MapConfig;
+use loadgen::inproc::{InprocConfig, InprocTarget};
 use loadgen::progress::Progress;
 use loadgen::target::{NullTarget, StallTarget, Target};
 use loadgen::trace::{self, TraceFormat, TraceReader};
@@ -90,12 +92,35 @@ fn cmd_record(a: args::RecordArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn build_target(a: &TargetArgs) -> Result<Box<dyn Target>, CliError> {
+fn inproc_target(a: &TargetArgs, floor_default: u64) -> Result<Box<dyn Target>, CliError> {
+    let floor = a.map_reserve_floor.unwrap_or(floor_default);
+    let warning = a.map_reserve_warning.unwrap_or(floor);
+    let config = InprocConfig {
+        map: MapConfig {
+            ledger: 1,
+            reserve_floor: u128::from(floor),
+            reserve_warning: u128::from(warning),
+        },
+        sign: !a.no_sign,
+        verify: a.verify,
+        chain_id: a.chain_id,
+        key_seed: a.key_seed,
+        in_flight_max: a.target_in_flight,
+        accounts_capacity: 1 << 16,
+        transfers_capacity: a.inproc_transfers_capacity,
+    };
+    let target = InprocTarget::new(config).map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok(Box::new(target))
+}
+
+/// `floor_default`: the reserve floor the workload was generated with (inproc mapping).
+fn build_target(a: &TargetArgs, floor_default: u64) -> Result<Box<dyn Target>, CliError> {
     if a.target_in_flight == 0 {
         return Err(CliError::Usage("--target-in-flight must be >= 1".into()));
     }
-    // The integrator adds `inproc` (in-process ledger) and `tcp` (cluster client) here.
+    // The TCP cluster client plugs in here as one more arm (docs/parts/loadgen.md).
     Ok(match a.target {
+        TargetKind::Inproc => return inproc_target(a, floor_default),
         TargetKind::Null => Box::new(
             NullTarget::new(a.target_in_flight).with_rejections(a.reject_every, a.reject_code),
         ),
@@ -147,8 +172,9 @@ fn execute(
     o: &OutputArgs,
     run_config: RunConfig,
     mut config_json: serde_json::Value,
+    floor_default: u64,
 ) -> Result<(), CliError> {
-    let mut target = build_target(target_args)?;
+    let mut target = build_target(target_args, floor_default)?;
     let dir = out_dir(o);
     if let Some(obj) = config_json.as_object_mut() {
         obj.insert(
@@ -166,6 +192,9 @@ fn execute(
         &progress,
     )?;
     print!("{}", summary.render_text());
+    if let Some(report) = target.report() {
+        print!("{report}");
+    }
     eprintln!("results in {}", dir.display());
     Ok(())
 }
@@ -203,6 +232,7 @@ fn cmd_run(a: args::RunArgs) -> Result<(), CliError> {
             &a.output,
             config,
             config_json,
+            a.workload.reserve_floor,
         );
     }
     let workload = a.workload.build().map_err(CliError::Usage)?;
@@ -212,6 +242,7 @@ fn cmd_run(a: args::RunArgs) -> Result<(), CliError> {
         &a.output,
         config,
         config_json,
+        a.workload.reserve_floor,
     )
 }
 
@@ -222,9 +253,11 @@ fn run_trace(
     o: &OutputArgs,
     config: RunConfig,
     config_json: serde_json::Value,
+    floor_default: u64,
 ) -> Result<(), CliError> {
     let mut reader = TraceReader::open(path, skip_bad)?;
-    execute(Box::new(reader.by_ref()), target, o, config, config_json)?;
+    let source = Box::new(reader.by_ref());
+    execute(source, target, o, config, config_json, floor_default)?;
     if reader.skipped() > 0 {
         eprintln!(
             "skipped {} bad lines of {}",
@@ -256,6 +289,7 @@ fn cmd_replay(a: args::ReplayArgs) -> Result<(), CliError> {
         &a.output,
         config,
         config_json,
+        0,
     )
 }
 

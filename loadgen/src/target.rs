@@ -1,7 +1,7 @@
 //! The boundary between loadgen and whatever receives the load.
 //!
-//! A `Target` takes requests (a batch of 1..=`BATCH_EVENTS_MAX` events, one signature each at
-//! integration) tagged with a `Ticket`, and later reports a `Completion` per ticket. Submission
+//! A `Target` takes requests (a batch of 1..=`BATCH_EVENTS_MAX` events; engine targets split it
+//! into homogeneous engine requests, one signature each) tagged with a `Ticket`, and later reports a `Completion` per ticket. Submission
 //! and completion are split so a TCP client with many requests in flight over many
 //! connections and an in-process target that completes at once both fit: the driver never
 //! waits on one request, it polls for whatever has completed.
@@ -69,6 +69,11 @@ pub trait Target {
 
     /// Appends completed requests to `out`. If none is ready, waits up to `timeout` for one.
     fn poll(&mut self, out: &mut Vec<Completion>, timeout: Duration) -> Result<(), TargetError>;
+
+    /// Target-specific lines printed after the SUMMARY (engine codes, ledger digest...).
+    fn report(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Completes every request at once: measures the generator's own ceiling. It reads every

@@ -158,3 +158,106 @@ fn record_convert_digest_replay_report() {
     assert_eq!(stdout(&report).lines().count(), 5);
     assert!(p.join("rep/latency-percentiles.png").is_file());
 }
+
+/// `run` and `replay` against `--target inproc`: every event committed, money conserved, the
+/// same trace gives the same ledger digest; a warning below the floor is a usage error.
+#[test]
+fn inproc_target_end_to_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path();
+    let record = [
+        "record",
+        "--events",
+        "2000",
+        "--loans",
+        "50",
+        "--reserve-floor",
+        "100000",
+        "--out",
+        "jl.bin",
+    ];
+    assert_eq!(loadgen(&record, p).status.code(), Some(0));
+    let digest_of = |out: &str| -> String {
+        let replay = [
+            "replay",
+            "--trace",
+            "jl.bin",
+            "--max-rate",
+            "--batch",
+            "50",
+            "--target",
+            "inproc",
+            "--map-reserve-floor",
+            "100000",
+            "--out",
+            out,
+        ];
+        let o = loadgen(&replay, p);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let text = stdout(&o);
+        assert!(text.contains("2000 committed, 0 rejected"), "{text}");
+        assert!(
+            text.contains("INPROC") && text.contains("credits_posted: true"),
+            "{text}"
+        );
+        let line = text
+            .lines()
+            .find(|l| l.contains("ledger digest"))
+            .expect("digest line");
+        line.split_whitespace()
+            .nth(2)
+            .expect("digest")
+            .trim_end_matches(';')
+            .to_string()
+    };
+    let first = digest_of("a");
+    assert_eq!(first.len(), 32);
+    assert_eq!(first, digest_of("b"));
+    let run = [
+        "run",
+        "--workload",
+        "transfers",
+        "--accounts",
+        "100",
+        "--events",
+        "3000",
+        "--batch",
+        "100",
+        "--target",
+        "inproc",
+        "--no-sign",
+        "--out",
+        "c",
+    ];
+    let o = loadgen(&run, p);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        stdout(&o).contains("3000 committed, 0 rejected"),
+        "{}",
+        stdout(&o)
+    );
+    let bad = [
+        "run",
+        "--events",
+        "10",
+        "--target",
+        "inproc",
+        "--map-reserve-floor",
+        "10",
+        "--map-reserve-warning",
+        "5",
+        "--out",
+        "d",
+    ];
+    assert_eq!(loadgen(&bad, p).status.code(), Some(2));
+}

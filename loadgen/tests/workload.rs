@@ -141,15 +141,24 @@ fn joint_loan_stream_is_internally_consistent() {
             "{kind} is part of the mix: {counts:?}"
         );
     }
-    // Setup comes first: every create precedes the first steady-state disbursement.
+    // Setup comes first: every account and initial loan precedes the first disbursement;
+    // later loans are renewals of used-up lines, with fresh ids after the initial 500.
     let first_disburse = events
         .iter()
         .position(|e| e.op.kind() == OpKind::Disburse)
         .expect("some");
     let last_create = events
         .iter()
-        .rposition(|e| matches!(e.op.kind(), OpKind::CreateAccount | OpKind::CreateLoan));
+        .rposition(|e| matches!(e.op.kind(), OpKind::CreateAccount));
     assert!(last_create.expect("setup") < first_disburse);
+    let mut renewals = 0;
+    for e in &events[first_disburse..] {
+        if let Op::CreateLoan { loan, .. } = e.op {
+            assert!(loan > 500, "renewal {loan} has a fresh id");
+            renewals += 1;
+        }
+    }
+    assert!(renewals > 0, "used-up lines are renewed");
 }
 
 #[test]

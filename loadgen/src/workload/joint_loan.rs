@@ -6,7 +6,9 @@
 //! reserve (a top-up is emitted first) and never takes the outstanding principal past the
 //! loan's limit, a repayment never exceeds the outstanding principal (so it always follows a
 //! disbursement), and a statement covers the period since the account's previous statement.
-//! Loans are revolving credit lines (like WeBank's Weilidai): repaid principal can be drawn again.
+//! Loans are credit lines (like WeBank's Weilidai). The ledger caps what a loan disburses over
+//! its life at its limit, so a used-up line with nothing outstanding is renewed as a new loan
+//! (a `create_loan` with the next id after the initial `loans`, same parties and limit).
 
 use std::collections::VecDeque;
 
@@ -19,6 +21,11 @@ use crate::op::{AccountKind, Cents, InstitutionId, Op, TraceEvent, SHARE_BPS_FUL
 pub const INSTITUTIONS_MAX: u16 = 1024;
 pub const LOANS_MAX: u64 = 10_000_000;
 pub const RESERVES_PER_INSTITUTION_MAX: u64 = 1024;
+/// Smallest disbursement and smallest principal left outstanding (100.00): with a partner share
+/// of 1..=9,999 bps neither leg of a split then rounds to zero (the ledger refuses that).
+/// Highest reserve floor (10,000,000.00): top-ups are sized for floors well below that.
+pub const RESERVE_FLOOR_MAX: Cents = 1_000_000_000;
+pub const LOAN_AMOUNT_MIN: Cents = 10_000;
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct JointLoanConfig {
@@ -35,6 +42,9 @@ pub struct JointLoanConfig {
     pub events_per_second: f64,
     /// Steady-state mix weights: top-up, disburse, repay, statement.
     pub mix: [u32; 4],
+    /// Balance no disbursement may take a reserve below (the ledger's reserve floor): the
+    /// generator tops a reserve up first. Give the mapping the same floor.
+    pub reserve_floor: Cents,
 }
 
 impl Default for JointLoanConfig {
@@ -48,6 +58,7 @@ impl Default for JointLoanConfig {
             partner_share_bps: 8_000,
             events_per_second: 1_000.0,
             mix: [5, 35, 40, 20],
+            reserve_floor: 0,
         }
     }
 }
@@ -76,6 +87,11 @@ impl JointLoanConfig {
         if !(self.events_per_second.is_finite() && self.events_per_second > 0.0) {
             return Err("events per second must be > 0".into());
         }
+        if self.reserve_floor > RESERVE_FLOOR_MAX {
+            return Err(format!(
+                "reserve floor must be <= {RESERVE_FLOOR_MAX} cents"
+            ));
+        }
         if self.mix.iter().all(|&w| w == 0) {
             return Err("the op mix must have a non-zero weight".into());
         }
@@ -85,11 +101,17 @@ impl JointLoanConfig {
 
 #[derive(Clone, Copy)]
 struct Loan {
+    /// The current loan id of this credit line (renewed when its limit is used up).
+    id: u64,
     borrower: u64,
     lead_reserve: u64,
     partner_reserve: u64,
     limit: Cents,
+    /// Principal disbursed over the loan's life: the ledger caps it at the limit.
+    disbursed: Cents,
     outstanding: Cents,
+    /// The partner's part of `outstanding`, kept exactly as the ledger keeps it.
+    partner_outstanding: Cents,
 }
 
 /// Streaming generator; `next()` never returns `None`.
@@ -100,6 +122,8 @@ pub struct JointLoan {
     /// Events decided but not yet returned: setup, then any top-up a disbursement needs.
     pending: VecDeque<(InstitutionId, Op)>,
     loans: Vec<Loan>,
+    /// Id of the next renewed loan (renewals get ids after the initial `loans`).
+    loan_id_next: u64,
     reserve_balance: Vec<Cents>,
     /// End of each account's last statement period, by account index.
     statement_end_ns: Vec<u64>,
@@ -123,6 +147,7 @@ impl JointLoan {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             clock_ns: 0,
             pending: VecDeque::new(),
+            loan_id_next: config.loans + 1,
             loans: Vec::with_capacity(config.loans as usize),
             reserve_balance: vec![0; reserves as usize],
             statement_end_ns: vec![0; accounts],
@@ -167,7 +192,10 @@ impl JointLoan {
                     self.rng.gen_range(0..c.reserves_per_institution),
                 ),
                 limit: self.loan_size.sample(&mut self.rng),
+                id: l + 1,
+                disbursed: 0,
                 outstanding: 0,
+                partner_outstanding: 0,
             };
             self.loans.push(loan);
             let create = Op::CreateAccount {
@@ -176,22 +204,38 @@ impl JointLoan {
             };
             self.pending.push_back((0, create));
         }
-        for (l, loan) in self.loans.iter().enumerate() {
-            let op = Op::CreateLoan {
-                loan: l as u64 + 1,
-                borrower: loan.borrower,
-                lead_reserve: loan.lead_reserve,
-                partner_reserve: loan.partner_reserve,
-                limit: loan.limit,
-                partner_share_bps: c.partner_share_bps,
-            };
-            self.pending.push_back((0, op));
+        for loan in &self.loans {
+            self.pending.push_back((0, Self::create_loan(&c, loan)));
         }
         for reserve in 0..self.reserve_balance.len() as u64 {
             let op = self.top_up(reserve + 1);
             self.pending
                 .push_back((self.reserve_owner(reserve + 1), op));
         }
+    }
+
+    fn create_loan(c: &JointLoanConfig, loan: &Loan) -> Op {
+        Op::CreateLoan {
+            loan: loan.id,
+            borrower: loan.borrower,
+            lead_reserve: loan.lead_reserve,
+            partner_reserve: loan.partner_reserve,
+            limit: loan.limit,
+            partner_share_bps: c.partner_share_bps,
+        }
+    }
+
+    /// The ledger caps a loan's total disbursed principal at its limit, so a used-up credit
+    /// line with nothing outstanding is renewed as a new loan (same parties and limit).
+    fn renew_loan(&mut self, l: usize) {
+        let loan = &mut self.loans[l];
+        assert_eq!(loan.outstanding, 0);
+        loan.id = self.loan_id_next;
+        loan.disbursed = 0;
+        loan.partner_outstanding = 0;
+        self.loan_id_next += 1;
+        let op = Self::create_loan(&self.config, &self.loans[l]);
+        self.pending.push_back((0, op));
     }
 
     fn reserve_owner(&self, account: u64) -> InstitutionId {
@@ -229,6 +273,7 @@ impl JointLoan {
         }
     }
 
+    /// `floor(amount × bps / 10_000)`: the ledger's rounding (`engine::ledger::partner_part`).
     fn partner_part(&self, amount: Cents) -> Cents {
         let part = u128::from(amount) * u128::from(self.config.partner_share_bps)
             / u128::from(SHARE_BPS_FULL);
@@ -236,60 +281,78 @@ impl JointLoan {
     }
 
     fn plan_disburse_of(&mut self, l: usize) {
-        let loan = self.loans[l];
-        let remaining = loan.limit - loan.outstanding;
-        if remaining == 0 {
-            // Fully drawn: the borrower repays instead (outstanding == limit > 0).
-            return self.plan_repay_of(l);
+        let mut loan = self.loans[l];
+        if loan.limit - loan.disbursed < LOAN_AMOUNT_MIN {
+            if loan.outstanding > 0 {
+                // Used up: the borrower repays instead (outstanding >= LOAN_AMOUNT_MIN).
+                return self.plan_repay_of(l);
+            }
+            self.renew_loan(l);
+            loan = self.loans[l];
         }
+        let remaining = loan.limit - loan.disbursed;
         // One to three tranches: 30%..100% of the limit, never past it.
         let tranche = (loan.limit as f64 * self.rng.gen_range(0.3..=1.0)) as Cents;
-        let amount = tranche.clamp(1, remaining);
+        let amount = tranche.clamp(LOAN_AMOUNT_MIN, remaining);
         let partner = self.partner_part(amount);
+        let floor = self.config.reserve_floor;
         for (reserve, part) in [
             (loan.partner_reserve, partner),
             (loan.lead_reserve, amount - partner),
         ] {
-            while self.reserve_balance[(reserve - 1) as usize] < part {
+            while self.reserve_balance[(reserve - 1) as usize] < part.saturating_add(floor) {
                 let op = self.top_up(reserve);
                 self.pending.push_back((self.reserve_owner(reserve), op));
             }
             self.reserve_balance[(reserve - 1) as usize] -= part;
         }
         let loan = &mut self.loans[l];
+        loan.disbursed += amount;
         loan.outstanding += amount;
+        loan.partner_outstanding += partner;
         assert!(
-            loan.outstanding <= loan.limit,
+            loan.disbursed <= loan.limit,
             "disbursed past the loan limit"
         );
-        self.pending.push_back((
-            0,
-            Op::Disburse {
-                loan: l as u64 + 1,
-                amount,
-            },
-        ));
+        let loan = loan.id;
+        self.pending.push_back((0, Op::Disburse { loan, amount }));
     }
 
     fn plan_repay_of(&mut self, l: usize) {
         let loan = self.loans[l];
         if loan.outstanding == 0 {
             // Repayments only after disbursements: a loan with nothing out is drawn first
-            // (limit > 0, so this does not come back here).
+            // (limit >= LOAN_AMOUNT_MIN, so this does not come back here).
             return self.plan_disburse_of(l);
         }
-        // Instalments: 10%..100% of the outstanding principal; monthly interest 0.5%..1.5%.
+        // Instalments: 10%..100% of the outstanding principal, never leaving less than
+        // LOAN_AMOUNT_MIN outstanding; monthly interest 0.5%..1.5%.
         let fraction = self.rng.gen_range(0.1..=1.0);
-        let principal = ((loan.outstanding as f64 * fraction) as Cents).clamp(1, loan.outstanding);
+        let mut principal =
+            ((loan.outstanding as f64 * fraction) as Cents).clamp(1, loan.outstanding);
+        if loan.outstanding - principal < LOAN_AMOUNT_MIN {
+            principal = loan.outstanding;
+        }
         let interest = (principal as f64 * self.rng.gen_range(0.005..0.015)) as Cents;
-        let partner = self.partner_part(principal + interest);
+        // The ledger's split: the partner gets its share of the principal (all of its
+        // outstanding part on the final repayment) plus its share of the interest.
+        let partner_principal = if principal == loan.outstanding {
+            loan.partner_outstanding
+        } else {
+            self.partner_part(principal).min(loan.partner_outstanding)
+        };
+        let partner = partner_principal + self.partner_part(interest);
         self.reserve_balance[(loan.partner_reserve - 1) as usize] += partner;
         self.reserve_balance[(loan.lead_reserve - 1) as usize] += principal + interest - partner;
-        self.loans[l].outstanding -= principal;
+        let loan = &mut self.loans[l];
+        loan.outstanding -= principal;
+        loan.partner_outstanding -= partner_principal;
+        assert!(loan.outstanding == 0 || loan.outstanding >= LOAN_AMOUNT_MIN);
+        let loan = loan.id;
         self.pending.push_back((
             0,
             Op::Repay {
-                loan: l as u64 + 1,
+                loan,
                 principal,
                 interest,
             },
