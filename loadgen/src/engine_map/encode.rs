@@ -12,15 +12,9 @@ use super::{Mapper, TRANSFER_CODE_LOAN_LEG, TRANSFER_CODE_PLAIN, TRANSFER_CODE_T
 
 pub use super::plan::SOURCE_DERIVED;
 
-/// The ledger's split rounding, `floor(amount × bps / 10_000)` without overflow. A copy of
-/// `engine::ledger::jointloan::partner_part`, which the engine does not export (API gap).
-pub fn partner_part(amount: u128, partner_share_bps: u16) -> u128 {
-    let one = u128::from(engine::types::BPS_ONE);
-    let bps = u128::from(partner_share_bps.min(engine::types::BPS_ONE));
-    let part = (amount / one) * bps + (amount % one) * bps / one;
-    assert!(part <= amount);
-    part
-}
+/// The ledger's split rounding, `floor(amount × bps / 10_000)`: the engine's own function, so
+/// the mapping can never drift from it.
+pub use engine::ledger::partner_part;
 
 /// Something the mapping booked for one event of a request, undone if the ledger refuses it.
 #[derive(Clone, Copy, Debug)]

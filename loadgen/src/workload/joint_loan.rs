@@ -273,11 +273,10 @@ impl JointLoan {
         }
     }
 
-    /// `floor(amount × bps / 10_000)`: the ledger's rounding (`engine::ledger::partner_part`).
+    /// `floor(amount × bps / 10_000)`: the ledger's own rounding (`engine::ledger::partner_part`).
     fn partner_part(&self, amount: Cents) -> Cents {
-        let part = u128::from(amount) * u128::from(self.config.partner_share_bps)
-            / u128::from(SHARE_BPS_FULL);
-        part as Cents
+        let part = engine::ledger::partner_part(u128::from(amount), self.config.partner_share_bps);
+        Cents::try_from(part).expect("a part of a u64 amount fits in u64")
     }
 
     fn plan_disburse_of(&mut self, l: usize) {
