@@ -3,7 +3,7 @@
 //! Every bound is named here once and checked where it is used. Every record is exactly
 //! `EVENT_BYTES` long; its fields are declared in wire order and `#[repr(C)]`, and the offsets are
 //! asserted at compile time, so the in-memory layout equals the little-endian wire layout.
-//! Byte offsets are documented in docs/parts/ledger.md. `codec` owns the encoding and validation.
+//! Byte offsets are documented in docs/PROTOCOL.md. `codec` owns the encoding and validation.
 
 use core::mem::{offset_of, size_of};
 

@@ -118,7 +118,7 @@ fn build_target(a: &TargetArgs, floor_default: u64) -> Result<Box<dyn Target>, C
     if a.target_in_flight == 0 {
         return Err(CliError::Usage("--target-in-flight must be >= 1".into()));
     }
-    // The TCP cluster client plugs in here as one more arm (docs/parts/loadgen.md).
+    // The TCP cluster client plugs in here as one more arm (docs/LOADGEN.md).
     Ok(match a.target {
         TargetKind::Inproc => return inproc_target(a, floor_default),
         TargetKind::Null => Box::new(

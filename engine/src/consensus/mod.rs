@@ -3,7 +3,7 @@
 //!
 //! Architecture invariant: this module never touches a socket, a clock or a file. Local time arrives
 //! with every event; the shell executes the returned actions in order (persist before send).
-//! See docs/parts/consensus.md.
+//! See docs/modules/consensus.md.
 
 pub mod audit;
 mod block_tree;

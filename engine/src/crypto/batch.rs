@@ -55,7 +55,7 @@ impl VerifyCode {
 }
 
 /// How a batch is checked; all three are sound and give identical codes. `Grouped` is the
-/// default and the fastest measured (docs/parts/crypto.md); the others are kept for the benchmark.
+/// default and the fastest measured (docs/modules/crypto.md); the others are kept for the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
     /// Rayon chunks, multi-scalar sums grouped by signer, one Miller loop per signer and chunk.

@@ -230,7 +230,7 @@ impl Ledger {
     }
 
     /// The running digest: `d' = xxh3_128_with_seed(d ‖ record, tag)` over every state change in
-    /// order (docs/parts/ledger.md). Equal digests mean equal histories of applied changes.
+    /// order (docs/modules/ledger.md). Equal digests mean equal histories of applied changes.
     pub fn digest(&self) -> u128 {
         self.digest
     }

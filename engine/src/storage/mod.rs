@@ -4,7 +4,7 @@
 //! Architecture invariant: a block whose append was acknowledged (its [`Ticket`] fired, or
 //! [`BlockStore::sync`] returned past it) is never silently dropped. Recovery only truncates the last
 //! group-commit batch of the tail segment; anything else that fails its checksum refuses to open.
-//! See docs/parts/storage.md for the on-disk format and the recovery rules.
+//! See docs/modules/storage.md for the on-disk format and the recovery rules.
 
 mod config;
 mod crypt;
