@@ -1,7 +1,7 @@
 //! `bench-harness limits`: the machine's physical limits that benchmarks compare against.
 //!
 //! Each probe is a `pub fn` so a benchmark can measure its own limit in the same run.
-//! Sections: disk (storage). Crypto and network probes are added by their owners below.
+//! Sections: disk (storage), crypto (pairings), hashing and loopback TCP.
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::fs::{File, OpenOptions};
@@ -27,6 +27,12 @@ pub struct Args {
     /// Number of 4 KiB write + fdatasync samples.
     #[arg(long, default_value_t = 500)]
     pub sync_samples: usize,
+    /// Distinct signed messages in the single-core pairing probe.
+    #[arg(long, default_value_t = 512)]
+    pub sigs: usize,
+    /// MiB sent through one loopback TCP stream.
+    #[arg(long, default_value_t = 1024)]
+    pub tcp_mib: u64,
     /// Print the result as one JSON object on the last stdout line.
     #[arg(long)]
     pub json: bool,
@@ -158,8 +164,64 @@ pub fn disk_limits(dir: &Path, bytes: u64, sync_samples: usize) -> Result<DiskLi
     })
 }
 
+/// Nanoseconds per xxh3-64 of a 128-byte record (the block-log checksum's unit of work).
+pub fn xxh3_128b_ns() -> f64 {
+    const ROUNDS: u64 = 5_000_000;
+    let mut record = [0u8; 128];
+    let started = Instant::now();
+    let mut acc = 0u64;
+    for i in 0..ROUNDS {
+        record[0] = i as u8;
+        acc ^= xxhash_rust::xxh3::xxh3_64(std::hint::black_box(&record));
+    }
+    std::hint::black_box(acc);
+    started.elapsed().as_nanos() as f64 / ROUNDS as f64
+}
+
+/// One loopback TCP stream: `bytes` in 1 MiB writes to a reader thread, in MB/s (10^6 bytes).
+pub fn loopback_tcp_mb_per_s(bytes: u64) -> Result<f64, String> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| format!("addr: {e}"))?;
+    let reader = std::thread::spawn(move || -> std::io::Result<u64> {
+        let (mut stream, _) = listener.accept()?;
+        let mut buf = vec![0u8; SEQ_WRITE_CHUNK_BYTES];
+        let mut total = 0u64;
+        loop {
+            match stream.read(&mut buf)? {
+                0 => return Ok(total),
+                n => total += n as u64,
+            }
+        }
+    });
+    let chunk = vec![0xA5u8; SEQ_WRITE_CHUNK_BYTES];
+    let chunks = bytes.div_ceil(SEQ_WRITE_CHUNK_BYTES as u64).max(1);
+    let started = Instant::now();
+    {
+        let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+        for _ in 0..chunks {
+            stream
+                .write_all(&chunk)
+                .map_err(|e| format!("write: {e}"))?;
+        }
+    }
+    let received = reader
+        .join()
+        .map_err(|_| "reader thread panicked".to_string())?
+        .map_err(|e| format!("read: {e}"))?;
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(received, chunks * SEQ_WRITE_CHUNK_BYTES as u64);
+    Ok(received as f64 / seconds / 1e6)
+}
+
 pub fn run(args: Args) -> Result<(), String> {
     let dir = args.dir.unwrap_or_else(std::env::temp_dir);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let pairing_1core = crate::verify::pairing_limit_probe(args.sigs)?;
+    let xxh3_ns = xxh3_128b_ns();
+    let tcp_mb_per_s = loopback_tcp_mb_per_s(args.tcp_mib << 20)?;
     let disk = disk_limits(&dir, args.disk_mib << 20, args.sync_samples)?;
     println!("SUMMARY limits (dir {})", dir.display());
     println!(
@@ -178,8 +240,17 @@ pub fn run(args: Args) -> Result<(), String> {
         "  disk 4 KiB write + fdatasync p50 / p99     : {:>8.0} / {:.0} µs",
         disk.sync_4k_p50_us, disk.sync_4k_p99_us
     );
-    // crypto limits: added by the crypto issue.
-    // network limits: added by the net issue.
+    println!(
+        "  BLS min_sig aggregate_verify, 1 core       : {pairing_1core:>8.0} sigs/s ({:.0} µs/sig)",
+        1e6 / pairing_1core
+    );
+    println!(
+        "  {:<42} : {:>8.0} sigs/s",
+        format!("pairing limit, {cores} cores (x single core)"),
+        pairing_1core * cores as f64
+    );
+    println!("  xxh3-64 of 128 bytes                       : {xxh3_ns:>8.1} ns");
+    println!("  loopback TCP, one stream, 1 MiB writes     : {tcp_mb_per_s:>8.0} MB/s");
     if args.json {
         let json = serde_json::json!({
             "bench": "limits",
@@ -188,6 +259,11 @@ pub fn run(args: Args) -> Result<(), String> {
             "disk_seq_limit_mb_per_s": disk.seq_limit_mb_per_s(),
             "disk_sync_4k_p50_us": disk.sync_4k_p50_us,
             "disk_sync_4k_p99_us": disk.sync_4k_p99_us,
+            "cores": cores,
+            "pairing_1core_sigs_per_s": pairing_1core,
+            "pairing_limit_sigs_per_s": pairing_1core * cores as f64,
+            "xxh3_128b_ns": xxh3_ns,
+            "loopback_tcp_mb_per_s": tcp_mb_per_s,
         });
         println!("{json}");
     }

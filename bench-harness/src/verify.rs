@@ -82,8 +82,6 @@ fn pairing_limit_rate(
     })
 }
 
-/// Called by `bench-harness limits` (another issue owns it), hence the allow until then.
-#[allow(dead_code)]
 /// A self-contained probe for `bench-harness limits`: `sigs` distinct requests, one signer.
 pub fn pairing_limit_probe(sigs: usize) -> Result<f64, String> {
     let workload = Workload::new(sigs.max(1), 1, 1, 7);

@@ -6,6 +6,7 @@ pub mod client;
 pub mod codec;
 pub mod consensus;
 pub mod crypto;
+pub mod exec;
 pub mod ledger;
 pub mod mempool;
 pub mod net;

@@ -241,8 +241,24 @@ fn many_unaligned_group_commits_round_trip_direct_and_buffered() {
                 .append(h, &parent, &payload(h, 1, len(h)))
                 .expect("append");
             parent = ticket.hash();
+            // Read a durable block while later group commits are in flight on the pages after it.
+            if let Some(r) = log.durable_height().filter(|d| *d > 1).map(|d| d - 1) {
+                let got = log.read_verified(r).expect("concurrent read");
+                assert_eq!(
+                    &*got,
+                    &payload(r, 1, len(r))[..],
+                    "read of {r} during writes"
+                );
+            }
             if h % 7 == 0 {
                 ticket.wait().expect("durable");
+                // Reads through the map right after O_DIRECT rewrote the page they share with the
+                // next batch: the page cache must not serve stale bytes.
+                for back in [0, 1, 6] {
+                    let r = h - back;
+                    let got = log.read_verified(r).expect("fresh read");
+                    assert_eq!(&*got, &payload(r, 1, len(r))[..], "in-process read of {r}");
+                }
             }
             if h == 1500 {
                 // Reopen mid-way: the first batch after it starts inside a written page.

@@ -10,6 +10,7 @@
 mod byzantine;
 pub mod faults;
 pub mod invariants;
+pub mod ledger_machine;
 mod network;
 mod node;
 mod runner;

@@ -414,3 +414,11 @@ impl BlockStore for BlockLog {
         BlockLog::first_height(self)
     }
 }
+
+// The node moves the log into its storage thread; the simulator moves stores between tasks.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<BlockLog>();
+    assert_send::<super::MemBlockStore>();
+    assert_send::<Ticket>();
+};
