@@ -35,8 +35,7 @@ pub fn audit_chain<C: QuorumCrypto>(
     blocks: &[CommittedBlock],
 ) -> Result<(), AuditError> {
     let mut prev_hash = previous.block.hash();
-    let mut expected = previous.height + 1;
-    for c in blocks {
+    for (expected, c) in (previous.height + 1..).zip(blocks.iter()) {
         let height = c.height;
         if height != expected || c.block.height != height {
             return Err(AuditError::HeightGap { height, expected });
@@ -65,7 +64,6 @@ pub fn audit_chain<C: QuorumCrypto>(
             return Err(AuditError::QcInvalid { height });
         }
         prev_hash = hash;
-        expected += 1;
     }
     Ok(())
 }

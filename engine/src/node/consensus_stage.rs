@@ -28,6 +28,8 @@ pub const EXECUTE_QUEUE_COMMITS_MAX: usize = 1024;
 pub const SAFETY_FILE: &str = "safety.bin";
 const BLOCK_FILE_PREFIX: &str = "block-";
 
+// Peer messages dominate the queue; boxing them would cost an allocation per message.
+#[allow(clippy::large_enum_variant)]
 pub enum ConsensusIn {
     Peer { from: ValidatorIndex, msg: Message },
     LocalBatchReady(Digest),

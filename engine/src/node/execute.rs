@@ -13,6 +13,7 @@ use crossbeam::channel::{select, Receiver, Sender, TrySendError};
 use crate::codec::encode_reply;
 use crate::consensus::CommittedBlock;
 use crate::crypto::SignedRequest;
+use crate::exec::{execute, request_timestamp_ns, ExecRequest};
 use crate::ledger::Ledger;
 use crate::mempool::RequestKey;
 use crate::storage::{BlockLog, Ticket};
@@ -88,7 +89,7 @@ pub fn apply_block(
     committed: &CommittedBlock,
     batches: &[impl AsRef<Batch>],
 ) -> Vec<Executed> {
-    let block_ns = committed.block.timestamp_ms.saturating_mul(1_000_000);
+    let block_ms = committed.block.timestamp_ms;
     let mut items = Vec::new();
     for batch in batches {
         for bytes in &batch.as_ref().requests {
@@ -104,26 +105,30 @@ pub fn apply_block(
                 institution: r.institution,
                 request_id: r.request_id,
             };
-            let timestamp_ns = block_ns.max(ledger.timestamp_last() + 1);
-            let result =
-                match ledger.apply_request(r.institution, timestamp_ns, r.operation, &r.body) {
-                    Ok(reply) => Ok(Outcome {
-                        institution: r.institution,
-                        request_id: r.request_id,
-                        height: committed.height,
-                        timestamp_ns,
-                        operation: r.operation,
-                        reply: encode_reply(&reply),
-                    }),
-                    Err(error) => Err(Rejected {
-                        height: committed.height,
-                        ..Rejected::new(
-                            (r.institution, r.request_id),
-                            RejectCode::RequestRefused,
-                            error.to_string(),
-                        )
-                    }),
-                };
+            let timestamp_ns = request_timestamp_ns(ledger, block_ms);
+            let exec = ExecRequest {
+                institution: r.institution,
+                operation: r.operation,
+                body: &r.body,
+            };
+            let result = match execute(ledger, block_ms, &exec) {
+                Ok(reply) => Ok(Outcome {
+                    institution: r.institution,
+                    request_id: r.request_id,
+                    height: committed.height,
+                    timestamp_ns,
+                    operation: r.operation,
+                    reply: encode_reply(&reply),
+                }),
+                Err(error) => Err(Rejected {
+                    height: committed.height,
+                    ..Rejected::new(
+                        (r.institution, r.request_id),
+                        RejectCode::RequestRefused,
+                        error.to_string(),
+                    )
+                }),
+            };
             items.push(Executed {
                 key,
                 digest: r.digest(),
