@@ -14,9 +14,16 @@ const PORT_PROBES_MAX: usize = 64;
 
 /// A base port P such that P+i, P+100+i, P+200+i are free for i < n (probed, then released).
 pub fn free_base_port(n: usize) -> u16 {
-    let seed = std::process::id() as usize ^ Instant::now().elapsed().subsec_nanos() as usize;
+    // Tests of one process run in parallel: a process-wide counter keeps their ranges apart.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let turn = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as usize)
+        .unwrap_or(0);
+    let seed = std::process::id() as usize ^ nanos ^ (turn * 4099);
     for attempt in 0..PORT_PROBES_MAX {
-        let base = 20_000 + ((seed.wrapping_mul(7919) + attempt * 977) % 40_000);
+        let base = 20_000 + ((seed.wrapping_mul(7919) + (turn + attempt) * 977) % 40_000);
         let all_free = (0..n).all(|i| {
             [base + i, base + 100 + i, base + 200 + i]
                 .iter()
