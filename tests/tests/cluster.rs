@@ -321,3 +321,60 @@ fn oversized_frame(cluster: &Cluster) {
         other => panic!("expected frame_too_large, got {other:?}"),
     }
 }
+
+/// Measurement, not a check: sequential submit latency and pipelined throughput of one client
+/// against a 4-node loopback cluster. Run with `--ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_submit_latency_and_pipelined_throughput() {
+    const SEQUENTIAL: u128 = 200;
+    const PIPELINED: u128 = 2_000;
+    let cluster = started(4);
+    let lead = cluster.signer(LEAD);
+    let mut client = cluster.client(0, LEAD);
+    let make = |id: u128| {
+        let t = transfer(
+            id,
+            settlement_account(LEAD),
+            lead_funding_account(LEAD),
+            1,
+            LEAD,
+        );
+        lead.create_transfers(id, &[t]).expect("sign")
+    };
+    let mut latencies_us: Vec<u128> = Vec::new();
+    for id in 1..=SEQUENTIAL {
+        let request = make(id);
+        let started = std::time::Instant::now();
+        client.submit(&request).expect("commit");
+        latencies_us.push(started.elapsed().as_micros());
+    }
+    latencies_us.sort_unstable();
+    let pct = |p: usize| latencies_us[(latencies_us.len() * p / 100).min(latencies_us.len() - 1)];
+    println!(
+        "SUMMARY sequential submits={SEQUENTIAL} p50_us={} p90_us={} p99_us={} max_us={}",
+        pct(50),
+        pct(90),
+        pct(99),
+        pct(100)
+    );
+    let requests: Vec<_> = (SEQUENTIAL + 1..=SEQUENTIAL + PIPELINED)
+        .map(make)
+        .collect();
+    let started = std::time::Instant::now();
+    for request in &requests {
+        client.send(request).expect("send");
+    }
+    let mut committed = 0;
+    while committed < PIPELINED {
+        match client.recv(Duration::from_secs(30)).expect("recv") {
+            Some(NodeFrame::Committed(_)) => committed += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "SUMMARY pipelined requests={PIPELINED} seconds={seconds:.2} requests_per_s={:.0}",
+        PIPELINED as f64 / seconds
+    );
+}
