@@ -1,6 +1,7 @@
 //! `reckon node`: load config, genesis and keys; restore state; start every stage on its pinned
 //! thread; run until SIGTERM/SIGINT; then drain and stop.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,26 +9,28 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::bounded;
+use crossbeam::channel::{bounded, Receiver, Sender};
 
 use crate::consensus::bls::{BlsCrypto, VerifyCache};
-use crate::consensus::{Config, Core, ValidatorIndex};
-use crate::crypto::{load_key_file, BatchVerifier, KeyKind};
+use crate::consensus::{CommittedBlock, Config, Core, ValidatorIndex};
+use crate::crypto::{load_key_file, BatchVerifier, KeyKind, Registry};
 use crate::mempool::{Mempool, MempoolConfig};
-use crate::net::{tls, IssuedCert, Server, ServerOptions};
+use crate::net::{tls, Inbound, IssuedCert, Server, ServerOptions};
 use crate::storage::{BlockLog, LogConfig, WriteBackend};
 
 use super::batches::BatchStore;
 use super::config::NodeConfig;
-use super::consensus_stage::{ConsensusStage, CONSENSUS_QUEUE_MAX, EXECUTE_QUEUE_COMMITS_MAX};
-use super::dissemination::{Dissemination, DISSEMINATION_QUEUE_MAX};
-use super::execute::{Execute, REPLY_QUEUE_BLOCKS_MAX};
+use super::consensus_stage::{
+    ConsensusIn, ConsensusStage, CONSENSUS_QUEUE_MAX, EXECUTE_QUEUE_COMMITS_MAX,
+};
+use super::dissemination::{Dissemination, DisseminationIn, DISSEMINATION_QUEUE_MAX};
+use super::execute::{Execute, ExecutedBlock, REPLY_QUEUE_BLOCKS_MAX};
 use super::genesis::{Genesis, LoadedGenesis};
-use super::ingress::Ingress;
+use super::ingress::{Ingress, VerifyJob};
 use super::layout::{cores_available, pin_current, Layout, Stage};
 use super::metrics::{Metrics, MetricsServer};
 use super::peers::{run_dispatch, Peers};
-use super::recover::restore;
+use super::recover::{restore, Restored};
 use super::reply::Reply;
 use super::state::Shared;
 use super::verify::{Verify, QUERY_QUEUE_MAX};
@@ -126,12 +129,48 @@ fn open_log(config: &NodeConfig) -> Result<BlockLog, NodeError> {
     Ok(log)
 }
 
-/// Runs a node until a signal; returns after a clean drain.
-pub fn run(config_path: &Path) -> Result<(), NodeError> {
+/// Everything loaded and restored before any stage starts.
+struct Loaded {
+    config: NodeConfig,
+    genesis: LoadedGenesis,
+    keys: Keys,
+    layout: Layout,
+    server_tls: Arc<rustls::ServerConfig>,
+    client_tls: Arc<rustls::ClientConfig>,
+    shared: Arc<Shared>,
+    store: Arc<BatchStore>,
+    log: BlockLog,
+    restored: Restored,
+    registry: Arc<Registry>,
+    pool: Arc<rayon::ThreadPool>,
+}
+
+fn verify_pool(layout: &Layout) -> Result<Arc<rayon::ThreadPool>, NodeError> {
+    let cores = layout.verify_cores.clone();
+    assert!(!cores.is_empty(), "the layout always has a verify core");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cores.len())
+        .thread_name(|i| format!("verify-{i}"))
+        .start_handler(move |i| {
+            pin_current(cores[i % cores.len()]);
+        })
+        .build()
+        .map_err(|e| start_err("verify pool")(e.to_string()))?;
+    Ok(Arc::new(pool))
+}
+
+fn mempool(config: &NodeConfig, institutions: u32) -> Mempool<super::state::RequestBytes> {
+    let mut m = MempoolConfig::with_institutions(institutions);
+    m.requests_max = config.mempool.requests_max as u32;
+    m.bytes_max = config.mempool.bytes_max as u64;
+    m.per_institution_requests_max = config.mempool.per_institution_requests_max as u32;
+    Mempool::new(m)
+}
+
+fn load(config_path: &Path) -> Result<(Loaded, MetricsServer), NodeError> {
     let config = NodeConfig::load(config_path)?;
     let genesis = Genesis::load(&config.files.genesis)?;
     let keys = load_keys(&config, &genesis)?;
-    let g = &genesis.genesis;
     let layout = Layout::compute(cores_available())
         .and_then(|l| l.with_override(&config.layout))
         .map_err(|e| start_err("layout")(e.to_string()))?;
@@ -147,99 +186,108 @@ pub fn run(config_path: &Path) -> Result<(), NodeError> {
     let ca = read(&config.files.tls_ca)?;
     let server_tls = tls::server_config(&ca, &own).map_err(|e| start_err("TLS")(e.to_string()))?;
     let client_tls = tls::client_config(&ca, &own).map_err(|e| start_err("TLS")(e.to_string()))?;
-
-    let mut mempool_config = MempoolConfig::with_institutions(g.institutions_count());
-    mempool_config.requests_max = config.mempool.requests_max as u32;
-    mempool_config.bytes_max = config.mempool.bytes_max as u64;
-    mempool_config.per_institution_requests_max =
-        config.mempool.per_institution_requests_max as u32;
-    let shared = Arc::new(Shared::new(Mempool::new(mempool_config), metrics));
+    let g = &genesis.genesis;
+    let shared = Arc::new(Shared::new(
+        mempool(&config, g.institutions_count()),
+        metrics,
+    ));
     let store = Arc::new(BatchStore::default());
     let log = open_log(&config)?;
     let consensus_dir = config.node.data_dir.join("consensus");
     let restored =
         restore(&log, g, &consensus_dir, &shared, &store).map_err(start_err("restore"))?;
     shared.set_executed(restored.executed_height, restored.ledger.digest());
-
     let registry = Arc::new(g.registry()?);
-    let stop = Arc::new(AtomicBool::new(false));
-    let verify_cores = layout.verify_cores.clone();
-    let pool = Arc::new(
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(verify_cores.len())
-            .thread_name(|i| format!("verify-{i}"))
-            .start_handler(move |i| {
-                pin_current(verify_cores[i % verify_cores.len()]);
-            })
-            .build()
-            .map_err(|e| start_err("verify pool")(e.to_string()))?,
-    );
-
-    let (client_in_tx, client_in_rx) = bounded(INBOUND_QUEUE_MAX);
-    let (peer_in_tx, peer_in_rx) = bounded(INBOUND_QUEUE_MAX);
-    let (verify_tx, verify_rx) = bounded(config.verify.queue_requests_max);
-    let (query_tx, query_rx) = bounded(QUERY_QUEUE_MAX);
-    let (cons_tx, cons_rx) = bounded(CONSENSUS_QUEUE_MAX);
-    let (diss_tx, diss_rx) = bounded(DISSEMINATION_QUEUE_MAX);
-    let (exec_tx, exec_rx) = bounded(EXECUTE_QUEUE_COMMITS_MAX);
-    let (reply_tx, reply_rx) = bounded(REPLY_QUEUE_BLOCKS_MAX);
-
-    let me = config.node.index as ValidatorIndex;
-    let peer_addrs: Vec<(u32, std::net::SocketAddr)> = config
-        .network
-        .peers
-        .iter()
-        .map(|p| (p.index, p.addr))
-        .collect();
-    let peers = Arc::new(
-        Peers::spawn(me, g.validators.len(), &peer_addrs, client_tls)
-            .map_err(start_err("peers"))?,
-    );
-    let peer_server = Server::bind(
-        config.network.peer_listen,
-        server_tls.clone(),
-        ServerOptions::default(),
-        peer_in_tx,
-    )
-    .map_err(|e| start_err("peer_listen")(format!("{}: {e}", config.network.peer_listen)))?;
-
-    let mut threads = Vec::new();
-    let (p, c, d, s) = (
-        peers.clone(),
-        cons_tx.clone(),
-        diss_tx.clone(),
-        stop.clone(),
-    );
-    threads.push(spawn(
-        "peer-dispatch",
-        layout.core_of(Stage::Ingress),
-        move || run_dispatch(peer_in_rx, p, c, d, s),
-    )?);
-
-    let consensus_config = {
-        let mut c = Config::new(genesis.consensus_chain_id(), g.validators.len(), me);
-        c.round_timeout_ms = config.consensus.round_timeout_ms;
-        c
+    let pool = verify_pool(&layout)?;
+    let loaded = Loaded {
+        config,
+        genesis,
+        keys,
+        layout,
+        server_tls,
+        client_tls,
+        shared,
+        store,
+        log,
+        restored,
+        registry,
+        pool,
     };
-    let stage_parts = (
-        consensus_dir,
-        cons_rx,
+    Ok((loaded, metrics_server))
+}
+
+/// Every stage queue, each with its named capacity.
+struct Queues {
+    client_in: (Sender<Inbound>, Receiver<Inbound>),
+    peer_in: (Sender<Inbound>, Receiver<Inbound>),
+    verify: (Sender<VerifyJob>, Receiver<VerifyJob>),
+    query: (Sender<VerifyJob>, Receiver<VerifyJob>),
+    consensus: (Sender<ConsensusIn>, Receiver<ConsensusIn>),
+    dissemination: (Sender<DisseminationIn>, Receiver<DisseminationIn>),
+    execute: (Sender<Vec<CommittedBlock>>, Receiver<Vec<CommittedBlock>>),
+    reply: (Sender<ExecutedBlock>, Receiver<ExecutedBlock>),
+}
+
+impl Queues {
+    fn new(config: &NodeConfig) -> Queues {
+        Queues {
+            client_in: bounded(INBOUND_QUEUE_MAX),
+            peer_in: bounded(INBOUND_QUEUE_MAX),
+            verify: bounded(config.verify.queue_requests_max),
+            query: bounded(QUERY_QUEUE_MAX),
+            consensus: bounded(CONSENSUS_QUEUE_MAX),
+            dissemination: bounded(DISSEMINATION_QUEUE_MAX),
+            execute: bounded(EXECUTE_QUEUE_COMMITS_MAX),
+            reply: bounded(REPLY_QUEUE_BLOCKS_MAX),
+        }
+    }
+}
+
+/// A running node: what shutdown stops, in order.
+struct Running {
+    /// Front stages (stop at the stop flag): dispatch, dissemination, verify, ingress.
+    front: Vec<JoinHandle<()>>,
+    /// Back stages (drain their queues, then stop): consensus, execute, reply.
+    back: Vec<JoinHandle<()>>,
+    client_server: Server,
+    peer_server: Server,
+    peers: Arc<Peers>,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Starts the consensus thread (the core is built on it: its crypto is not `Send`).
+fn spawn_consensus(
+    l: &mut Loaded,
+    q: &Queues,
+    peers: &Arc<Peers>,
+    stop: &Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, NodeError> {
+    let g = &l.genesis.genesis;
+    let mut cfg = Config::new(
+        l.genesis.consensus_chain_id(),
+        g.validators.len(),
+        l.config.node.index as ValidatorIndex,
+    );
+    cfg.round_timeout_ms = l.config.consensus.round_timeout_ms;
+    let recovered = l.restored.consensus.take();
+    let secret = l.keys.secret;
+    let publics = std::mem::take(&mut l.keys.validator_keys);
+    let (dir, input, execute) = (
+        l.config.node.data_dir.join("consensus"),
+        q.consensus.1.clone(),
+        q.execute.0.clone(),
+    );
+    let (peers, dissemination, shared, stop) = (
         peers.clone(),
-        exec_tx,
-        diss_tx.clone(),
-        shared.clone(),
+        q.dissemination.0.clone(),
+        l.shared.clone(),
         stop.clone(),
     );
-    let recovered = restored.consensus;
-    let consensus_thread = spawn("consensus", layout.core_of(Stage::Consensus), move || {
-        let (dir, input, peers, execute, dissemination, shared, stop) = stage_parts;
-        let secret = blst::min_sig::SecretKey::from_bytes(&keys.secret).expect("validated at load");
-        let crypto = BlsCrypto::new(
-            Some(secret),
-            Rc::new(keys.validator_keys),
-            VerifyCache::shared(),
-        );
-        let core = Core::new(consensus_config, crypto, recovered);
+    spawn("consensus", l.layout.core_of(Stage::Consensus), move || {
+        let secret = blst::min_sig::SecretKey::from_bytes(&secret).expect("validated at load");
+        let crypto = BlsCrypto::new(Some(secret), Rc::new(publics), VerifyCache::shared());
+        let core = Core::new(cfg, crypto, recovered);
         ConsensusStage {
             core,
             dir,
@@ -251,103 +299,167 @@ pub fn run(config_path: &Path) -> Result<(), NodeError> {
             stop,
         }
         .run()
-    })?;
+    })
+}
 
+fn spawn_back(
+    mut l: Loaded,
+    q: &Queues,
+    peers: &Arc<Peers>,
+    stop: &Arc<AtomicBool>,
+) -> Result<Vec<JoinHandle<()>>, NodeError> {
+    let consensus = spawn_consensus(&mut l, q, peers, stop)?;
     let execute = Execute {
-        ledger: restored.ledger,
-        log,
-        commits: exec_rx,
-        queries: query_rx,
-        store: store.clone(),
-        dissemination: diss_tx,
-        reply: reply_tx,
-        shared: shared.clone(),
+        ledger: l.restored.ledger,
+        log: l.log,
+        commits: q.execute.1.clone(),
+        queries: q.query.1.clone(),
+        store: l.store.clone(),
+        dissemination: q.dissemination.0.clone(),
+        reply: q.reply.0.clone(),
+        shared: l.shared.clone(),
         stop: stop.clone(),
     };
-    let execute_thread = spawn("execute", layout.core_of(Stage::Execute), move || {
+    let execute = spawn("execute", l.layout.core_of(Stage::Execute), move || {
         execute.run()
     })?;
     let reply = Reply {
-        input: reply_rx,
-        shared: shared.clone(),
+        input: q.reply.1.clone(),
+        shared: l.shared.clone(),
     };
-    let reply_thread = spawn("reply", layout.core_of(Stage::Reply), move || reply.run())?;
+    let reply = spawn("reply", l.layout.core_of(Stage::Reply), move || reply.run())?;
+    Ok(vec![consensus, execute, reply])
+}
 
+fn spawn_front(
+    l: &Loaded,
+    q: &Queues,
+    peers: &Arc<Peers>,
+    stop: &Arc<AtomicBool>,
+) -> Result<Vec<JoinHandle<()>>, NodeError> {
+    let (c, g) = (&l.config, &l.genesis.genesis);
+    let ingress_core = l.layout.core_of(Stage::Ingress);
+    let (rx, p, cs, ds, s) = (
+        q.peer_in.1.clone(),
+        peers.clone(),
+        q.consensus.0.clone(),
+        q.dissemination.0.clone(),
+        stop.clone(),
+    );
+    let dispatch = spawn("peer-dispatch", ingress_core, move || {
+        run_dispatch(rx, p, cs, ds, s)
+    })?;
     let dissemination = Dissemination {
-        chain: genesis.consensus_chain_id(),
-        batch_requests_max: config.consensus.batch_requests_max as u32,
-        batch_bytes_max: config.consensus.batch_bytes_max as u64,
-        batch_deadline: Duration::from_millis(config.consensus.batch_deadline_ms.max(1)),
-        input: diss_rx,
-        consensus: cons_tx,
-        store,
+        chain: l.genesis.consensus_chain_id(),
+        batch_requests_max: c.consensus.batch_requests_max as u32,
+        batch_bytes_max: c.consensus.batch_bytes_max as u64,
+        batch_deadline: Duration::from_millis(c.consensus.batch_deadline_ms.max(1)),
+        input: q.dissemination.1.clone(),
+        consensus: q.consensus.0.clone(),
+        store: l.store.clone(),
         peers: peers.clone(),
-        shared: shared.clone(),
-        verifier: BatchVerifier::new(registry.clone(), g.chain_id),
-        pool: pool.clone(),
+        shared: l.shared.clone(),
+        verifier: BatchVerifier::new(l.registry.clone(), g.chain_id),
+        pool: l.pool.clone(),
         stop: stop.clone(),
     };
-    threads.push(spawn(
+    let dissemination = spawn(
         "dissemination",
-        layout.core_of(Stage::Dissemination),
+        l.layout.core_of(Stage::Dissemination),
         move || dissemination.run(),
-    )?);
+    )?;
     let verify = Verify {
-        input: verify_rx,
-        queries: query_tx,
-        shared: shared.clone(),
-        verifier: BatchVerifier::new(registry, g.chain_id),
-        pool,
-        batch_requests_max: config.verify.batch_requests_max,
-        batch_deadline: Duration::from_micros(config.verify.batch_deadline_us),
+        input: q.verify.1.clone(),
+        queries: q.query.0.clone(),
+        shared: l.shared.clone(),
+        verifier: BatchVerifier::new(l.registry.clone(), g.chain_id),
+        pool: l.pool.clone(),
+        batch_requests_max: c.verify.batch_requests_max,
+        batch_deadline: Duration::from_micros(c.verify.batch_deadline_us),
         stop: stop.clone(),
     };
-    threads.push(spawn(
-        "verify",
-        layout.core_of(Stage::Ingress),
-        move || verify.run(),
-    )?);
+    let verify = spawn("verify", ingress_core, move || verify.run())?;
     let ingress = Ingress {
-        input: client_in_rx,
-        verify: verify_tx,
-        shared: shared.clone(),
+        input: q.client_in.1.clone(),
+        verify: q.verify.0.clone(),
+        shared: l.shared.clone(),
         peers: peers.clone(),
         chain_id: g.chain_id,
-        node_name: config.node.name.clone(),
-        genesis_hash: genesis.hash,
+        node_name: c.node.name.clone(),
+        genesis_hash: l.genesis.hash,
         stop: stop.clone(),
     };
-    threads.push(spawn(
-        "ingress",
-        layout.core_of(Stage::Ingress),
-        move || ingress.run(),
-    )?);
+    let ingress = spawn("ingress", ingress_core, move || ingress.run())?;
+    Ok(vec![dispatch, dissemination, verify, ingress])
+}
+
+fn start(l: Loaded) -> Result<Running, NodeError> {
+    let q = Queues::new(&l.config);
+    let stop = Arc::new(AtomicBool::new(false));
+    let network = l.config.network.clone();
+    let me = l.config.node.index as ValidatorIndex;
+    let addrs: Vec<(u32, SocketAddr)> = network.peers.iter().map(|p| (p.index, p.addr)).collect();
+    let validators = l.genesis.genesis.validators.len();
+    let peers = Arc::new(
+        Peers::spawn(me, validators, &addrs, l.client_tls.clone()).map_err(start_err("peers"))?,
+    );
+    let peer_server = Server::bind(
+        network.peer_listen,
+        l.server_tls.clone(),
+        ServerOptions::default(),
+        q.peer_in.0.clone(),
+    )
+    .map_err(|e| start_err("peer_listen")(format!("{}: {e}", network.peer_listen)))?;
+    let front = spawn_front(&l, &q, &peers, &stop)?;
+    let (shared, server_tls, height) = (
+        l.shared.clone(),
+        l.server_tls.clone(),
+        l.restored.executed_height,
+    );
+    let (name, chain_id) = (l.config.node.name.clone(), l.genesis.genesis.chain_id);
+    let back = spawn_back(l, &q, &peers, &stop)?;
     let client_server = Server::bind(
-        config.network.client_listen,
+        network.client_listen,
         server_tls,
         ServerOptions::default(),
-        client_in_tx,
+        q.client_in.0.clone(),
     )
-    .map_err(|e| start_err("client_listen")(format!("{}: {e}", config.network.client_listen)))?;
-    tracing::info!(
-        node = %config.node.name, index = me, client = %client_server.local_addr(), peer = %peer_server.local_addr(),
-        metrics = %metrics_server.addr, chain_id = g.chain_id, height = restored.executed_height, "node started"
-    );
+    .map_err(|e| start_err("client_listen")(format!("{}: {e}", network.client_listen)))?;
+    tracing::info!(node = %name, index = me, client = %client_server.local_addr(), peer = %peer_server.local_addr(), chain_id, height, "node started");
+    Ok(Running {
+        front,
+        back,
+        client_server,
+        peer_server,
+        peers,
+        shared,
+        stop,
+    })
+}
 
-    wait_for_signal(&shared, &peers, &stop)?;
-    drain(&shared, &stop);
-    client_server.shutdown();
-    stop.store(true, Ordering::Release);
-    for t in threads {
-        let _ = t.join();
+/// Stops accepting, stops the front stages, lets the back stages drain, joins everything.
+fn stop(r: Running) {
+    r.client_server.shutdown();
+    r.stop.store(true, Ordering::Release);
+    for t in r.front.into_iter().chain(r.back) {
+        if t.join().is_err() {
+            tracing::error!("a stage thread panicked");
+        }
     }
-    let _ = consensus_thread.join();
-    let _ = execute_thread.join();
-    let _ = reply_thread.join();
-    peer_server.shutdown();
-    if let Ok(peers) = Arc::try_unwrap(peers) {
+    r.peer_server.shutdown();
+    if let Ok(peers) = Arc::try_unwrap(r.peers) {
         peers.shutdown();
     }
+}
+
+/// Runs a node until a signal; returns after a clean drain.
+pub fn run(config_path: &Path) -> Result<(), NodeError> {
+    let (loaded, metrics_server) = load(config_path)?;
+    let running = start(loaded)?;
+    let shared = running.shared.clone();
+    wait_for_signal(&shared, &running.peers, &running.stop)?;
+    drain(&shared, &running.stop);
+    stop(running);
     metrics_server.stop();
     let (height, digest) = shared.executed();
     tracing::info!(height, digest = %format!("{digest:032x}"), "node stopped cleanly");
