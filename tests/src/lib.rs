@@ -89,6 +89,34 @@ impl Cluster {
         self.dir.path().join("consortium")
     }
 
+    /// Replaces `from` with `to` in node `i`'s config file (e.g. a smaller snapshot period).
+    pub fn edit_config(&self, i: usize, from: &str, to: &str) {
+        let path = self.out().join(format!("node-{i}.toml"));
+        let text = std::fs::read_to_string(&path).expect("read config");
+        assert!(text.contains(from), "{from:?} not in node-{i}.toml");
+        std::fs::write(&path, text.replace(from, to)).expect("write config");
+    }
+
+    /// Runs `reckon status` against node `i` with node 0's config; returns its stdout.
+    pub fn status_cli(&self, i: usize) -> String {
+        let output = Command::new(&self.bin)
+            .args([
+                "status",
+                "--node",
+                &self.client_addr(i).to_string(),
+                "--config",
+            ])
+            .arg(self.out().join("node-0.toml"))
+            .output()
+            .expect("run reckon status");
+        assert!(
+            output.status.success(),
+            "reckon status failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).to_string()
+    }
+
     pub fn start(&mut self, i: usize) {
         assert!(self.children[i].is_none(), "node {i} already running");
         let log =

@@ -268,6 +268,29 @@ fn bad_requests_get_precise_errors_and_the_node_keeps_serving() {
         Some(NodeFrame::Rejected(r)) => assert_eq!(r.code, RejectCode::MalformedFrame, "{r:?}"),
         other => panic!("expected malformed_frame, got {other:?}"),
     }
+    // Signed for another chain.
+    let other_chain = engine::client::Signer {
+        institution: LEAD,
+        chain_id: 2,
+        key: engine::crypto::load_key_file(
+            &cluster.out().join("keys/institution-1.bls"),
+            engine::crypto::KeyKind::Institution,
+        )
+        .expect("key"),
+    };
+    let wrong = other_chain
+        .create_transfers(
+            15,
+            &[transfer(
+                15,
+                settlement_account(LEAD),
+                lead_funding_account(LEAD),
+                YUAN,
+                LEAD,
+            )],
+        )
+        .expect("sign");
+    expect_rejected(client.submit(&wrong), RejectCode::WrongChainId);
     unknown_institution(&cluster);
     oversized_frame(&cluster);
     // The same node still serves: a new request commits on the first connection.

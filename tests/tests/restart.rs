@@ -171,8 +171,26 @@ fn two_of_four_down_stops_commits_without_divergence_and_recovers() {
 }
 
 #[test]
-fn sigterm_drains_and_exits_zero_and_restart_resumes() {
-    let mut cluster = started();
+fn sigterm_drains_and_exits_zero_and_restart_resumes_from_a_snapshot() {
+    let mut cluster = Cluster::init(Path::new(BIN), 4);
+    for i in 0..4 {
+        cluster.edit_config(
+            i,
+            "snapshot_every_blocks = 10000",
+            "snapshot_every_blocks = 20",
+        );
+    }
+    cluster.start_all();
+    let ok = wait_until(Duration::from_secs(30), || {
+        (0..4)
+            .all(|i| cluster.height(i).is_some_and(|h| h >= 45))
+            .then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "cluster did not reach height 45:\n{}",
+        cluster.log(0)
+    );
     let height = cluster.height(1).expect("up");
     let status = cluster
         .terminate(1, Duration::from_secs(20))
@@ -191,5 +209,26 @@ fn sigterm_drains_and_exits_zero_and_restart_resumes() {
         resumed.is_some(),
         "node 1 resumes past {height}:\n{}",
         cluster.log(1)
+    );
+    let log = cluster.log(1);
+    let restored = log
+        .lines()
+        .filter(|l| l.contains("ledger restored"))
+        .last()
+        .unwrap_or("");
+    let snapshot_height: u64 = restored
+        .split("snapshot_height=")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        snapshot_height >= 20,
+        "the restart loaded a snapshot: {restored}"
+    );
+    let target = cluster.height(0).expect("up");
+    assert!(
+        agree(&cluster, &[0, 1, 2, 3], target),
+        "all agree after a snapshot restart"
     );
 }

@@ -12,11 +12,12 @@ use crossbeam::channel::{select, Receiver, Sender, TrySendError};
 
 use crate::codec::encode_reply;
 use crate::consensus::CommittedBlock;
-use crate::crypto::SignedRequest;
+use crate::crypto::{SignedRequest, REQUEST_HEADER_BYTES};
 use crate::exec::{execute, request_timestamp_ns, ExecRequest};
 use crate::ledger::Ledger;
 use crate::mempool::RequestKey;
 use crate::storage::{BlockLog, Ticket};
+use crate::types::EVENT_BYTES;
 
 use super::batches::{Batch, BatchStore};
 use super::dissemination::DisseminationIn;
@@ -240,6 +241,15 @@ impl Execute {
             .fetch_add(items.len() as u64, Ordering::Relaxed);
         self.shared.metrics.height.set(committed.height as i64);
         self.shared.metrics.commits.inc();
+        let events: usize = batches
+            .iter()
+            .flat_map(|b| b.requests.iter())
+            .map(|r| r.len().saturating_sub(REQUEST_HEADER_BYTES + 48) / EVENT_BYTES)
+            .sum();
+        self.shared
+            .metrics
+            .transfers_committed
+            .inc_by(events as u64);
         self.shared
             .metrics
             .stage_latency_s

@@ -21,3 +21,6 @@ pub mod reply;
 pub mod run;
 pub mod state;
 pub mod verify;
+
+#[cfg(test)]
+mod tests_init;

@@ -98,6 +98,11 @@ impl Peers {
             .collect()
     }
 
+    /// Size of the validator set (links are indexed by validator).
+    pub fn validators(&self) -> usize {
+        self.links.len()
+    }
+
     pub fn dropped(&self, index: usize) -> u64 {
         match self.links.get(index) {
             Some(Some(link)) => link.stats().dropped.load(Ordering::Relaxed),

@@ -88,7 +88,9 @@ pub fn run_init(args: InitArgs) -> Result<(), String> {
 fn init_tracing(config: &NodeConfig) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = match config.log.format {
