@@ -213,8 +213,7 @@ fn sigterm_drains_and_exits_zero_and_restart_resumes_from_a_snapshot() {
     let log = cluster.log(1);
     let restored = log
         .lines()
-        .filter(|l| l.contains("ledger restored"))
-        .last()
+        .rfind(|l| l.contains("ledger restored"))
         .unwrap_or("");
     let snapshot_height: u64 = restored
         .split("snapshot_height=")
