@@ -318,3 +318,66 @@ impl Client {
         }
     }
 }
+
+/// The client file `reckon init` writes per institution (`clients/institution-<id>.toml`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFile {
+    pub institution: u32,
+    pub name: String,
+    pub chain_id: u64,
+    /// Client addresses of the nodes.
+    pub nodes: Vec<SocketAddr>,
+    pub tls_ca: PathBuf,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub bls_key: PathBuf,
+}
+
+impl ClientFile {
+    /// Loads the file; relative paths are taken relative to the file's directory.
+    pub fn load(path: &Path) -> Result<ClientFile, ClientError> {
+        let err = |message: String| ClientError::File {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let mut file: ClientFile = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut file.tls_ca,
+            &mut file.tls_cert,
+            &mut file.tls_key,
+            &mut file.bls_key,
+        ] {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        }
+        if file.nodes.is_empty() {
+            return Err(err("lists no nodes".into()));
+        }
+        Ok(file)
+    }
+
+    pub fn tls(&self) -> Result<ClientTls, ClientError> {
+        ClientTls::load(&self.tls_ca, &self.tls_cert, &self.tls_key)
+    }
+
+    pub fn signer(&self) -> Result<Signer, ClientError> {
+        Signer::load(self.institution, self.chain_id, &self.bls_key)
+    }
+
+    /// Connects to the first node that accepts, in the file's order.
+    pub fn connect_any(&self) -> Result<Client, ClientError> {
+        let tls = self.tls()?;
+        let mut last = None;
+        for addr in &self.nodes {
+            match Client::connect(*addr, &tls) {
+                Ok(client) => return Ok(client),
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(last.expect("at least one node was tried"))
+    }
+}

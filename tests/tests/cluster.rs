@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use engine::client::{Client, ClientError, ClientTls};
+use engine::client::{Client, ClientError, ClientFile, ClientTls};
 use engine::codec::decode_results;
 use engine::crypto::KeyPair;
 use engine::net::{frame, tls, NetErrorCode};
@@ -117,7 +117,11 @@ fn four_nodes_commit_requests_of_several_kinds_and_agree() {
             .reply,
     );
 
-    let mut operator_client = cluster.client(2, 0);
+    // The operator connects with the client file `reckon init` wrote.
+    let file =
+        ClientFile::load(&cluster.out().join("clients/institution-0.toml")).expect("client file");
+    assert_eq!(file.nodes.len(), 4);
+    let mut operator_client = file.connect_any().expect("operator connects");
     let borrower = Account {
         id: BORROWER,
         institution: LEAD,
@@ -400,4 +404,19 @@ fn measure_submit_latency_and_pipelined_throughput() {
         "SUMMARY pipelined requests={PIPELINED} seconds={seconds:.2} requests_per_s={:.0}",
         PIPELINED as f64 / seconds
     );
+}
+
+/// GET /metrics over plain HTTP (bounded by socket timeouts).
+fn metrics_text(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .expect("request");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
 }

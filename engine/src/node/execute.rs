@@ -153,7 +153,16 @@ pub struct Execute {
 }
 
 impl Execute {
+    /// Runs until consensus is gone or the node stops, then flushes the log.
     pub fn run(mut self) {
+        self.serve();
+        match self.log.wait_durable() {
+            Ok(height) => tracing::info!(?height, "block log flushed"),
+            Err(error) => tracing::error!(%error, "block log flush failed"),
+        }
+    }
+
+    fn serve(&mut self) {
         loop {
             select! {
                 recv(self.commits) -> blocks => match blocks {
