@@ -50,6 +50,21 @@ pub fn wait_until<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) ->
     }
 }
 
+/// Retries an exec that failed with ETXTBSY: a parallel test's fork can briefly hold the write
+/// descriptor of our freshly copied binary (between its fork and exec). Bounded attempts.
+fn retry_busy<T>(mut f: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    const ATTEMPTS_MAX: usize = 100;
+    for _ in 0..ATTEMPTS_MAX {
+        match f() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            other => return other,
+        }
+    }
+    f()
+}
+
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub bin: PathBuf,
@@ -67,14 +82,16 @@ impl Cluster {
         std::fs::copy(bin, &copy).expect("copy the reckon binary");
         let base_port = free_base_port(nodes);
         let out = dir.path().join("consortium");
-        let status = Command::new(&copy)
-            .args(["init", "--nodes", &nodes.to_string(), "--out"])
-            .arg(&out)
-            .args(["--institutions", "webank,huarui,luoyang,changsha"])
-            .args(["--base-port", &base_port.to_string()])
-            .stdout(Stdio::null())
-            .status()
-            .expect("run reckon init");
+        let status = retry_busy(|| {
+            Command::new(&copy)
+                .args(["init", "--nodes", &nodes.to_string(), "--out"])
+                .arg(&out)
+                .args(["--institutions", "webank,huarui,luoyang,changsha"])
+                .args(["--base-port", &base_port.to_string()])
+                .stdout(Stdio::null())
+                .status()
+        })
+        .expect("run reckon init");
         assert!(status.success(), "reckon init failed");
         Cluster {
             dir,
@@ -121,13 +138,16 @@ impl Cluster {
         assert!(self.children[i].is_none(), "node {i} already running");
         let log =
             std::fs::File::create(self.dir.path().join(format!("node-{i}.log"))).expect("log file");
-        let child = Command::new(&self.bin)
-            .args(["node", "--config"])
-            .arg(self.out().join(format!("node-{i}.toml")))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn reckon node");
+        let config = self.out().join(format!("node-{i}.toml"));
+        let child = retry_busy(|| {
+            Command::new(&self.bin)
+                .args(["node", "--config"])
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(log.try_clone()?)
+                .spawn()
+        })
+        .expect("spawn reckon node");
         self.children[i] = Some(child);
     }
 

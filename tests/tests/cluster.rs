@@ -176,9 +176,20 @@ fn four_nodes_commit_requests_of_several_kinds_and_agree() {
     );
     let digest = agreed_digest(&cluster, last.height);
     assert_ne!(
-        Some(digest),
+        Some(digest.clone()),
         genesis_digest,
         "the requests changed the ledger"
+    );
+    // The operator's command prints the same figures.
+    let printed: serde_json::Value =
+        serde_json::from_str(&cluster.status_cli(3)).expect("status JSON");
+    assert_eq!(printed["ledger_digest"].as_str(), Some(digest.as_str()));
+    assert_eq!(printed["node"].as_str(), Some("node-3"));
+    let metrics = metrics_text(cluster.base_port + 200);
+    assert!(metrics.contains("reckon_height"), "{metrics}");
+    assert!(
+        metrics.contains("reckon_events_committed_total"),
+        "{metrics}"
     );
 }
 
