@@ -60,7 +60,7 @@ fn tiny_queues_answer_busy_commit_what_they_accept_and_keep_serving() {
     // Still serving: a retry of a refused request commits.
     let retry = client.submit(&requests[FLOOD as usize - 1]);
     assert!(
-        matches!(&retry, Ok(_))
+        retry.is_ok()
             || matches!(&retry, Err(engine::client::ClientError::Rejected(r)) if r.code == RejectCode::RequestReplayed),
         "{retry:?}"
     );
