@@ -181,9 +181,26 @@ fn sigterm_drains_and_exits_zero_and_restart_resumes_from_a_snapshot() {
         );
     }
     cluster.start_all();
+    let signer = cluster.signer(LEAD);
+    let t = Transfer {
+        id: 77,
+        debit_account_id: settlement_account(LEAD),
+        credit_account_id: lead_funding_account(LEAD),
+        amount: 3,
+        institution: LEAD,
+        ledger: GENESIS_LEDGER,
+        code: 1,
+        ..Transfer::default()
+    };
+    let early = signer.create_transfers(77, &[t]).expect("sign");
+    let committed = cluster.client(1, LEAD).submit(&early).expect("commits");
     let ok = wait_until(Duration::from_secs(30), || {
         (0..4)
-            .all(|i| cluster.height(i).is_some_and(|h| h >= 45))
+            .all(|i| {
+                cluster
+                    .height(i)
+                    .is_some_and(|h| h >= committed.height + 45)
+            })
             .then_some(())
     });
     assert!(
@@ -230,4 +247,16 @@ fn sigterm_drains_and_exits_zero_and_restart_resumes_from_a_snapshot() {
         agree(&cluster, &[0, 1, 2, 3], target),
         "all agree after a snapshot restart"
     );
+    // A retry of a request committed before the snapshot is still recognised after the restart.
+    match cluster.client(1, LEAD).submit(&early) {
+        Err(ClientError::Rejected(r)) => {
+            assert_eq!(
+                r.code,
+                engine::node::protocol::RejectCode::RequestReplayed,
+                "{r:?}"
+            );
+            assert_eq!(r.height, committed.height);
+        }
+        other => panic!("expected request_replayed, got {other:?}"),
+    }
 }

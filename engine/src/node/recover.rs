@@ -5,7 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::consensus::{genesis_block, genesis_qc, CommittedBlock, Recovered};
+use crate::crypto::SignedRequest;
 use crate::ledger::Ledger;
+use crate::mempool::RequestKey;
 use crate::storage::BlockLog;
 
 use super::batches::BatchStore;
@@ -29,6 +31,33 @@ fn read_record(
         .read(height)
         .map_err(|e| format!("log height {height}: {e}"))?;
     decode_record(&bytes).map_err(|e| format!("log height {height}: {e}"))
+}
+
+/// Most blocks before the snapshot read back to refill the committed-id table after a restart.
+pub const RESTORE_ID_SCAN_BLOCKS_MAX: u64 = 20_000;
+
+/// Refills the committed-id table from blocks at or below the snapshot height (newest
+/// `RESTORE_ID_SCAN_BLOCKS_MAX`), so `request_replayed` answers survive a restart.
+fn remember_committed(log: &BlockLog, snapshot_height: u64, shared: &Shared) -> Result<(), String> {
+    let Some(first) = log.first_height() else {
+        return Ok(());
+    };
+    let from = first
+        .max(snapshot_height.saturating_sub(RESTORE_ID_SCAN_BLOCKS_MAX - 1))
+        .max(1);
+    for height in from..=snapshot_height {
+        let (_, batches) = read_record(log, height)?;
+        for request in batches.iter().flat_map(|b| b.requests.iter()) {
+            if let Ok(signed) = SignedRequest::decode(request) {
+                let key = RequestKey {
+                    institution: signed.request.institution,
+                    request_id: signed.request.request_id,
+                };
+                shared.record_committed(key, height, signed.request.digest());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Loads the newest usable snapshot, replays the log tail after it, restores the batch store
@@ -58,6 +87,7 @@ pub fn restore(
             "log starts at height {first} but the ledger state is at {start}"
         ));
     }
+    remember_committed(log, start, shared)?;
     let mut tip = None;
     for height in (start + 1)..=last {
         let (committed, batches) = read_record(log, height)?;

@@ -16,7 +16,7 @@ use crate::consensus::{CommittedBlock, Config, Core, ValidatorIndex};
 use crate::crypto::{load_key_file, BatchVerifier, KeyKind, Registry};
 use crate::mempool::{Mempool, MempoolConfig};
 use crate::net::{tls, Inbound, IssuedCert, Server, ServerOptions};
-use crate::storage::{BlockLog, LogConfig, WriteBackend};
+use crate::storage::{BlockLog, Cipher, EncryptionConfig, LogConfig, WriteBackend};
 
 use super::batches::BatchStore;
 use super::config::NodeConfig;
@@ -113,7 +113,17 @@ fn open_log(config: &NodeConfig) -> Result<BlockLog, NodeError> {
     let dir = config.node.data_dir.join("log");
     std::fs::create_dir_all(&dir)
         .map_err(|e| start_err("data_dir")(format!("{}: {e}", dir.display())))?;
+    // At-rest encryption of block payloads when the config names a key file.
+    let encryption = config
+        .files
+        .storage_key
+        .as_ref()
+        .map(|key_file| EncryptionConfig {
+            key_file: key_file.clone(),
+            cipher: Cipher::XChaCha20Poly1305,
+        });
     let log_config = LogConfig {
+        encryption,
         segment_bytes: config.storage.segment_bytes,
         snapshot_every_blocks: config.storage.snapshot_every_blocks,
         write_backend: if config.storage.io_uring {
