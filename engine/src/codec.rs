@@ -155,10 +155,33 @@ impl Record for Transfer {
         put(out, 120, &self.timestamp.to_le_bytes());
     }
     fn decode(bytes: &[u8; EVENT_BYTES]) -> Result<Transfer, RecordError> {
-        let b = In(bytes);
-        let flags = b.u16(118);
+        let flags = In(bytes).u16(118);
         flags_check(Self::NAME, u32::from(flags), u32::from(transfer_flags::ALL))?;
-        Ok(Transfer {
+        Ok(transfer_in_place(bytes))
+    }
+}
+
+/// Reads a transfer from its wire bytes in place (one copy) on little-endian targets, where the
+/// `#[repr(C)]` layout is the wire layout.
+#[cfg(target_endian = "little")]
+fn transfer_in_place(bytes: &[u8; EVENT_BYTES]) -> Transfer {
+    // SAFETY: `Transfer` is `#[repr(C)]`, exactly `EVENT_BYTES` long with every field offset
+    // asserted in `types` (no padding), and made only of integers, so every byte pattern is a
+    // valid value; `read_unaligned` needs no alignment of `bytes`.
+    unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const Transfer) }
+}
+
+#[cfg(not(target_endian = "little"))]
+fn transfer_in_place(bytes: &[u8; EVENT_BYTES]) -> Transfer {
+    transfer_fields(bytes)
+}
+
+/// Reads a transfer field by field (the portable definition of the layout).
+#[cfg(any(test, not(target_endian = "little")))]
+pub(crate) fn transfer_fields(bytes: &[u8; EVENT_BYTES]) -> Transfer {
+    let b = In(bytes);
+    {
+        Transfer {
             id: b.u128(0),
             debit_account_id: b.u128(16),
             credit_account_id: b.u128(32),
@@ -170,9 +193,9 @@ impl Record for Transfer {
             timeout_s: b.u32(108),
             ledger: b.u32(112),
             code: b.u16(116),
-            flags,
+            flags: b.u16(118),
             timestamp: b.u64(120),
-        })
+        }
     }
 }
 

@@ -33,6 +33,10 @@ enum Command {
     Node(node_cmds::NodeArgs),
     /// Print a node's status (height, round, peers, mempool, ledger digest) as JSON.
     Status(node_cmds::StatusArgs),
+    /// Run the deterministic simulator: N seeds of a validator set under injected faults
+    /// (drop, delay, duplicate, reorder, partitions, crash/restart, torn writes, Byzantine nodes),
+    /// checking safety, conservation and liveness. Exits 1 on any invariant violation.
+    Sim(engine::sim::cli::SimArgs),
 }
 
 fn main() {
@@ -42,6 +46,13 @@ fn main() {
         Command::Init(args) => node_cmds::run_init(args),
         Command::Node(args) => node_cmds::run_node(args),
         Command::Status(args) => node_cmds::run_status(args),
+        Command::Sim(args) => {
+            if engine::sim::cli::run(&args) {
+                Ok(())
+            } else {
+                Err("simulation found invariant violations (see the failing seeds above)".into())
+            }
+        }
     };
     if let Err(message) = outcome {
         eprintln!("reckon: {message}");

@@ -20,9 +20,10 @@ pub fn decode_body<R: Record>(body: &[u8]) -> Result<Vec<R>, DecodeError> {
     let count = body_events_count(body)?;
     let mut records = Vec::with_capacity(count);
     for (index, chunk) in body.chunks_exact(EVENT_BYTES).enumerate() {
-        let mut bytes = [0u8; EVENT_BYTES];
-        bytes.copy_from_slice(chunk);
-        let record = R::decode(&bytes).map_err(|source| DecodeError::Event {
+        let Ok(bytes) = <&[u8; EVENT_BYTES]>::try_from(chunk) else {
+            unreachable!("chunks_exact yields whole events");
+        };
+        let record = R::decode(bytes).map_err(|source| DecodeError::Event {
             index: index as u32,
             source,
         })?;

@@ -35,7 +35,7 @@ pub fn audit_chain<C: QuorumCrypto>(
     blocks: &[CommittedBlock],
 ) -> Result<(), AuditError> {
     let mut prev_hash = previous.block.hash();
-    for (expected, c) in (previous.height + 1..).zip(blocks.iter()) {
+    for (expected, c) in (previous.height + 1..).zip(blocks) {
         let height = c.height;
         if height != expected || c.block.height != height {
             return Err(AuditError::HeightGap { height, expected });

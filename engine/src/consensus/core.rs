@@ -117,7 +117,7 @@ impl<C: QuorumCrypto> Core<C> {
             Event::Message { from, msg } => self.on_message(from, msg),
             Event::Timer { round } => self.on_timer(round),
             Event::LocalBatchReady(digest) => {
-                if let Err(reason) = self.payload.local_ready(digest) {
+                if let Err(reason) = self.payload.local_ready(digest, self.pacemaker.round) {
                     self.reject(None, reason);
                 }
             }
@@ -202,7 +202,7 @@ impl<C: QuorumCrypto> Core<C> {
     }
 
     pub(super) fn on_batch_available(&mut self, digest: super::Digest) {
-        self.payload.mark_available(digest);
+        self.payload.foreign_available(digest, self.pacemaker.round);
         let ready = self
             .vote_deferred
             .as_ref()

@@ -1,40 +1,92 @@
-//! Payload bookkeeping: which batch digests this node holds, and local batches waiting for a block.
+//! Payload bookkeeping: which batch digests this node holds, local batches waiting for a block, and
+//! other validators' batches this node will propose itself if they stay unordered too long.
 //!
-//! Bounds: `LOCAL_BATCHES_PENDING_MAX` pending local digests, `BATCHES_AVAILABLE_MAX` held digests
-//! (oldest forgotten first).
+//! Censorship resistance: with round-robin leaders, a Byzantine leader that always follows validator
+//! v can withhold the QC of every block v proposes, so v's own batches would never commit. Every held
+//! batch (local or not) is therefore queued; a leader proposes its local batches first, then other
+//! validators' batches that have been held for at least one full leader rotation (`validator_count`
+//! rounds). Committed digests leave every queue; a digest in an uncommitted ancestor is never
+//! proposed again on that branch.
+//!
+//! Bounds: `LOCAL_BATCHES_PENDING_MAX` digests per queue (oldest foreign ones are dropped first),
+//! `BATCHES_AVAILABLE_MAX` held digests (oldest forgotten first).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::{
-    Digest, RejectReason, BATCHES_AVAILABLE_MAX, BLOCK_DIGESTS_MAX, LOCAL_BATCHES_PENDING_MAX,
+    Digest, RejectReason, Round, BATCHES_AVAILABLE_MAX, BLOCK_DIGESTS_MAX,
+    LOCAL_BATCHES_PENDING_MAX,
 };
+
+/// Digests in arrival order, with the round each arrived in.
+#[derive(Default)]
+struct Queue {
+    by_seq: BTreeMap<u64, (Digest, Round)>,
+    seq_of: BTreeMap<Digest, u64>,
+    next_seq: u64,
+}
+
+impl Queue {
+    fn insert(&mut self, digest: Digest, round: Round) -> bool {
+        if self.seq_of.contains_key(&digest) {
+            return false;
+        }
+        self.by_seq.insert(self.next_seq, (digest, round));
+        self.seq_of.insert(digest, self.next_seq);
+        self.next_seq += 1;
+        true
+    }
+    fn remove(&mut self, digest: &Digest) {
+        if let Some(seq) = self.seq_of.remove(digest) {
+            self.by_seq.remove(&seq);
+        }
+        assert_eq!(self.by_seq.len(), self.seq_of.len());
+    }
+    fn pop_oldest(&mut self) {
+        if let Some((_, (digest, _))) = self.by_seq.pop_first() {
+            self.seq_of.remove(&digest);
+        }
+    }
+    fn len(&self) -> usize {
+        self.by_seq.len()
+    }
+}
 
 #[derive(Default)]
 pub struct PayloadState {
-    pending: BTreeMap<u64, Digest>,
-    pending_seq: BTreeMap<Digest, u64>,
-    next_seq: u64,
+    local: Queue,
+    foreign: Queue,
     available: BTreeSet<Digest>,
     available_order: VecDeque<Digest>,
 }
 
 impl PayloadState {
-    pub fn local_ready(&mut self, digest: Digest) -> Result<(), RejectReason> {
+    pub fn local_ready(&mut self, digest: Digest, round: Round) -> Result<(), RejectReason> {
         self.mark_available(digest);
-        if self.pending_seq.contains_key(&digest) {
+        if self.local.seq_of.contains_key(&digest) {
             return Ok(());
         }
-        if self.pending.len() >= LOCAL_BATCHES_PENDING_MAX {
+        if self.local.len() >= LOCAL_BATCHES_PENDING_MAX {
             return Err(RejectReason::BufferFull("local batches pending"));
         }
-        self.pending.insert(self.next_seq, digest);
-        self.pending_seq.insert(digest, self.next_seq);
-        self.next_seq += 1;
-        assert_eq!(self.pending.len(), self.pending_seq.len());
+        self.foreign.remove(&digest);
+        assert!(self.local.insert(digest, round));
         Ok(())
     }
 
-    pub fn mark_available(&mut self, digest: Digest) {
+    /// Another validator's batch is held in full: remember it, and queue it as a fallback proposal.
+    pub fn foreign_available(&mut self, digest: Digest, round: Round) {
+        self.mark_available(digest);
+        if self.local.seq_of.contains_key(&digest) {
+            return;
+        }
+        if self.foreign.insert(digest, round) && self.foreign.len() > LOCAL_BATCHES_PENDING_MAX {
+            self.foreign.pop_oldest();
+        }
+        assert!(self.foreign.len() <= LOCAL_BATCHES_PENDING_MAX);
+    }
+
+    fn mark_available(&mut self, digest: Digest) {
         if self.available.insert(digest) {
             self.available_order.push_back(digest);
         }
@@ -53,14 +105,22 @@ impl PayloadState {
             .collect()
     }
 
-    /// Oldest pending digests not already in `exclude` (the uncommitted ancestors' payloads).
-    pub fn select(&self, exclude: &BTreeSet<Digest>) -> Vec<Digest> {
-        let chosen: Vec<Digest> = self
-            .pending
-            .values()
-            .filter(|d| !exclude.contains(*d))
+    /// The payload for a block in `round`: oldest local digests, then foreign digests held since at
+    /// least `foreign_delay_rounds` rounds; never a digest in `exclude` (uncommitted ancestors).
+    pub fn select(
+        &self,
+        exclude: &BTreeSet<Digest>,
+        round: Round,
+        foreign_delay_rounds: u64,
+    ) -> Vec<Digest> {
+        let local = self.local.by_seq.values().map(|(d, _)| *d);
+        let foreign = (self.foreign.by_seq.values())
+            .filter(|(_, since)| since + foreign_delay_rounds <= round)
+            .map(|(d, _)| *d);
+        let chosen: Vec<Digest> = local
+            .chain(foreign)
+            .filter(|d| !exclude.contains(d))
             .take(BLOCK_DIGESTS_MAX)
-            .copied()
             .collect();
         assert!(chosen.len() <= BLOCK_DIGESTS_MAX);
         chosen
@@ -69,14 +129,12 @@ impl PayloadState {
     /// Committed digests never need proposing again.
     pub fn committed(&mut self, digests: &[Digest]) {
         for digest in digests {
-            if let Some(seq) = self.pending_seq.remove(digest) {
-                self.pending.remove(&seq);
-            }
+            self.local.remove(digest);
+            self.foreign.remove(digest);
         }
-        assert_eq!(self.pending.len(), self.pending_seq.len());
     }
 
     pub fn pending_len(&self) -> usize {
-        self.pending.len()
+        self.local.len()
     }
 }

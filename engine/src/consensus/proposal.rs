@@ -182,7 +182,9 @@ impl<C: QuorumCrypto> Core<C> {
             height: parent.height + 1,
             timestamp_ms: self.now_ms.max(parent.timestamp_ms + 1),
             justify: high_qc,
-            payload: self.payload.select(&exclude),
+            payload: self
+                .payload
+                .select(&exclude, round, self.cfg.validator_count as u64),
         };
         let state = self.safety.record_proposal(round);
         self.out.push(Action::PersistSafety(state));

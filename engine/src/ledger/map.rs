@@ -86,7 +86,9 @@ impl U128Map {
 
     #[inline]
     pub fn get(&self, key: u128) -> Option<u32> {
-        debug_assert!(key != 0);
+        if key == 0 {
+            return None; // Zero marks empty slots: it is never a key.
+        }
         let lo = key as u64;
         let hi = (key >> 64) as u64;
         let mut index = self.slot_home(key);
@@ -100,6 +102,46 @@ impl U128Map {
             }
             index = (index + 1) & self.mask;
         }
+    }
+
+    /// Finds `key`: `Ok(value)`, or `Err(slot)`, the empty slot where it would be inserted
+    /// (valid for `insert_at` until the map next changes).
+    #[inline]
+    pub fn find(&self, key: u128) -> Result<u32, usize> {
+        assert!(key != 0, "u128 map: zero key");
+        let lo = key as u64;
+        let hi = (key >> 64) as u64;
+        let mut index = self.slot_home(key);
+        loop {
+            let slot = &self.slots[index];
+            if slot.key_lo == lo && slot.key_hi == hi {
+                return Ok(slot.value);
+            }
+            if slot.key_lo == 0 && slot.key_hi == 0 {
+                return Err(index);
+            }
+            index = (index + 1) & self.mask;
+        }
+    }
+
+    /// Inserts a key that `find` just reported missing, at the slot it returned.
+    #[inline]
+    pub fn insert_at(&mut self, slot_index: usize, key: u128, value: u32) {
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.insert_new(key, value); // Grows, so the slot moves.
+            return;
+        }
+        let slot = &mut self.slots[slot_index];
+        assert!(
+            slot.key_lo == 0 && slot.key_hi == 0,
+            "u128 map: insert_at a full slot"
+        );
+        *slot = Slot {
+            key_lo: key as u64,
+            key_hi: (key >> 64) as u64,
+            value,
+        };
+        self.len += 1;
     }
 
     /// Inserts a key that is not present.
@@ -133,6 +175,9 @@ impl U128Map {
 
     /// Removes a key (backward-shift deletion keeps probe chains intact). Returns its value.
     pub fn remove(&mut self, key: u128) -> Option<u32> {
+        if key == 0 {
+            return None;
+        }
         let lo = key as u64;
         let hi = (key >> 64) as u64;
         let mut index = self.slot_home(key);
@@ -212,5 +257,23 @@ mod tests {
         for (key, value) in &model {
             assert_eq!(map.get(*key), Some(*value));
         }
+    }
+
+    #[test]
+    fn find_then_insert_at_matches_insert_new_across_growth() {
+        let mut map = U128Map::with_capacity(2);
+        for key in 1..=5_000u128 {
+            let slot = map.find(key * 977).expect_err("absent before insert");
+            map.insert_at(slot, key * 977, key as u32);
+            assert_eq!(map.find(key * 977), Ok(key as u32));
+        }
+        assert_eq!(map.len(), 5_000);
+        assert_eq!(
+            map.get(0),
+            None,
+            "zero is never a key, though it marks empty slots"
+        );
+        assert_eq!(map.remove(0), None);
+        assert!((1..=5_000u128).all(|key| map.get(key * 977) == Some(key as u32)));
     }
 }

@@ -30,6 +30,7 @@ use std::collections::{BinaryHeap, HashMap};
 use crate::types::{Account, InstitutionId, Loan, Reconciliation, Reserve, Statement, Transfer};
 
 pub use batch::{Batch, BatchError, Events, RequestError};
+pub use jointloan::partner_part;
 pub use map::U128Map;
 pub use reconcile::{statement_digest, IdsDiff};
 pub use snapshot::SnapshotError;

@@ -53,9 +53,10 @@ impl Ledger {
         if event.flags & (tf::POST_PENDING | tf::VOID_PENDING) != 0 {
             return self.pending_finish(requester, event, timestamp, role);
         }
-        if let Some(index) = self.transfer_index.get(event.id) {
-            return transfer_exists(event, &self.transfers[index as usize]);
-        }
+        let vacancy = match self.transfer_index.find(event.id) {
+            Ok(index) => return transfer_exists(event, &self.transfers[index as usize]),
+            Err(vacancy) => vacancy,
+        };
         let code = transfer_fields_check(event);
         if code != ResultCode::Ok {
             return code;
@@ -76,7 +77,7 @@ impl Ledger {
         } else {
             PendingState::None
         };
-        self.transfer_insert(&stored, debit, credit, state);
+        self.transfer_insert(&stored, debit, credit, state, Some(vacancy));
         if let Some(expires) = expires_at(&stored) {
             self.expiries.push(std::cmp::Reverse((expires, stored.id)));
         }
@@ -206,12 +207,14 @@ impl Ledger {
     }
 
     /// Applies a checked transfer: balances, closing flags, history links, index, digest.
+    /// `vacancy` is the index slot `U128Map::find` returned for its id, if known.
     pub(crate) fn transfer_insert(
         &mut self,
         stored: &Transfer,
         debit: u32,
         credit: u32,
         state: PendingState,
+        vacancy: Option<usize>,
     ) {
         assert!(
             self.transfers.len() < TRANSFERS_MAX,
@@ -252,7 +255,10 @@ impl Ledger {
         self.transfer_meta.push(meta);
         self.account_meta[debit as usize].history_head = index;
         self.account_meta[credit as usize].history_head = index;
-        self.transfer_index.insert_new(stored.id, index);
+        match vacancy {
+            Some(slot) => self.transfer_index.insert_at(slot, stored.id, index),
+            None => self.transfer_index.insert_new(stored.id, index),
+        }
         self.undo_push(Undo::TransferInserted);
         if !self.digest_deferred {
             self.digest_mix(digest_tag::TRANSFER, &stored.to_bytes());

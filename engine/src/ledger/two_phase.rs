@@ -86,7 +86,7 @@ impl Ledger {
             timestamp,
             ..*event
         };
-        self.transfer_insert(&stored, debit, credit, PendingState::None);
+        self.transfer_insert(&stored, debit, credit, PendingState::None, None);
         ResultCode::Ok
     }
 

@@ -1,4 +1,7 @@
-//! Byzantine behaviour: a Byzantine node runs an honest core, but its shell rewrites what it sends:
+//! Byzantine behaviour. Each Byzantine validator runs as *twins* (the Twins method): two honest cores
+//! with the same key, each talking to its own subset of peers, so equivocation, double votes and
+//! conflicting timeouts arise naturally with valid signatures. On top, each twin's shell rewrites
+//! part of what it sends:
 //! equivocating proposals, proposals with unavailable payloads, forged QCs or an old branch, invalid,
 //! impersonated and double votes, invalid timeouts and corrupted sync responses.
 
@@ -8,7 +11,7 @@ use super::faults::BYZANTINE_ACT_PER_MILLE;
 use super::node::SIM_CHAIN_ID;
 use super::runner::Sim;
 use crate::consensus::bls::BLS_DST;
-use crate::consensus::{genesis_qc, vote_message, Message, SignerBitmap, Vote};
+use crate::consensus::{genesis_qc, vote_message, Message, Proposal, Sig, SignerBitmap, Vote};
 
 impl Sim {
     /// The messages a Byzantine `node` actually sends to `peer` instead of `msg`.
@@ -22,7 +25,8 @@ impl Sim {
             return vec![msg.clone()];
         }
         let mut bad = msg.clone();
-        let garbage = self.secrets[node]
+        let identity = self.nodes[node].identity;
+        let garbage = self.secrets[identity]
             .sign(
                 &self.rng.gen::<[u8; 32]>(),
                 crate::consensus::bls::BLS_DST,
@@ -30,28 +34,11 @@ impl Sim {
             )
             .compress();
         match &mut bad {
-            Message::Proposal(p) => match self.rng.gen_range(0..6) {
-                // Equivocation: odd peers get a different, otherwise valid block...
-                0 if peer % 2 == 1 => p.block.timestamp_ms += 1,
-                0 => {}
-                // ...or a peer gets both blocks (and must detect and report it).
-                4 => {
-                    p.block.timestamp_ms += 1;
+            Message::Proposal(p) => {
+                if self.rewrite_proposal(p, peer, identity, garbage) {
                     return vec![msg.clone(), bad];
                 }
-                1 => p.block.payload.push(self.rng.gen()), // a digest nobody holds
-                2 => p.block.justify.signature = garbage,
-                5 => {
-                    // Extend an old branch: re-parent on genesis (fails the lock or the TC rule).
-                    p.block.justify = genesis_qc();
-                    p.block.height = 1;
-                    p.tc = None;
-                }
-                _ => {
-                    p.block.justify.signers = SignerBitmap::default();
-                    p.block.justify.signers.insert(node as u16);
-                }
-            },
+            }
             Message::Vote(v) => match self.rng.gen_range(0..4) {
                 0 => v.signature = garbage,
                 1 => v.block_hash = self.rng.gen(),
@@ -60,7 +47,9 @@ impl Sim {
                     // A validly signed second vote in the same round, for another block.
                     let twin_hash: [u8; 32] = self.rng.gen();
                     let signed = vote_message(SIM_CHAIN_ID, &twin_hash, v.round, v.height);
-                    let signature = self.secrets[node].sign(&signed, BLS_DST, &[]).compress();
+                    let signature = self.secrets[identity]
+                        .sign(&signed, BLS_DST, &[])
+                        .compress();
                     let twin = Vote {
                         block_hash: twin_hash,
                         signature,
@@ -83,5 +72,45 @@ impl Sim {
             Message::SyncRequest(_) => {}
         }
         vec![bad]
+    }
+
+    /// Rewrite a proposal in place; true when the peer must receive the original as well (an
+    /// equivocation delivered to one peer).
+    fn rewrite_proposal(
+        &mut self,
+        p: &mut Proposal,
+        peer: usize,
+        identity: usize,
+        garbage: Sig,
+    ) -> bool {
+        match self.rng.gen_range(0..6) {
+            // Equivocation: odd peers get a different, otherwise valid block...
+            0 if peer % 2 == 1 => p.block.timestamp_ms += 1,
+            0 => {}
+            // ...or a peer gets both blocks (and must detect and report it).
+            4 => {
+                p.block.timestamp_ms += 1;
+                return true;
+            }
+            1 => {
+                // A digest nobody holds (kept within the encodable bound).
+                p.block
+                    .payload
+                    .truncate(crate::consensus::BLOCK_DIGESTS_MAX - 1);
+                p.block.payload.push(self.rng.gen());
+            }
+            2 => p.block.justify.signature = garbage,
+            5 => {
+                // Extend an old branch: re-parent on genesis (fails the lock or the TC rule).
+                p.block.justify = genesis_qc();
+                p.block.height = 1;
+                p.tc = None;
+            }
+            _ => {
+                p.block.justify.signers = SignerBitmap::default();
+                p.block.justify.signers.insert(identity as u16);
+            }
+        }
+        false
     }
 }

@@ -8,6 +8,7 @@
 //! report simulated seconds per wall second, outside the simulated world).
 
 mod byzantine;
+pub mod cli;
 pub mod faults;
 pub mod invariants;
 pub mod ledger_machine;
@@ -22,7 +23,8 @@ mod tests;
 
 pub use faults::FaultSet;
 pub use invariants::{Checker, Violation, LIVENESS_ROUNDS_MAX};
-pub use state_machine::{StateMachine, ToyLedger};
+pub use ledger_machine::LedgerMachine;
+pub use state_machine::StateMachine;
 pub use store::{MemStore, NodeStore, RecoveredStore};
 
 /// One simulated run's configuration. `SimConfig::new(seed, nodes, faults)` gives the defaults.

@@ -7,9 +7,10 @@ use std::rc::Rc;
 use rand::Rng;
 
 use super::faults::{CRASH_DOWN_MS_MAX, TORN_CRASH_PER_MILLE};
+use super::ledger_machine::LedgerMachine;
 use super::network::{NetMsg, SimEvent};
 use super::runner::Sim;
-use super::state_machine::{StateMachine, ToyLedger};
+use super::state_machine::StateMachine;
 use super::store::{MemStore, NodeStore, TornWrite};
 use crate::consensus::bls::BlsCrypto;
 use crate::consensus::{
@@ -21,9 +22,13 @@ use crate::consensus::{
 pub const SIM_CHAIN_ID: u64 = 0x5157;
 
 pub struct SimNode {
+    /// The validator this node runs as (a Byzantine validator's twin shares its identity).
+    pub identity: usize,
+    /// Identities this node exchanges messages with (None: everyone). Twins split the peers.
+    pub reach: Option<Vec<bool>>,
     pub core: Option<Core<BlsCrypto>>,
     pub store: MemStore,
-    pub ledger: ToyLedger,
+    pub ledger: LedgerMachine,
     /// Batches this node holds in full (volatile: lost on crash, like a mempool).
     pub held: BTreeSet<Digest>,
     pub byzantine: bool,
@@ -35,11 +40,18 @@ pub struct SimNode {
 }
 
 impl SimNode {
-    pub fn new(byzantine: bool, clock_skew_ms: u64) -> Self {
+    pub fn new(
+        identity: usize,
+        byzantine: bool,
+        clock_skew_ms: u64,
+        reach: Option<Vec<bool>>,
+    ) -> Self {
         SimNode {
+            identity,
+            reach,
             core: None,
             store: MemStore::default(),
-            ledger: ToyLedger::default(),
+            ledger: LedgerMachine::default(),
             held: BTreeSet::new(),
             byzantine,
             timer: None,
@@ -47,6 +59,12 @@ impl SimNode {
             clock_skew_ms,
             executed_height: 0,
         }
+    }
+}
+
+impl SimNode {
+    pub fn reaches(&self, identity: usize) -> bool {
+        self.reach.as_ref().is_none_or(|mask| mask[identity])
     }
 }
 
@@ -61,7 +79,17 @@ impl Sim {
         self.execute(node, actions);
     }
 
+    /// Deliver a message from identity `from` to every node running as identity `to` that talks to it.
     pub fn deliver(&mut self, from: usize, to: usize, msg: NetMsg) {
+        let targets: Vec<usize> = (0..self.nodes.len())
+            .filter(|k| self.nodes[*k].identity == to && self.nodes[*k].reaches(from))
+            .collect();
+        for node in targets {
+            self.deliver_to_node(from, node, msg.clone());
+        }
+    }
+
+    fn deliver_to_node(&mut self, from: usize, to: usize, msg: NetMsg) {
         if self.nodes[to].core.is_none() {
             return;
         }
@@ -83,7 +111,7 @@ impl Sim {
             }
             NetMsg::BatchFetch(digest) => {
                 if self.nodes[to].held.contains(&digest) && !self.nodes[to].byzantine {
-                    self.net_send(to, from, NetMsg::BatchReply(digest));
+                    self.net_send(self.nodes[to].identity, from, NetMsg::BatchReply(digest));
                 }
             }
         }
@@ -119,7 +147,7 @@ impl Sim {
             return digest; // the client's request hit a down node: lost, like a refused connection
         }
         self.nodes[node].held.insert(digest);
-        for peer in (0..self.nodes.len()).filter(|p| *p != node) {
+        for peer in (0..self.cfg.nodes).filter(|p| *p != node) {
             self.net_send(node, peer, NetMsg::BatchPush(digest));
         }
         self.feed(node, Event::LocalBatchReady(digest));
@@ -183,9 +211,10 @@ impl Sim {
                         .push(self.now_ms + duration_ms, SimEvent::Timer { node, token });
                 }
                 Action::FetchBatches { digests, from } => {
+                    let identity = self.nodes[node].identity;
                     for digest in digests {
-                        if from as usize != node {
-                            self.net_send(node, from as usize, NetMsg::BatchFetch(digest));
+                        if from as usize != identity {
+                            self.net_send(identity, from as usize, NetMsg::BatchFetch(digest));
                         }
                     }
                 }
@@ -201,19 +230,24 @@ impl Sim {
     }
 
     fn send_consensus(&mut self, node: usize, to: Recipient, msg: Message) {
+        let identity = self.nodes[node].identity;
         let targets: Vec<usize> = match to {
             Recipient::One(peer) => vec![peer as usize],
-            Recipient::Others => (0..self.nodes.len()).filter(|p| *p != node).collect(),
+            Recipient::Others => (0..self.cfg.nodes).filter(|p| *p != identity).collect(),
         };
+        let targets: Vec<usize> = targets
+            .into_iter()
+            .filter(|p| self.nodes[node].reaches(*p))
+            .collect();
         for peer in targets {
-            assert_ne!(peer, node, "the core delivers to itself");
+            assert_ne!(peer, identity, "the core delivers to itself");
             let copies = if self.nodes[node].byzantine {
                 self.byzantine_rewrite(node, peer, &msg)
             } else {
                 vec![msg.clone()]
             };
             for copy in copies {
-                self.net_send(node, peer, NetMsg::Consensus(copy.encode()));
+                self.net_send(identity, peer, NetMsg::Consensus(copy.encode()));
             }
         }
     }
@@ -288,7 +322,7 @@ impl Sim {
             return;
         }
         let recovered = self.nodes[node].store.recover();
-        let mut ledger = ToyLedger::default();
+        let mut ledger = LedgerMachine::default();
         let mut seen = Vec::with_capacity(recovered.blocks.len());
         for (k, c) in recovered.blocks.iter().enumerate() {
             assert_eq!(
@@ -321,11 +355,12 @@ impl Sim {
                 qc: genesis_qc(),
             });
         let safety = recovered.safety.unwrap_or_default();
-        let mut config = Config::new(SIM_CHAIN_ID, self.cfg.nodes, node as ValidatorIndex);
+        let identity = self.nodes[node].identity;
+        let mut config = Config::new(SIM_CHAIN_ID, self.cfg.nodes, identity as ValidatorIndex);
         config.round_timeout_ms = self.cfg.round_timeout_ms;
         config.testing_quorum_too_small = self.cfg.testing_quorum_too_small;
         let crypto = BlsCrypto::new(
-            Some(self.secrets[node].clone()),
+            Some(self.secrets[identity].clone()),
             Rc::clone(&self.publics),
             Rc::clone(&self.cache),
         );

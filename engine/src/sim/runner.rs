@@ -11,15 +11,15 @@ use rand_chacha::ChaCha8Rng;
 
 use super::faults::{CRASHES_MAX, CRASH_DOWN_MS_MAX, PARTITIONS_MAX, PARTITION_MS_MAX};
 use super::invariants::{Checker, Violation, LIVENESS_ROUNDS_MAX};
+use super::ledger_machine::{make_batch, LedgerMachine};
 use super::network::{EventQueue, Links, SimEvent};
 use super::node::SimNode;
-use super::state_machine::{encode_transfers, StateMachine, ToyLedger, TOY_ACCOUNTS};
+use super::state_machine::StateMachine;
 use super::{SimConfig, SimReport};
 use crate::consensus::bls::{BlsCrypto, VerifyCache};
 use crate::consensus::{Digest, Round};
 
 /// Transfers per simulated client batch.
-pub const BATCH_TRANSFERS: usize = 4;
 
 pub struct Probe {
     pub digest: Digest,
@@ -59,8 +59,9 @@ impl Sim {
             BTreeSet::new()
         };
         let nodes = (0..cfg.nodes)
-            .map(|i| SimNode::new(byzantine.contains(&i), rng.gen_range(0..=400)))
+            .map(|i| SimNode::new(i, byzantine.contains(&i), rng.gen_range(0..=400), None))
             .collect();
+        let nodes = add_twins(nodes, &byzantine, cfg.nodes, &mut rng);
         let links = Links {
             latency_ms_min: cfg.latency_ms_min,
             latency_ms_max: cfg.latency_ms_max,
@@ -69,7 +70,7 @@ impl Sim {
             sent: 0,
             dropped: 0,
         };
-        let supply = ToyLedger::default().supply();
+        let supply = LedgerMachine::default().supply();
         let report = SimReport {
             seed: cfg.seed,
             nodes: cfg.nodes,
@@ -195,19 +196,17 @@ impl Sim {
         }
     }
 
-    /// Create a batch of toy transfers; returns its digest (contents go to the registry).
+    /// Create a batch of ledger requests (create_transfers from random members, some refused);
+    /// returns its digest (contents go to the registry).
     pub fn make_batch_pub(&mut self) -> Digest {
         self.batches_made += 1;
-        let transfers: Vec<(u32, u32, u64)> = (0..BATCH_TRANSFERS)
-            .map(|_| {
-                (
-                    self.rng.gen_range(0..TOY_ACCOUNTS),
-                    self.rng.gen_range(0..TOY_ACCOUNTS),
-                    self.rng.gen_range(1..5_000),
-                )
-            })
-            .collect();
-        let contents = encode_transfers(&transfers);
+        // Every 16th batch re-uses an earlier batch's transfer ids: the ledger answers `exists`.
+        let seq = if self.batches_made % 16 == 0 {
+            self.batches_made / 2
+        } else {
+            self.batches_made
+        };
+        let contents = make_batch(&mut self.rng, seq);
         let mut hasher = blake3::Hasher::new();
         hasher.update(&self.batches_made.to_le_bytes());
         hasher.update(&contents);
@@ -313,4 +312,29 @@ impl Sim {
         self.report.messages = self.links.sent;
         self.report
     }
+}
+
+/// The Twins method: each Byzantine validator runs as two honest cores with the same key; the peers
+/// are split at random between them (each twin reaches at least one peer).
+fn add_twins(
+    mut nodes: Vec<SimNode>,
+    byzantine: &BTreeSet<usize>,
+    n: usize,
+    rng: &mut ChaCha8Rng,
+) -> Vec<SimNode> {
+    for &b in byzantine {
+        let mut mask: Vec<bool> = (0..n).map(|_| rng.gen_bool(0.5)).collect();
+        let peers: Vec<usize> = (0..n).filter(|p| *p != b).collect();
+        mask[peers[0]] = true;
+        mask[peers[peers.len() - 1]] = false;
+        let twin_mask: Vec<bool> = mask.iter().map(|m| !m).collect();
+        nodes[b].reach = Some(mask);
+        nodes.push(SimNode::new(
+            b,
+            true,
+            rng.gen_range(0..=400),
+            Some(twin_mask),
+        ));
+    }
+    nodes
 }

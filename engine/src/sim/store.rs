@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 
 use crate::consensus::wire::{Reader, Writer};
 use crate::consensus::{Block, CommittedBlock, Hash, Round, SafetyState};
+use crate::storage::{BlockStore, MemBlockStore, RecoveryReport, StorageError};
+use rand::SeedableRng;
 
 /// What a restarted node finds on its disk.
 #[derive(Clone, Debug, Default)]
@@ -62,11 +64,14 @@ pub trait NodeStore {
 pub const RECORD_BYTES_MAX: usize = 64 * 1024;
 /// Most uncommitted blocks the store keeps (oldest rounds are pruned first when full).
 pub const VOTED_BLOCKS_MAX: usize = 1024;
+/// Most garbage bytes a torn log write leaves at the cut.
+pub const TORN_GARBAGE_BYTES_MAX: usize = 64;
 
 #[derive(Default)]
 pub struct MemStore {
-    disk_log: Vec<u8>,
-    buffer: Vec<u8>,
+    /// The committed-block log: the storage module's in-memory block log (same frames, hash
+    /// chain, scan and torn-tail recovery as the on-disk `BlockLog`).
+    log: MemBlockStore,
     safety_slots: [Vec<u8>; 2],
     safety_seq: u64,
     voted_blocks: BTreeMap<Hash, (Round, Vec<u8>)>,
@@ -128,17 +133,28 @@ impl MemStore {
         frame(&payload)
     }
 
-    pub fn log_bytes(&self) -> usize {
-        self.disk_log.len()
-    }
-
-    /// A real log truncates its torn tail on recovery; so does this one.
-    fn truncate_torn_tail(&mut self) {
-        let (_, used) = unframe(&self.disk_log);
-        if used < self.disk_log.len() {
-            self.disk_log.truncate(used);
+    /// Runs the block log's recovery (as `BlockLog::open` does) and counts truncated torn tails.
+    fn recover_log(&mut self, report: Result<RecoveryReport, StorageError>) {
+        // The sim never corrupts a synced frame, so recovery can only truncate a torn tail; any
+        // other outcome is a storage bug that must stop the run.
+        let report = report.expect("the in-memory block log recovers after a crash");
+        if report.dropped.is_some() {
             self.torn_tails_truncated += 1;
         }
+    }
+
+    fn committed_blocks(&self) -> Vec<CommittedBlock> {
+        let (Some(first), Some((last, _))) = (self.log.first_height(), self.log.last()) else {
+            return Vec::new();
+        };
+        (first..=last)
+            .map_while(|h| {
+                self.log
+                    .read(h)
+                    .ok()
+                    .and_then(|p| CommittedBlock::decode(&p).ok())
+            })
+            .collect()
     }
 
     fn recover_safety(&self) -> Option<SafetyState> {
@@ -189,20 +205,29 @@ impl NodeStore for MemStore {
     }
 
     fn append_block(&mut self, block: &CommittedBlock) {
-        self.buffer.extend_from_slice(&frame(&block.encode()));
+        let (last_height, parent) = self.log.last().map_or((0, [0; 32]), |(h, hash)| (h, hash));
+        if block.height <= last_height {
+            return; // already in the log (re-delivered after a restart)
+        }
+        self.log
+            .append(block.height, &parent, &block.encode())
+            .expect("committed blocks are appended at consecutive heights");
     }
 
     fn sync(&mut self) {
-        self.disk_log.append(&mut self.buffer);
-        assert!(self.buffer.is_empty());
+        self.log.sync().expect("the in-memory block log syncs");
     }
 
     fn crash(&mut self, torn: Option<TornWrite>) {
         match torn {
             None => {}
             Some(TornWrite::Log { keep }) => {
-                let prefix = torn_prefix(&self.buffer, keep).to_vec();
-                self.disk_log.extend_from_slice(&prefix);
+                // The torn write keeps a seeded-random prefix of the unsynced frames (with up to
+                // TORN_GARBAGE_BYTES_MAX bytes of garbage at the cut), derived from `keep`, so the
+                // run stays a pure function of the sim seed.
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(keep.to_bits());
+                let report = self.log.crash_torn(&mut rng, TORN_GARBAGE_BYTES_MAX);
+                self.recover_log(report);
             }
             Some(TornWrite::Safety { state, keep }) => {
                 let record = self.safety_record(state);
@@ -214,16 +239,16 @@ impl NodeStore for MemStore {
                 self.voted_blocks.insert(block.hash(), (block.round, torn));
             }
         }
-        self.buffer.clear();
+        if self.log.unsynced_bytes() > 0 {
+            let report = self.log.crash();
+            self.recover_log(report);
+        }
     }
 
     fn recover(&mut self) -> RecoveredStore {
-        self.truncate_torn_tail();
-        let (records, _) = unframe(&self.disk_log);
-        let blocks: Vec<CommittedBlock> = records
-            .iter()
-            .map_while(|r| CommittedBlock::decode(r).ok())
-            .collect();
+        let report = self.log.recover();
+        self.recover_log(report);
+        let blocks = self.committed_blocks();
         let voted_blocks = (self.voted_blocks.values())
             .filter_map(|(_, record)| {
                 unframe(record)

@@ -444,3 +444,13 @@ pub fn run(args: Args) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_demo_runs_end_to_end_with_one_mismatch() {
+        // `run` fails unless the floor breach is refused, exactly one statement mismatches and
+        // money is conserved.
+        assert_eq!(super::run(super::Args { transfers: 20_000 }), Ok(()));
+    }
+}

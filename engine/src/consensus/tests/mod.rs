@@ -8,6 +8,7 @@ use super::block_tree::{genesis_block, genesis_qc};
 use super::bls::{BlsCrypto, VerifyCache};
 use super::*;
 
+mod chain;
 mod rules;
 mod sync;
 

@@ -218,6 +218,12 @@ pub(super) const CASES_LOANS: &[Case] = &[
     ("disburse loan", ResultCode::LoanNotFound, |w| {
         disburse(w, LEAD, disbursement([5, 6], 999, 1_000))
     }),
+    ("disburse loan zero", ResultCode::LoanNotFound, |w| {
+        disburse(w, LEAD, disbursement([5, 6], 0, 1_000))
+    }),
+    ("repay loan zero", ResultCode::LoanNotFound, |w| {
+        w.code(LEAD, Events::Repay(vec![repayment([5, 6], 0, 1, 0)]))
+    }),
     (
         "disburse ids",
         ResultCode::TransferIdsMustBeDifferent,

@@ -294,3 +294,20 @@ proptest! {
         prop_assert!(Ledger::from_snapshot_bytes(&bytes).is_err());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn reading_a_transfer_in_place_equals_reading_it_field_by_field(bytes in prop::array::uniform32(any::<u8>()), tail in prop::array::uniform32(any::<u8>())) {
+        let mut record = [0u8; EVENT_BYTES];
+        for (index, byte) in record.iter_mut().enumerate() {
+            *byte = if index < 32 { bytes[index] } else { tail[index % 32] ^ (index as u8) };
+        }
+        record[118] = bytes[3]; // Known flags only (bits 0-7).
+        record[119] = 0;
+        let decoded = Transfer::decode(&record).expect("known flags decode");
+        prop_assert_eq!(decoded, crate::codec::transfer_fields(&record));
+        prop_assert_eq!(decoded.to_bytes(), record);
+    }
+}

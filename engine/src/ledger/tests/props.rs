@@ -103,7 +103,7 @@ fn events_of(kind: u8, requester: InstitutionId, knobs: &[Knobs], timeouts: bool
                 .map(|k| {
                     disbursement(
                         [u128::from(k[0] % 24) + 1, u128::from(k[1] % 24) + 1],
-                        LOAN + u128::from(k[2] % 2),
+                        pick(&[LOAN, LOAN + 1, 0], k[2]),
                         pick(&AMOUNTS, k[3]),
                     )
                 })
@@ -115,7 +115,7 @@ fn events_of(kind: u8, requester: InstitutionId, knobs: &[Knobs], timeouts: bool
                 .map(|k| {
                     repayment(
                         [u128::from(k[0] % 24) + 1, u128::from(k[1] % 24) + 1],
-                        LOAN,
+                        pick(&[LOAN, LOAN + 1, 0], k[2]),
                         pick(&AMOUNTS, k[3]),
                         pick(&AMOUNTS, k[4]),
                     )
