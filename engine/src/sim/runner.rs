@@ -19,8 +19,6 @@ use super::{SimConfig, SimReport};
 use crate::consensus::bls::{BlsCrypto, VerifyCache};
 use crate::consensus::{Digest, Round};
 
-/// Transfers per simulated client batch.
-
 pub struct Probe {
     pub digest: Digest,
     pub submitted_round: Round,
@@ -201,7 +199,7 @@ impl Sim {
     pub fn make_batch_pub(&mut self) -> Digest {
         self.batches_made += 1;
         // Every 16th batch re-uses an earlier batch's transfer ids: the ledger answers `exists`.
-        let seq = if self.batches_made % 16 == 0 {
+        let seq = if self.batches_made.is_multiple_of(16) {
             self.batches_made / 2
         } else {
             self.batches_made
