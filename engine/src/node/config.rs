@@ -285,6 +285,21 @@ impl NodeConfig {
         if c.block_batches_max == 0 || c.batch_requests_max == 0 || c.batch_bytes_max == 0 {
             return Err(invalid("consensus", "batch bounds must be positive".into()));
         }
+        if c.batch_requests_max > super::batches::BATCH_REQUESTS_MAX {
+            return Err(invalid(
+                "consensus.batch_requests_max",
+                format!(
+                    "at most {} (peers refuse larger batches)",
+                    super::batches::BATCH_REQUESTS_MAX
+                ),
+            ));
+        }
+        if self.verify.batch_requests_max > crate::crypto::VERIFY_BATCH_REQUESTS_MAX {
+            return Err(invalid(
+                "verify.batch_requests_max",
+                format!("at most {}", crate::crypto::VERIFY_BATCH_REQUESTS_MAX),
+            ));
+        }
         if self.storage.segment_bytes < (1 << 20) {
             return Err(invalid(
                 "storage.segment_bytes",

@@ -18,6 +18,24 @@ use super::state::Shared;
 /// Capacity of the queue into dissemination (peer batches, fetches).
 pub const DISSEMINATION_QUEUE_MAX: usize = 1024;
 
+/// Request bytes one batch may carry so that its peer frame (44-byte header, 4 bytes per request)
+/// fits in one net frame. A single maximal request always fits.
+pub fn peer_batch_bytes_max(requests_max: u32) -> u64 {
+    let overhead = 44 + 4 * requests_max as u64;
+    let frame_max = crate::net::frame::FRAME_PAYLOAD_BYTES_MAX as u64;
+    assert!(
+        frame_max > overhead,
+        "batch_requests_max is validated against BATCH_REQUESTS_MAX"
+    );
+    frame_max - overhead
+}
+
+// A batch of one maximal request (which `take_batch` always takes) fits in one peer frame.
+const _: () = assert!(
+    crate::crypto::REQUEST_WIRE_BYTES_MAX + 44 + 4
+        <= crate::net::frame::FRAME_PAYLOAD_BYTES_MAX as usize
+);
+
 pub enum DisseminationIn {
     PeerBatch {
         from: ValidatorIndex,
@@ -93,7 +111,10 @@ impl Dissemination {
         if mempool.is_empty() {
             return true;
         }
-        let items = mempool.take_batch(self.batch_requests_max, self.batch_bytes_max);
+        let bytes_max = self
+            .batch_bytes_max
+            .min(peer_batch_bytes_max(self.batch_requests_max));
+        let items = mempool.take_batch(self.batch_requests_max, bytes_max);
         if items.is_empty() {
             return true;
         }
