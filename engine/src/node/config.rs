@@ -383,6 +383,16 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("own index"));
+        let mut c = sample();
+        c.consensus.batch_requests_max = 9_000;
+        let err = c.validate(path).unwrap_err().to_string();
+        assert!(err.contains("consensus.batch_requests_max"), "{err}");
+        let mut c = sample();
+        c.verify.batch_requests_max = 1 << 20;
+        let err = c.validate(path).unwrap_err().to_string();
+        assert!(err.contains("verify.batch_requests_max"), "{err}");
+        let bytes = crate::node::dissemination::peer_batch_bytes_max(512);
+        assert!(bytes + 44 + 4 * 512 <= crate::net::frame::FRAME_PAYLOAD_BYTES_MAX as u64);
         let missing = NodeConfig::load(Path::new("/nonexistent/reckon.toml")).unwrap_err();
         assert!(matches!(missing, ConfigError::Read { .. }));
     }
