@@ -5,6 +5,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[path = "reckon/ledger_demo.rs"]
 mod ledger_demo;
+#[path = "reckon/node_cmds.rs"]
+mod node_cmds;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +27,12 @@ enum Command {
     /// reserves, loans, top-ups, disbursements, repayments and statements, and print the partner
     /// banks' reserve positions, the reconciliation report and a throughput figure.
     LedgerDemo(ledger_demo::Args),
+    /// Write a consortium: CA, node and client certificates, BLS keys, genesis, node configs.
+    Init(node_cmds::InitArgs),
+    /// Run a validator node until SIGTERM/SIGINT (then drain and exit 0).
+    Node(node_cmds::NodeArgs),
+    /// Print a node's status (height, round, peers, mempool, ledger digest) as JSON.
+    Status(node_cmds::StatusArgs),
     /// Run the deterministic simulator: N seeds of a validator set under injected faults
     /// (drop, delay, duplicate, reorder, partitions, crash/restart, torn writes, Byzantine nodes),
     /// checking safety, conservation and liveness. Exits 1 on any invariant violation.
@@ -35,6 +43,9 @@ fn main() {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::LedgerDemo(args) => ledger_demo::run(args),
+        Command::Init(args) => node_cmds::run_init(args),
+        Command::Node(args) => node_cmds::run_node(args),
+        Command::Status(args) => node_cmds::run_status(args),
         Command::Sim(args) => {
             if engine::sim::cli::run(&args) {
                 Ok(())

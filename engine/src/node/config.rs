@@ -285,6 +285,21 @@ impl NodeConfig {
         if c.block_batches_max == 0 || c.batch_requests_max == 0 || c.batch_bytes_max == 0 {
             return Err(invalid("consensus", "batch bounds must be positive".into()));
         }
+        if c.batch_requests_max > super::batches::BATCH_REQUESTS_MAX {
+            return Err(invalid(
+                "consensus.batch_requests_max",
+                format!(
+                    "at most {} (peers refuse larger batches)",
+                    super::batches::BATCH_REQUESTS_MAX
+                ),
+            ));
+        }
+        if self.verify.batch_requests_max > crate::crypto::VERIFY_BATCH_REQUESTS_MAX {
+            return Err(invalid(
+                "verify.batch_requests_max",
+                format!("at most {}", crate::crypto::VERIFY_BATCH_REQUESTS_MAX),
+            ));
+        }
         if self.storage.segment_bytes < (1 << 20) {
             return Err(invalid(
                 "storage.segment_bytes",
@@ -368,6 +383,16 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("own index"));
+        let mut c = sample();
+        c.consensus.batch_requests_max = 9_000;
+        let err = c.validate(path).unwrap_err().to_string();
+        assert!(err.contains("consensus.batch_requests_max"), "{err}");
+        let mut c = sample();
+        c.verify.batch_requests_max = 1 << 20;
+        let err = c.validate(path).unwrap_err().to_string();
+        assert!(err.contains("verify.batch_requests_max"), "{err}");
+        let bytes = crate::node::dissemination::peer_batch_bytes_max(512);
+        assert!(bytes + 44 + 4 * 512 <= crate::net::frame::FRAME_PAYLOAD_BYTES_MAX as u64);
         let missing = NodeConfig::load(Path::new("/nonexistent/reckon.toml")).unwrap_err();
         assert!(matches!(missing, ConfigError::Read { .. }));
     }

@@ -1,0 +1,199 @@
+//! Node-to-node traffic: one outbound `PeerLink` per other validator, and the dispatcher that
+//! routes frames arriving on the peer port to consensus and dissemination.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use rustls::pki_types::ServerName;
+
+use crate::consensus::{Message, ValidatorIndex};
+use crate::net::{frame, Inbound, PeerIdentity, PeerLink, PeerOptions};
+
+use super::consensus_stage::ConsensusIn;
+use super::dissemination::DisseminationIn;
+
+/// Frame kinds on the peer port.
+pub const PEER_KIND_CONSENSUS: u8 = 0x10;
+pub const PEER_KIND_BATCH: u8 = 0x11;
+pub const PEER_KIND_BATCH_FETCH: u8 = 0x12;
+/// A peer counts as up when a frame from it arrived within this long.
+pub const PEER_UP_WINDOW_MS: u64 = 5_000;
+/// Most digests one fetch frame may ask for.
+pub const FETCH_DIGESTS_MAX: usize = 256;
+
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub struct Peers {
+    pub me: ValidatorIndex,
+    links: Vec<Option<PeerLink>>,
+    last_seen_ms: Vec<AtomicU64>,
+}
+
+impl Peers {
+    pub fn spawn(
+        me: ValidatorIndex,
+        validators: usize,
+        addrs: &[(u32, SocketAddr)],
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<Peers, String> {
+        let mut links: Vec<Option<PeerLink>> = (0..validators).map(|_| None).collect();
+        for (index, addr) in addrs {
+            let slot = links
+                .get_mut(*index as usize)
+                .ok_or_else(|| format!("peer index {index} is not a genesis validator"))?;
+            let name = ServerName::from(addr.ip());
+            let options = PeerOptions {
+                expected: Some(PeerIdentity::Node { validator: *index }),
+                ..PeerOptions::default()
+            };
+            let link = PeerLink::spawn(*addr, name, tls.clone(), options)
+                .map_err(|e| format!("peer {index} at {addr}: {e}"))?;
+            *slot = Some(link);
+        }
+        let last_seen_ms = (0..validators).map(|_| AtomicU64::new(0)).collect();
+        Ok(Peers {
+            me,
+            links,
+            last_seen_ms,
+        })
+    }
+
+    pub fn send(&self, to: ValidatorIndex, kind: u8, payload: &[u8]) {
+        if let Some(Some(link)) = self.links.get(to as usize) {
+            link.send(kind, payload);
+        }
+    }
+
+    pub fn broadcast(&self, kind: u8, payload: &[u8]) {
+        let encoded: Arc<[u8]> = frame::encode_to_vec(kind, payload).into();
+        for link in self.links.iter().flatten() {
+            link.send_encoded(encoded.clone());
+        }
+    }
+
+    pub fn seen(&self, from: ValidatorIndex) {
+        if let Some(at) = self.last_seen_ms.get(from as usize) {
+            at.store(wall_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// Other validators heard from within `PEER_UP_WINDOW_MS`.
+    pub fn up(&self) -> Vec<ValidatorIndex> {
+        let now = wall_ms();
+        (0..self.last_seen_ms.len())
+            .filter(|i| *i != self.me as usize)
+            .filter(|i| {
+                now.saturating_sub(self.last_seen_ms[*i].load(Ordering::Relaxed))
+                    <= PEER_UP_WINDOW_MS
+            })
+            .map(|i| i as ValidatorIndex)
+            .collect()
+    }
+
+    /// Size of the validator set (links are indexed by validator).
+    pub fn validators(&self) -> usize {
+        self.links.len()
+    }
+
+    pub fn dropped(&self, index: usize) -> u64 {
+        match self.links.get(index) {
+            Some(Some(link)) => link.stats().dropped.load(Ordering::Relaxed),
+            _ => 0,
+        }
+    }
+
+    pub fn shutdown(self) {
+        for link in self.links.into_iter().flatten() {
+            link.shutdown();
+        }
+    }
+}
+
+pub fn encode_fetch(digests: &[[u8; 32]]) -> Vec<u8> {
+    let digests = &digests[..digests.len().min(FETCH_DIGESTS_MAX)];
+    digests.iter().flat_map(|d| d.iter().copied()).collect()
+}
+
+pub fn decode_fetch(payload: &[u8]) -> Option<Vec<[u8; 32]>> {
+    if !payload.len().is_multiple_of(32) || payload.len() / 32 > FETCH_DIGESTS_MAX {
+        return None;
+    }
+    Some(
+        payload
+            .chunks_exact(32)
+            .map(|c| c.try_into().expect("32 bytes"))
+            .collect(),
+    )
+}
+
+/// The peer-port dispatcher thread: authenticated validator frames only.
+pub fn run_dispatch(
+    inbound: Receiver<Inbound>,
+    peers: Arc<Peers>,
+    consensus: Sender<ConsensusIn>,
+    dissemination: Sender<DisseminationIn>,
+    stop: Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::Acquire) {
+        let item = match inbound.recv_timeout(Duration::from_millis(100)) {
+            Ok(item) => item,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let PeerIdentity::Node { validator } = item.peer else {
+            tracing::warn!(peer = %item.peer.common_name(), "peer port: not a validator; ignored");
+            continue;
+        };
+        let Ok(from) = ValidatorIndex::try_from(validator) else {
+            continue;
+        };
+        peers.seen(from);
+        let payload = item.frame.payload;
+        let outcome = match item.frame.kind {
+            PEER_KIND_CONSENSUS => match Message::decode(&payload) {
+                Ok(msg) => forward(&consensus, ConsensusIn::Peer { from, msg }),
+                Err(error) => {
+                    tracing::warn!(from, %error, "peer: consensus message does not decode");
+                    true
+                }
+            },
+            PEER_KIND_BATCH => {
+                forward(&dissemination, DisseminationIn::PeerBatch { from, payload })
+            }
+            PEER_KIND_BATCH_FETCH => match decode_fetch(&payload) {
+                Some(digests) => {
+                    forward(&dissemination, DisseminationIn::PeerFetch { from, digests })
+                }
+                None => true,
+            },
+            kind => {
+                tracing::warn!(from, kind, "peer: unknown frame kind");
+                true
+            }
+        };
+        if !outcome {
+            return;
+        }
+    }
+}
+
+/// Forwards without blocking (a full stage queue drops the message: consensus and dissemination
+/// tolerate loss and retry). Returns false when the stage is gone.
+fn forward<T>(to: &Sender<T>, item: T) -> bool {
+    match to.try_send(item) {
+        Ok(()) => true,
+        Err(TrySendError::Full(_)) => {
+            tracing::debug!("peer: stage queue full; message dropped");
+            true
+        }
+        Err(TrySendError::Disconnected(_)) => false,
+    }
+}

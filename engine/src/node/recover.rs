@@ -1,0 +1,126 @@
+//! Restart: rebuild the ledger from the newest snapshot plus the log's tail, and the consensus
+//! `Recovered` input from the safety file, the persisted blocks and the log's last block.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::consensus::{genesis_block, genesis_qc, CommittedBlock, Recovered};
+use crate::crypto::SignedRequest;
+use crate::ledger::Ledger;
+use crate::mempool::RequestKey;
+use crate::storage::BlockLog;
+
+use super::batches::BatchStore;
+use super::consensus_stage::load_persisted;
+use super::execute::{apply_block, decode_record};
+use super::genesis::Genesis;
+use super::state::Shared;
+
+/// What a node starts from.
+pub struct Restored {
+    pub ledger: Ledger,
+    pub executed_height: u64,
+    pub consensus: Option<Recovered>,
+}
+
+fn read_record(
+    log: &BlockLog,
+    height: u64,
+) -> Result<(CommittedBlock, Vec<super::batches::Batch>), String> {
+    let bytes = log
+        .read(height)
+        .map_err(|e| format!("log height {height}: {e}"))?;
+    decode_record(&bytes).map_err(|e| format!("log height {height}: {e}"))
+}
+
+/// Most blocks before the snapshot read back to refill the committed-id table after a restart.
+pub const RESTORE_ID_SCAN_BLOCKS_MAX: u64 = 20_000;
+
+/// Refills the committed-id table from blocks at or below the snapshot height (newest
+/// `RESTORE_ID_SCAN_BLOCKS_MAX`), so `request_replayed` answers survive a restart.
+fn remember_committed(log: &BlockLog, snapshot_height: u64, shared: &Shared) -> Result<(), String> {
+    let Some(first) = log.first_height() else {
+        return Ok(());
+    };
+    let from = first
+        .max(snapshot_height.saturating_sub(RESTORE_ID_SCAN_BLOCKS_MAX - 1))
+        .max(1);
+    for height in from..=snapshot_height {
+        let (_, batches) = read_record(log, height)?;
+        for request in batches.iter().flat_map(|b| b.requests.iter()) {
+            if let Ok(signed) = SignedRequest::decode(request) {
+                let key = RequestKey {
+                    institution: signed.request.institution,
+                    request_id: signed.request.request_id,
+                };
+                shared.record_committed(key, height, signed.request.digest());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Loads the newest usable snapshot, replays the log tail after it, restores the batch store
+/// and the committed-id table from the tail, and assembles the consensus recovery input.
+pub fn restore(
+    log: &BlockLog,
+    genesis: &Genesis,
+    consensus_dir: &Path,
+    shared: &Shared,
+    store: &BatchStore,
+) -> Result<Restored, String> {
+    let last = log.last().map(|(height, _)| height).unwrap_or(0);
+    let snapshot = log
+        .load_latest_snapshot()
+        .map_err(|e| format!("snapshot: {e}"))?;
+    let (mut ledger, start) = match snapshot {
+        Some(s) if s.height <= last => {
+            let ledger = Ledger::from_snapshot_bytes(&s.bytes)
+                .map_err(|e| format!("snapshot at {}: {e}", s.height))?;
+            (ledger, s.height)
+        }
+        _ => (genesis.ledger().map_err(|e| e.to_string())?, 0),
+    };
+    let first = log.first_height().unwrap_or(1);
+    if last > 0 && first > start + 1 {
+        return Err(format!(
+            "log starts at height {first} but the ledger state is at {start}"
+        ));
+    }
+    remember_committed(log, start, shared)?;
+    let mut tip = None;
+    for height in (start + 1)..=last {
+        let (committed, batches) = read_record(log, height)?;
+        let items = apply_block(&mut ledger, &committed, &batches);
+        for item in items {
+            shared.record_committed(item.key, height, item.digest);
+        }
+        for batch in batches {
+            store.insert(batch.digest(), Arc::new(batch));
+        }
+        tip = Some(committed);
+    }
+    if tip.is_none() && last > 0 {
+        tip = Some(read_record(log, last)?.0);
+    }
+    tracing::info!(snapshot_height = start, replayed = last - start, height = last, digest = %format!("{:032x}", ledger.digest()), "ledger restored");
+    let (safety, blocks) = load_persisted(consensus_dir)?;
+    let consensus = if safety.is_none() && tip.is_none() {
+        None
+    } else {
+        Some(Recovered {
+            safety: safety.unwrap_or_default(),
+            tip: tip.unwrap_or_else(|| CommittedBlock {
+                height: 0,
+                block: genesis_block(),
+                qc: genesis_qc(),
+            }),
+            blocks,
+        })
+    };
+    Ok(Restored {
+        ledger,
+        executed_height: last,
+        consensus,
+    })
+}

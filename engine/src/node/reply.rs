@@ -1,0 +1,82 @@
+//! Reply: waits for each block's durability (in order), then records its request ids as
+//! committed, tells the mempool, and answers the clients that submitted here.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam::channel::Receiver;
+
+use crate::mempool::RequestKey;
+
+use super::execute::ExecutedBlock;
+use super::ingress::reject;
+use super::protocol::{RejectCode, Rejected, KIND_COMMITTED};
+use super::state::Shared;
+
+pub struct Reply {
+    pub input: Receiver<ExecutedBlock>,
+    pub shared: Arc<Shared>,
+}
+
+impl Reply {
+    pub fn run(self) {
+        while let Ok(block) = self.input.recv() {
+            let started = Instant::now();
+            let durable = match &block.ticket {
+                Some(ticket) => ticket.wait().map_err(|e| e.to_string()),
+                None => Err("block log append failed".to_string()),
+            };
+            self.shared
+                .metrics
+                .fsync_latency_s
+                .observe(started.elapsed().as_secs_f64());
+            if let Err(error) = &durable {
+                tracing::error!(height = block.height, %error, "block not durable; clients get `internal`");
+            }
+            let keys: Vec<RequestKey> = block.items.iter().map(|i| i.key).collect();
+            for item in block.items {
+                if durable.is_ok() {
+                    self.shared
+                        .record_committed(item.key, block.height, item.digest);
+                }
+                let Some(waiter) = self.shared.take_waiter(&item.key) else {
+                    continue;
+                };
+                if waiter.digest != item.digest {
+                    // Another request with this id committed (submitted elsewhere): say so.
+                    let rejected = Rejected {
+                        height: block.height,
+                        ..Rejected::new(
+                            (item.key.institution, item.key.request_id),
+                            RejectCode::RequestIdReused,
+                            "a different request with this id committed",
+                        )
+                    };
+                    reject(&self.shared, &waiter.writer, rejected);
+                    continue;
+                }
+                match (&durable, item.result) {
+                    (Err(error), _) => reject(
+                        &self.shared,
+                        &waiter.writer,
+                        Rejected::new(
+                            (item.key.institution, item.key.request_id),
+                            RejectCode::Internal,
+                            error.clone(),
+                        ),
+                    ),
+                    (Ok(()), Ok(outcome)) => {
+                        let _ = waiter.writer.send(KIND_COMMITTED, &outcome.encode());
+                    }
+                    (Ok(()), Err(rejected)) => reject(&self.shared, &waiter.writer, rejected),
+                }
+            }
+            self.shared.mempool.mark_committed(&keys);
+            self.shared
+                .metrics
+                .stage_latency_s
+                .with_label_values(&["reply"])
+                .observe(started.elapsed().as_secs_f64());
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Crash and restart with real processes: kill -9 one node under load (the others keep
+//! committing; the restarted node catches up and agrees), two of four down (no commits, no
+//! divergence; recovery when they return), and SIGTERM drains and exits 0.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::client::ClientError;
+use engine::node::init::{lead_funding_account, settlement_account, GENESIS_LEDGER};
+use engine::types::Transfer;
+use reckon_tests::{wait_until, Cluster};
+
+const BIN: &str = env!("CARGO_BIN_EXE_reckon-under-test");
+const LEAD: u32 = 1;
+/// Requests the background load submits at most (bounds the load thread).
+const LOAD_REQUESTS_MAX: u128 = 2_000;
+
+fn started() -> Cluster {
+    let mut cluster = Cluster::init(Path::new(BIN), 4);
+    cluster.start_all();
+    let ok = wait_until(Duration::from_secs(30), || {
+        (0..4)
+            .all(|i| cluster.height(i).is_some_and(|h| h >= 2))
+            .then_some(())
+    });
+    assert!(ok.is_some(), "cluster did not start:\n{}", cluster.log(0));
+    cluster
+}
+
+/// Submits transfers one after another to node `node` until `stop` (bounded); counts commits.
+fn load(
+    cluster: &Cluster,
+    node: usize,
+    first_id: u128,
+    stop: Arc<AtomicBool>,
+    committed: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<Result<(), String>> {
+    let mut client = cluster.client(node, LEAD);
+    client.timeout = Duration::from_secs(5);
+    let signer = cluster.signer(LEAD);
+    std::thread::spawn(move || {
+        for id in first_id..first_id + LOAD_REQUESTS_MAX {
+            if stop.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            let t = Transfer {
+                id,
+                debit_account_id: settlement_account(LEAD),
+                credit_account_id: lead_funding_account(LEAD),
+                amount: 1,
+                institution: LEAD,
+                ledger: GENESIS_LEDGER,
+                code: 1,
+                ..Transfer::default()
+            };
+            let request = signer.create_transfers(id, &[t]).expect("sign");
+            match client.submit(&request) {
+                Ok(_) => {
+                    committed.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(ClientError::Timeout(_)) => {}
+                Err(error) => return Err(format!("load request {id}: {error}")),
+            }
+        }
+        Ok(())
+    })
+}
+
+fn agree(cluster: &Cluster, nodes: &[usize], height: u64) -> bool {
+    wait_until(Duration::from_secs(60), || {
+        let statuses: Vec<serde_json::Value> =
+            nodes.iter().filter_map(|i| cluster.status(*i)).collect();
+        let digests: Vec<&str> = statuses
+            .iter()
+            .filter_map(|s| s["ledger_digest"].as_str())
+            .collect();
+        let reached = statuses
+            .iter()
+            .all(|s| s["height"].as_u64().unwrap_or(0) >= height);
+        (statuses.len() == nodes.len() && reached && digests.iter().all(|d| *d == digests[0]))
+            .then_some(())
+    })
+    .is_some()
+}
+
+#[test]
+fn kill9_one_node_under_load_then_restart_catches_up_and_agrees() {
+    let mut cluster = started();
+    let (stop, committed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let loader = load(&cluster, 0, 1_000, stop.clone(), committed.clone());
+    assert!(wait_until(Duration::from_secs(30), || (committed
+        .load(Ordering::Relaxed)
+        >= 5)
+        .then_some(()))
+    .is_some());
+    cluster.kill9(3);
+    let before = committed.load(Ordering::Relaxed);
+    let height = cluster.height(0).expect("node 0 up");
+    let progressed = wait_until(Duration::from_secs(30), || {
+        (committed.load(Ordering::Relaxed) >= before + 10).then_some(())
+    });
+    assert!(
+        progressed.is_some(),
+        "3 of 4 nodes keep committing:\n{}",
+        cluster.log(0)
+    );
+    assert!(cluster.height(0).expect("up") > height);
+    cluster.start(3);
+    stop.store(true, Ordering::Release);
+    let outcome = loader.join().expect("load thread");
+    assert_eq!(outcome, Ok(()), "load saw an error");
+    let target = cluster.height(0).expect("up");
+    assert!(
+        agree(&cluster, &[0, 1, 2, 3], target),
+        "node 3 catches up and agrees:\n{}",
+        cluster.log(3)
+    );
+}
+
+#[test]
+fn two_of_four_down_stops_commits_without_divergence_and_recovers() {
+    let mut cluster = started();
+    cluster.kill9(2);
+    cluster.kill9(3);
+    std::thread::sleep(Duration::from_millis(500));
+    let stalled = cluster.height(0).expect("node 0 up");
+    let mut client = cluster.client(0, LEAD);
+    client.timeout = Duration::from_secs(3);
+    let t = Transfer {
+        id: 5,
+        debit_account_id: settlement_account(LEAD),
+        credit_account_id: lead_funding_account(LEAD),
+        amount: 1,
+        institution: LEAD,
+        ledger: GENESIS_LEDGER,
+        code: 1,
+        ..Transfer::default()
+    };
+    let request = cluster
+        .signer(LEAD)
+        .create_transfers(5, &[t])
+        .expect("sign");
+    assert!(
+        matches!(client.submit(&request), Err(ClientError::Timeout(_))),
+        "no quorum, no commit"
+    );
+    let now = cluster.height(0).expect("up");
+    assert!(
+        now <= stalled + 1,
+        "height moved from {stalled} to {now} without a quorum"
+    );
+    cluster.start(2);
+    cluster.start(3);
+    client.timeout = Duration::from_secs(60);
+    // The pending request commits once the quorum is back (the reply comes on the same connection).
+    let key = (LEAD, 5u128);
+    match client.wait_for(key).expect("reply after recovery") {
+        engine::node::protocol::NodeFrame::Committed(o) => assert!(o.height > stalled),
+        other => panic!("expected a commit, got {other:?}"),
+    }
+    let target = cluster.height(0).expect("up");
+    assert!(
+        agree(&cluster, &[0, 1, 2, 3], target),
+        "all four agree after recovery"
+    );
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero_and_restart_resumes_from_a_snapshot() {
+    let mut cluster = Cluster::init(Path::new(BIN), 4);
+    for i in 0..4 {
+        cluster.edit_config(
+            i,
+            "snapshot_every_blocks = 10000",
+            "snapshot_every_blocks = 20",
+        );
+    }
+    cluster.start_all();
+    let signer = cluster.signer(LEAD);
+    let t = Transfer {
+        id: 77,
+        debit_account_id: settlement_account(LEAD),
+        credit_account_id: lead_funding_account(LEAD),
+        amount: 3,
+        institution: LEAD,
+        ledger: GENESIS_LEDGER,
+        code: 1,
+        ..Transfer::default()
+    };
+    let early = signer.create_transfers(77, &[t]).expect("sign");
+    let committed = cluster.client(1, LEAD).submit(&early).expect("commits");
+    let ok = wait_until(Duration::from_secs(30), || {
+        (0..4)
+            .all(|i| {
+                cluster
+                    .height(i)
+                    .is_some_and(|h| h >= committed.height + 45)
+            })
+            .then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "cluster did not reach height 45:\n{}",
+        cluster.log(0)
+    );
+    let height = cluster.height(1).expect("up");
+    let status = cluster
+        .terminate(1, Duration::from_secs(20))
+        .expect("exits within 20 s");
+    assert!(
+        status.success(),
+        "exit status {status:?}:\n{}",
+        cluster.log(1)
+    );
+    assert!(cluster.log(1).contains("node stopped cleanly"));
+    cluster.start(1);
+    let resumed = wait_until(Duration::from_secs(30), || {
+        cluster.height(1).filter(|h| *h > height)
+    });
+    assert!(
+        resumed.is_some(),
+        "node 1 resumes past {height}:\n{}",
+        cluster.log(1)
+    );
+    let log = cluster.log(1);
+    let restored = log
+        .lines()
+        .rfind(|l| l.contains("ledger restored"))
+        .unwrap_or("");
+    let snapshot_height: u64 = restored
+        .split("snapshot_height=")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        snapshot_height >= 20,
+        "the restart loaded a snapshot: {restored}"
+    );
+    let target = cluster.height(0).expect("up");
+    assert!(
+        agree(&cluster, &[0, 1, 2, 3], target),
+        "all agree after a snapshot restart"
+    );
+    // A retry of a request committed before the snapshot is still recognised after the restart.
+    match cluster.client(1, LEAD).submit(&early) {
+        Err(ClientError::Rejected(r)) => {
+            assert_eq!(
+                r.code,
+                engine::node::protocol::RejectCode::RequestReplayed,
+                "{r:?}"
+            );
+            assert_eq!(r.height, committed.height);
+        }
+        other => panic!("expected request_replayed, got {other:?}"),
+    }
+}
