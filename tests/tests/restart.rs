@@ -38,7 +38,7 @@ fn load(
     committed: Arc<AtomicU64>,
 ) -> std::thread::JoinHandle<Result<(), String>> {
     let mut client = cluster.client(node, LEAD);
-    client.timeout = Duration::from_secs(5);
+    client.timeout = Duration::from_secs(10);
     let signer = cluster.signer(LEAD);
     std::thread::spawn(move || {
         for id in first_id..first_id + LOAD_REQUESTS_MAX {
@@ -101,8 +101,10 @@ fn kill9_one_node_under_load_then_restart_catches_up_and_agrees() {
     cluster.kill9(3);
     let before = committed.load(Ordering::Relaxed);
     let height = cluster.height(0).expect("node 0 up");
-    let progressed = wait_until(Duration::from_secs(30), || {
-        (committed.load(Ordering::Relaxed) >= before + 10).then_some(())
+    // With a leader down, each 4-round cycle spends one round timer (1 s) and this node's requests
+    // commit about once per cycle; three commits show progress without racing a loaded machine.
+    let progressed = wait_until(Duration::from_secs(60), || {
+        (committed.load(Ordering::Relaxed) >= before + 3).then_some(())
     });
     assert!(
         progressed.is_some(),
