@@ -2,7 +2,7 @@
 //!
 //! Data flow: client port → `ingress` → `verify` → mempool → `dissemination` → `consensus_stage`
 //! → `execute` (ledger + block log) → `reply`. Peer frames arrive through `peers::run_dispatch`.
-//! See docs/parts/node.md.
+//! See docs/modules/node.md and docs/OPERATIONS.md.
 
 pub mod batches;
 pub mod config;

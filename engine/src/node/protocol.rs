@@ -1,4 +1,4 @@
-//! The client protocol: frame kinds and payload layouts on the client port (docs/parts/node.md).
+//! The client protocol: frame kinds and payload layouts on the client port (docs/PROTOCOL.md).
 //!
 //! All integers little-endian. Decoding never panics and every error names what was wrong.
 
