@@ -179,6 +179,8 @@ pub enum TargetKind {
     Null,
     /// Like null, but blocks once for --stall-ms (coordinated-omission demonstration).
     Stall,
+    /// A real cluster (`--cluster DIR` from `reckon init`) over mutual-TLS client connections.
+    Tcp,
 }
 
 #[derive(Args)]
@@ -200,6 +202,18 @@ pub struct TargetArgs {
     /// Result code of the null target's rejections.
     #[arg(long, default_value_t = 1)]
     pub reject_code: u32,
+    /// Tcp target: the `reckon init` output directory.
+    #[arg(long)]
+    pub cluster: Option<PathBuf>,
+    /// Tcp target: connections in all (default 4 x nodes).
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Tcp target: requests in flight per connection.
+    #[arg(long, default_value_t = 16)]
+    pub pipeline: usize,
+    /// Tcp target: a request without a reply after this many seconds fails (`timeout`).
+    #[arg(long, default_value_t = 30.0)]
+    pub reply_timeout_s: f64,
 }
 
 #[derive(Args)]

@@ -12,5 +12,6 @@ pub mod progress;
 pub mod recorder;
 pub mod report;
 pub mod target;
+pub mod tcp;
 pub mod trace;
 pub mod workload;

@@ -12,6 +12,7 @@ use loadgen::commands::{self, CommandError};
 use loadgen::driver::{EventSource, RunConfig, Schedule};
 use loadgen::progress::Progress;
 use loadgen::target::{NullTarget, StallTarget, Target};
+use loadgen::tcp::{TcpConfig, TcpTarget};
 use loadgen::trace::{self, TraceFormat, TraceReader};
 use loadgen::{output, report};
 
@@ -94,7 +95,6 @@ fn build_target(a: &TargetArgs) -> Result<Box<dyn Target>, CliError> {
     if a.target_in_flight == 0 {
         return Err(CliError::Usage("--target-in-flight must be >= 1".into()));
     }
-    // The integrator adds `inproc` (in-process ledger) and `tcp` (cluster client) here.
     Ok(match a.target {
         TargetKind::Null => Box::new(
             NullTarget::new(a.target_in_flight).with_rejections(a.reject_every, a.reject_code),
@@ -104,6 +104,19 @@ fn build_target(a: &TargetArgs) -> Result<Box<dyn Target>, CliError> {
             a.stall_at_request,
             Duration::from_millis(a.stall_ms),
         )),
+        TargetKind::Tcp => {
+            let cluster = a
+                .cluster
+                .clone()
+                .ok_or(CliError::Usage("--target tcp needs --cluster DIR".into()))?;
+            let config = TcpConfig {
+                cluster,
+                connections: a.connections,
+                pipeline: a.pipeline,
+                reply_timeout: Duration::from_secs_f64(a.reply_timeout_s.clamp(0.1, 3600.0)),
+            };
+            Box::new(TcpTarget::connect(&config).map_err(|e| CliError::Failure(e.to_string()))?)
+        }
     })
 }
 
