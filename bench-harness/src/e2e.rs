@@ -75,7 +75,10 @@ impl LocalCluster {
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let bin = exe.with_file_name("reckon");
         if !bin.exists() {
-            return Err(format!("{} not found: build it (cargo build --release --bin reckon)", bin.display()));
+            return Err(format!(
+                "{} not found: build it (cargo build --release --bin reckon)",
+                bin.display()
+            ));
         }
         let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
         let mut cluster = LocalCluster {
@@ -260,7 +263,10 @@ fn report(
     let t = &r.totals;
     let agree = digests.iter().all(|d| d.is_some() && *d == digests[0]);
     let ratio = (args.batch == 1).then(|| r.requests_per_s / sig_limit.max(1e-9));
-    println!("SUMMARY e2e (closed loop, transfers workload, {} nodes on 127.0.0.1)", args.nodes);
+    println!(
+        "SUMMARY e2e (closed loop, transfers workload, {} nodes on 127.0.0.1)",
+        args.nodes
+    );
     println!("  batch                  {} events/request", args.batch);
     println!("  committed transfers/s  {:.0}", r.committed_events_per_s);
     println!("  requests/s             {:.0}", r.requests_per_s);
@@ -301,4 +307,3 @@ fn report(
         println!("{json}");
     }
 }
-

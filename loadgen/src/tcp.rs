@@ -155,10 +155,7 @@ impl TcpTarget {
     pub fn connect(config: &TcpConfig) -> Result<TcpTarget, TargetError> {
         let files = load_banks(&config.cluster)?;
         let nodes = files[0].nodes.len();
-        let k = config
-            .connections
-            .unwrap_or(4 * nodes)
-            .max(files.len());
+        let k = config.connections.unwrap_or(4 * nodes).max(files.len());
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let mut banks = BTreeMap::new();
@@ -261,10 +258,20 @@ fn split(batch: &[TraceEvent], next_transfer_id: &mut u128) -> Result<Vec<Group>
     }
     let mut groups = Vec::new();
     for (inst, a) in accounts {
-        groups.push((inst, Operation::CreateAccounts, encode_body(&a), a.len() as u32));
+        groups.push((
+            inst,
+            Operation::CreateAccounts,
+            encode_body(&a),
+            a.len() as u32,
+        ));
     }
     for (inst, t) in transfers {
-        groups.push((inst, Operation::CreateTransfers, encode_body(&t), t.len() as u32));
+        groups.push((
+            inst,
+            Operation::CreateTransfers,
+            encode_body(&t),
+            t.len() as u32,
+        ));
     }
     Ok(groups)
 }
@@ -286,7 +293,9 @@ impl TcpTarget {
         let conn = bank.conns[bank.next_conn % bank.conns.len()];
         bank.next_conn = bank.next_conn.wrapping_add(1);
         let sent = match &self.writers[conn] {
-            Some(w) => w.send(KIND_SUBMIT, &signed.encode()).map_err(|e| e.to_string()),
+            Some(w) => w
+                .send(KIND_SUBMIT, &signed.encode())
+                .map_err(|e| e.to_string()),
             None => Err("connection lost".to_string()),
         };
         match sent {
@@ -482,7 +491,10 @@ impl Target for TcpTarget {
                     .is_none_or(|s| s.groups_left <= transfers_left)
             })?;
         }
-        for group in groups.into_iter().filter(|g| g.1 != Operation::CreateAccounts) {
+        for group in groups
+            .into_iter()
+            .filter(|g| g.1 != Operation::CreateAccounts)
+        {
             if self.tickets.contains_key(&ticket) {
                 self.send_group(ticket, group)?;
             }

@@ -19,7 +19,11 @@ fn started(nodes: usize) -> Cluster {
         let h: Vec<u64> = (0..nodes).filter_map(|i| cluster.height(i)).collect();
         (h.len() == nodes && h.iter().all(|h| *h >= 2)).then_some(())
     });
-    assert!(ready.is_some(), "cluster did not start:\n{}", cluster.log(0));
+    assert!(
+        ready.is_some(),
+        "cluster did not start:\n{}",
+        cluster.log(0)
+    );
     cluster
 }
 
