@@ -38,7 +38,7 @@ pub struct Args {
     #[arg(long)]
     pub connections: Option<usize>,
     /// Requests in flight per connection.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 1)]
     pub pipeline: usize,
     /// Operating accounts of the transfers workload.
     #[arg(long, default_value_t = 10_000)]
@@ -245,10 +245,20 @@ pub fn run(args: Args) -> Result<(), String> {
     let sig_limit = cores as f64 * pairing / args.nodes as f64;
     let cluster = LocalCluster::start(args.nodes)?;
     let summary = drive(&args, &cluster)?;
-    let digests = cluster.digests()?;
+    // Nodes apply the last blocks at slightly different moments: wait (bounded) for agreement.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut digests = cluster.digests()?;
+    while !digests_agree(&digests) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        digests = cluster.digests()?;
+    }
     drop(cluster);
     report(&args, &summary, pairing, sig_limit, cores, &digests);
     Ok(())
+}
+
+fn digests_agree(digests: &[Option<String>]) -> bool {
+    digests.iter().all(|d| d.is_some() && *d == digests[0])
 }
 
 fn report(
@@ -261,7 +271,7 @@ fn report(
 ) {
     let r = &summary.results;
     let t = &r.totals;
-    let agree = digests.iter().all(|d| d.is_some() && *d == digests[0]);
+    let agree = digests_agree(digests);
     let ratio = (args.batch == 1).then(|| r.requests_per_s / sig_limit.max(1e-9));
     println!(
         "SUMMARY e2e (closed loop, transfers workload, {} nodes on 127.0.0.1)",
