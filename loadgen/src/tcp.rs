@@ -7,9 +7,9 @@
 //!   `1 + j mod banks` and goes to node `(j / banks) mod nodes` (round-robin over all nodes);
 //! - one loadgen request (ticket) becomes one signed request per homogeneous group
 //!   (operation, institution); all of a ticket's groups are in flight together;
-//! - ordering: transfers only need their accounts to exist, so a batch holding account
-//!   creations is a barrier: everything in flight is drained first, its account groups are sent
-//!   and awaited, and only then are its transfers sent. Transfer-only batches pipeline freely;
+//! - ordering: transfers only need their accounts to exist, so account creations pipeline
+//!   freely, and a transfer group is sent only when no account creation is in flight (waited
+//!   for, bounded). Transfer groups pipeline freely across connections and nodes;
 //! - one reader thread per connection decodes frames into a channel; replies are correlated by
 //!   (institution, request_id). Node-level rejections (`busy`, ...) become `Failed` with the code's
 //!   name; ledger rejections are counted by result code. A bad frame never panics.
@@ -84,8 +84,8 @@ pub struct TcpTarget {
     rx: Receiver<ReaderMsg>,
     stop: Arc<AtomicBool>,
     readers: Vec<JoinHandle<()>>,
-    /// (institution, request_id) -> (ticket, connection, events).
-    requests: HashMap<(u32, u128), (Ticket, usize, u32)>,
+    /// (institution, request_id) -> (ticket, connection, events, creates accounts).
+    requests: HashMap<(u32, u128), (Ticket, usize, u32, bool)>,
     tickets: HashMap<Ticket, TicketState>,
     ready: VecDeque<Completion>,
     in_flight_max: usize,
@@ -280,6 +280,7 @@ impl TcpTarget {
     /// Signs and writes one group for `ticket`; a write failure fails the group at once.
     fn send_group(&mut self, ticket: Ticket, group: Group) -> Result<(), TargetError> {
         let (institution, operation, body, events) = group;
+        let is_accounts = operation == Operation::CreateAccounts;
         let bank = self
             .banks
             .get_mut(&institution)
@@ -300,8 +301,10 @@ impl TcpTarget {
         };
         match sent {
             Ok(()) => {
-                self.requests
-                    .insert((institution, request_id), (ticket, conn, events));
+                self.requests.insert(
+                    (institution, request_id),
+                    (ticket, conn, events, is_accounts),
+                );
             }
             Err(reason) => {
                 self.writers[conn] = None;
@@ -340,7 +343,7 @@ impl TcpTarget {
     fn on_message(&mut self, message: ReaderMsg) {
         match message {
             ReaderMsg::Frame(NodeFrame::Committed(o)) => {
-                let Some((ticket, _, events)) =
+                let Some((ticket, _, events, _)) =
                     self.requests.remove(&(o.institution, o.request_id))
                 else {
                     return;
@@ -358,7 +361,9 @@ impl TcpTarget {
                 });
             }
             ReaderMsg::Frame(NodeFrame::Rejected(r)) => {
-                if let Some((ticket, _, _)) = self.requests.remove(&(r.institution, r.request_id)) {
+                if let Some((ticket, _, _, _)) =
+                    self.requests.remove(&(r.institution, r.request_id))
+                {
                     let reason = format!("rejected: {}", r.code.name());
                     self.settle_group(ticket, |s| s.failure = Some(reason));
                 }
@@ -369,8 +374,8 @@ impl TcpTarget {
                 let lost: Vec<((u32, u128), Ticket)> = self
                     .requests
                     .iter()
-                    .filter(|(_, (_, c, _))| *c == conn)
-                    .map(|(k, (t, _, _))| (*k, *t))
+                    .filter(|(_, (_, c, _, _))| *c == conn)
+                    .map(|(k, (t, _, _, _))| (*k, *t))
                     .collect();
                 for (key, ticket) in lost {
                     self.requests.remove(&key);
@@ -427,7 +432,7 @@ impl TcpTarget {
         if late.is_empty() {
             return;
         }
-        self.requests.retain(|_, (t, _, _)| !late.contains(t));
+        self.requests.retain(|_, (t, _, _, _)| !late.contains(t));
         for ticket in late {
             if let Some(state) = self.tickets.get_mut(&ticket) {
                 state.groups_left = 1;
@@ -463,11 +468,6 @@ impl Target for TcpTarget {
             return Err(other(format!("batch of {} events", batch.len())));
         }
         let groups = split(batch, &mut self.next_transfer_id)?;
-        let setup: Vec<Group> = groups
-            .iter()
-            .filter(|g| g.1 == Operation::CreateAccounts)
-            .cloned()
-            .collect();
         let state = TicketState {
             groups_left: groups.len() as u32,
             committed: 0,
@@ -475,26 +475,13 @@ impl Target for TcpTarget {
             failure: None,
             deadline: Instant::now() + self.reply_timeout,
         };
-        if !setup.is_empty() {
-            // Barrier: nothing else in flight while accounts are created.
-            self.pump_until(|t| t.tickets.is_empty())?;
-        }
         self.tickets.insert(ticket, state);
-        let transfers_left = (groups.len() - setup.len()) as u32;
-        for group in setup {
-            self.send_group(ticket, group)?;
-        }
-        if transfers_left < groups.len() as u32 {
-            self.pump_until(|t| {
-                t.tickets
-                    .get(&ticket)
-                    .is_none_or(|s| s.groups_left <= transfers_left)
-            })?;
-        }
-        for group in groups
-            .into_iter()
-            .filter(|g| g.1 != Operation::CreateAccounts)
-        {
+        // Account creations pipeline freely; transfers wait until no account creation is in
+        // flight (they may name those accounts). Groups come accounts first.
+        for group in groups {
+            if group.1 != Operation::CreateAccounts {
+                self.pump_until(|t| !t.requests.values().any(|r| r.3))?;
+            }
             if self.tickets.contains_key(&ticket) {
                 self.send_group(ticket, group)?;
             }
