@@ -5,6 +5,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod consensus;
+mod e2e;
 mod ledger;
 mod limits;
 mod log;
@@ -33,6 +34,8 @@ enum Command {
     Verify(verify::Args),
     /// Consensus cores in-process with real signed votes, no network.
     Consensus(consensus::Args),
+    /// A local cluster of real nodes driven by loadgen over TCP.
+    E2e(e2e::Args),
     /// Print every physical limit of this machine that the benchmarks compare against.
     Limits(limits::Args),
 }
@@ -45,6 +48,7 @@ fn main() {
         Command::Verify(args) => verify::run(args),
         Command::Consensus(args) => consensus::run(args),
         Command::Limits(args) => limits::run(args),
+        Command::E2e(args) => e2e::run(args),
     };
     if let Err(message) = outcome {
         eprintln!("bench-harness: {message}");

@@ -186,6 +186,8 @@ pub enum TargetKind {
     Stall,
     /// The engine's ledger in this process: map, sign (one BLS signature per request), apply.
     Inproc,
+    /// A real cluster (`--cluster DIR` from `reckon init`) over mutual-TLS client connections.
+    Tcp,
 }
 
 #[derive(Args)]
@@ -229,6 +231,18 @@ pub struct TargetArgs {
     /// Inproc: ledger capacity hint in transfers (the ledger grows past it).
     #[arg(long, default_value_t = 1 << 20)]
     pub inproc_transfers_capacity: usize,
+    /// Tcp target: the `reckon init` output directory.
+    #[arg(long)]
+    pub cluster: Option<PathBuf>,
+    /// Tcp target: connections in all (default 4 x nodes).
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Tcp target: requests in flight per connection.
+    #[arg(long, default_value_t = 16)]
+    pub pipeline: usize,
+    /// Tcp target: a request without a reply after this many seconds fails (`timeout`).
+    #[arg(long, default_value_t = 30.0)]
+    pub reply_timeout_s: f64,
 }
 
 #[derive(Args)]

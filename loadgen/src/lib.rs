@@ -15,5 +15,6 @@ pub mod recorder;
 pub mod report;
 pub mod signing;
 pub mod target;
+pub mod tcp;
 pub mod trace;
 pub mod workload;

@@ -14,6 +14,7 @@ use loadgen::engine_map::MapConfig;
 use loadgen::inproc::{InprocConfig, InprocTarget};
 use loadgen::progress::Progress;
 use loadgen::target::{NullTarget, StallTarget, Target};
+use loadgen::tcp::{TcpConfig, TcpTarget};
 use loadgen::trace::{self, TraceFormat, TraceReader};
 use loadgen::{output, report};
 
@@ -118,7 +119,6 @@ fn build_target(a: &TargetArgs, floor_default: u64) -> Result<Box<dyn Target>, C
     if a.target_in_flight == 0 {
         return Err(CliError::Usage("--target-in-flight must be >= 1".into()));
     }
-    // The TCP cluster client plugs in here as one more arm (docs/LOADGEN.md).
     Ok(match a.target {
         TargetKind::Inproc => return inproc_target(a, floor_default),
         TargetKind::Null => Box::new(
@@ -129,6 +129,19 @@ fn build_target(a: &TargetArgs, floor_default: u64) -> Result<Box<dyn Target>, C
             a.stall_at_request,
             Duration::from_millis(a.stall_ms),
         )),
+        TargetKind::Tcp => {
+            let cluster = a
+                .cluster
+                .clone()
+                .ok_or(CliError::Usage("--target tcp needs --cluster DIR".into()))?;
+            let config = TcpConfig {
+                cluster,
+                connections: a.connections,
+                pipeline: a.pipeline,
+                reply_timeout: Duration::from_secs_f64(a.reply_timeout_s.clamp(0.1, 3600.0)),
+            };
+            Box::new(TcpTarget::connect(&config).map_err(|e| CliError::Failure(e.to_string()))?)
+        }
     })
 }
 

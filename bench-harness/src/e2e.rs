@@ -1,0 +1,319 @@
+//! `bench-harness e2e`: a local cluster of real `reckon node` processes driven by loadgen's TCP
+//! target, closed loop (K requests in flight: a throughput ceiling, not a latency claim at a
+//! given offered rate). Same-run limit: the single-core BLS pairing rate, probed before the
+//! cluster starts; every node verifies every signature, so the cluster's signature ceiling is
+//! `cores x single-core rate / nodes` requests/s. Children are killed on every exit path (Drop).
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use engine::client::{Client, ClientFile};
+use loadgen::driver::{RunConfig, Schedule};
+use loadgen::progress::Progress;
+use loadgen::target::Target;
+use loadgen::tcp::{TcpConfig, TcpTarget};
+use loadgen::workload::{TransfersConfig, Workload};
+
+/// Bounded wait for the cluster to answer status and commit.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Signatures in the pairing-limit probe.
+const PAIRING_PROBE_SIGS: usize = 2_000;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, default_value_t = 4)]
+    pub nodes: usize,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 30.0)]
+    pub duration: f64,
+    /// Events per loadgen request (1..=8190).
+    #[arg(long, default_value_t = 8190)]
+    pub batch: usize,
+    /// Requests in flight (closed loop; default: the target's connections x pipeline).
+    #[arg(long)]
+    pub in_flight: Option<usize>,
+    /// Client connections in all (default 4 x nodes).
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Requests in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    pub pipeline: usize,
+    /// Operating accounts of the transfers workload.
+    #[arg(long, default_value_t = 10_000)]
+    pub accounts: u64,
+    /// Loadgen result directory (default ./loadgen-results/<UTC timestamp>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print one JSON object as the last stdout line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Child node processes in a temp dir; killed on drop.
+struct LocalCluster {
+    dir: tempfile::TempDir,
+    children: Vec<Child>,
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl LocalCluster {
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("consortium")
+    }
+
+    fn start(nodes: usize) -> Result<LocalCluster, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        let bin = exe.with_file_name("reckon");
+        if !bin.exists() {
+            return Err(format!(
+                "{} not found: build it (cargo build --release --bin reckon)",
+                bin.display()
+            ));
+        }
+        let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+        let mut cluster = LocalCluster {
+            dir,
+            children: Vec::new(),
+        };
+        let base_port = free_base_port(nodes)?;
+        let status = Command::new(&bin)
+            .args(["init", "--nodes", &nodes.to_string(), "--out"])
+            .arg(cluster.out())
+            .args(["--institutions", "webank,huarui,luoyang,changsha"])
+            .args(["--base-port", &base_port.to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| format!("reckon init: {e}"))?;
+        if !status.success() {
+            return Err(format!("reckon init failed: {status}"));
+        }
+        for i in 0..nodes {
+            let log_path = cluster.dir.path().join(format!("node-{i}.log"));
+            let log = std::fs::File::create(&log_path).map_err(|e| format!("log: {e}"))?;
+            let child = Command::new(&bin)
+                .args(["node", "--config"])
+                .arg(cluster.out().join(format!("node-{i}.toml")))
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .map_err(|e| format!("spawn reckon node: {e}"))?;
+            cluster.children.push(child);
+        }
+        cluster.wait_ready(nodes)?;
+        Ok(cluster)
+    }
+
+    /// Waits (bounded) until every node answers status at height >= 2.
+    fn wait_ready(&mut self, nodes: usize) -> Result<(), String> {
+        let file = ClientFile::load(&self.out().join("clients/institution-0.toml"))
+            .map_err(|e| e.to_string())?;
+        let tls = file.tls().map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let height = |addr: SocketAddr| -> Option<u64> {
+            let mut client = Client::connect(addr, &tls).ok()?;
+            client.timeout = Duration::from_secs(2);
+            client.status().ok()?.get("height")?.as_u64()
+        };
+        loop {
+            let ready = file.nodes.iter().filter(|a| height(**a).unwrap_or(0) >= 2);
+            if ready.count() == nodes {
+                return Ok(());
+            }
+            for (i, child) in self.children.iter_mut().enumerate() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("node {i} exited early: {status}"));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("cluster not ready after {STARTUP_TIMEOUT:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Every node's ledger digest (None for a node that does not answer).
+    fn digests(&self) -> Result<Vec<Option<String>>, String> {
+        let file = ClientFile::load(&self.out().join("clients/institution-0.toml"))
+            .map_err(|e| e.to_string())?;
+        let tls = file.tls().map_err(|e| e.to_string())?;
+        Ok(file
+            .nodes
+            .iter()
+            .map(|addr| {
+                let mut client = Client::connect(*addr, &tls).ok()?;
+                client.timeout = Duration::from_secs(2);
+                let status = client.status().ok()?;
+                Some(status.get("ledger_digest")?.as_str()?.to_string())
+            })
+            .collect())
+    }
+}
+
+/// A base port P with P+i, P+100+i, P+200+i free for i < n (probed, then released).
+fn free_base_port(n: usize) -> Result<u16, String> {
+    let seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as usize)
+        .unwrap_or(0)
+        ^ std::process::id() as usize;
+    for attempt in 0..64 {
+        let base = 20_000 + (seed.wrapping_mul(7919).wrapping_add(attempt * 977) % 40_000);
+        let free = (0..n).all(|i| {
+            [base + i, base + 100 + i, base + 200 + i]
+                .iter()
+                .all(|p| TcpListener::bind(("127.0.0.1", *p as u16)).is_ok())
+        });
+        if free {
+            return Ok(base as u16);
+        }
+    }
+    Err("no free port range".into())
+}
+
+fn run_config(args: &Args, in_flight: usize) -> Result<RunConfig, String> {
+    if !(args.duration > 0.0 && args.duration.is_finite()) {
+        return Err("--duration must be > 0".into());
+    }
+    let config = RunConfig {
+        schedule: Schedule::Closed { in_flight },
+        batch_events: args.batch,
+        duration: Some(Duration::from_secs_f64(args.duration)),
+        events_max: None,
+        interval: Duration::from_secs(1),
+        drain_timeout: Duration::from_secs(10),
+    };
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+/// Drives the cluster and returns loadgen's summary.
+fn drive(args: &Args, cluster: &LocalCluster) -> Result<loadgen::output::Summary, String> {
+    let mut target = TcpTarget::connect(&TcpConfig {
+        cluster: cluster.out(),
+        connections: args.connections,
+        pipeline: args.pipeline,
+        reply_timeout: Duration::from_secs(30),
+    })
+    .map_err(|e| e.to_string())?;
+    let in_flight = args.in_flight.unwrap_or(target.in_flight_max());
+    let config = run_config(args, in_flight)?;
+    let workload = Workload::transfers(TransfersConfig {
+        accounts: args.accounts,
+        ..TransfersConfig::default()
+    })?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| loadgen::output::default_out_dir(SystemTime::now()));
+    let config_json = serde_json::json!({
+        "workload": "transfers", "accounts": args.accounts, "nodes": args.nodes,
+        "target": "tcp", "mode": "closed", "in_flight": in_flight,
+    });
+    let progress = Progress::new(false);
+    let summary = loadgen::commands::run_to_dir(
+        Box::new(workload.map(Ok)),
+        &mut target,
+        config,
+        config_json,
+        &out,
+        &progress,
+    )
+    .map_err(|e| e.to_string())?;
+    eprintln!("loadgen results in {}", out.display());
+    Ok(summary)
+}
+
+pub fn run(args: Args) -> Result<(), String> {
+    if args.nodes == 0 || args.nodes > 16 {
+        return Err("--nodes must be 1..=16".into());
+    }
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    eprintln!("probing the single-core pairing limit ({PAIRING_PROBE_SIGS} signatures)...");
+    let pairing = crate::verify::pairing_limit_probe(PAIRING_PROBE_SIGS)?;
+    let sig_limit = cores as f64 * pairing / args.nodes as f64;
+    let cluster = LocalCluster::start(args.nodes)?;
+    let summary = drive(&args, &cluster)?;
+    // Nodes apply the last blocks at slightly different moments: wait (bounded) for agreement.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut digests = cluster.digests()?;
+    while !digests_agree(&digests) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        digests = cluster.digests()?;
+    }
+    drop(cluster);
+    report(&args, &summary, pairing, sig_limit, cores, &digests);
+    Ok(())
+}
+
+fn digests_agree(digests: &[Option<String>]) -> bool {
+    digests.iter().all(|d| d.is_some() && *d == digests[0])
+}
+
+fn report(
+    args: &Args,
+    summary: &loadgen::output::Summary,
+    pairing: f64,
+    sig_limit: f64,
+    cores: usize,
+    digests: &[Option<String>],
+) {
+    let r = &summary.results;
+    let t = &r.totals;
+    let agree = digests_agree(digests);
+    let ratio = (args.batch == 1).then(|| r.requests_per_s / sig_limit.max(1e-9));
+    println!(
+        "SUMMARY e2e (closed loop, transfers workload, {} nodes on 127.0.0.1)",
+        args.nodes
+    );
+    println!("  batch                  {} events/request", args.batch);
+    println!("  committed transfers/s  {:.0}", r.committed_events_per_s);
+    println!("  requests/s             {:.0}", r.requests_per_s);
+    println!(
+        "  events committed {}  rejected {}  requests failed {}  unfinished {}",
+        t.events_committed, t.events_rejected, t.requests_failed, r.requests_unfinished
+    );
+    println!("  rejections by code     {:?}", t.rejections_by_code);
+    println!("  failures by reason     {:?}", t.failures_by_reason);
+    let l = &r.latency_ms;
+    println!(
+        "  latency ms  p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+        l.p50, l.p99, l.p99_9, l.max
+    );
+    println!("  pairing limit          {pairing:.0} verifications/s on one core");
+    println!(
+        "  signature ceiling      {sig_limit:.0} requests/s (= {cores} cores x {pairing:.0} / {} nodes)",
+        args.nodes
+    );
+    if let Some(ratio) = ratio {
+        println!("  ratio to ceiling       {ratio:.3}");
+    }
+    println!("  ledger digests agree   {agree}");
+    if args.json {
+        let json = serde_json::json!({
+            "bench": "e2e", "nodes": args.nodes, "batch": args.batch,
+            "mode": "closed",
+            "transfers_per_s": r.committed_events_per_s,
+            "requests_per_s": r.requests_per_s,
+            "p50_ms": l.p50, "p99_ms": l.p99, "p999_ms": l.p99_9, "max_ms": l.max,
+            "events_committed": t.events_committed, "events_rejected": t.events_rejected,
+            "requests_failed": t.requests_failed,
+            "pairing_per_s_one_core": pairing, "cores": cores,
+            "signature_ceiling_requests_per_s": sig_limit,
+            "ratio_to_signature_ceiling": ratio,
+            "digests_agree": agree,
+        });
+        println!("{json}");
+    }
+}
