@@ -3,6 +3,8 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "reckon/demo.rs"]
+mod demo;
 #[path = "reckon/ledger_demo.rs"]
 mod ledger_demo;
 #[path = "reckon/node_cmds.rs"]
@@ -23,6 +25,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start a 4-node consortium on 127.0.0.1, drive a joint-loan workload through it for
+    /// `--duration` seconds, and print throughput, latency percentiles, the partner banks' reserve
+    /// positions, reconciliation results and every node's ledger digest (files in `--out`).
+    Demo(demo::Args),
     /// Run an in-memory consortium (a lead bank, three partner banks, an operator) through
     /// reserves, loans, top-ups, disbursements, repayments and statements, and print the partner
     /// banks' reserve positions, the reconciliation report and a throughput figure.
@@ -42,6 +48,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let outcome = match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::LedgerDemo(args) => ledger_demo::run(args),
         Command::Init(args) => node_cmds::run_init(args),
         Command::Node(args) => node_cmds::run_node(args),
