@@ -1,6 +1,6 @@
 //! `--target tcp`: drives a real cluster made by `reckon init` over mutual-TLS client connections.
 //!
-//! Design (see docs/parts/e2e.md):
+//! Design (see docs/modules/e2e.md):
 //! - each institution's client file (`clients/institution-<id>.toml`: TLS files, BLS key, node
 //!   addresses) is loaded; the node binds a connection to the institution of its certificate, so
 //!   every connection belongs to one institution; connection j serves institution
