@@ -158,7 +158,14 @@ impl Ledger {
                     |ledger, event, ts| ledger.account_create(requester, event, ts),
                 );
             }
-            Events::CreateTransfers(events) => {
+            Events::CreateTransfers(events) | Events::TopUp(events) => {
+                // A top-up is a transfer with its own authorization rule (made by the reserve's
+                // owner); everything else about applying it is the same.
+                let role = if matches!(batch.events, Events::TopUp(_)) {
+                    super::transfers::Role::TopUp
+                } else {
+                    super::transfers::Role::Plain
+                };
                 let first = self.transfers.len();
                 self.digest_deferred = true;
                 self.chain_apply(
@@ -167,25 +174,7 @@ impl Ledger {
                     &mut results,
                     transfer_linked,
                     transfer_prefetch,
-                    |ledger, event, ts| {
-                        ledger.transfer_create(requester, event, ts, super::transfers::Role::Plain)
-                    },
-                );
-                self.digest_deferred = false;
-                self.digest_mix_transfers(first);
-            }
-            Events::TopUp(events) => {
-                let first = self.transfers.len();
-                self.digest_deferred = true;
-                self.chain_apply(
-                    events,
-                    timestamp,
-                    &mut results,
-                    transfer_linked,
-                    transfer_prefetch,
-                    |ledger, event, ts| {
-                        ledger.transfer_create(requester, event, ts, super::transfers::Role::TopUp)
-                    },
+                    |ledger, event, ts| ledger.transfer_create(requester, event, ts, role),
                 );
                 self.digest_deferred = false;
                 self.digest_mix_transfers(first);
