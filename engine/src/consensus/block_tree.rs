@@ -75,11 +75,17 @@ impl BlockTree {
         tree
     }
 
-    /// A restarted node's tree: the durable tip plus the blocks it persisted before voting. Blocks at
-    /// or below the tip's round are dropped; the high QC is the highest `justify` among the rest (each
-    /// was verified before its block was persisted).
-    pub fn recovered(tip: CommittedBlock, mut blocks: Vec<Block>) -> Self {
+    /// A restarted node's tree: the durable tip, the committed window refilled from `history` (the
+    /// log's blocks below the tip), and the blocks it persisted before voting. Blocks at or below the
+    /// tip's round are dropped; the high QC is the highest `justify` among the rest (each was
+    /// verified before its block was persisted).
+    pub fn recovered(
+        tip: CommittedBlock,
+        history: Vec<CommittedBlock>,
+        mut blocks: Vec<Block>,
+    ) -> Self {
         let mut tree = BlockTree::new(tip);
+        tree.refill_window(history);
         blocks.sort_by_key(|b| b.round);
         let tip_round = tree.tip_round;
         for block in blocks.into_iter().filter(|b| b.round > tip_round) {
@@ -91,6 +97,30 @@ impl BlockTree {
             }
         }
         tree
+    }
+
+    /// Put committed blocks below the tip back into the window, newest first, as long as each one
+    /// is certified by its QC and is the parent of the block above it (so the window stays one chain).
+    fn refill_window(&mut self, mut history: Vec<CommittedBlock>) {
+        history.sort_by_key(|c| std::cmp::Reverse(c.height));
+        for c in history {
+            if self.committed.len() >= COMMITTED_WINDOW_MAX {
+                break;
+            }
+            let (&lowest, above) = self.committed.first_key_value().expect("holds the tip");
+            if c.height >= lowest {
+                continue; // the tip itself, or a duplicate
+            }
+            let linked = c.height + 1 == lowest
+                && c.height == c.block.height
+                && c.qc.block_hash == c.block.hash()
+                && above.block.parent_hash() == c.qc.block_hash;
+            if !linked {
+                break;
+            }
+            self.committed.insert(c.height, c);
+        }
+        assert!(self.committed.len() <= COMMITTED_WINDOW_MAX);
     }
 
     pub fn genesis() -> Self {

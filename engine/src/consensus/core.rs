@@ -22,6 +22,12 @@ pub struct Recovered {
     pub safety: SafetyState,
     /// The last durably committed block with its certifying QC.
     pub tip: CommittedBlock,
+    /// Committed blocks just below `tip` read back from the log, oldest first (up to
+    /// `COMMITTED_WINDOW_MAX - 1`; fewer, or none, is allowed). They refill the committed window
+    /// that serves sync: without them a restarted node could not help a peer that lags behind its
+    /// restart point (found by the simulator, seeds 172 and 388). Only the run that links
+    /// consecutively down from `tip` is kept.
+    pub history: Vec<CommittedBlock>,
     /// Uncommitted blocks persisted before voting for them (`Action::PersistBlock`), any order.
     /// They keep a certified block available even if every honest voter restarts.
     pub blocks: Vec<Block>,
@@ -59,7 +65,7 @@ impl<C: QuorumCrypto> Core<C> {
         );
         let (safety, mut tree) = match recovered {
             None => (SafetyState::default(), BlockTree::genesis()),
-            Some(r) => (r.safety, BlockTree::recovered(r.tip, r.blocks)),
+            Some(r) => (r.safety, BlockTree::recovered(r.tip, r.history, r.blocks)),
         };
         tree.tolerate_conflicts = cfg.testing_quorum_too_small;
         let round = (tree.high_qc.round + 1)

@@ -74,10 +74,15 @@ impl<C: QuorumCrypto> Core<C> {
     }
 
     pub(super) fn on_sync_response(&mut self, from: ValidatorIndex, response: SyncResponse) {
-        self.sync_requested_at_ms = None;
+        // An empty or invalid response leaves the request "in flight": the next one (to whichever
+        // peer shows a QC next) waits for `SYNC_RETRY_MS` instead of bouncing at network speed.
         if let Err(reason) = self.check_sync_response(&response) {
             return self.reject(Some(from), reason);
         }
+        if response.blocks.is_empty() {
+            return;
+        }
+        self.sync_requested_at_ms = None;
         let full = response.blocks.len() == SYNC_BLOCKS_MAX;
         for block in &response.blocks {
             if block.round > self.tree.committed_round() {

@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::consensus::{genesis_block, genesis_qc, CommittedBlock, Recovered};
+use crate::consensus::{
+    genesis_block, genesis_qc, CommittedBlock, Recovered, COMMITTED_WINDOW_MAX,
+};
 use crate::crypto::SignedRequest;
 use crate::ledger::Ledger;
 use crate::mempool::RequestKey;
@@ -31,6 +33,27 @@ fn read_record(
         .read(height)
         .map_err(|e| format!("log height {height}: {e}"))?;
     decode_record(&bytes).map_err(|e| format!("log height {height}: {e}"))
+}
+
+/// The committed blocks below the log's last one that refill consensus' sync window (newest
+/// `COMMITTED_WINDOW_MAX - 1`); only each record's `committed_len u32 | CommittedBlock` prefix is
+/// decoded (the record layout of `execute::encode_record`), not its batches.
+fn committed_history(log: &BlockLog, last: u64) -> Result<Vec<CommittedBlock>, String> {
+    let first = log.first_height().unwrap_or(1).max(1);
+    let from = first.max(last.saturating_sub(COMMITTED_WINDOW_MAX as u64 - 1));
+    let mut history = Vec::new();
+    for height in from..last {
+        let bytes = log
+            .read(height)
+            .map_err(|e| format!("log height {height}: {e}"))?;
+        let len = bytes.get(..4).ok_or("record truncated")?;
+        let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+        let block = bytes.get(4..4 + len).ok_or("record block truncated")?;
+        let committed = CommittedBlock::decode(block)
+            .map_err(|e| format!("log height {height}: block: {e:?}"))?;
+        history.push(committed);
+    }
+    Ok(history)
 }
 
 /// Most blocks before the snapshot read back to refill the committed-id table after a restart.
@@ -115,6 +138,7 @@ pub fn restore(
                 block: genesis_block(),
                 qc: genesis_qc(),
             }),
+            history: committed_history(log, last)?,
             blocks,
         })
     };

@@ -15,7 +15,7 @@ use super::store::{MemStore, NodeStore, TornWrite};
 use crate::consensus::bls::BlsCrypto;
 use crate::consensus::{
     genesis_block, genesis_qc, Action, CommittedBlock, Config, Core, Digest, Event, Message,
-    Recipient, Recovered, ValidatorIndex,
+    Recipient, Recovered, ValidatorIndex, COMMITTED_WINDOW_MAX,
 };
 
 /// Chain id of every simulated cluster.
@@ -367,9 +367,12 @@ impl Sim {
         let sim_node = &mut self.nodes[node];
         sim_node.executed_height = tip.height;
         sim_node.ledger = ledger;
+        let below_tip = recovered.blocks.len().saturating_sub(1);
+        let history_from = below_tip.saturating_sub(COMMITTED_WINDOW_MAX - 1);
         let recovered = Recovered {
             safety,
             tip,
+            history: recovered.blocks[history_from..below_tip].to_vec(),
             blocks: recovered.voted_blocks,
         };
         sim_node.core = Some(Core::new(config, crypto, Some(recovered)));

@@ -46,6 +46,19 @@ fn seeds_7_nodes_all_faults() {
     );
 }
 
+/// Regression (seeds 172 and 388 of the 600-seed sweep): a node that fell behind during a partition
+/// could never catch up once every honest peer had restarted, because a restarted node's committed
+/// window held only its recovered tip, so it answered every sync request below it with nothing.
+#[test]
+fn seeds_172_and_388_laggard_catches_up_after_every_honest_peer_restarted() {
+    for seed in [172, 388] {
+        assert_clean(
+            &run_many(&SimConfig::new(0, 4, FaultSet::ALL), seed..seed + 1),
+            3,
+        );
+    }
+}
+
 #[test]
 fn seeds_single_fault_families() {
     for (k, faults) in ["network", "partition", "crash,torn", "byzantine"]

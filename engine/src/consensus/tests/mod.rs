@@ -90,10 +90,12 @@ impl Router {
             block: genesis_block(),
             qc: genesis_qc(),
         };
-        let tip = self.commits[node].last().cloned().unwrap_or(genesis);
+        let log = &self.commits[node];
+        let tip = log.last().cloned().unwrap_or(genesis);
         let recovered = Recovered {
             safety: self.durable_safety[node],
             tip,
+            history: log[..log.len().saturating_sub(1)].to_vec(),
             blocks: self.durable_blocks[node].clone(),
         };
         let cfg = Config::new(CHAIN, self.cores.len(), node as ValidatorIndex);

@@ -256,6 +256,7 @@ fn restart_from_recovered_state_refuses_to_vote_twice() {
         Some(Recovered {
             safety: state,
             tip,
+            history: Vec::new(),
             blocks: Vec::new(),
         }),
     );

@@ -129,3 +129,152 @@ fn audit_accepts_a_committed_chain_and_rejects_any_tampering() {
     }
     assert_eq!(audit(&bytes_round_trip), Ok(()));
 }
+
+/// Regression (simulator seeds 172 and 388): a node that fell behind must catch up even when every
+/// peer that could serve it has restarted since. A restarted node's committed window is refilled
+/// from its log (`Recovered::history`), so it serves sync from below its restart point.
+#[test]
+fn laggard_catches_up_after_every_up_to_date_peer_restarted() {
+    let mut r = Router::new(4);
+    r.down = vec![3];
+    r.start();
+    for _ in 0..10 {
+        r.run(2_000);
+        r.timeout_all();
+    }
+    let ahead = r.commits[0].len();
+    assert!(ahead >= 5, "three nodes progress: {ahead}");
+    assert_eq!(r.commits[3].len(), 0);
+    r.queue.clear();
+    for node in 0..3 {
+        r.restart(node);
+    }
+    r.queue.clear();
+    // A restarted node serves the chain from height 1, not only from its recovered tip.
+    let actions = r.cores[0].handle(
+        r.now_ms,
+        Event::Message {
+            from: 3,
+            msg: Message::SyncRequest(SyncRequest { from_height: 1 }),
+        },
+    );
+    let served: Vec<u64> = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Send {
+                msg: Message::SyncResponse(s),
+                ..
+            } => Some(s.blocks.iter().map(|b| b.height).collect()),
+            _ => None,
+        })
+        .expect("a sync response");
+    assert_eq!(served.first(), Some(&1), "served from height 1: {served:?}");
+    assert!(served.len() >= ahead.min(SYNC_BLOCKS_MAX), "{served:?}");
+    r.down.clear();
+    for _ in 0..4 {
+        r.timeout_all();
+        r.run(3_000);
+    }
+    assert!(
+        r.commits[3].len() >= ahead,
+        "node 3 caught up: {} of {ahead}",
+        r.commits[3].len()
+    );
+    assert_prefix_consistent(&r.commits);
+}
+
+/// The window refilled on restart keeps only blocks that link down from the tip.
+#[test]
+fn recovered_window_keeps_only_the_chain_that_links_to_the_tip() {
+    let mut r = warmed_router();
+    r.run(400);
+    let log = r.commits[0].clone();
+    assert!(log.len() >= 6, "{}", log.len());
+    let (secrets, publics) = BlsCrypto::committee(42, 4);
+    let crypto = BlsCrypto::new(Some(secrets[0].clone()), publics, VerifyCache::shared());
+    let mut history = log[..log.len() - 1].to_vec();
+    history[1].block.payload.push([9; 32]); // height 2 no longer matches its QC: cut below 3
+    let mut core = Core::new(
+        Config::new(CHAIN, 4, 0),
+        crypto,
+        Some(Recovered {
+            safety: r.durable_safety[0],
+            tip: log.last().cloned().expect("nonempty"),
+            history,
+            blocks: Vec::new(),
+        }),
+    );
+    let actions = core.handle(
+        r.now_ms,
+        Event::Message {
+            from: 1,
+            msg: Message::SyncRequest(SyncRequest { from_height: 1 }),
+        },
+    );
+    let first_served = |actions: &[Action]| {
+        actions.iter().find_map(|a| match a {
+            Action::Send {
+                msg: Message::SyncResponse(s),
+                ..
+            } => Some(s.blocks.first().map(|b| b.height)),
+            _ => None,
+        })
+    };
+    assert_eq!(first_served(&actions), Some(None), "height 1 is not held");
+    let actions = core.handle(
+        r.now_ms,
+        Event::Message {
+            from: 1,
+            msg: Message::SyncRequest(SyncRequest { from_height: 3 }),
+        },
+    );
+    assert_eq!(first_served(&actions), Some(Some(3)));
+}
+
+/// An empty sync response does not re-arm the request at once: the next request (to whichever peer
+/// shows a QC next) waits `SYNC_RETRY_MS`, instead of a request/response loop at network speed.
+#[test]
+fn empty_sync_response_paces_the_next_request() {
+    let mut r = warmed_router();
+    let timeout_from = |r: &mut Router, node: usize| {
+        let (now, round) = (r.now_ms, r.cores[node].round());
+        let actions = r.cores[node].handle(now, Event::Timer { round });
+        actions
+            .into_iter()
+            .find_map(|a| match a {
+                Action::Send {
+                    msg: Message::Timeout(t),
+                    ..
+                } => Some(t),
+                _ => None,
+            })
+            .expect("a timeout")
+    };
+    let (from_0, from_1) = (timeout_from(&mut r, 0), timeout_from(&mut r, 1));
+    let mut fresh = cores(4).remove(3);
+    let sync_requests = |actions: &[Action]| -> Vec<Recipient> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send {
+                    to,
+                    msg: Message::SyncRequest(_),
+                } => Some(to.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let message = |from, msg| Event::Message { from, msg };
+    let t0 = 10_000;
+    let actions = fresh.handle(t0, message(0, Message::Timeout(from_0)));
+    assert_eq!(sync_requests(&actions), vec![Recipient::One(0)]);
+    let empty = SyncResponse {
+        blocks: Vec::new(),
+        last_qc: None,
+    };
+    fresh.handle(t0 + 10, message(0, Message::SyncResponse(empty)));
+    let actions = fresh.handle(t0 + 20, message(1, Message::Timeout(from_1.clone())));
+    assert!(sync_requests(&actions).is_empty(), "paced: {actions:?}");
+    let actions = fresh.handle(t0 + SYNC_RETRY_MS, message(1, Message::Timeout(from_1)));
+    assert_eq!(sync_requests(&actions), vec![Recipient::One(1)]);
+}
