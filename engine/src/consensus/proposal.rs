@@ -54,6 +54,9 @@ impl<C: QuorumCrypto> Core<C> {
             self.process_tc(tc);
         }
         let current = self.pacemaker.round;
+        if block.round < current && self.keep_certified_late_block(block) {
+            return;
+        }
         if block.round != current {
             let reason = if block.round < current {
                 RejectReason::StaleRound {
@@ -92,6 +95,28 @@ impl<C: QuorumCrypto> Core<C> {
             return self.reject(Some(from), reason);
         }
         self.accept_proposal(from, proposal, hash);
+    }
+
+    /// Votes can overtake their proposal: the next leader may hold a block's QC (and have moved to
+    /// the next round) before the block arrives. A late block that our high QC certifies is kept,
+    /// without a vote, so that this node can extend it and commit through it instead of timing out
+    /// (found by the simulator's idle-pacing test). Returns true when the block was kept.
+    fn keep_certified_late_block(&mut self, block: &Block) -> bool {
+        let qc = self.tree.high_qc.clone();
+        let linked = self
+            .tree
+            .get(&block.parent_hash())
+            .is_some_and(|parent| parent.height + 1 == block.height);
+        if qc.block_hash != block.hash()
+            || self.tree.get(&qc.block_hash).is_some()
+            || !linked
+            || self.tree.insert(block.clone()).is_err()
+        {
+            return false;
+        }
+        self.process_qc(&qc, None);
+        self.try_propose();
+        true
     }
 
     fn check_timestamp(&self, parent: &Block, block: &Block) -> Result<(), RejectReason> {

@@ -73,7 +73,20 @@ impl<C: QuorumCrypto> Core<C> {
         self.verify_qc(last_qc)
     }
 
-    pub(super) fn on_sync_response(&mut self, from: ValidatorIndex, response: SyncResponse) {
+    pub(super) fn on_sync_response(&mut self, from: ValidatorIndex, mut response: SyncResponse) {
+        // Blocks this node committed since it asked are dropped (their parents may be pruned); the
+        // rest must link to the committed tip like any response.
+        let full = response.blocks.len() == SYNC_BLOCKS_MAX;
+        let committed = self.tree.committed_height();
+        let stale = (response.blocks.iter())
+            .take_while(|b| b.height <= committed)
+            .count();
+        if stale > 0 {
+            response.blocks.drain(..stale);
+            if response.blocks.is_empty() {
+                return;
+            }
+        }
         // An empty or invalid response leaves the request "in flight": the next one (to whichever
         // peer shows a QC next) waits for `SYNC_RETRY_MS` instead of bouncing at network speed.
         if let Err(reason) = self.check_sync_response(&response) {
@@ -83,7 +96,6 @@ impl<C: QuorumCrypto> Core<C> {
             return;
         }
         self.sync_requested_at_ms = None;
-        let full = response.blocks.len() == SYNC_BLOCKS_MAX;
         for block in &response.blocks {
             if block.round > self.tree.committed_round() {
                 if let Err(reason) = self.tree.insert(block.clone()) {

@@ -278,3 +278,78 @@ fn empty_sync_response_paces_the_next_request() {
     let actions = fresh.handle(t0 + SYNC_RETRY_MS, message(1, Message::Timeout(from_1)));
     assert_eq!(sync_requests(&actions), vec![Recipient::One(1)]);
 }
+
+/// A response that starts below what this node committed since it asked (the parent of its first
+/// block may be pruned) is applied from the committed tip up, not rejected.
+#[test]
+fn sync_response_overlapping_new_commits_is_applied_from_the_tip() {
+    let good = sync_response_from_warmed_node();
+    assert!(good.blocks.len() >= 5, "{}", good.blocks.len());
+    let mut fresh = cores(4).remove(3);
+    let partial = SyncResponse {
+        blocks: good.blocks[..3].to_vec(),
+        last_qc: Some(good.blocks[3].justify.clone()),
+    };
+    let actions = fresh.handle(
+        5_000,
+        Event::Message {
+            from: 0,
+            msg: Message::SyncResponse(partial),
+        },
+    );
+    assert!(rejected(&actions).is_empty(), "{:?}", rejected(&actions));
+    let partly = fresh.committed_height();
+    assert!(partly >= 1, "the partial chain commits");
+    let actions = fresh.handle(
+        5_010,
+        Event::Message {
+            from: 0,
+            msg: Message::SyncResponse(good),
+        },
+    );
+    assert!(rejected(&actions).is_empty(), "{:?}", rejected(&actions));
+    assert!(
+        fresh.committed_height() > partly,
+        "{} -> {}",
+        partly,
+        fresh.committed_height()
+    );
+}
+
+/// Votes can overtake their proposal: the next leader forms the QC first, then receives the block
+/// for a round it already left. It keeps the certified block and proposes on it at once, instead
+/// of waiting for sync or timing out (found by the simulator's idle-pacing test).
+#[test]
+fn next_leader_keeps_a_late_block_its_qc_certifies_and_proposes_on_it() {
+    let mut all = cores(4);
+    let p = super::first_proposal(&all[1].handle(10, Event::Start));
+    let hash = p.block.hash();
+    for voter in [0u16, 1, 3] {
+        let msg = vote_message(CHAIN, &hash, 1, 1);
+        let vote = Vote {
+            block_hash: hash,
+            round: 1,
+            height: 1,
+            voter,
+            signature: all[voter as usize].crypto.sign(&msg),
+        };
+        all[2].handle(
+            11,
+            Event::Message {
+                from: voter,
+                msg: Message::Vote(vote),
+            },
+        );
+    }
+    assert_eq!((all[2].round(), all[2].high_qc().round), (2, 1));
+    let actions = all[2].handle(
+        12,
+        Event::Message {
+            from: 1,
+            msg: Message::Proposal(p),
+        },
+    );
+    assert!(rejected(&actions).is_empty(), "{:?}", rejected(&actions));
+    let mine = super::first_proposal(&actions);
+    assert_eq!((mine.block.round, mine.block.justify.block_hash), (2, hash));
+}
