@@ -69,7 +69,9 @@ impl Cluster {
             .enumerate()
             .map(|(i, sk)| {
                 let crypto = BlsCrypto::new(Some(sk), Rc::clone(&publics), VerifyCache::shared());
-                Core::new(Config::new(1, nodes, i as ValidatorIndex), crypto, None)
+                let mut cfg = Config::new(1, nodes, i as ValidatorIndex);
+                cfg.min_idle_block_interval_ms = 0; // the ceiling: no idle pacing (no clock here)
+                Core::new(cfg, crypto, None)
             })
             .collect();
         Cluster {

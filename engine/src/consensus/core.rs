@@ -50,6 +50,12 @@ pub struct Core<C: QuorumCrypto> {
     pub(super) sync_requested_at_ms: Option<u64>,
     /// True while a sync response's QCs are applied (no proposals for rounds passed through).
     pub(super) applying_sync: bool,
+    /// Idle pacing: the round whose `SetProposeTimer` is armed, and the round whose wait is over.
+    pub(super) propose_timer_round: Option<Round>,
+    pub(super) idle_wait_over_round: Option<Round>,
+    /// Round of the latest QC that committed a non-empty block: a leader holding it as its high QC
+    /// proposes at once, since its proposal is how the other replicas learn of that commit.
+    pub(super) payload_commit_qc_round: Option<Round>,
     pub(super) now_ms: u64,
     pub(super) out: Vec<Action>,
     pub(super) loopback: VecDeque<Message>,
@@ -63,6 +69,9 @@ impl<C: QuorumCrypto> Core<C> {
             crypto.validator_count(),
             "config and key set disagree"
         );
+        if let Err(e) = cfg.validate() {
+            panic!("consensus config invalid: {e}");
+        }
         let (safety, mut tree) = match recovered {
             None => (SafetyState::default(), BlockTree::genesis()),
             Some(r) => (r.safety, BlockTree::recovered(r.tip, r.history, r.blocks)),
@@ -72,7 +81,7 @@ impl<C: QuorumCrypto> Core<C> {
             .max(safety.voted_round)
             .max(safety.timeout_round)
             .max(1);
-        let pacemaker = Pacemaker::new(round, cfg.round_timeout_ms);
+        let pacemaker = Pacemaker::new(round, cfg.round_timeout_ms, cfg.round_timeout_ms_max);
         Core {
             cfg,
             crypto,
@@ -86,6 +95,9 @@ impl<C: QuorumCrypto> Core<C> {
             proposal_parked: None,
             sync_requested_at_ms: None,
             applying_sync: false,
+            propose_timer_round: None,
+            idle_wait_over_round: None,
+            payload_commit_qc_round: None,
             now_ms: 0,
             out: Vec::new(),
             loopback: VecDeque::new(),
@@ -122,12 +134,17 @@ impl<C: QuorumCrypto> Core<C> {
             Event::Start => self.on_start(),
             Event::Message { from, msg } => self.on_message(from, msg),
             Event::Timer { round } => self.on_timer(round),
+            Event::ProposeTimer { round } => self.on_propose_timer(round),
             Event::LocalBatchReady(digest) => {
                 if let Err(reason) = self.payload.local_ready(digest, self.pacemaker.round) {
                     self.reject(None, reason);
                 }
+                self.propose_if_idle_waiting();
             }
-            Event::BatchAvailable(digest) => self.on_batch_available(digest),
+            Event::BatchAvailable(digest) => {
+                self.on_batch_available(digest);
+                self.propose_if_idle_waiting();
+            }
         }
         // Messages to self are handled after the event; each handled message may add more.
         let mut steps = 0;
@@ -296,7 +313,12 @@ impl<C: QuorumCrypto> Core<C> {
             None => {}
         }
         match self.tree.try_commit(qc) {
-            Ok(committed) if !committed.is_empty() => self.on_committed(committed),
+            Ok(committed) if !committed.is_empty() => {
+                if committed.iter().any(|c| !c.block.payload.is_empty()) {
+                    self.payload_commit_qc_round = self.payload_commit_qc_round.max(Some(qc.round));
+                }
+                self.on_committed(committed)
+            }
             Ok(_) => {}
             Err(_) if qc.height <= self.tree.committed_height() => {}
             Err(_) => {

@@ -69,6 +69,8 @@ pub const TIMEOUT_BACKOFF_EXPONENT_MAX: u32 = 6;
 pub const TIMESTAMP_DRIFT_MS_MAX: u64 = 2_000;
 /// A sync request without a response is retried after this long.
 pub const SYNC_RETRY_MS: u64 = 500;
+/// Default idle pacing: a leader with nothing to order waits this long before an empty block.
+pub const MIN_IDLE_BLOCK_INTERVAL_MS_DEFAULT: u64 = 200;
 
 /// Static configuration of one validator.
 #[derive(Clone, Debug)]
@@ -78,7 +80,18 @@ pub struct Config {
     pub me: ValidatorIndex,
     /// Round timer before backoff.
     pub round_timeout_ms: u64,
+    /// Cap of the round timer after backoff (at most `ROUND_TIMEOUT_MS_MAX`).
+    pub round_timeout_ms_max: u64,
     pub timestamp_drift_ms_max: u64,
+    /// Most batch digests this node puts in one block it proposes (1..=`BLOCK_DIGESTS_MAX`; blocks
+    /// from others are checked against `BLOCK_DIGESTS_MAX`).
+    pub block_digests_max: usize,
+    /// Idle pacing: a leader with nothing to order (no batch to propose, no uncommitted non-empty
+    /// block in its chain, no commit of one still to announce, no other validator's batch pending)
+    /// waits this long (`Action::SetProposeTimer`) before proposing an empty block, or until a local
+    /// batch arrives. 0 proposes at once (no pacing). At most half of `round_timeout_ms`, so the
+    /// replicas' round timers outlast the wait plus two network hops.
+    pub min_idle_block_interval_ms: u64,
     /// Test-only fault injection: use a quorum of f+1 instead of 2f+1 (breaks quorum intersection).
     /// Exists so the simulator's negative tests can prove the fork checker fires. Never set in production.
     pub(crate) testing_quorum_too_small: bool,
@@ -93,9 +106,28 @@ impl Config {
             validator_count,
             me,
             round_timeout_ms: 1_000,
+            round_timeout_ms_max: ROUND_TIMEOUT_MS_MAX,
             timestamp_drift_ms_max: TIMESTAMP_DRIFT_MS_MAX,
+            block_digests_max: BLOCK_DIGESTS_MAX,
+            min_idle_block_interval_ms: MIN_IDLE_BLOCK_INTERVAL_MS_DEFAULT,
             testing_quorum_too_small: false,
         }
+    }
+    /// Checks the tunable bounds against each other; `Core::new` refuses a config that fails.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        if self.round_timeout_ms == 0 || self.round_timeout_ms > self.round_timeout_ms_max {
+            return Err("round_timeout_ms must be positive and at most round_timeout_ms_max");
+        }
+        if self.round_timeout_ms_max > ROUND_TIMEOUT_MS_MAX {
+            return Err("round_timeout_ms_max above ROUND_TIMEOUT_MS_MAX");
+        }
+        if !(1..=BLOCK_DIGESTS_MAX).contains(&self.block_digests_max) {
+            return Err("block_digests_max must be in 1..=BLOCK_DIGESTS_MAX");
+        }
+        if self.min_idle_block_interval_ms.saturating_mul(2) > self.round_timeout_ms {
+            return Err("min_idle_block_interval_ms must be at most half of round_timeout_ms");
+        }
+        Ok(())
     }
     /// f: the most faulty validators tolerated.
     pub fn faults_max(&self) -> usize {
@@ -125,6 +157,8 @@ pub enum Event {
     Message { from: ValidatorIndex, msg: Message },
     /// The timer set by `Action::SetTimer { round, .. }` fired.
     Timer { round: Round },
+    /// The idle-pacing timer set by `Action::SetProposeTimer { round, .. }` fired.
+    ProposeTimer { round: Round },
     /// A locally created batch (already disseminated by the mempool) is ready to be proposed.
     LocalBatchReady(Digest),
     /// A batch referenced by some proposal is now held in full.
@@ -154,6 +188,12 @@ pub enum Action {
     Commit(Vec<CommittedBlock>),
     /// Arm (replace) the round timer; fire `Event::Timer { round }` after `duration_ms`.
     SetTimer {
+        round: Round,
+        duration_ms: u64,
+    },
+    /// Arm (replace) the idle-pacing timer, a second timer independent of the round timer; fire
+    /// `Event::ProposeTimer { round }` after `duration_ms`. Emitted only by an idle leader.
+    SetProposeTimer {
         round: Round,
         duration_ms: u64,
     },

@@ -17,28 +17,31 @@ pub struct Pacemaker {
     timeouts: BTreeMap<Round, BTreeMap<ValidatorIndex, Timeout>>,
     pub last_tc: Option<TimeoutCert>,
     base_ms: u64,
+    max_ms: u64,
 }
 
 impl Pacemaker {
-    pub fn new(round: Round, base_ms: u64) -> Self {
-        assert!(round >= 1 && base_ms >= 1);
+    pub fn new(round: Round, base_ms: u64, max_ms: u64) -> Self {
+        assert!(round >= 1 && base_ms >= 1 && base_ms <= max_ms && max_ms <= ROUND_TIMEOUT_MS_MAX);
         Pacemaker {
             round,
             consecutive_timeouts: 0,
             timeouts: BTreeMap::new(),
             last_tc: None,
             base_ms,
+            max_ms,
         }
     }
 
-    /// The current round's timer: base * 2^timeouts, capped at `ROUND_TIMEOUT_MS_MAX`.
+    /// The current round's timer: base * 2^timeouts, capped at the configured maximum
+    /// (itself at most `ROUND_TIMEOUT_MS_MAX`).
     pub fn timer_ms(&self) -> u64 {
         let exponent = self.consecutive_timeouts.min(TIMEOUT_BACKOFF_EXPONENT_MAX);
         let ms = self
             .base_ms
             .saturating_mul(1u64 << exponent)
-            .min(ROUND_TIMEOUT_MS_MAX);
-        assert!(ms >= 1 && ms <= ROUND_TIMEOUT_MS_MAX.max(self.base_ms));
+            .min(self.max_ms);
+        assert!((1..=ROUND_TIMEOUT_MS_MAX).contains(&ms));
         ms
     }
 

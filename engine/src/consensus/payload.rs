@@ -112,7 +112,9 @@ impl PayloadState {
         exclude: &BTreeSet<Digest>,
         round: Round,
         foreign_delay_rounds: u64,
+        digests_max: usize,
     ) -> Vec<Digest> {
+        assert!(digests_max <= BLOCK_DIGESTS_MAX);
         let local = self.local.by_seq.values().map(|(d, _)| *d);
         let foreign = (self.foreign.by_seq.values())
             .filter(|(_, since)| since + foreign_delay_rounds <= round)
@@ -120,9 +122,9 @@ impl PayloadState {
         let chosen: Vec<Digest> = local
             .chain(foreign)
             .filter(|d| !exclude.contains(d))
-            .take(BLOCK_DIGESTS_MAX)
+            .take(digests_max)
             .collect();
-        assert!(chosen.len() <= BLOCK_DIGESTS_MAX);
+        assert!(chosen.len() <= digests_max);
         chosen
     }
 
@@ -136,5 +138,10 @@ impl PayloadState {
 
     pub fn pending_len(&self) -> usize {
         self.local.len()
+    }
+
+    /// Other validators' batches held and not yet seen committed (work pending in the cluster).
+    pub fn foreign_pending(&self) -> usize {
+        self.foreign.len()
     }
 }

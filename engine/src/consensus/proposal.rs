@@ -162,7 +162,30 @@ impl<C: QuorumCrypto> Core<C> {
         self.vote_for(&block, hash);
     }
 
+    /// Idle pacing: whether this leader may propose an empty block in `round` (no pacing, or its
+    /// propose timer for `round` fired).
+    fn idle_wait_over(&self, round: super::Round) -> bool {
+        self.cfg.min_idle_block_interval_ms == 0 || self.idle_wait_over_round == Some(round)
+    }
+
+    pub(super) fn on_propose_timer(&mut self, round: super::Round) {
+        if round != self.pacemaker.round || self.propose_timer_round != Some(round) {
+            return; // a wait of a round already left
+        }
+        self.idle_wait_over_round = Some(round);
+        self.try_propose();
+    }
+
+    /// A batch arrived while this leader waits idle: propose now if it made the block urgent.
+    pub(super) fn propose_if_idle_waiting(&mut self) {
+        let round = self.pacemaker.round;
+        if self.propose_timer_round == Some(round) && self.safety.proposed_round < round {
+            self.try_propose();
+        }
+    }
+
     /// Propose in the current round if this node leads it and holds a justification and the parent.
+    /// An idle leader (see `Config::min_idle_block_interval_ms`) arms the propose timer instead.
     pub(super) fn try_propose(&mut self) {
         let round = self.pacemaker.round;
         if self.applying_sync
@@ -195,21 +218,40 @@ impl<C: QuorumCrypto> Core<C> {
             }
             return;
         };
-        let exclude: BTreeSet<_> = self
-            .tree
-            .uncommitted_chain(&high_qc.block_hash)
+        let chain = self.tree.uncommitted_chain(&high_qc.block_hash);
+        let chain_has_payload = chain.iter().any(|b| !b.payload.is_empty());
+        let exclude: BTreeSet<_> = chain
             .iter()
             .flat_map(|b| b.payload.iter().copied())
             .collect();
+        let (height, timestamp_ms) = (parent.height + 1, self.now_ms.max(parent.timestamp_ms + 1));
+        let payload = self.payload.select(
+            &exclude,
+            round,
+            self.cfg.validator_count as u64,
+            self.cfg.block_digests_max,
+        );
+        let urgent = !payload.is_empty()
+            || chain_has_payload
+            || tc.is_some()
+            || self.payload_commit_qc_round == Some(high_qc.round)
+            || self.payload.foreign_pending() > 0;
+        if !urgent && !self.idle_wait_over(round) {
+            if self.propose_timer_round != Some(round) {
+                self.propose_timer_round = Some(round);
+                let duration_ms = self.cfg.min_idle_block_interval_ms;
+                self.out
+                    .push(Action::SetProposeTimer { round, duration_ms });
+            }
+            return;
+        }
         let block = Block {
             author: self.cfg.me,
             round,
-            height: parent.height + 1,
-            timestamp_ms: self.now_ms.max(parent.timestamp_ms + 1),
+            height,
+            timestamp_ms,
             justify: high_qc,
-            payload: self
-                .payload
-                .select(&exclude, round, self.cfg.validator_count as u64),
+            payload,
         };
         let state = self.safety.record_proposal(round);
         self.out.push(Action::PersistSafety(state));

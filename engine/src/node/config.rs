@@ -137,6 +137,9 @@ pub struct ConsensusSection {
     pub round_timeout_ms_max: u64,
     /// Most batch digests one block orders.
     pub block_batches_max: usize,
+    /// Idle pacing: a leader with nothing to order waits this long before an empty block
+    /// (0: no pacing). At most half of `round_timeout_ms`.
+    pub min_idle_block_interval_ms: u64,
     /// A batch for dissemination closes at this many requests or this many bytes.
     pub batch_requests_max: usize,
     pub batch_bytes_max: usize,
@@ -149,6 +152,7 @@ impl Default for ConsensusSection {
             round_timeout_ms: 1_000,
             round_timeout_ms_max: 30_000,
             block_batches_max: 64,
+            min_idle_block_interval_ms: crate::consensus::MIN_IDLE_BLOCK_INTERVAL_MS_DEFAULT,
             batch_requests_max: 512,
             batch_bytes_max: 4 << 20,
             batch_deadline_ms: 5,
@@ -285,6 +289,28 @@ impl NodeConfig {
         if c.block_batches_max == 0 || c.batch_requests_max == 0 || c.batch_bytes_max == 0 {
             return Err(invalid("consensus", "batch bounds must be positive".into()));
         }
+        if c.round_timeout_ms_max > crate::consensus::ROUND_TIMEOUT_MS_MAX {
+            return Err(invalid(
+                "consensus.round_timeout_ms_max",
+                format!("at most {}", crate::consensus::ROUND_TIMEOUT_MS_MAX),
+            ));
+        }
+        if c.block_batches_max > crate::consensus::BLOCK_DIGESTS_MAX {
+            return Err(invalid(
+                "consensus.block_batches_max",
+                format!(
+                    "at most {} (peers refuse larger blocks)",
+                    crate::consensus::BLOCK_DIGESTS_MAX
+                ),
+            ));
+        }
+        if c.min_idle_block_interval_ms.saturating_mul(2) > c.round_timeout_ms {
+            return Err(invalid(
+                "consensus.min_idle_block_interval_ms",
+                "at most half of round_timeout_ms (replicas must not time out an idle leader)"
+                    .into(),
+            ));
+        }
         if c.batch_requests_max > super::batches::BATCH_REQUESTS_MAX {
             return Err(invalid(
                 "consensus.batch_requests_max",
@@ -376,6 +402,24 @@ mod tests {
         c.consensus.round_timeout_ms_max = 1;
         let err = c.validate(path).unwrap_err().to_string();
         assert!(err.contains("consensus.round_timeout_ms"), "{err}");
+        for (key, adjust) in [
+            (
+                "consensus.round_timeout_ms_max",
+                (|c: &mut NodeConfig| c.consensus.round_timeout_ms_max = 120_000)
+                    as fn(&mut NodeConfig),
+            ),
+            ("consensus.block_batches_max", |c| {
+                c.consensus.block_batches_max = 65
+            }),
+            ("consensus.min_idle_block_interval_ms", |c| {
+                c.consensus.min_idle_block_interval_ms = 501
+            }),
+        ] {
+            let mut c = sample();
+            adjust(&mut c);
+            let err = c.validate(path).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
         let mut c = sample();
         c.network.peers[0].index = 0;
         assert!(c

@@ -92,16 +92,51 @@ pub fn load_persisted(dir: &Path) -> Result<(Option<SafetyState>, Vec<Block>), S
     Ok((safety, blocks))
 }
 
+/// The core's two timers: the round timer (`SetTimer`) and the idle-pacing propose timer
+/// (`SetProposeTimer`), each a deadline and its round.
+#[derive(Default)]
+struct Timers {
+    round: Option<(Instant, Round)>,
+    propose: Option<(Instant, Round)>,
+}
+
+impl Timers {
+    /// How long the input queue may be waited on before a timer is due (at most 100 ms).
+    fn wait(&self) -> Duration {
+        let now = Instant::now();
+        [self.round, self.propose]
+            .iter()
+            .flatten()
+            .map(|(at, _)| at.saturating_duration_since(now))
+            .fold(Duration::from_millis(100), Duration::min)
+    }
+
+    /// Takes the first due timer as its event.
+    fn take_due(&mut self) -> Option<Event> {
+        let now = Instant::now();
+        if let Some((at, round)) = self.round {
+            if now >= at {
+                self.round = None;
+                return Some(Event::Timer { round });
+            }
+        }
+        if let Some((at, round)) = self.propose {
+            if now >= at {
+                self.propose = None;
+                return Some(Event::ProposeTimer { round });
+            }
+        }
+        None
+    }
+}
+
 impl ConsensusStage {
     pub fn run(mut self) {
         std::fs::create_dir_all(&self.dir).ok();
-        let mut timer: Option<(Instant, Round)> = None;
+        let mut timer = Timers::default();
         self.step(Event::Start, &mut timer);
         while !self.stop.load(Ordering::Acquire) {
-            let wait = timer
-                .map(|(at, _)| at.saturating_duration_since(Instant::now()))
-                .unwrap_or(Duration::from_millis(100))
-                .min(Duration::from_millis(100));
+            let wait = timer.wait();
             match self.input.recv_timeout(wait) {
                 Ok(ConsensusIn::Peer { from, msg }) => {
                     self.step(Event::Message { from, msg }, &mut timer)
@@ -115,16 +150,16 @@ impl ConsensusStage {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
-            if let Some((at, round)) = timer {
-                if Instant::now() >= at {
-                    timer = None;
-                    self.step(Event::Timer { round }, &mut timer);
+            while let Some(event) = timer.take_due() {
+                self.step(event, &mut timer);
+                if self.stop.load(Ordering::Acquire) {
+                    return;
                 }
             }
         }
     }
 
-    fn step(&mut self, event: Event, timer: &mut Option<(Instant, Round)>) {
+    fn step(&mut self, event: Event, timer: &mut Timers) {
         let started = Instant::now();
         let actions = self.core.handle(wall_ms(), event);
         for action in actions {
@@ -144,7 +179,7 @@ impl ConsensusStage {
     }
 
     /// Executes one action; false on a fatal persistence error (the node must stop, not vote).
-    fn execute_action(&mut self, action: Action, timer: &mut Option<(Instant, Round)>) -> bool {
+    fn execute_action(&mut self, action: Action, timer: &mut Timers) -> bool {
         match action {
             Action::PersistSafety(state) => {
                 if let Err(e) = write_file_atomic(&self.dir, SAFETY_FILE, &state.encode()) {
@@ -175,7 +210,10 @@ impl ConsensusStage {
                 self.prune_blocks(round);
             }
             Action::SetTimer { round, duration_ms } => {
-                *timer = Some((Instant::now() + Duration::from_millis(duration_ms), round));
+                timer.round = Some((Instant::now() + Duration::from_millis(duration_ms), round));
+            }
+            Action::SetProposeTimer { round, duration_ms } => {
+                timer.propose = Some((Instant::now() + Duration::from_millis(duration_ms), round));
             }
             Action::FetchBatches { digests, from } => {
                 let fetch = DisseminationIn::Fetch {

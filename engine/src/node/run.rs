@@ -281,7 +281,11 @@ fn spawn_consensus(
         g.validators.len(),
         l.config.node.index as ValidatorIndex,
     );
-    cfg.round_timeout_ms = l.config.consensus.round_timeout_ms;
+    let c = &l.config.consensus;
+    cfg.round_timeout_ms = c.round_timeout_ms;
+    cfg.round_timeout_ms_max = c.round_timeout_ms_max;
+    cfg.block_digests_max = c.block_batches_max;
+    cfg.min_idle_block_interval_ms = c.min_idle_block_interval_ms;
     let recovered = l.restored.consensus.take();
     let pair = l.keys.pair.clone();
     let validators = l

@@ -38,6 +38,9 @@ pub struct SimConfig {
     pub latency_ms_min: u64,
     pub latency_ms_max: u64,
     pub round_timeout_ms: u64,
+    /// Idle pacing of every node (`consensus::Config::min_idle_block_interval_ms`): at most half
+    /// of `round_timeout_ms`; the default keeps the node's ratio (200 ms of 1 s) at a quarter.
+    pub min_idle_block_interval_ms: u64,
     /// A client batch arrives at a random honest node this often during the fault phase.
     pub client_batch_interval_ms: u64,
     /// Probe batches submitted after healing; each must commit on every honest node.
@@ -69,6 +72,7 @@ impl SimConfig {
             latency_ms_min: 2,
             latency_ms_max: 25,
             round_timeout_ms: 200,
+            min_idle_block_interval_ms: 50,
             client_batch_interval_ms: 40,
             probes: 3,
             after_heal_ms_max: 120_000,
@@ -104,6 +108,8 @@ pub struct SimReport {
     /// Rejections by reason (first word of the typed reason), for diagnosis.
     pub reject_reasons: std::collections::BTreeMap<String, u64>,
     pub equivocations: u64,
+    /// Timeout messages broadcast by honest nodes (each round timer that fired, rebroadcasts too).
+    pub timeouts: u64,
     pub crashes: u64,
     pub torn_crashes: u64,
     pub replay: String,

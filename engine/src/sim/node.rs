@@ -32,7 +32,9 @@ pub struct SimNode {
     /// Batches this node holds in full (volatile: lost on crash, like a mempool).
     pub held: BTreeSet<Digest>,
     pub byzantine: bool,
+    /// The armed round timer and idle-pacing propose timer: (token, round).
     pub timer: Option<(u64, u64)>,
+    pub propose_timer: Option<(u64, u64)>,
     pub timer_token: u64,
     /// This node's clock runs ahead of simulated time by this much (bounded by the drift limit).
     pub clock_skew_ms: u64,
@@ -55,6 +57,7 @@ impl SimNode {
             held: BTreeSet::new(),
             byzantine,
             timer: None,
+            propose_timer: None,
             timer_token: 0,
             clock_skew_ms,
             executed_height: 0,
@@ -132,10 +135,14 @@ impl Sim {
     }
 
     pub fn fire_timer(&mut self, node: usize, token: u64) {
-        match self.nodes[node].timer {
-            Some((current, round)) if current == token => {
+        match (self.nodes[node].timer, self.nodes[node].propose_timer) {
+            (Some((current, round)), _) if current == token => {
                 self.nodes[node].timer = None;
                 self.feed(node, Event::Timer { round });
+            }
+            (_, Some((current, round))) if current == token => {
+                self.nodes[node].propose_timer = None;
+                self.feed(node, Event::ProposeTimer { round });
             }
             _ => {}
         }
@@ -187,7 +194,12 @@ impl Sim {
                     }
                     self.nodes[node].store.put_block(&block);
                 }
-                Action::Send { to, msg } => self.send_consensus(node, to, msg),
+                Action::Send { to, msg } => {
+                    if matches!(msg, Message::Timeout(_)) && !self.nodes[node].byzantine {
+                        self.report.timeouts += 1;
+                    }
+                    self.send_consensus(node, to, msg)
+                }
                 Action::Commit(blocks) => {
                     for block in &blocks {
                         self.nodes[node].store.append_block(block);
@@ -204,11 +216,12 @@ impl Sim {
                     blocks.iter().for_each(|b| self.apply_committed(node, b));
                 }
                 Action::SetTimer { round, duration_ms } => {
-                    self.nodes[node].timer_token += 1;
-                    let token = self.nodes[node].timer_token;
+                    let token = self.arm_timer(node, duration_ms);
                     self.nodes[node].timer = Some((token, round));
-                    self.queue
-                        .push(self.now_ms + duration_ms, SimEvent::Timer { node, token });
+                }
+                Action::SetProposeTimer { round, duration_ms } => {
+                    let token = self.arm_timer(node, duration_ms);
+                    self.nodes[node].propose_timer = Some((token, round));
                 }
                 Action::FetchBatches { digests, from } => {
                     let identity = self.nodes[node].identity;
@@ -227,6 +240,15 @@ impl Sim {
                 Action::Equivocation { .. } => self.report.equivocations += 1,
             }
         }
+    }
+
+    /// Schedule a timer event for `node`; returns its token (a later arm of the same slot wins).
+    fn arm_timer(&mut self, node: usize, duration_ms: u64) -> u64 {
+        self.nodes[node].timer_token += 1;
+        let token = self.nodes[node].timer_token;
+        self.queue
+            .push(self.now_ms + duration_ms, SimEvent::Timer { node, token });
+        token
     }
 
     fn send_consensus(&mut self, node: usize, to: Recipient, msg: Message) {
@@ -313,6 +335,7 @@ impl Sim {
         let sim_node = &mut self.nodes[node];
         sim_node.core = None;
         sim_node.timer = None;
+        sim_node.propose_timer = None;
         sim_node.held.clear();
     }
 
@@ -358,6 +381,7 @@ impl Sim {
         let identity = self.nodes[node].identity;
         let mut config = Config::new(SIM_CHAIN_ID, self.cfg.nodes, identity as ValidatorIndex);
         config.round_timeout_ms = self.cfg.round_timeout_ms;
+        config.min_idle_block_interval_ms = self.cfg.min_idle_block_interval_ms;
         config.testing_quorum_too_small = self.cfg.testing_quorum_too_small;
         let crypto = BlsCrypto::new(
             Some(self.secrets[identity].clone()),

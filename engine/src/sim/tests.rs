@@ -80,6 +80,44 @@ fn seeds_no_faults_commit_steadily() {
     assert_clean(&summary, 40);
 }
 
+/// Idle pacing in the simulator: with no requests, leaders wait `min_idle_block_interval_ms` per
+/// empty block instead of proposing at network speed, and no round times out.
+#[test]
+fn idle_cluster_paces_empty_blocks_without_timeouts() {
+    let idle_run = |idle_ms: u64| {
+        let mut cfg = SimConfig::new(11, 4, FaultSet::NONE);
+        cfg.fault_phase_ms = 10_000;
+        cfg.client_batch_interval_ms = cfg.fault_phase_ms; // one batch, at time 0
+        cfg.probes = 0;
+        cfg.min_idle_block_interval_ms = idle_ms;
+        let report = run_seed(&cfg);
+        assert!(report.ok(), "{:?}", report.violations);
+        report
+    };
+    let paced = idle_run(50);
+    let unpaced = idle_run(0);
+    eprintln!(
+        "idle 10 s: paced {} rounds {} commits {} timeouts; unpaced {} rounds {} commits",
+        paced.rounds, paced.commits, paced.timeouts, unpaced.rounds, unpaced.commits
+    );
+    assert_eq!(paced.timeouts, 0, "an idle leader must not be timed out");
+    assert!(
+        paced.rounds <= 10_000 / 50 && paced.rounds >= 10_000 / (50 + 4 * 25),
+        "one block per idle wait plus a round trip: {} rounds",
+        paced.rounds
+    );
+    assert!(
+        paced.commits + 3 >= paced.rounds,
+        "the chain keeps committing"
+    );
+    assert!(
+        unpaced.rounds >= 2 * paced.rounds,
+        "pacing slows the idle chain: {} vs {}",
+        unpaced.rounds,
+        paced.rounds
+    );
+}
+
 #[test]
 fn byzantine_equivocation_is_detected_and_reported() {
     let summary = run_many(
@@ -146,6 +184,7 @@ fn partitioned_cfg(seed: u64, quorum_too_small: bool) -> SimConfig {
     cfg.testing_quorum_too_small = quorum_too_small;
     cfg.fault_phase_ms = 12_000;
     cfg.round_timeout_ms = 60;
+    cfg.min_idle_block_interval_ms = 15;
     cfg
 }
 
@@ -358,7 +397,7 @@ fn debug_seed() {
     eprintln!("{:#?}", sim.run());
 }
 
-/// Soak: `SIM_FIRST=0 SIM_SEEDS=1000 SIM_NODES=4 [SIM_FAULT_MS=8000] cargo test -p reckon-engine --lib soak -- --ignored --nocapture`.
+/// Soak: `SIM_FIRST=0 SIM_SEEDS=1000 SIM_NODES=4 [SIM_FAULT_MS=8000] [SIM_TIMEOUT_MS=200] [SIM_IDLE_MS=50] cargo test -p reckon-engine --lib soak -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn soak() {
@@ -372,6 +411,7 @@ fn soak() {
     let mut cfg = SimConfig::new(0, env("SIM_NODES", 4) as usize, FaultSet::ALL);
     cfg.fault_phase_ms = env("SIM_FAULT_MS", cfg.fault_phase_ms);
     cfg.round_timeout_ms = env("SIM_TIMEOUT_MS", cfg.round_timeout_ms);
+    cfg.min_idle_block_interval_ms = env("SIM_IDLE_MS", cfg.round_timeout_ms / 4);
     let summary = run_many(&cfg, first..first + env("SIM_SEEDS", 200));
     eprintln!("{}\n{}", summary.to_text(), summary.to_json());
     assert_eq!(

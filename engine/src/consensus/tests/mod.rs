@@ -9,12 +9,18 @@ use super::bls::{BlsCrypto, VerifyCache};
 use super::*;
 
 mod chain;
+mod pacing;
 mod rules;
 mod sync;
 
 pub(super) const CHAIN: ChainId = 7;
 
+/// Cores for single-rule tests: no idle pacing, so a leader proposes as soon as it can.
 pub(super) fn cores(n: usize) -> Vec<Core<BlsCrypto>> {
+    cores_with(n, |cfg| cfg.min_idle_block_interval_ms = 0)
+}
+
+pub(super) fn cores_with(n: usize, adjust: impl Fn(&mut Config)) -> Vec<Core<BlsCrypto>> {
     let (secrets, publics) = BlsCrypto::committee(42, n);
     let cache = VerifyCache::shared();
     secrets
@@ -22,7 +28,9 @@ pub(super) fn cores(n: usize) -> Vec<Core<BlsCrypto>> {
         .enumerate()
         .map(|(i, sk)| {
             let crypto = BlsCrypto::new(Some(sk), Rc::clone(&publics), Rc::clone(&cache));
-            Core::new(Config::new(CHAIN, n, i as ValidatorIndex), crypto, None)
+            let mut cfg = Config::new(CHAIN, n, i as ValidatorIndex);
+            adjust(&mut cfg);
+            Core::new(cfg, crypto, None)
         })
         .collect()
 }
@@ -38,12 +46,16 @@ pub(super) struct Router {
     /// What each node's disk holds: safety state and blocks persisted before voting.
     durable_safety: Vec<SafetyState>,
     durable_blocks: Vec<Vec<Block>>,
+    /// Armed idle-pacing timers (node, round, duration); they fire when no message is in flight.
+    propose_timers: VecDeque<(usize, Round, u64)>,
+    pub(super) propose_timers_fired: usize,
 }
 
 impl Router {
+    /// A cluster with the default config (idle pacing on).
     fn new(n: usize) -> Self {
         Router {
-            cores: cores(n),
+            cores: cores_with(n, |_| {}),
             queue: VecDeque::new(),
             commits: vec![Vec::new(); n],
             rejects: vec![],
@@ -51,6 +63,8 @@ impl Router {
             down: vec![],
             durable_safety: vec![SafetyState::default(); n],
             durable_blocks: vec![Vec::new(); n],
+            propose_timers: VecDeque::new(),
+            propose_timers_fired: 0,
         }
     }
     fn apply(&mut self, node: usize, actions: Vec<Action>) {
@@ -77,6 +91,10 @@ impl Router {
                 Action::PersistSafety(state) => self.durable_safety[node] = state,
                 Action::PersistBlock(block) => self.durable_blocks[node].push(block),
                 Action::Rejected { reason, .. } => self.rejects.push((node, reason)),
+                Action::SetProposeTimer { round, duration_ms } => {
+                    self.propose_timers.retain(|(n, _, _)| *n != node);
+                    self.propose_timers.push_back((node, round, duration_ms));
+                }
                 _ => {}
             }
         }
@@ -116,7 +134,14 @@ impl Router {
     fn run(&mut self, steps_max: usize) {
         for _ in 0..steps_max {
             let Some((from, to, msg)) = self.queue.pop_front() else {
-                return;
+                // Nothing in flight: time passes until the next idle leader's wait is over.
+                let Some((node, round, duration_ms)) = self.propose_timers.pop_front() else {
+                    return;
+                };
+                self.now_ms += duration_ms;
+                self.propose_timers_fired += 1;
+                self.event(node, Event::ProposeTimer { round });
+                continue;
             };
             if self.down.contains(&from) || self.down.contains(&to) {
                 continue;
@@ -124,6 +149,19 @@ impl Router {
             let msg = Message::decode(&msg.encode()).expect("round trip");
             self.event(to as usize, Event::Message { from, msg });
         }
+    }
+    /// Deliver messages until none is in flight, without letting any propose timer fire.
+    fn run_messages(&mut self, steps_max: usize) {
+        for _ in 0..steps_max {
+            if self.queue.is_empty() {
+                break;
+            }
+            self.run(1); // a message is in flight, so no timer fires
+        }
+    }
+    /// Leaders currently waiting on an idle-pacing timer.
+    fn idle_leaders(&self) -> usize {
+        self.propose_timers.len()
     }
     fn timeout_all(&mut self) {
         for i in 0..self.cores.len() {
