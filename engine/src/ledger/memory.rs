@@ -24,6 +24,17 @@ pub(crate) fn vec_reserved<T: Clone>(capacity: usize, fill: T) -> Vec<T> {
     vector
 }
 
+/// Grows `vector`'s capacity to at least `capacity` in one step, through `vec_reserved` (huge-page
+/// hint, faulted in), keeping its contents. A no-op when it is already large enough.
+pub(crate) fn reserve_faulted<T: Clone>(vector: &mut Vec<T>, capacity: usize, fill: T) {
+    if vector.capacity() >= capacity {
+        return;
+    }
+    let mut grown = vec_reserved(capacity, fill);
+    grown.extend_from_slice(vector);
+    *vector = grown;
+}
+
 #[cfg(target_os = "linux")]
 fn advise_huge_pages<T>(vector: &Vec<T>) {
     let bytes = vector.capacity() * std::mem::size_of::<T>();

@@ -53,6 +53,11 @@ impl Batch {
         *hasher.finalize().as_bytes()
     }
 
+    /// Bytes `encode_into` appends.
+    pub fn encoded_len(&self) -> usize {
+        4 + self.requests.iter().map(|r| 4 + r.len()).sum::<usize>()
+    }
+
     /// `count u32 | (len u32 | request bytes)*`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&(self.requests.len() as u32).to_le_bytes());
@@ -81,8 +86,7 @@ impl Batch {
 
     /// Peer frame payload: `chain u64 | digest [32] | batch`.
     pub fn encode_peer(&self, chain: u64, digest: &Digest) -> Vec<u8> {
-        let bytes: usize = self.requests.iter().map(|r| r.len() + 4).sum();
-        let mut out = Vec::with_capacity(44 + bytes);
+        let mut out = Vec::with_capacity(40 + self.encoded_len());
         out.extend_from_slice(&chain.to_le_bytes());
         out.extend_from_slice(digest);
         self.encode_into(&mut out);

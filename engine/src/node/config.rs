@@ -44,6 +44,8 @@ pub struct NodeConfig {
     #[serde(default)]
     pub storage: StorageSection,
     #[serde(default)]
+    pub ledger: LedgerSection,
+    #[serde(default)]
     pub layout: LayoutOverride,
     #[serde(default)]
     pub log: LogSection,
@@ -171,6 +173,24 @@ impl Default for StorageSection {
             segment_bytes: 1 << 30,
             snapshot_every_blocks: 10_000,
             io_uring: true,
+        }
+    }
+}
+
+/// Table sizes the ledger allocates (and faults in) at start, so the hot path never grows a table
+/// by copying it. The ledger still grows past them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerSection {
+    pub accounts_capacity: usize,
+    pub transfers_capacity: usize,
+}
+
+impl Default for LedgerSection {
+    fn default() -> Self {
+        LedgerSection {
+            accounts_capacity: 1 << 16,
+            transfers_capacity: 1 << 20,
         }
     }
 }
@@ -304,6 +324,18 @@ impl NodeConfig {
             return Err(invalid(
                 "storage.segment_bytes",
                 "must be at least 1 MiB".into(),
+            ));
+        }
+        if self.ledger.accounts_capacity > crate::ledger::ACCOUNTS_MAX
+            || self.ledger.transfers_capacity > crate::ledger::TRANSFERS_MAX
+        {
+            return Err(invalid(
+                "ledger",
+                format!(
+                    "capacities are at most {} accounts and {} transfers",
+                    crate::ledger::ACCOUNTS_MAX,
+                    crate::ledger::TRANSFERS_MAX
+                ),
             ));
         }
         if self.storage.snapshot_every_blocks == 0 {
