@@ -103,7 +103,10 @@ impl LocalCluster {
             return Err(format!("reckon init failed: {status}"));
         }
         for i in 0..nodes {
-            size_ledger(&cluster.out().join(format!("node-{i}.toml")), transfers_capacity)?;
+            size_ledger(
+                &cluster.out().join(format!("node-{i}.toml")),
+                transfers_capacity,
+            )?;
         }
         for i in 0..nodes {
             let log_path = cluster.dir.path().join(format!("node-{i}.log"));

@@ -261,7 +261,11 @@ mod tests {
         for key in 21..=10_000u128 {
             map.insert_new(key << 70 | key, key as u32);
         }
-        assert_eq!(map.slots.len(), slots, "no growth within the reserved capacity");
+        assert_eq!(
+            map.slots.len(),
+            slots,
+            "no growth within the reserved capacity"
+        );
         for key in 1..=10_000u128 {
             assert_eq!(map.get(key << 70 | key), Some(key as u32));
         }

@@ -189,8 +189,8 @@ pub struct LedgerSection {
 impl Default for LedgerSection {
     fn default() -> Self {
         LedgerSection {
-            accounts_capacity: 1 << 16,
-            transfers_capacity: 1 << 20,
+            accounts_capacity: 1 << 14,
+            transfers_capacity: 1 << 18,
         }
     }
 }
@@ -380,6 +380,7 @@ mod tests {
             verify: VerifySection::default(),
             consensus: ConsensusSection::default(),
             storage: StorageSection::default(),
+            ledger: LedgerSection::default(),
             layout: LayoutOverride::default(),
             log: LogSection::default(),
         }

@@ -104,8 +104,8 @@ impl ConsensusJournal {
                     this.safety = Some(record);
                 }
                 Some(RECORD_BLOCK) => {
-                    let block = decode_block(&record[1..])
-                        .map_err(|e| bad(&format!("block: {e:?}")))?;
+                    let block =
+                        decode_block(&record[1..]).map_err(|e| bad(&format!("block: {e:?}")))?;
                     this.blocks.insert((block.round, block.height), record);
                 }
                 Some(RECORD_PRUNE) => {
@@ -370,7 +370,11 @@ mod tests {
             j.prune_to(round - 2);
         }
         j.sync().unwrap();
-        assert!(j.journal.len() < 4096, "compacted: {} bytes", j.journal.len());
+        assert!(
+            j.journal.len() < 4096,
+            "compacted: {} bytes",
+            j.journal.len()
+        );
         drop(j);
         let (_, persisted) = ConsensusJournal::open(dir.path()).unwrap();
         assert_eq!(persisted.safety, Some(safety(round)));

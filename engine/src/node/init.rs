@@ -8,8 +8,8 @@ use crate::crypto::{save_key_file, KeyKind, KeyPair};
 use crate::net::tls;
 
 use super::config::{
-    ConsensusSection, FilesSection, LedgerSection, LogSection, MempoolSection, NetworkSection, NodeConfig,
-    NodeSection, PeerEntry, StorageSection, VerifySection,
+    ConsensusSection, FilesSection, LedgerSection, LogSection, MempoolSection, NetworkSection,
+    NodeConfig, NodeSection, PeerEntry, StorageSection, VerifySection,
 };
 use super::genesis::{
     hex_encode, Genesis, GenesisAccount, GenesisInstitution, GenesisReserve, GenesisValidator,

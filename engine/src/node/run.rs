@@ -206,8 +206,8 @@ fn load(config_path: &Path) -> Result<(Loaded, MetricsServer), NodeError> {
     let store = Arc::new(BatchStore::default());
     let log = open_log(&config)?;
     let consensus_dir = config.node.data_dir.join("consensus");
-    let restored =
-        restore(&log, g, &consensus_dir, &config.ledger, &shared, &store).map_err(start_err("restore"))?;
+    let restored = restore(&log, g, &consensus_dir, &config.ledger, &shared, &store)
+        .map_err(start_err("restore"))?;
     shared.set_executed(restored.executed_height, restored.ledger.digest());
     let registry = Arc::new(g.registry()?);
     let pool = verify_pool(&layout)?;
@@ -294,10 +294,7 @@ fn spawn_consensus(
         .journal
         .take()
         .expect("the consensus stage starts once");
-    let (input, execute) = (
-        q.consensus.1.clone(),
-        q.execute.0.clone(),
-    );
+    let (input, execute) = (q.consensus.1.clone(), q.execute.0.clone());
     let (peers, dissemination, shared, stop) = (
         peers.clone(),
         q.dissemination.0.clone(),
