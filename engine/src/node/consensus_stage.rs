@@ -120,10 +120,10 @@ impl ConsensusJournal {
             }
         }
         let persisted = Persisted {
-            safety: match &this.safety {
-                Some(r) => Some(SafetyState::decode(&r[1..]).expect("checked above")),
-                None => None,
-            },
+            safety: this
+                .safety
+                .as_ref()
+                .map(|r| SafetyState::decode(&r[1..]).expect("checked above")),
             blocks: this
                 .blocks
                 .values()
