@@ -232,14 +232,16 @@ impl Ledger {
         self.config
     }
 
-    /// Sizes the account and transfer tables for at least this many records, allocated and faulted
-    /// in now rather than by doubling (a copy of the whole table) on the hot path. Never shrinks.
+    /// Sizes the account and transfer tables for at least this many records now, so that they
+    /// never double (a copy of the whole table) on the hot path. Record tables are reserved
+    /// lazily (pages fault in as they fill); the id indexes are allocated and faulted in now, since
+    /// their inserts land anywhere. Never shrinks.
     pub fn reserve(&mut self, accounts: usize, transfers: usize) {
-        memory::reserve_faulted(&mut self.accounts, accounts, Account::default());
-        memory::reserve_faulted(&mut self.account_meta, accounts, ACCOUNT_META_NONE);
+        memory::reserve_lazy(&mut self.accounts, accounts);
+        memory::reserve_lazy(&mut self.account_meta, accounts);
         self.account_index.reserve(accounts);
-        memory::reserve_faulted(&mut self.transfers, transfers, Transfer::default());
-        memory::reserve_faulted(&mut self.transfer_meta, transfers, TRANSFER_META_NONE);
+        memory::reserve_lazy(&mut self.transfers, transfers);
+        memory::reserve_lazy(&mut self.transfer_meta, transfers);
         self.transfer_index.reserve(transfers);
         self.config.accounts_capacity = self.config.accounts_capacity.max(accounts);
         self.config.transfers_capacity = self.config.transfers_capacity.max(transfers);
