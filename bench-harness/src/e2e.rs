@@ -223,6 +223,7 @@ fn drive(args: &Args, cluster: &LocalCluster) -> Result<loadgen::output::Summary
         pipeline: args.pipeline,
         reply_timeout: Duration::from_secs(30),
         map: TcpConfig::map_default(),
+        order: loadgen::tcp::SendOrder::Exact,
     })
     .map_err(|e| e.to_string())?;
     let in_flight = args.in_flight.unwrap_or(target.in_flight_max());

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use loadgen::tcp::SendOrder;
 use loadgen::trace::TraceFormat;
 use loadgen::workload::{JointLoanConfig, TransfersConfig, Workload};
 
@@ -236,6 +237,10 @@ pub struct TargetArgs {
     /// as part of the timed run instead of before it.
     #[arg(long)]
     pub tcp_timed_setup: bool,
+    /// Tcp target: `exact` (conflicting requests wait for each other's commit, so every event
+    /// gets its in-process result) or `relaxed` (send at once; the cluster orders them).
+    #[arg(long, value_enum, default_value_t = SendOrder::Exact)]
+    pub tcp_order: SendOrder,
     /// Inproc: ledger capacity hint in transfers (the ledger grows past it).
     #[arg(long, default_value_t = 1 << 20)]
     pub inproc_transfers_capacity: usize,

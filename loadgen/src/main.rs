@@ -150,6 +150,7 @@ fn tcp_target(a: &TargetArgs, floor_default: u64) -> Result<TcpTarget, CliError>
         pipeline: a.pipeline,
         reply_timeout: Duration::from_secs_f64(a.reply_timeout_s.clamp(0.1, 3600.0)),
         map: map_config(a, floor_default, TcpConfig::map_default()),
+        order: a.tcp_order,
     };
     TcpTarget::connect(&config).map_err(|e| CliError::Failure(e.to_string()))
 }

@@ -14,7 +14,7 @@ use loadgen::engine_map::{settlement_account, SETTLEMENT_ACCOUNT_BASE};
 use loadgen::inproc::{InprocConfig, InprocTarget};
 use loadgen::op::{Op, TraceEvent};
 use loadgen::progress::Progress;
-use loadgen::tcp::{TcpConfig, TcpStats, TcpTarget};
+use loadgen::tcp::{SendOrder, TcpConfig, TcpStats, TcpTarget};
 use loadgen::trace::{TraceFormat, TraceReader};
 use loadgen::workload::{JointLoanConfig, TransfersConfig, Workload};
 use reckon_tests::{wait_until, Cluster};
@@ -65,6 +65,7 @@ fn loadgen_tcp_run_commits_and_nodes_agree() {
         pipeline: 2,
         reply_timeout: Duration::from_secs(20),
         map: TcpConfig::map_default(),
+        order: SendOrder::Exact,
     })
     .expect("tcp target connects");
     let workload = Workload::transfers(TransfersConfig {
@@ -129,15 +130,25 @@ fn setup_and_run(
     assert!(setup.events > 0, "no setup events: {setup:?}");
     assert_eq!(setup.events_committed, setup.events, "setup: {setup:?}");
     assert_eq!(setup.batches_failed, 0, "setup: {setup:?}");
-    let config = RunConfig {
+    driver::run(
+        rest,
+        target,
+        short_run(schedule, events_max),
+        &Progress::new(false),
+    )
+    .expect("run")
+}
+
+/// At most 4 s or `events_max` events in requests of 20.
+fn short_run(schedule: Schedule, events_max: u64) -> RunConfig {
+    RunConfig {
         schedule,
         batch_events: 20,
         duration: Some(Duration::from_secs(4)),
         events_max: Some(events_max),
         interval: Duration::from_secs(1),
         drain_timeout: Duration::from_secs(30),
-    };
-    driver::run(rest, target, config, &Progress::new(false)).expect("run")
+    }
 }
 
 fn assert_clean(run: &driver::RunResult, stats: &TcpStats) {
@@ -198,6 +209,43 @@ fn loadgen_tcp_joint_loan_commits_and_nodes_agree() {
         0,
         "mismatched statements: {mismatched} of {}",
         recs.len()
+    );
+}
+
+#[test]
+fn loadgen_tcp_relaxed_order_never_waits_and_nodes_agree() {
+    let cluster = started(4);
+    let mut target = TcpTarget::connect(&TcpConfig {
+        pipeline: 4,
+        reply_timeout: Duration::from_secs(20),
+        order: SendOrder::Relaxed,
+        ..TcpConfig::new(cluster.out())
+    })
+    .expect("tcp target connects");
+    let (setup, rest) = target
+        .setup(Box::new(joint_loan().map(Ok)), Duration::from_secs(60))
+        .expect("setup");
+    // The setup phase is exact whatever the order: its events build on each other.
+    assert_eq!(setup.events_committed, setup.events, "setup: {setup:?}");
+    let waits_in_setup = target.stats().waits;
+    let config = short_run(Schedule::Closed { in_flight: 16 }, 1_500);
+    let run = driver::run(rest, &mut target, config, &Progress::new(false)).expect("run");
+    let stats = target.stats().clone();
+    drop(target);
+    let t = &run.recorder.totals;
+    // The cluster may order conflicting requests differently from the trace: rejections by code
+    // are allowed here, lost or failed requests are not.
+    assert!(t.events_committed > 0, "nothing committed: {t:?}");
+    assert_eq!(t.requests_failed, 0, "failed requests: {t:?} {stats:?}");
+    assert_eq!(run.requests_unfinished, 0, "unfinished: {t:?}");
+    assert_eq!(
+        stats.waits, waits_in_setup,
+        "relaxed order waited: {stats:?}"
+    );
+    assert_eq!(stats.requests_committed, stats.requests_sent, "{stats:?}");
+    assert!(
+        agreed_digest(&cluster).is_some(),
+        "nodes do not agree on the ledger digest"
     );
 }
 

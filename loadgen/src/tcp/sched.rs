@@ -10,7 +10,7 @@ use engine::net::FrameWriter;
 use engine::node::protocol::{NodeFrame, Outcome as NodeOutcome, KIND_SUBMIT};
 use engine::types::{EventResult, InstitutionId, Operation, ResultCode, Statement, EVENT_BYTES};
 
-use super::{other, ReaderMsg};
+use super::{other, ReaderMsg, SendOrder};
 use crate::engine_map::{outcome_of, record_results, ConflictIndex, EngineRequest, Mapper};
 use crate::op::TraceEvent;
 use crate::signing::Keyring;
@@ -99,6 +99,7 @@ pub(super) struct Scheduler {
     ready: VecDeque<Completion>,
     next_request_id: u128,
     reply_timeout: Duration,
+    order: SendOrder,
     /// One past the last event timestamp of any committed reply (ledger time).
     committed_until_ns: u64,
     /// Per account: end of its last statement period sent.
@@ -126,7 +127,12 @@ fn all_refused(request: &EngineRequest) -> Vec<EventResult> {
 }
 
 impl Scheduler {
-    pub fn new(mapper: Mapper, keyring: Keyring, reply_timeout: Duration) -> Scheduler {
+    pub fn new(
+        mapper: Mapper,
+        keyring: Keyring,
+        reply_timeout: Duration,
+        order: SendOrder,
+    ) -> Scheduler {
         Scheduler {
             mapper,
             keyring,
@@ -140,6 +146,7 @@ impl Scheduler {
             ready: VecDeque::new(),
             next_request_id: run_salt(),
             reply_timeout,
+            order,
             committed_until_ns: 0,
             statement_ends: HashMap::new(),
             stats: TcpStats::default(),
@@ -148,6 +155,11 @@ impl Scheduler {
 
     pub fn add_connection(&mut self, institution: InstitutionId, conn: usize) {
         self.banks.entry(institution).or_default().conns.push(conn);
+    }
+
+    /// Sets the send order; returns the previous one.
+    pub fn set_order(&mut self, order: SendOrder) -> SendOrder {
+        std::mem::replace(&mut self.order, order)
     }
 
     pub fn stats(&self) -> &TcpStats {
@@ -206,7 +218,9 @@ impl Scheduler {
         let mut blocked = 0;
         while i < self.waiting.len() && blocked < SCAN_BLOCKED_MAX {
             let w = &mut self.waiting[i];
-            if self.in_flight.conflicts_with(&w.request) || self.blocked.conflicts_with(&w.request)
+            if self.order == SendOrder::Exact
+                && (self.in_flight.conflicts_with(&w.request)
+                    || self.blocked.conflicts_with(&w.request))
             {
                 if !w.waited {
                     w.waited = true;
