@@ -1,0 +1,480 @@
+//! `audit`: the offline auditor of a node's data directory (`reckon audit`).
+//!
+//! It reads the block log without writing anything (`storage::LogReader`) and checks, in height
+//! order, for every record:
+//! 1. storage: the segment header, the frame's xxh3-128 checksum and the BLAKE3 hash chain of
+//!    frames (each names its predecessor's block hash) — `storage::LogReader::walk`;
+//! 2. the record decodes (`node::execute::decode_record`) and its batches are the ones the block
+//!    orders (batch digests equal the block's payload);
+//! 3. consensus: the block extends the previous one and its commit QC certifies it with a quorum
+//!    of the genesis validators' aggregate BLS signature — `consensus::audit::audit_chain`;
+//! 4. every request's BLS signature against the genesis institution registry (batched);
+//! 5. re-execution: the block's requests through the real ledger from the genesis ledger
+//!    (`node::execute::apply_block`, i.e. `exec`), and at every snapshot height the re-executed
+//!    ledger digest and state must equal the snapshot's. Log records do not carry a ledger digest
+//!    of their own; snapshots (every `storage.snapshot_every_blocks` blocks, the newest
+//!    `SNAPSHOTS_KEPT` kept) are what the node recorded about its ledger.
+//!
+//! *Invariant:* read-only (a shared lock on the log keeps a node out meanwhile); the first fault
+//! ends the audit and names its height, segment and offset; corrupt input is an `AuditFault`,
+//! never a panic.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::codec::decode_results;
+use crate::consensus::audit::{audit_chain, AuditError as ChainError};
+use crate::consensus::bls::{BlsCrypto, VerifyCache};
+use crate::consensus::{genesis_block, genesis_qc, CommittedBlock, Config};
+use crate::crypto::{BatchVerifier, SignedRequest, ValidatorSet, VerifyCode};
+use crate::ledger::Ledger;
+use crate::node::execute::{apply_block, decode_record};
+use crate::node::genesis::{hex_encode, Genesis, GenesisError};
+use crate::storage::{
+    Cipher, EncryptionConfig, LogFault, LogReader, SnapshotStore, StorageError, StoredRecord,
+    WalkError,
+};
+use crate::types::Operation;
+
+/// What to audit.
+#[derive(Clone, Debug)]
+pub struct AuditOptions {
+    /// A node's `data_dir` (its `log/` is audited) or a log directory itself.
+    pub data_dir: PathBuf,
+    pub genesis: PathBuf,
+    /// The node's `files.storage_key`, when its log is encrypted.
+    pub storage_key: Option<PathBuf>,
+    /// Verify every request's signature (on by default; the costliest check).
+    pub verify_requests: bool,
+}
+
+/// Where a fault is: the record's height, segment and byte offset in the segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Location {
+    pub height: u64,
+    pub segment: u64,
+    pub offset: u64,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "height {} (segment {}, offset {})",
+            self.height, self.segment, self.offset
+        )
+    }
+}
+
+/// The first thing found wrong in the data directory.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuditFault {
+    #[error("storage fault: {0}")]
+    Storage(LogFault),
+    #[error("{at}: record does not decode: {reason}")]
+    Record { at: Location, reason: String },
+    #[error("{at}: batch {batch} does not match the digest the block orders")]
+    BatchDigest { at: Location, batch: usize },
+    #[error("{at}: consensus: {source}")]
+    Chain { at: Location, source: ChainError },
+    #[error("{at}: batch {batch} request {index} does not decode: {reason}")]
+    RequestUndecodable {
+        at: Location,
+        batch: usize,
+        index: usize,
+        reason: String,
+    },
+    #[error("{at}: batch {batch} request {index} (institution {institution}, id {request_id}): request signature check failed: {code:?}")]
+    RequestSignature {
+        at: Location,
+        batch: usize,
+        index: usize,
+        institution: u32,
+        request_id: u128,
+        code: VerifyCode,
+    },
+    #[error("height {height}: ledger digest mismatch: snapshot {} records {recorded}, re-execution gives {computed}", .snapshot.display())]
+    LedgerDigest {
+        height: u64,
+        snapshot: PathBuf,
+        recorded: String,
+        computed: String,
+    },
+    #[error("height {height}: ledger state mismatch: snapshot {} has the re-executed digest but different state bytes", .snapshot.display())]
+    LedgerState { height: u64, snapshot: PathBuf },
+    #[error("snapshot {}: {reason}", .path.display())]
+    Snapshot { path: PathBuf, reason: String },
+    #[error("snapshot at height {height} but the log ends at height {last}: acknowledged blocks are missing")]
+    SnapshotBeyondLog { height: u64, last: u64 },
+    #[error("the log starts at height {first}: re-execution from genesis needs height 1")]
+    LogStart { first: u64 },
+}
+
+impl AuditFault {
+    /// A stable name per kind, for scripts (`--json`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuditFault::Storage(_) => "storage",
+            AuditFault::Record { .. } => "record",
+            AuditFault::BatchDigest { .. } => "batch_digest",
+            AuditFault::Chain {
+                source: ChainError::QcInvalid { .. },
+                ..
+            } => "qc_signature",
+            AuditFault::Chain { .. } => "chain",
+            AuditFault::RequestUndecodable { .. } => "request",
+            AuditFault::RequestSignature { .. } => "request_signature",
+            AuditFault::LedgerDigest { .. } => "ledger_digest",
+            AuditFault::LedgerState { .. } => "ledger_state",
+            AuditFault::Snapshot { .. } => "snapshot",
+            AuditFault::SnapshotBeyondLog { .. } => "snapshot_beyond_log",
+            AuditFault::LogStart { .. } => "log_start",
+        }
+    }
+
+    /// The height the fault is at, when it has one.
+    pub fn height(&self) -> Option<u64> {
+        match self {
+            AuditFault::Storage(f) => f.height,
+            AuditFault::Record { at, .. }
+            | AuditFault::BatchDigest { at, .. }
+            | AuditFault::Chain { at, .. }
+            | AuditFault::RequestUndecodable { at, .. }
+            | AuditFault::RequestSignature { at, .. } => Some(at.height),
+            AuditFault::LedgerDigest { height, .. }
+            | AuditFault::LedgerState { height, .. }
+            | AuditFault::SnapshotBeyondLog { height, .. } => Some(*height),
+            AuditFault::Snapshot { .. } => None,
+            AuditFault::LogStart { first } => Some(*first),
+        }
+    }
+
+    /// (segment, offset) of the record, when the fault is in one.
+    pub fn place(&self) -> Option<(u64, u64)> {
+        match self {
+            AuditFault::Storage(f) => Some((f.segment, f.offset)),
+            AuditFault::Record { at, .. }
+            | AuditFault::BatchDigest { at, .. }
+            | AuditFault::Chain { at, .. }
+            | AuditFault::RequestUndecodable { at, .. }
+            | AuditFault::RequestSignature { at, .. } => Some((at.segment, at.offset)),
+            _ => None,
+        }
+    }
+}
+
+/// Why an audit could not run at all (distinct from a fault found in the data).
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Genesis(#[from] GenesisError),
+    #[error("log directory {}: {source}", .path.display())]
+    Log { path: PathBuf, source: StorageError },
+    #[error("genesis validators: {0}")]
+    Validators(String),
+}
+
+/// What the audit covered (complete when there is no fault, up to the fault otherwise).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct AuditReport {
+    pub log_dir: PathBuf,
+    pub genesis_hash: String,
+    pub validators: usize,
+    pub segments: usize,
+    pub blocks: u64,
+    pub first_height: Option<u64>,
+    /// The last height that passed every check.
+    pub last_height: u64,
+    pub frame_bytes: u64,
+    pub qcs_verified: u64,
+    pub batches: u64,
+    pub requests: u64,
+    pub request_signatures_verified: u64,
+    /// Requests the ledger refused as a whole (committed, `request_refused`).
+    pub requests_refused: u64,
+    /// Events with a non-ok result code (rejected by the ledger, or a warning).
+    pub events_not_ok: u64,
+    /// Snapshot heights whose digest and state matched re-execution.
+    pub snapshots_matched: Vec<u64>,
+    pub genesis_digest: String,
+    /// The re-executed ledger digest at `last_height`.
+    pub ledger_digest: String,
+    pub temp_files: Vec<PathBuf>,
+    pub elapsed_ms: u64,
+}
+
+/// The report and the first fault, if any.
+#[derive(Clone, Debug)]
+pub struct AuditOutcome {
+    pub report: AuditReport,
+    pub fault: Option<AuditFault>,
+}
+
+impl AuditOutcome {
+    pub fn clean(&self) -> bool {
+        self.fault.is_none()
+    }
+}
+
+/// The log directory of a data directory: `DIR/log` when it exists, else `DIR` itself.
+pub fn log_dir_of(data_dir: &Path) -> PathBuf {
+    let log = data_dir.join("log");
+    if log.is_dir() {
+        log
+    } else {
+        data_dir.to_path_buf()
+    }
+}
+
+/// The 128-bit ledger digest as a node reports it (`ledger_digest` in status).
+pub fn digest_hex(digest: u128) -> String {
+    format!("{digest:032x}")
+}
+
+/// Everything the per-record checks need.
+struct Auditor {
+    crypto: BlsCrypto,
+    config: Config,
+    verifier: Option<BatchVerifier>,
+    snapshots: SnapshotStore,
+    /// Snapshot heights not reached yet, ascending.
+    snapshot_heights: Vec<u64>,
+    ledger: Ledger,
+    previous: CommittedBlock,
+    report: AuditReport,
+}
+
+impl Auditor {
+    fn record(&mut self, r: StoredRecord<'_>) -> Result<(), AuditFault> {
+        let at = Location {
+            height: r.height,
+            segment: r.segment,
+            offset: r.offset,
+        };
+        if self.report.blocks == 0 && r.height != 1 {
+            return Err(AuditFault::LogStart { first: r.height });
+        }
+        let (committed, batches) =
+            decode_record(&r.payload).map_err(|reason| AuditFault::Record { at, reason })?;
+        if committed.height != r.height {
+            let reason = format!(
+                "block of height {} stored at height {}",
+                committed.height, r.height
+            );
+            return Err(AuditFault::Record { at, reason });
+        }
+        for (batch, (stored, ordered)) in batches.iter().zip(&committed.block.payload).enumerate() {
+            if stored.digest() != *ordered {
+                return Err(AuditFault::BatchDigest { at, batch });
+            }
+        }
+        audit_chain(
+            &self.crypto,
+            &self.config,
+            &self.previous,
+            std::slice::from_ref(&committed),
+        )
+        .map_err(|source| AuditFault::Chain { at, source })?;
+        self.report.qcs_verified += 1;
+        self.check_requests(at, &batches)?;
+        let items = apply_block(&mut self.ledger, &committed, &batches);
+        for item in &items {
+            match &item.result {
+                Ok(outcome) => {
+                    let op = Operation::from_u8(outcome.operation);
+                    if op.is_some_and(|op| !op.is_query()) {
+                        let results = decode_results(&outcome.reply).unwrap_or_default();
+                        let not_ok = results.iter().filter(|e| !e.code.is_ok()).count();
+                        self.report.events_not_ok += not_ok as u64;
+                    }
+                }
+                Err(_) => self.report.requests_refused += 1,
+            }
+        }
+        self.report.batches += batches.len() as u64;
+        self.report.requests += items.len() as u64;
+        self.report.blocks += 1;
+        self.report.last_height = r.height;
+        if self.report.first_height.is_none() {
+            self.report.first_height = Some(r.height);
+        }
+        self.previous = committed;
+        self.check_snapshot(r.height)
+    }
+
+    fn check_requests(
+        &mut self,
+        at: Location,
+        batches: &[crate::node::batches::Batch],
+    ) -> Result<(), AuditFault> {
+        let mut decoded = Vec::new();
+        let mut places = Vec::new();
+        for (batch, b) in batches.iter().enumerate() {
+            for (index, bytes) in b.requests.iter().enumerate() {
+                let signed =
+                    SignedRequest::decode(bytes).map_err(|e| AuditFault::RequestUndecodable {
+                        at,
+                        batch,
+                        index,
+                        reason: e.to_string(),
+                    })?;
+                decoded.push(signed);
+                places.push((batch, index));
+            }
+        }
+        let Some(verifier) = &self.verifier else {
+            return Ok(());
+        };
+        for (chunk, chunk_places) in decoded
+            .chunks(crate::crypto::VERIFY_BATCH_REQUESTS_MAX)
+            .zip(places.chunks(crate::crypto::VERIFY_BATCH_REQUESTS_MAX))
+        {
+            let codes = verifier.verify(chunk);
+            let bad = codes.iter().position(|c| *c != VerifyCode::Ok);
+            if let Some(i) = bad {
+                let (batch, index) = chunk_places[i];
+                let request = &chunk[i].request;
+                return Err(AuditFault::RequestSignature {
+                    at,
+                    batch,
+                    index,
+                    institution: request.institution,
+                    request_id: request.request_id,
+                    code: codes[i],
+                });
+            }
+            self.report.request_signatures_verified += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn check_snapshot(&mut self, height: u64) -> Result<(), AuditFault> {
+        if self.snapshot_heights.first() != Some(&height) {
+            return Ok(());
+        }
+        self.snapshot_heights.remove(0);
+        let path = self.snapshots.path(height);
+        let snapshot = self
+            .snapshots
+            .load(height)
+            .map_err(|e| AuditFault::Snapshot {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        let computed = self.ledger.digest();
+        let mut expected = [0u8; 32];
+        expected[..16].copy_from_slice(&computed.to_le_bytes());
+        if snapshot.digest != expected {
+            let mut recorded = [0u8; 16];
+            recorded.copy_from_slice(&snapshot.digest[..16]);
+            let tail_zero = snapshot.digest[16..].iter().all(|b| *b == 0);
+            let recorded = if tail_zero {
+                digest_hex(u128::from_le_bytes(recorded))
+            } else {
+                hex_encode(&snapshot.digest)
+            };
+            return Err(AuditFault::LedgerDigest {
+                height,
+                snapshot: path,
+                recorded,
+                computed: digest_hex(computed),
+            });
+        }
+        if snapshot.bytes != self.ledger.snapshot_bytes() {
+            return Err(AuditFault::LedgerState {
+                height,
+                snapshot: path,
+            });
+        }
+        self.report.snapshots_matched.push(height);
+        Ok(())
+    }
+}
+
+/// Runs the audit. `Err` only when it cannot start (genesis, directory, lock, key); faults in the
+/// data are in `AuditOutcome::fault`.
+pub fn audit(options: &AuditOptions) -> Result<AuditOutcome, AuditError> {
+    let started = Instant::now();
+    let genesis = Genesis::load(&options.genesis)?;
+    let g = &genesis.genesis;
+    let keys = g.validator_keys()?;
+    let set =
+        ValidatorSet::from_validated(keys).map_err(|e| AuditError::Validators(e.to_string()))?;
+    let validators = set.len();
+    let crypto = BlsCrypto::new(None, Rc::new(set), VerifyCache::shared());
+    let config = Config::new(genesis.consensus_chain_id(), validators, 0);
+    let verifier = if options.verify_requests {
+        Some(BatchVerifier::new(Arc::new(g.registry()?), g.chain_id))
+    } else {
+        None
+    };
+    let ledger = g.ledger()?;
+    let log_dir = log_dir_of(&options.data_dir);
+    let log_err = |source| AuditError::Log {
+        path: log_dir.clone(),
+        source,
+    };
+    let encryption = options
+        .storage_key
+        .as_ref()
+        .map(|key_file| EncryptionConfig {
+            key_file: key_file.clone(),
+            cipher: Cipher::XChaCha20Poly1305,
+        });
+    let reader = LogReader::open(&log_dir, encryption.as_ref()).map_err(log_err)?;
+    let snapshots = SnapshotStore::open(&log_dir).map_err(log_err)?;
+    let mut snapshot_heights = snapshots.heights().map_err(log_err)?;
+    snapshot_heights.sort_unstable();
+    let report = AuditReport {
+        log_dir: log_dir.clone(),
+        genesis_hash: hex_encode(&genesis.hash),
+        validators,
+        genesis_digest: digest_hex(ledger.digest()),
+        ledger_digest: digest_hex(ledger.digest()),
+        temp_files: reader.temp_files.clone(),
+        ..AuditReport::default()
+    };
+    let mut auditor = Auditor {
+        crypto,
+        config,
+        verifier,
+        snapshots,
+        snapshot_heights,
+        ledger,
+        previous: CommittedBlock {
+            height: 0,
+            block: genesis_block(),
+            qc: genesis_qc(),
+        },
+        report,
+    };
+    let walked = reader.walk(|record| {
+        let frame_bytes = record.frame_bytes;
+        auditor.record(record)?;
+        auditor.report.frame_bytes += frame_bytes;
+        Ok(())
+    });
+    let mut fault = match walked {
+        Ok(_) => None,
+        Err(WalkError::Fault(f)) => Some(AuditFault::Storage(f)),
+        Err(WalkError::Visit(f)) => Some(f),
+    };
+    if fault.is_none() {
+        if let Some(&height) = auditor.snapshot_heights.first() {
+            fault = Some(AuditFault::SnapshotBeyondLog {
+                height,
+                last: auditor.report.last_height,
+            });
+        }
+    }
+    let mut report = auditor.report;
+    report.segments = reader.segment_count();
+    report.ledger_digest = digest_hex(auditor.ledger.digest());
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(AuditOutcome { report, fault })
+}
+
+#[cfg(test)]
+mod tests;
