@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::codec::decode_results;
-use crate::consensus::audit::{audit_chain, AuditError as ChainError};
+use crate::consensus::audit::audit_chain;
 use crate::consensus::bls::{BlsCrypto, VerifyCache};
 use crate::consensus::{genesis_block, genesis_qc, CommittedBlock, Config};
 use crate::crypto::{BatchVerifier, SignedRequest, ValidatorSet, VerifyCode};
@@ -33,8 +33,7 @@ use crate::ledger::Ledger;
 use crate::node::execute::{apply_block, decode_record};
 use crate::node::genesis::{hex_encode, Genesis, GenesisError};
 use crate::storage::{
-    Cipher, EncryptionConfig, LogFault, LogReader, SnapshotStore, StorageError, StoredRecord,
-    WalkError,
+    Cipher, EncryptionConfig, LogReader, SnapshotStore, StorageError, StoredRecord, WalkError,
 };
 use crate::types::Operation;
 
@@ -50,121 +49,6 @@ pub struct AuditOptions {
     pub verify_requests: bool,
 }
 
-/// Where a fault is: the record's height, segment and byte offset in the segment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Location {
-    pub height: u64,
-    pub segment: u64,
-    pub offset: u64,
-}
-
-impl std::fmt::Display for Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "height {} (segment {}, offset {})",
-            self.height, self.segment, self.offset
-        )
-    }
-}
-
-/// The first thing found wrong in the data directory.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum AuditFault {
-    #[error("storage fault: {0}")]
-    Storage(LogFault),
-    #[error("{at}: record does not decode: {reason}")]
-    Record { at: Location, reason: String },
-    #[error("{at}: batch {batch} does not match the digest the block orders")]
-    BatchDigest { at: Location, batch: usize },
-    #[error("{at}: consensus: {source}")]
-    Chain { at: Location, source: ChainError },
-    #[error("{at}: batch {batch} request {index} does not decode: {reason}")]
-    RequestUndecodable {
-        at: Location,
-        batch: usize,
-        index: usize,
-        reason: String,
-    },
-    #[error("{at}: batch {batch} request {index} (institution {institution}, id {request_id}): request signature check failed: {code:?}")]
-    RequestSignature {
-        at: Location,
-        batch: usize,
-        index: usize,
-        institution: u32,
-        request_id: u128,
-        code: VerifyCode,
-    },
-    #[error("height {height}: ledger digest mismatch: snapshot {} records {recorded}, re-execution gives {computed}", .snapshot.display())]
-    LedgerDigest {
-        height: u64,
-        snapshot: PathBuf,
-        recorded: String,
-        computed: String,
-    },
-    #[error("height {height}: ledger state mismatch: snapshot {} has the re-executed digest but different state bytes", .snapshot.display())]
-    LedgerState { height: u64, snapshot: PathBuf },
-    #[error("snapshot {}: {reason}", .path.display())]
-    Snapshot { path: PathBuf, reason: String },
-    #[error("snapshot at height {height} but the log ends at height {last}: acknowledged blocks are missing")]
-    SnapshotBeyondLog { height: u64, last: u64 },
-    #[error("the log starts at height {first}: re-execution from genesis needs height 1")]
-    LogStart { first: u64 },
-}
-
-impl AuditFault {
-    /// A stable name per kind, for scripts (`--json`).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            AuditFault::Storage(_) => "storage",
-            AuditFault::Record { .. } => "record",
-            AuditFault::BatchDigest { .. } => "batch_digest",
-            AuditFault::Chain {
-                source: ChainError::QcInvalid { .. },
-                ..
-            } => "qc_signature",
-            AuditFault::Chain { .. } => "chain",
-            AuditFault::RequestUndecodable { .. } => "request",
-            AuditFault::RequestSignature { .. } => "request_signature",
-            AuditFault::LedgerDigest { .. } => "ledger_digest",
-            AuditFault::LedgerState { .. } => "ledger_state",
-            AuditFault::Snapshot { .. } => "snapshot",
-            AuditFault::SnapshotBeyondLog { .. } => "snapshot_beyond_log",
-            AuditFault::LogStart { .. } => "log_start",
-        }
-    }
-
-    /// The height the fault is at, when it has one.
-    pub fn height(&self) -> Option<u64> {
-        match self {
-            AuditFault::Storage(f) => f.height,
-            AuditFault::Record { at, .. }
-            | AuditFault::BatchDigest { at, .. }
-            | AuditFault::Chain { at, .. }
-            | AuditFault::RequestUndecodable { at, .. }
-            | AuditFault::RequestSignature { at, .. } => Some(at.height),
-            AuditFault::LedgerDigest { height, .. }
-            | AuditFault::LedgerState { height, .. }
-            | AuditFault::SnapshotBeyondLog { height, .. } => Some(*height),
-            AuditFault::Snapshot { .. } => None,
-            AuditFault::LogStart { first } => Some(*first),
-        }
-    }
-
-    /// (segment, offset) of the record, when the fault is in one.
-    pub fn place(&self) -> Option<(u64, u64)> {
-        match self {
-            AuditFault::Storage(f) => Some((f.segment, f.offset)),
-            AuditFault::Record { at, .. }
-            | AuditFault::BatchDigest { at, .. }
-            | AuditFault::Chain { at, .. }
-            | AuditFault::RequestUndecodable { at, .. }
-            | AuditFault::RequestSignature { at, .. } => Some((at.segment, at.offset)),
-            _ => None,
-        }
-    }
-}
-
 /// Why an audit could not run at all (distinct from a fault found in the data).
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -172,6 +56,8 @@ pub enum AuditError {
     Genesis(#[from] GenesisError),
     #[error("log directory {}: {source}", .path.display())]
     Log { path: PathBuf, source: StorageError },
+    #[error("log directory {} is held by a running node (or another process): stop the node, or audit a copy of its data directory", .path.display())]
+    Locked { path: PathBuf },
     #[error("genesis validators: {0}")]
     Validators(String),
 }
@@ -423,7 +309,10 @@ pub fn audit(options: &AuditOptions) -> Result<AuditOutcome, AuditError> {
             key_file: key_file.clone(),
             cipher: Cipher::XChaCha20Poly1305,
         });
-    let reader = LogReader::open(&log_dir, encryption.as_ref()).map_err(log_err)?;
+    let reader = LogReader::open(&log_dir, encryption.as_ref()).map_err(|e| match e {
+        StorageError::Locked { path } => AuditError::Locked { path },
+        other => log_err(other),
+    })?;
     let snapshots = SnapshotStore::open(&log_dir).map_err(log_err)?;
     let mut snapshot_heights = snapshots.heights().map_err(log_err)?;
     snapshot_heights.sort_unstable();
@@ -475,6 +364,9 @@ pub fn audit(options: &AuditOptions) -> Result<AuditOutcome, AuditError> {
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(AuditOutcome { report, fault })
 }
+
+mod fault;
+pub use fault::{AuditFault, Location};
 
 #[cfg(test)]
 mod tests;

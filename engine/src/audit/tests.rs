@@ -383,6 +383,14 @@ fn a_corrupt_snapshot_file_and_a_missing_data_dir_are_reported() {
     let mut options = fixture.options();
     options.data_dir = fixture.data.join("nope");
     assert!(matches!(audit(&options), Err(AuditError::Log { .. })));
+
+    // A node holding the log: refused with the reason, nothing read.
+    let mut config = LogConfig::for_tests(64 << 10);
+    config.direct_io = false;
+    let _node = BlockLog::open(&fixture.log_dir(), config).expect("open");
+    let refused = audit(&fixture.options()).map(|_| ()).expect_err("locked");
+    assert!(matches!(refused, AuditError::Locked { .. }), "{refused}");
+    assert!(refused.to_string().contains("running node"), "{refused}");
 }
 
 #[test]

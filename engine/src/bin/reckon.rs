@@ -8,6 +8,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod audit_cmd;
 #[path = "reckon/client_cmds.rs"]
 mod client_cmds;
+#[path = "reckon/client_loan.rs"]
+mod client_loan;
 #[path = "reckon/client_out.rs"]
 mod client_out;
 #[path = "reckon/demo.rs"]
@@ -61,9 +63,9 @@ enum Command {
     Transfer(client_cmds::TransferArgs),
     /// Joint loans: create, disburse, repay.
     #[command(subcommand)]
-    Loan(client_cmds::LoanCmd),
+    Loan(client_loan::LoanCmd),
     /// Print your reserve positions and the reconciliation report of your statements.
-    Reconcile(client_cmds::ReconcileArgs),
+    Reconcile(client_loan::ReconcileArgs),
 }
 
 fn client_outcome(result: Result<(), client_out::CliError>) -> Result<(), String> {
@@ -84,8 +86,8 @@ fn main() {
         },
         Command::Account(cmd) => client_outcome(client_cmds::run_account(cmd)),
         Command::Transfer(args) => client_outcome(client_cmds::run_transfer(args)),
-        Command::Loan(cmd) => client_outcome(client_cmds::run_loan(cmd)),
-        Command::Reconcile(args) => client_outcome(client_cmds::run_reconcile(args)),
+        Command::Loan(cmd) => client_outcome(client_loan::run_loan(cmd)),
+        Command::Reconcile(args) => client_outcome(client_loan::run_reconcile(args)),
         Command::Sim(args) => {
             if engine::sim::cli::run(&args) {
                 Ok(())
