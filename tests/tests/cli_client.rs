@@ -135,6 +135,9 @@ fn client_subcommands_against_a_cluster_then_audit_its_data() {
     let history = cli.ok_json(LEAD, &["account", "history", "--id", SAVINGS]);
     assert_eq!(history["transfers"][0]["id"], 600001, "{history}");
     assert_eq!(history["transfers"][0]["direction"], "credit");
+    let booked_at = history["transfers"][0]["timestamp_ns"]
+        .as_u64()
+        .expect("timestamp");
 
     // The same command again is an idempotent retry.
     let again = cli.as_inst(LEAD, &transfer, false);
@@ -302,6 +305,57 @@ fn client_subcommands_against_a_cluster_then_audit_its_data() {
         ],
     );
     assert_eq!(funding["accounts"][0]["debits_posted"], 20000, "{funding}");
+
+    // Statements for the savings account: one that agrees with the ledger, one that does not.
+    let (start, end) = (booked_at.to_string(), (booked_at + 1).to_string());
+    let matched = cli.ok_json(
+        LEAD,
+        &[
+            "statement",
+            "--account",
+            SAVINGS,
+            "--period-start-ns",
+            &start,
+            "--period-end-ns",
+            &end,
+            "--credits",
+            "1000",
+            "--ids",
+            "600001",
+        ],
+    );
+    committed_ok(&matched);
+    assert_eq!(matched["reconciliation"]["matched"], true, "{matched}");
+    let (start, end) = ((booked_at - 10).to_string(), (booked_at + 10).to_string());
+    let wrong = cli.as_inst(
+        LEAD,
+        &[
+            "statement",
+            "--account",
+            SAVINGS,
+            "--period-start-ns",
+            &start,
+            "--period-end-ns",
+            &end,
+            "--credits",
+            "999",
+            "--ids",
+            "600001",
+        ],
+        false,
+    );
+    assert!(wrong.status.success(), "{}", text(&wrong));
+    assert!(text(&wrong).contains("MISMATCHED"), "{}", text(&wrong));
+    assert!(text(&wrong).contains("credits -1"), "{}", text(&wrong));
+    let lead_report = cli.ok_json(LEAD, &["reconcile"]);
+    assert_eq!(
+        (
+            lead_report["statements"].clone(),
+            lead_report["mismatched"].clone()
+        ),
+        (2.into(), 1.into()),
+        "{lead_report}"
+    );
 
     let report = cli.ok_json(PARTNER, &["reconcile"]);
     let position = &report["reserve_positions"][0];

@@ -12,6 +12,8 @@ mod client_cmds;
 mod client_loan;
 #[path = "reckon/client_out.rs"]
 mod client_out;
+#[path = "reckon/client_statement.rs"]
+mod client_statement;
 #[path = "reckon/demo.rs"]
 mod demo;
 #[path = "reckon/ledger_demo.rs"]
@@ -66,6 +68,9 @@ enum Command {
     Loan(client_loan::LoanCmd),
     /// Print your reserve positions and the reconciliation report of your statements.
     Reconcile(client_loan::ReconcileArgs),
+    /// Post a reconciliation statement for one of your accounts over a closed period and print
+    /// whether the ledger's figures match it.
+    Statement(client_statement::StatementArgs),
 }
 
 fn client_outcome(result: Result<(), client_out::CliError>) -> Result<(), String> {
@@ -88,6 +93,7 @@ fn main() {
         Command::Transfer(args) => client_outcome(client_cmds::run_transfer(args)),
         Command::Loan(cmd) => client_outcome(client_loan::run_loan(cmd)),
         Command::Reconcile(args) => client_outcome(client_loan::run_reconcile(args)),
+        Command::Statement(args) => client_outcome(client_statement::run_statement(args)),
         Command::Sim(args) => {
             if engine::sim::cli::run(&args) {
                 Ok(())

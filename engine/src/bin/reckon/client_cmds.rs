@@ -221,6 +221,25 @@ impl Session {
     }
 
     /// Submits a create request and prints its per-event results.
+    /// Submits a create request: Ok(Some(outcome)) when it committed now, Ok(None) when an
+    /// identical request committed before (printed here).
+    pub fn submit<R: Record>(
+        &mut self,
+        operation: Operation,
+        name: &str,
+        records: &[R],
+    ) -> Result<Option<Outcome>, CliError> {
+        let request = self.sign(operation, records)?;
+        match self.client.submit(&request) {
+            Ok(outcome) => Ok(Some(outcome)),
+            Err(ClientError::Rejected(r)) if r.code == RejectCode::RequestReplayed => {
+                out::print_replayed(self.json, name, r.height, r.request_id);
+                Ok(None)
+            }
+            Err(e) => Err(self.node_error(e)),
+        }
+    }
+
     pub fn create<R: Record>(
         &mut self,
         operation: Operation,
@@ -228,14 +247,9 @@ impl Session {
         records: &[R],
         labels: &[(String, Value)],
     ) -> Result<(), CliError> {
-        let request = self.sign(operation, records)?;
-        match self.client.submit(&request) {
-            Ok(outcome) => out::print_commit(self.json, name, self.node, &outcome, labels),
-            Err(ClientError::Rejected(r)) if r.code == RejectCode::RequestReplayed => {
-                out::print_replayed(self.json, name, r.height, r.request_id);
-                Ok(())
-            }
-            Err(e) => Err(self.node_error(e)),
+        match self.submit(operation, name, records)? {
+            Some(outcome) => out::print_commit(self.json, name, self.node, &outcome, labels),
+            None => Ok(()),
         }
     }
 

@@ -92,7 +92,7 @@ pub struct ReconcileArgs {
     /// Only statements whose period starts at or after this time (ns since the epoch).
     #[arg(long, default_value_t = 0)]
     pub since_ns: u64,
-    /// Only statements whose period starts at or before this time (ns; 0: no bound).
+    /// Only statements whose period ends at or before this time (ns; 0: no bound).
     #[arg(long, default_value_t = 0)]
     pub until_ns: u64,
 }

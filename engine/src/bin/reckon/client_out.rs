@@ -92,8 +92,76 @@ pub fn event_codes(outcome: &Outcome, events: usize) -> Result<Vec<ResultCode>, 
     Ok(codes)
 }
 
-/// Prints a committed create request: one line per event, then the height. Returns an error
-/// (exit 1) when any event was rejected.
+/// The JSON object of a committed create request.
+pub fn commit_json(
+    operation: &str,
+    node: SocketAddr,
+    outcome: &Outcome,
+    labels: &[(String, Value)],
+    codes: &[ResultCode],
+) -> Value {
+    let events: Vec<Value> = labels
+        .iter()
+        .zip(codes)
+        .enumerate()
+        .map(|(index, ((_, ids), code))| {
+            json!({
+                "index": index,
+                "ids": ids,
+                "code": *code as u32,
+                "result": code_name(*code),
+                "ok": code.is_ok(),
+            })
+        })
+        .collect();
+    json!({
+        "ok": codes.iter().all(|c| c.is_ok()),
+        "operation": operation,
+        "height": outcome.height,
+        "timestamp_ns": outcome.timestamp_ns,
+        "node": node.to_string(),
+        "request_id": format!("{:032x}", outcome.request_id),
+        "events": events,
+    })
+}
+
+/// The text lines of a committed create request: one per event, then the height.
+pub fn commit_text(
+    node: SocketAddr,
+    outcome: &Outcome,
+    labels: &[(String, Value)],
+    codes: &[ResultCode],
+) -> String {
+    let mut lines = Vec::with_capacity(labels.len() + 1);
+    for ((label, _), code) in labels.iter().zip(codes) {
+        lines.push(match code {
+            ResultCode::Ok => format!("{label}: ok"),
+            c if c.is_ok() => format!("{label}: ok, {} ({})", code_name(*c), *c as u32),
+            c => format!("{label}: REJECTED: {} ({})", code_name(*c), *c as u32),
+        });
+    }
+    lines.push(format!(
+        "committed at height {} via {node} (request {:032x})",
+        outcome.height, outcome.request_id
+    ));
+    lines.join("\n")
+}
+
+/// An error (exit 1) when any event was rejected.
+pub fn check_events(codes: &[ResultCode], height: u64) -> Result<(), CliError> {
+    let rejected = codes.iter().filter(|c| !c.is_ok()).count();
+    if rejected == 0 {
+        return Ok(());
+    }
+    Err(CliError::EventsRejected {
+        rejected,
+        events: codes.len(),
+        height,
+    })
+}
+
+/// Prints a committed create request: one line per event, then the height (or one JSON object).
+/// Returns an error (exit 1) when any event was rejected.
 pub fn print_commit(
     json_out: bool,
     operation: &str,
@@ -102,54 +170,12 @@ pub fn print_commit(
     labels: &[(String, Value)],
 ) -> Result<(), CliError> {
     let codes = event_codes(outcome, labels.len())?;
-    let rejected = codes.iter().filter(|c| !c.is_ok()).count();
     if json_out {
-        let events: Vec<Value> = labels
-            .iter()
-            .zip(&codes)
-            .enumerate()
-            .map(|(index, ((_, ids), code))| {
-                json!({
-                    "index": index,
-                    "ids": ids,
-                    "code": *code as u32,
-                    "result": code_name(*code),
-                    "ok": code.is_ok(),
-                })
-            })
-            .collect();
-        let out = json!({
-            "ok": rejected == 0,
-            "operation": operation,
-            "height": outcome.height,
-            "timestamp_ns": outcome.timestamp_ns,
-            "node": node.to_string(),
-            "request_id": format!("{:032x}", outcome.request_id),
-            "events": events,
-        });
-        println!("{out}");
+        println!("{}", commit_json(operation, node, outcome, labels, &codes));
     } else {
-        for ((label, _), code) in labels.iter().zip(&codes) {
-            let verdict = if code.is_ok() { "ok" } else { "REJECTED" };
-            println!(
-                "{label}: {verdict}: {} ({})",
-                code_name(*code),
-                *code as u32
-            );
-        }
-        println!(
-            "committed at height {} via {node} (request {:032x})",
-            outcome.height, outcome.request_id
-        );
+        println!("{}", commit_text(node, outcome, labels, &codes));
     }
-    if rejected > 0 {
-        return Err(CliError::EventsRejected {
-            rejected,
-            events: codes.len(),
-            height: outcome.height,
-        });
-    }
-    Ok(())
+    check_events(&codes, outcome.height)
 }
 
 /// An identical request committed before (`request_replayed`): its results are not repeated.
