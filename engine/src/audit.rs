@@ -15,6 +15,10 @@
 //!    of their own; snapshots (every `storage.snapshot_every_blocks` blocks, the newest
 //!    `SNAPSHOTS_KEPT` kept) are what the node recorded about its ledger.
 //!
+//! Checks 2-4 need no ledger state: they run for a window of up to `WINDOW_BLOCKS_MAX` blocks
+//! (`WINDOW_BYTES_MAX` bytes) at a time on all cores (`audit/window.rs`); the window is then walked
+//! in height order, so the fault named is always the first one.
+//!
 //! *Invariant:* read-only (a shared lock on the log keeps a node out meanwhile); the first fault
 //! ends the audit and names its height, segment and offset; corrupt input is an `AuditFault`,
 //! never a panic.
@@ -24,11 +28,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
+use self::window::{precheck, Checked, Pending, WINDOW_BLOCKS_MAX, WINDOW_BYTES_MAX};
 use crate::codec::decode_results;
 use crate::consensus::audit::audit_chain;
 use crate::consensus::bls::{BlsCrypto, VerifyCache};
 use crate::consensus::{genesis_block, genesis_qc, CommittedBlock, Config};
-use crate::crypto::{BatchVerifier, SignedRequest, ValidatorSet, VerifyCode};
+use crate::crypto::{BatchVerifier, ValidatorSet};
 use crate::ledger::Ledger;
 use crate::node::execute::{apply_block, decode_record};
 use crate::node::genesis::{hex_encode, Genesis, GenesisError};
@@ -122,6 +127,8 @@ pub fn digest_hex(digest: u128) -> String {
 /// Everything the per-record checks need.
 struct Auditor {
     crypto: BlsCrypto,
+    /// The same validator set, shareable across the verify threads.
+    set: Arc<ValidatorSet>,
     config: Config,
     verifier: Option<BatchVerifier>,
     snapshots: SnapshotStore,
@@ -130,42 +137,92 @@ struct Auditor {
     ledger: Ledger,
     previous: CommittedBlock,
     report: AuditReport,
+    /// Decoded blocks waiting for the window's parallel checks.
+    window: Vec<Pending>,
+    window_bytes: usize,
 }
 
 impl Auditor {
+    /// Decodes a record into the window; checks the window when it is full.
     fn record(&mut self, r: StoredRecord<'_>) -> Result<(), AuditFault> {
         let at = Location {
             height: r.height,
             segment: r.segment,
             offset: r.offset,
         };
-        if self.report.blocks == 0 && r.height != 1 {
+        if self.report.blocks == 0 && self.window.is_empty() && r.height != 1 {
             return Err(AuditFault::LogStart { first: r.height });
         }
-        let (committed, batches) =
-            decode_record(&r.payload).map_err(|reason| AuditFault::Record { at, reason })?;
-        if committed.height != r.height {
-            let reason = format!(
-                "block of height {} stored at height {}",
-                committed.height, r.height
-            );
-            return Err(AuditFault::Record { at, reason });
+        let decoded = decode_record(&r.payload).and_then(|(committed, batches)| {
+            if committed.height == r.height {
+                Ok((committed, batches))
+            } else {
+                Err(format!(
+                    "block of height {} stored at height {}",
+                    committed.height, r.height
+                ))
+            }
+        });
+        let (committed, batches) = match decoded {
+            Ok(decoded) => decoded,
+            Err(reason) => {
+                // Faults are named in height order: everything before this record first.
+                self.flush()?;
+                return Err(AuditFault::Record { at, reason });
+            }
+        };
+        self.window.push(Pending {
+            at,
+            committed,
+            batches,
+        });
+        self.window_bytes += r.payload.len();
+        if self.window.len() >= WINDOW_BLOCKS_MAX || self.window_bytes >= WINDOW_BYTES_MAX {
+            self.flush()?;
         }
-        for (batch, (stored, ordered)) in batches.iter().zip(&committed.block.payload).enumerate() {
-            if stored.digest() != *ordered {
+        Ok(())
+    }
+
+    /// Checks the window: the state-free checks on all cores, then in height order the chain,
+    /// the verdicts, re-execution and snapshots.
+    fn flush(&mut self) -> Result<(), AuditFault> {
+        let window = std::mem::take(&mut self.window);
+        self.window_bytes = 0;
+        if window.is_empty() {
+            return Ok(());
+        }
+        let chain = self.config.chain_id;
+        let checked = precheck(&window, &self.set, chain, self.verifier.as_ref());
+        for (p, c) in window.into_iter().zip(checked) {
+            let at = p.at;
+            if let Some(batch) = c.bad_batch {
                 return Err(AuditFault::BatchDigest { at, batch });
             }
+            let crypto = Checked {
+                inner: &self.crypto,
+                known: &c.qc,
+            };
+            audit_chain(
+                &crypto,
+                &self.config,
+                &self.previous,
+                std::slice::from_ref(&p.committed),
+            )
+            .map_err(|source| AuditFault::Chain { at, source })?;
+            self.report.qcs_verified += 1;
+            if let Some(fault) = c.request_fault {
+                return Err(fault);
+            }
+            self.report.request_signatures_verified += c.signatures_verified;
+            self.execute(p)?;
         }
-        audit_chain(
-            &self.crypto,
-            &self.config,
-            &self.previous,
-            std::slice::from_ref(&committed),
-        )
-        .map_err(|source| AuditFault::Chain { at, source })?;
-        self.report.qcs_verified += 1;
-        self.check_requests(at, &batches)?;
-        let items = apply_block(&mut self.ledger, &committed, &batches);
+        Ok(())
+    }
+
+    /// Re-executes one checked block and compares with a snapshot at its height.
+    fn execute(&mut self, p: Pending) -> Result<(), AuditFault> {
+        let height = p.at.height;
+        let items = apply_block(&mut self.ledger, &p.committed, &p.batches);
         for item in &items {
             match &item.result {
                 Ok(outcome) => {
@@ -179,61 +236,15 @@ impl Auditor {
                 Err(_) => self.report.requests_refused += 1,
             }
         }
-        self.report.batches += batches.len() as u64;
+        self.report.batches += p.batches.len() as u64;
         self.report.requests += items.len() as u64;
         self.report.blocks += 1;
-        self.report.last_height = r.height;
+        self.report.last_height = height;
         if self.report.first_height.is_none() {
-            self.report.first_height = Some(r.height);
+            self.report.first_height = Some(height);
         }
-        self.previous = committed;
-        self.check_snapshot(r.height)
-    }
-
-    fn check_requests(
-        &mut self,
-        at: Location,
-        batches: &[crate::node::batches::Batch],
-    ) -> Result<(), AuditFault> {
-        let mut decoded = Vec::new();
-        let mut places = Vec::new();
-        for (batch, b) in batches.iter().enumerate() {
-            for (index, bytes) in b.requests.iter().enumerate() {
-                let signed =
-                    SignedRequest::decode(bytes).map_err(|e| AuditFault::RequestUndecodable {
-                        at,
-                        batch,
-                        index,
-                        reason: e.to_string(),
-                    })?;
-                decoded.push(signed);
-                places.push((batch, index));
-            }
-        }
-        let Some(verifier) = &self.verifier else {
-            return Ok(());
-        };
-        for (chunk, chunk_places) in decoded
-            .chunks(crate::crypto::VERIFY_BATCH_REQUESTS_MAX)
-            .zip(places.chunks(crate::crypto::VERIFY_BATCH_REQUESTS_MAX))
-        {
-            let codes = verifier.verify(chunk);
-            let bad = codes.iter().position(|c| *c != VerifyCode::Ok);
-            if let Some(i) = bad {
-                let (batch, index) = chunk_places[i];
-                let request = &chunk[i].request;
-                return Err(AuditFault::RequestSignature {
-                    at,
-                    batch,
-                    index,
-                    institution: request.institution,
-                    request_id: request.request_id,
-                    code: codes[i],
-                });
-            }
-            self.report.request_signatures_verified += chunk.len() as u64;
-        }
-        Ok(())
+        self.previous = p.committed;
+        self.check_snapshot(height)
     }
 
     fn check_snapshot(&mut self, height: u64) -> Result<(), AuditFault> {
@@ -290,6 +301,8 @@ pub fn audit(options: &AuditOptions) -> Result<AuditOutcome, AuditError> {
         ValidatorSet::from_validated(keys).map_err(|e| AuditError::Validators(e.to_string()))?;
     let validators = set.len();
     let crypto = BlsCrypto::new(None, Rc::new(set), VerifyCache::shared());
+    let shared_set = ValidatorSet::from_validated(g.validator_keys()?)
+        .map_err(|e| AuditError::Validators(e.to_string()))?;
     let config = Config::new(genesis.consensus_chain_id(), validators, 0);
     let verifier = if options.verify_requests {
         Some(BatchVerifier::new(Arc::new(g.registry()?), g.chain_id))
@@ -327,6 +340,7 @@ pub fn audit(options: &AuditOptions) -> Result<AuditOutcome, AuditError> {
     };
     let mut auditor = Auditor {
         crypto,
+        set: Arc::new(shared_set),
         config,
         verifier,
         snapshots,
@@ -338,6 +352,8 @@ pub fn audit(options: &AuditOptions) -> Result<AuditOutcome, AuditError> {
             qc: genesis_qc(),
         },
         report,
+        window: Vec::new(),
+        window_bytes: 0,
     };
     let walked = reader.walk(|record| {
         let frame_bytes = record.frame_bytes;
@@ -345,9 +361,10 @@ pub fn audit(options: &AuditOptions) -> Result<AuditOutcome, AuditError> {
         auditor.report.frame_bytes += frame_bytes;
         Ok(())
     });
+    // The blocks still in the window precede whatever stopped the walk.
     let mut fault = match walked {
-        Ok(_) => None,
-        Err(WalkError::Fault(f)) => Some(AuditFault::Storage(f)),
+        Ok(_) => auditor.flush().err(),
+        Err(WalkError::Fault(f)) => Some(auditor.flush().err().unwrap_or(AuditFault::Storage(f))),
         Err(WalkError::Visit(f)) => Some(f),
     };
     if fault.is_none() {
@@ -366,6 +383,7 @@ pub fn audit(options: &AuditOptions) -> Result<AuditOutcome, AuditError> {
 }
 
 mod fault;
+mod window;
 pub use fault::{AuditFault, Location};
 
 #[cfg(test)]

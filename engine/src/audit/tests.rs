@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::*;
 use crate::client::Signer;
 use crate::consensus::{vote_message, Block, QuorumCert, SignerBitmap};
-use crate::crypto::{aggregate_signatures, load_key_file, KeyKind, KeyPair};
+use crate::crypto::{aggregate_signatures, load_key_file, KeyKind, KeyPair, SignedRequest};
 use crate::node::batches::Batch;
 use crate::node::execute::encode_record;
 use crate::node::init::{
@@ -148,6 +148,11 @@ fn qc_for(block: &Block, chain: u64, validators: &[KeyPair], forge: bool) -> Quo
 
 /// A consortium from `reckon init` and a data directory with `BLOCKS` committed blocks.
 fn fixture(tamper: Tamper) -> Fixture {
+    fixture_with(&[tamper])
+}
+
+/// `fixture` with several tamperings at once.
+fn fixture_with(tampers: &[Tamper]) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("consortium");
     init(&InitOptions {
@@ -186,7 +191,7 @@ fn fixture(tamper: Tamper) -> Fixture {
     let mut parent = [0u8; 32];
     for height in 1..=BLOCKS {
         let mut requests = requests(height, &signers);
-        if tamper == Tamper::RequestSignature(height) {
+        if tampers.contains(&Tamper::RequestSignature(height)) {
             // Signed with another institution's key.
             let forged = requests[0]
                 .request
@@ -214,7 +219,7 @@ fn fixture(tamper: Tamper) -> Fixture {
             &block,
             chain,
             &validators,
-            tamper == Tamper::ForgeQc(height),
+            tampers.contains(&Tamper::ForgeQc(height)),
         );
         let committed = CommittedBlock {
             height,
@@ -318,6 +323,29 @@ fn a_forged_qc_signature_is_a_qc_fault() {
         "{fault}"
     );
     assert_eq!(fault.place(), Some(place_of(&fixture, 7)));
+}
+
+#[test]
+fn of_several_faults_the_lowest_height_is_named() {
+    // Checks run on a window of blocks in parallel; the fault named is still the first.
+    let fixture = fixture_with(&[Tamper::ForgeQc(9), Tamper::RequestSignature(6)]);
+    let (segment, offset) = place_of(&fixture, 12);
+    flip(&segment_path(&fixture, segment), offset + 100);
+    let fault = fixture.audit().fault.expect("a fault");
+    assert_eq!(
+        (fault.kind(), fault.height()),
+        ("request_signature", Some(6)),
+        "{fault}"
+    );
+    let fixture = fixture_with(&[Tamper::ForgeQc(9)]);
+    let (segment, offset) = place_of(&fixture, 12);
+    flip(&segment_path(&fixture, segment), offset + 100);
+    let fault = fixture.audit().fault.expect("a fault");
+    assert_eq!(
+        (fault.kind(), fault.height()),
+        ("qc_signature", Some(9)),
+        "{fault}"
+    );
 }
 
 #[test]

@@ -135,7 +135,7 @@ fn print_text(options: &AuditOptions, r: &AuditReport, fault: Option<&AuditFault
         None => println!(
             "OK: every checksum, hash link, QC, request signature and snapshot digest verified"
         ),
-        Some(f) => println!("FAULT ({}): {f}", f.kind()),
+        Some(f) => println!("FAULT [{}]: {f}", f.kind()),
     }
 }
 
