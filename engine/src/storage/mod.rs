@@ -6,6 +6,7 @@
 //! group-commit batch of the tail segment; anything else that fails its checksum refuses to open.
 //! See docs/modules/storage.md for the on-disk format and the recovery rules.
 
+mod audit;
 mod config;
 mod crypt;
 mod direct;
@@ -23,6 +24,7 @@ mod writer;
 
 use std::borrow::Cow;
 
+pub use audit::{LogFault, LogReader, StoredRecord, WalkError, WalkSummary};
 pub use config::{Cipher, EncryptionConfig, LogConfig, WriteBackend};
 pub use crypt::{load_key_file, KEY_BYTES};
 pub use error::StorageError;
