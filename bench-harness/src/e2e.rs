@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use engine::client::{Client, ClientFile};
+use engine::node::config::NodeConfig;
 use loadgen::driver::{RunConfig, Schedule};
 use loadgen::progress::Progress;
 use loadgen::target::Target;
@@ -43,6 +44,10 @@ pub struct Args {
     /// Operating accounts of the transfers workload.
     #[arg(long, default_value_t = 10_000)]
     pub accounts: u64,
+    /// Transfers each node's ledger is sized for at start (default: 300,000/s x duration, at
+    /// most 16 Mi): the tables are allocated before the run, not doubled during it.
+    #[arg(long)]
+    pub ledger_transfers: Option<usize>,
     /// Loadgen result directory (default ./loadgen-results/<UTC timestamp>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -71,7 +76,7 @@ impl LocalCluster {
         self.dir.path().join("consortium")
     }
 
-    fn start(nodes: usize) -> Result<LocalCluster, String> {
+    fn start(nodes: usize, transfers_capacity: usize) -> Result<LocalCluster, String> {
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let bin = exe.with_file_name("reckon");
         if !bin.exists() {
@@ -96,6 +101,12 @@ impl LocalCluster {
             .map_err(|e| format!("reckon init: {e}"))?;
         if !status.success() {
             return Err(format!("reckon init failed: {status}"));
+        }
+        for i in 0..nodes {
+            size_ledger(
+                &cluster.out().join(format!("node-{i}.toml")),
+                transfers_capacity,
+            )?;
         }
         for i in 0..nodes {
             let log_path = cluster.dir.path().join(format!("node-{i}.log"));
@@ -159,6 +170,14 @@ impl LocalCluster {
     }
 }
 
+/// Sets `[ledger] transfers_capacity` in a node's config file.
+fn size_ledger(path: &std::path::Path, transfers_capacity: usize) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut config = NodeConfig::parse(path, &text).map_err(|e| e.to_string())?;
+    config.ledger.transfers_capacity = transfers_capacity;
+    std::fs::write(path, config.to_toml()).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// A base port P with P+i, P+100+i, P+200+i free for i < n (probed, then released).
 fn free_base_port(n: usize) -> Result<u16, String> {
     let seed = SystemTime::now()
@@ -203,6 +222,8 @@ fn drive(args: &Args, cluster: &LocalCluster) -> Result<loadgen::output::Summary
         connections: args.connections,
         pipeline: args.pipeline,
         reply_timeout: Duration::from_secs(30),
+        map: TcpConfig::map_default(),
+        order: loadgen::tcp::SendOrder::Exact,
     })
     .map_err(|e| e.to_string())?;
     let in_flight = args.in_flight.unwrap_or(target.in_flight_max());
@@ -243,7 +264,10 @@ pub fn run(args: Args) -> Result<(), String> {
     eprintln!("probing the single-core pairing limit ({PAIRING_PROBE_SIGS} signatures)...");
     let pairing = crate::verify::pairing_limit_probe(PAIRING_PROBE_SIGS)?;
     let sig_limit = cores as f64 * pairing / args.nodes as f64;
-    let cluster = LocalCluster::start(args.nodes)?;
+    let transfers_capacity = args
+        .ledger_transfers
+        .unwrap_or(((300_000.0 * args.duration) as usize).min(16 << 20));
+    let cluster = LocalCluster::start(args.nodes, transfers_capacity)?;
     let summary = drive(&args, &cluster)?;
     // Nodes apply the last blocks at slightly different moments: wait (bounded) for agreement.
     let deadline = Instant::now() + Duration::from_secs(15);

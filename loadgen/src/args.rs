@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use loadgen::tcp::SendOrder;
 use loadgen::trace::TraceFormat;
 use loadgen::workload::{JointLoanConfig, TransfersConfig, Workload};
 
@@ -221,20 +222,32 @@ pub struct TargetArgs {
     /// Seed of the institutions' deterministic BLS keys.
     #[arg(long, default_value_t = 1)]
     pub key_seed: u64,
-    /// Inproc: reserve floor registered for every reserve, cents (default: the workload's
+    /// Inproc and tcp: reserve floor registered for every reserve, cents (default: the workload's
     /// --reserve-floor for `run`, 0 for `replay`).
     #[arg(long)]
     pub map_reserve_floor: Option<u64>,
-    /// Inproc: reserve warning threshold, cents (>= the floor; default: the floor).
+    /// Inproc and tcp: reserve warning threshold, cents (>= the floor; default: the floor).
     #[arg(long)]
     pub map_reserve_warning: Option<u64>,
+    /// Added to every loadgen account and loan id and every transfer id (default 0 inproc,
+    /// 1000000000 tcp: clear of the genesis accounts; change it to rerun on the same cluster).
+    #[arg(long)]
+    pub map_id_base: Option<u64>,
+    /// Tcp target: send the stream's setup prefix (accounts, reserves, loans, opening top-ups)
+    /// as part of the timed run instead of before it.
+    #[arg(long)]
+    pub tcp_timed_setup: bool,
+    /// Tcp target: `exact` (conflicting requests wait for each other's commit, so every event
+    /// gets its in-process result) or `relaxed` (send at once; the cluster orders them).
+    #[arg(long, value_enum, default_value_t = SendOrder::Exact)]
+    pub tcp_order: SendOrder,
     /// Inproc: ledger capacity hint in transfers (the ledger grows past it).
     #[arg(long, default_value_t = 1 << 20)]
     pub inproc_transfers_capacity: usize,
     /// Tcp target: the `reckon init` output directory.
     #[arg(long)]
     pub cluster: Option<PathBuf>,
-    /// Tcp target: connections in all (default 4 x nodes).
+    /// Tcp target: connections in all (default institutions x nodes).
     #[arg(long)]
     pub connections: Option<usize>,
     /// Tcp target: requests in flight per connection.

@@ -93,15 +93,21 @@ fn cmd_record(a: args::RecordArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn inproc_target(a: &TargetArgs, floor_default: u64) -> Result<Box<dyn Target>, CliError> {
+/// The mapping's reserve parameters and id base from the flags.
+fn map_config(a: &TargetArgs, floor_default: u64, base: MapConfig) -> MapConfig {
     let floor = a.map_reserve_floor.unwrap_or(floor_default);
     let warning = a.map_reserve_warning.unwrap_or(floor);
+    MapConfig {
+        reserve_floor: u128::from(floor),
+        reserve_warning: u128::from(warning),
+        id_base: a.map_id_base.map_or(base.id_base, u128::from),
+        ..base
+    }
+}
+
+fn inproc_target(a: &TargetArgs, floor_default: u64) -> Result<Box<dyn Target>, CliError> {
     let config = InprocConfig {
-        map: MapConfig {
-            ledger: 1,
-            reserve_floor: u128::from(floor),
-            reserve_warning: u128::from(warning),
-        },
+        map: map_config(a, floor_default, MapConfig::default()),
         sign: !a.no_sign,
         verify: a.verify,
         chain_id: a.chain_id,
@@ -129,20 +135,46 @@ fn build_target(a: &TargetArgs, floor_default: u64) -> Result<Box<dyn Target>, C
             a.stall_at_request,
             Duration::from_millis(a.stall_ms),
         )),
-        TargetKind::Tcp => {
-            let cluster = a
-                .cluster
-                .clone()
-                .ok_or(CliError::Usage("--target tcp needs --cluster DIR".into()))?;
-            let config = TcpConfig {
-                cluster,
-                connections: a.connections,
-                pipeline: a.pipeline,
-                reply_timeout: Duration::from_secs_f64(a.reply_timeout_s.clamp(0.1, 3600.0)),
-            };
-            Box::new(TcpTarget::connect(&config).map_err(|e| CliError::Failure(e.to_string()))?)
-        }
+        TargetKind::Tcp => Box::new(tcp_target(a, floor_default)?),
     })
+}
+
+fn tcp_target(a: &TargetArgs, floor_default: u64) -> Result<TcpTarget, CliError> {
+    let cluster = a
+        .cluster
+        .clone()
+        .ok_or(CliError::Usage("--target tcp needs --cluster DIR".into()))?;
+    let config = TcpConfig {
+        cluster,
+        connections: a.connections,
+        pipeline: a.pipeline,
+        reply_timeout: Duration::from_secs_f64(a.reply_timeout_s.clamp(0.1, 3600.0)),
+        map: map_config(a, floor_default, TcpConfig::map_default()),
+        order: a.tcp_order,
+    };
+    TcpTarget::connect(&config).map_err(|e| CliError::Failure(e.to_string()))
+}
+
+/// The target, and the source left to drive: the TCP target first runs the stream's setup
+/// prefix (accounts, reserves, loans, opening top-ups), untimed, unless `--tcp-timed-setup`.
+fn prepared<'a>(
+    a: &TargetArgs,
+    floor_default: u64,
+    source: EventSource<'a>,
+) -> Result<(Box<dyn Target>, EventSource<'a>), CliError> {
+    if !matches!(a.target, TargetKind::Tcp) || a.tcp_timed_setup {
+        return Ok((build_target(a, floor_default)?, source));
+    }
+    if a.target_in_flight == 0 {
+        return Err(CliError::Usage("--target-in-flight must be >= 1".into()));
+    }
+    let mut tcp = tcp_target(a, floor_default)?;
+    let wait_max = Duration::from_secs_f64(a.reply_timeout_s.clamp(0.1, 3600.0) * 10.0);
+    let (report, rest) = tcp
+        .setup(source, wait_max)
+        .map_err(|e| CliError::Failure(e.to_string()))?;
+    eprint!("{}", report.render_text());
+    Ok((Box::new(tcp), rest))
 }
 
 fn out_dir(o: &OutputArgs) -> PathBuf {
@@ -187,7 +219,7 @@ fn execute(
     mut config_json: serde_json::Value,
     floor_default: u64,
 ) -> Result<(), CliError> {
-    let mut target = build_target(target_args, floor_default)?;
+    let (mut target, source) = prepared(target_args, floor_default, source)?;
     let dir = out_dir(o);
     if let Some(obj) = config_json.as_object_mut() {
         obj.insert(

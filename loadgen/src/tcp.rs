@@ -1,109 +1,134 @@
 //! `--target tcp`: drives a real cluster made by `reckon init` over mutual-TLS client connections.
 //!
-//! Design (see docs/modules/e2e.md):
-//! - each institution's client file (`clients/institution-<id>.toml`: TLS files, BLS key, node
-//!   addresses) is loaded; the node binds a connection to the institution of its certificate, so
-//!   every connection belongs to one institution; connection j serves institution
-//!   `1 + j mod banks` and goes to node `(j / banks) mod nodes` (round-robin over all nodes);
-//! - one loadgen request (ticket) becomes one signed request per homogeneous group
-//!   (operation, institution); all of a ticket's groups are in flight together;
-//! - ordering: transfers only need their accounts to exist, so account creations pipeline
-//!   freely, and a transfer group is sent only when no account creation is in flight (waited
-//!   for, bounded). Transfer groups pipeline freely across connections and nodes;
+//! Design (docs/LOADGEN.md, "The TCP target"):
+//! - mapping: the same `engine_map::Mapper` as the inproc target turns each loadgen batch into
+//!   homogeneous engine requests (one operation, one requester); each is signed once with the
+//!   requester's key from `reckon init` (`signing::Keyring::from_files`);
+//! - connections: every institution's client file (`clients/institution-<id>.toml`) is loaded; a
+//!   node binds a connection to the institution of its certificate, so connection j serves
+//!   institution `j mod institutions` on node `(j / institutions) mod nodes`: every institution
+//!   reaches every node, and its requests go round-robin over its connections;
+//! - ordering (`sched`): a cluster may commit requests that are in flight together in any order,
+//!   so a request is sent only when it commutes with every request in flight and every earlier
+//!   request still waiting (`engine_map::ConflictIndex`); the ledger then sees every
+//!   order-sensitive pair in trace order and each event gets the result it gets in process;
+//! - statements get their period from the commit timestamps of the replies (`sched`), so they
+//!   reconcile as matched;
 //! - one reader thread per connection decodes frames into a channel; replies are correlated by
-//!   (institution, request_id). Node-level rejections (`busy`, ...) become `Failed` with the code's
-//!   name; ledger rejections are counted by result code. A bad frame never panics.
-//!
-//! Workload mapping: workload institution i signs as bank i + 1 (0 is the operator); workload
-//! account a is ledger account `ACCOUNT_ID_BASE + a` on the genesis ledger. Only the `transfers`
-//! workload's ops (create_account, transfer) are mapped today.
+//!   (institution, request_id). A node-level rejection (`busy`, ...), a timeout or a lost
+//!   connection fails the batch (`Outcome::Failed`); ledger result codes are counted per loadgen
+//!   event (`record_results`, `outcome_of`). A bad frame never panics.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+mod sched;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use engine::client::{ClientFile, Signer};
+use engine::client::ClientFile;
 use engine::net::frame::FRAME_KIND_NET_ERROR;
 use engine::net::{ConnectOptions, Connection, FrameWriter};
-use engine::node::protocol::{NodeFrame, KIND_SUBMIT};
-use engine::types::Operation;
+use engine::node::init::GENESIS_LEDGER;
+use engine::node::protocol::NodeFrame;
 use rustls::pki_types::ServerName;
 
-use crate::op::TraceEvent;
+use crate::driver::EventSource;
+use crate::engine_map::{MapConfig, Mapper};
+use crate::op::{Op, TraceEvent};
+use crate::signing::Keyring;
+use crate::target::{Completion, Outcome, Target, TargetError, Ticket, BATCH_EVENTS_MAX};
 
-mod map;
-use crate::target::{Completion, Outcome, Rejection, Target, TargetError, Ticket};
-pub use map::ACCOUNT_ID_BASE;
-use map::{rejected_by_code, run_salt, split, Group};
+pub use sched::TcpStats;
 
+/// Default `MapConfig::id_base` on a cluster: loadgen ids start clear of the accounts
+/// `reckon init` creates (institution × 1000 + 1..3).
+pub const ID_BASE_DEFAULT: u128 = 1_000_000_000;
 /// How long a reader waits per read before checking the stop flag.
 const READER_POLL: Duration = Duration::from_millis(50);
+/// Setup tickets count down from here (the driver's tickets are generation << 32 | slot and
+/// the setup is over before the driver starts).
+const SETUP_TICKET_FIRST: Ticket = u64::MAX;
 
 pub struct TcpConfig {
     /// A `reckon init` output directory.
     pub cluster: PathBuf,
-    /// Connections in all (None: 4 x nodes, at least one per bank).
+    /// Connections in all (None: institutions x nodes, so every institution reaches every node).
     pub connections: Option<usize>,
-    /// Requests in flight per connection.
+    /// Requests in flight per connection (the driver's in-flight cap is connections x this).
     pub pipeline: usize,
-    /// A request with no reply after this long fails with `timeout`.
+    /// A request with no reply this long after it was sent fails with `timeout`.
     pub reply_timeout: Duration,
+    /// The mapping (`TcpConfig::map_default()`: the genesis ledger, ids from `ID_BASE_DEFAULT`).
+    pub map: MapConfig,
+    /// Whether conflicting requests wait for each other (see `SendOrder`).
+    pub order: SendOrder,
 }
 
-enum ReaderMsg {
+/// How the target orders requests whose events do not commute.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SendOrder {
+    /// A request waits until it commutes with every request in flight and every earlier waiting
+    /// one: each event gets the result it gets in process, at the price of a commit round trip
+    /// per conflicting step (a hot account serialises the stream).
+    #[default]
+    Exact,
+    /// Every request goes out as soon as a connection has room; the cluster orders conflicting
+    /// requests as they arrive, so results can differ from in process (counted by code). For
+    /// capacity runs under contention.
+    Relaxed,
+}
+
+impl TcpConfig {
+    pub fn map_default() -> MapConfig {
+        MapConfig {
+            ledger: GENESIS_LEDGER,
+            reserve_floor: 0,
+            reserve_warning: 0,
+            id_base: ID_BASE_DEFAULT,
+        }
+    }
+
+    /// Defaults for `cluster`: default connections, pipeline 16, 30 s reply timeout.
+    pub fn new(cluster: PathBuf) -> TcpConfig {
+        TcpConfig {
+            cluster,
+            connections: None,
+            pipeline: 16,
+            reply_timeout: Duration::from_secs(30),
+            map: TcpConfig::map_default(),
+            order: SendOrder::Exact,
+        }
+    }
+}
+
+pub(crate) enum ReaderMsg {
     Frame(NodeFrame),
     Lost { conn: usize, reason: String },
-}
-
-struct Bank {
-    signer: Signer,
-    conns: Vec<usize>,
-    next_conn: usize,
-}
-
-struct TicketState {
-    groups_left: u32,
-    committed: u32,
-    rejections: BTreeMap<u32, u32>,
-    failure: Option<String>,
-    deadline: Instant,
-}
-
-pub struct TcpTarget {
-    banks: BTreeMap<u32, Bank>,
-    writers: Vec<Option<FrameWriter>>,
-    rx: Receiver<ReaderMsg>,
-    stop: Arc<AtomicBool>,
-    readers: Vec<JoinHandle<()>>,
-    /// (institution, request_id) -> (ticket, connection, events, creates accounts).
-    requests: HashMap<(u32, u128), (Ticket, usize, u32, bool)>,
-    tickets: HashMap<Ticket, TicketState>,
-    ready: VecDeque<Completion>,
-    in_flight_max: usize,
-    next_request_id: u128,
-    next_transfer_id: u128,
-    reply_timeout: Duration,
 }
 
 fn other(message: impl Into<String>) -> TargetError {
     TargetError::Other(message.into())
 }
 
-fn load_banks(dir: &Path) -> Result<Vec<ClientFile>, TargetError> {
+/// The client files of institutions 0 (the operator), 1, 2, ... up to the first missing one.
+fn load_clients(dir: &Path) -> Result<Vec<ClientFile>, TargetError> {
     let clients = dir.join("clients");
     let mut files = Vec::new();
-    for institution in 1..=u16::MAX as u32 {
+    for institution in 0..=u32::from(u16::MAX) + 1 {
         let path = clients.join(format!("institution-{institution}.toml"));
         if !path.exists() {
+            if institution == 0 {
+                continue; // the operator's file is optional
+            }
             break;
         }
         files.push(ClientFile::load(&path).map_err(|e| other(e.to_string()))?);
     }
-    if files.is_empty() {
+    if files.iter().all(|f| f.institution == 0) {
         return Err(other(format!(
             "{} holds no clients/institution-1.toml",
             dir.display()
@@ -146,37 +171,87 @@ fn spawn_reader(
     })
 }
 
+/// What the setup phase did (untimed: before the driver starts).
+#[derive(Clone, Debug, Default)]
+pub struct SetupReport {
+    pub events: u64,
+    pub batches: u64,
+    pub events_committed: u64,
+    /// Rejected loadgen events by ledger result code.
+    pub rejections: BTreeMap<u32, u64>,
+    /// Batches that got no result (first reason kept).
+    pub batches_failed: u64,
+    pub first_failure: Option<String>,
+    pub elapsed: Duration,
+}
+
+impl SetupReport {
+    pub fn render_text(&self) -> String {
+        let mut s = format!(
+            "SETUP (untimed)\n  events {}, batches {}, committed {}, failed batches {}, {:.2} s\n",
+            self.events,
+            self.batches,
+            self.events_committed,
+            self.batches_failed,
+            self.elapsed.as_secs_f64()
+        );
+        for (code, n) in &self.rejections {
+            let name = engine::types::ResultCode::from_u32(*code)
+                .map_or("?".to_string(), |c| format!("{c:?}"));
+            s += &format!("  rejected {n} events: code {code} {name}\n");
+        }
+        if let Some(reason) = &self.first_failure {
+            s += &format!("  first failure: {reason}\n");
+        }
+        s
+    }
+}
+
+/// Whether an event belongs to a workload's setup prefix: account and loan creations and the
+/// reserve top-ups that follow them.
+pub fn is_setup(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::CreateAccount { .. } | Op::CreateLoan { .. } | Op::TopUp { .. }
+    )
+}
+
+pub struct TcpTarget {
+    sched: sched::Scheduler,
+    writers: Vec<Option<FrameWriter>>,
+    rx: Receiver<ReaderMsg>,
+    stop: Arc<AtomicBool>,
+    readers: Vec<JoinHandle<()>>,
+    in_flight_max: usize,
+}
+
 impl TcpTarget {
     pub fn connect(config: &TcpConfig) -> Result<TcpTarget, TargetError> {
-        let files = load_banks(&config.cluster)?;
+        let files = load_clients(&config.cluster)?;
+        let chain_id = files[0].chain_id;
+        if let Some(f) = files.iter().find(|f| f.chain_id != chain_id) {
+            return Err(other(format!(
+                "client files disagree on the chain id ({} and {})",
+                chain_id, f.chain_id
+            )));
+        }
+        let mut keyring = Keyring::from_files(chain_id);
+        for f in &files {
+            keyring
+                .load_key_file(f.institution, &f.bls_key)
+                .map_err(|e| other(format!("institution {}: {e}", f.institution)))?;
+        }
+        let mapper = Mapper::new(config.map).map_err(|e| other(e.to_string()))?;
         let nodes = files[0].nodes.len();
-        let k = config.connections.unwrap_or(4 * nodes).max(files.len());
+        let k = config
+            .connections
+            .unwrap_or(files.len() * nodes)
+            .max(files.len());
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let mut banks = BTreeMap::new();
-        for f in &files {
-            let signer = f.signer().map_err(|e| other(e.to_string()))?;
-            let bank = Bank {
-                signer,
-                conns: Vec::new(),
-                next_conn: 0,
-            };
-            banks.insert(f.institution, bank);
-        }
-        let mut target = TcpTarget {
-            banks,
-            writers: Vec::with_capacity(k),
-            rx,
-            stop: stop.clone(),
-            readers: Vec::with_capacity(k),
-            requests: HashMap::new(),
-            tickets: HashMap::new(),
-            ready: VecDeque::new(),
-            in_flight_max: k * config.pipeline.max(1),
-            next_request_id: run_salt(),
-            next_transfer_id: run_salt(),
-            reply_timeout: config.reply_timeout,
-        };
+        let mut sched = sched::Scheduler::new(mapper, keyring, config.reply_timeout, config.order);
+        let mut writers = Vec::with_capacity(k);
+        let mut readers = Vec::with_capacity(k);
         for j in 0..k {
             let file = &files[j % files.len()];
             let addr = file.nodes[(j / files.len()) % file.nodes.len()];
@@ -188,178 +263,126 @@ impl TcpTarget {
                 &ConnectOptions::default(),
             )
             .map_err(|e| TargetError::Disconnected(format!("{addr}: {e}")))?;
-            target.writers.push(Some(conn.writer()));
-            target
-                .readers
-                .push(spawn_reader(conn, j, tx.clone(), stop.clone()));
-            if let Some(bank) = target.banks.get_mut(&file.institution) {
-                bank.conns.push(j);
-            }
+            writers.push(Some(conn.writer()));
+            readers.push(spawn_reader(conn, j, tx.clone(), stop.clone()));
+            sched.add_connection(file.institution, j);
         }
-        Ok(target)
-    }
-}
-
-impl TcpTarget {
-    /// Signs and writes one group for `ticket`; a write failure fails the group at once.
-    fn send_group(&mut self, ticket: Ticket, group: Group) -> Result<(), TargetError> {
-        let (institution, operation, body, events) = group;
-        let is_accounts = operation == Operation::CreateAccounts;
-        let bank = self
-            .banks
-            .get_mut(&institution)
-            .ok_or_else(|| other(format!("no client file for institution {institution}")))?;
-        self.next_request_id += 1;
-        let request_id = self.next_request_id;
-        let signed = bank
-            .signer
-            .sign(request_id, operation, body)
-            .map_err(|e| other(format!("sign: {e}")))?;
-        let conn = bank.conns[bank.next_conn % bank.conns.len()];
-        bank.next_conn = bank.next_conn.wrapping_add(1);
-        let sent = match &self.writers[conn] {
-            Some(w) => w
-                .send(KIND_SUBMIT, &signed.encode())
-                .map_err(|e| e.to_string()),
-            None => Err("connection lost".to_string()),
-        };
-        match sent {
-            Ok(()) => {
-                self.requests.insert(
-                    (institution, request_id),
-                    (ticket, conn, events, is_accounts),
-                );
-            }
-            Err(reason) => {
-                self.writers[conn] = None;
-                self.settle_group(ticket, |s| s.failure = Some(reason.clone()));
-            }
-        }
-        Ok(())
+        Ok(TcpTarget {
+            sched,
+            writers,
+            rx,
+            stop,
+            readers,
+            in_flight_max: k * config.pipeline.max(1),
+        })
     }
 
-    /// Applies `f` to the ticket and counts one group done; a finished ticket becomes ready.
-    fn settle_group(&mut self, ticket: Ticket, f: impl FnOnce(&mut TicketState)) {
-        let Some(state) = self.tickets.get_mut(&ticket) else {
-            return;
-        };
-        f(state);
-        state.groups_left = state.groups_left.saturating_sub(1);
-        if state.groups_left > 0 {
-            return;
-        }
-        if let Some(state) = self.tickets.remove(&ticket) {
-            let outcome = match state.failure {
-                Some(reason) => Outcome::Failed { reason },
-                None => Outcome::Executed {
-                    events_committed: state.committed,
-                    rejections: state
-                        .rejections
-                        .into_iter()
-                        .map(|(code, events)| Rejection { code, events })
-                        .collect(),
-                },
-            };
-            self.ready.push_back(Completion { ticket, outcome });
-        }
+    pub fn stats(&self) -> &TcpStats {
+        self.sched.stats()
     }
 
-    fn on_message(&mut self, message: ReaderMsg) {
-        match message {
-            ReaderMsg::Frame(NodeFrame::Committed(o)) => {
-                let Some((ticket, _, events, _)) =
-                    self.requests.remove(&(o.institution, o.request_id))
-                else {
-                    return;
-                };
-                let rejected = rejected_by_code(&o.reply, events);
-                self.settle_group(ticket, |s| match rejected {
-                    Ok(rejected) => {
-                        let total: u32 = rejected.values().sum();
-                        s.committed += events.saturating_sub(total);
-                        for (code, n) in rejected {
-                            *s.rejections.entry(code).or_default() += n;
-                        }
-                    }
-                    Err(reason) => s.failure = Some(reason),
-                });
-            }
-            ReaderMsg::Frame(NodeFrame::Rejected(r)) => {
-                if let Some((ticket, _, _, _)) =
-                    self.requests.remove(&(r.institution, r.request_id))
-                {
-                    let reason = format!("rejected: {}", r.code.name());
-                    self.settle_group(ticket, |s| s.failure = Some(reason));
-                }
-            }
-            ReaderMsg::Frame(_) => {}
-            ReaderMsg::Lost { conn, reason } => {
-                self.writers[conn] = None;
-                let lost: Vec<((u32, u128), Ticket)> = self
-                    .requests
-                    .iter()
-                    .filter(|(_, (_, c, _, _))| *c == conn)
-                    .map(|(k, (t, _, _, _))| (*k, *t))
-                    .collect();
-                for (key, ticket) in lost {
-                    self.requests.remove(&key);
-                    let reason = reason.clone();
-                    self.settle_group(ticket, |s| s.failure = Some(reason));
-                }
-            }
-        }
-    }
-}
-
-impl TcpTarget {
-    /// Handles at most one reader message, waiting up to `timeout`; then expires late tickets.
+    /// Handles reader messages (waiting up to `timeout` for the first), expires late requests and
+    /// sends whatever may go now.
     fn pump(&mut self, timeout: Duration) -> Result<(), TargetError> {
         match self.rx.recv_timeout(timeout) {
-            Ok(message) => self.on_message(message),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                if !self.tickets.is_empty() {
+            Ok(message) => self.sched.on_message(message, &mut self.writers),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                if self.sched.busy() {
                     return Err(TargetError::Disconnected("all connections lost".into()));
                 }
             }
         }
         while let Ok(message) = self.rx.try_recv() {
-            self.on_message(message);
+            self.sched.on_message(message, &mut self.writers);
         }
-        self.expire();
-        Ok(())
+        self.sched.expire(Instant::now());
+        self.sched.dispatch(&mut self.writers)
     }
 
-    fn expire(&mut self) {
-        let now = Instant::now();
-        let late: Vec<Ticket> = self
-            .tickets
-            .iter()
-            .filter(|(_, s)| s.deadline <= now)
-            .map(|(t, _)| *t)
-            .collect();
-        if late.is_empty() {
-            return;
-        }
-        self.requests.retain(|_, (t, _, _, _)| !late.contains(t));
-        for ticket in late {
-            if let Some(state) = self.tickets.get_mut(&ticket) {
-                state.groups_left = 1;
+    /// Runs the leading setup events of `source` (`is_setup`) in batches of up to
+    /// `BATCH_EVENTS_MAX`, all pipelined in dependency order, waits for every one of them, and
+    /// returns the rest of the stream. Untimed: call it before the driver starts.
+    pub fn setup<'a>(
+        &mut self,
+        source: EventSource<'a>,
+        wait_max: Duration,
+    ) -> Result<(SetupReport, EventSource<'a>), TargetError> {
+        // Setup events build on each other (accounts, then reserves and loans on them): always
+        // in exact order, whatever the run's order.
+        let order = self.sched.set_order(SendOrder::Exact);
+        let result = self.setup_exact(source, wait_max);
+        self.sched.set_order(order);
+        result
+    }
+
+    fn setup_exact<'a>(
+        &mut self,
+        mut source: EventSource<'a>,
+        wait_max: Duration,
+    ) -> Result<(SetupReport, EventSource<'a>), TargetError> {
+        let start = Instant::now();
+        let mut report = SetupReport::default();
+        let mut batch = Vec::with_capacity(BATCH_EVENTS_MAX);
+        let mut next_ticket = SETUP_TICKET_FIRST;
+        let mut open = 0u64;
+        let mut first_rest = None;
+        loop {
+            let event = match source.next() {
+                Some(Ok(e)) if is_setup(&e.op) => Some(e),
+                Some(Ok(e)) => {
+                    first_rest = Some(e);
+                    None
+                }
+                Some(Err(e)) => return Err(other(format!("setup: {e}"))),
+                None => None,
+            };
+            let done = event.is_none();
+            if let Some(e) = event {
+                batch.push(e);
             }
-            self.settle_group(ticket, |s| s.failure = Some("timeout".into()));
+            if batch.len() == BATCH_EVENTS_MAX || (done && !batch.is_empty()) {
+                self.submit(next_ticket, &batch)?;
+                report.events += batch.len() as u64;
+                report.batches += 1;
+                next_ticket -= 1;
+                open += 1;
+                batch.clear();
+            }
+            if done {
+                break;
+            }
         }
-    }
-
-    /// Pumps until `done` holds or the reply timeout passes (bounded).
-    fn pump_until(&mut self, done: impl Fn(&TcpTarget) -> bool) -> Result<(), TargetError> {
-        let deadline = Instant::now() + self.reply_timeout + Duration::from_secs(1);
-        while !done(self) {
+        let deadline = Instant::now() + wait_max;
+        let mut completions = Vec::new();
+        while open > 0 {
             if Instant::now() >= deadline {
-                return Err(other("barrier wait timed out"));
+                return Err(other(format!("setup: {open} batches unfinished")));
             }
-            self.pump(Duration::from_millis(10))?;
+            completions.clear();
+            self.poll(&mut completions, Duration::from_millis(20))?;
+            for c in completions.drain(..) {
+                open = open.saturating_sub(1);
+                match c.outcome {
+                    Outcome::Executed {
+                        events_committed,
+                        rejections,
+                    } => {
+                        report.events_committed += u64::from(events_committed);
+                        for r in rejections {
+                            *report.rejections.entry(r.code).or_default() += u64::from(r.events);
+                        }
+                    }
+                    Outcome::Failed { reason } => {
+                        report.batches_failed += 1;
+                        report.first_failure.get_or_insert(reason);
+                    }
+                }
+            }
         }
-        Ok(())
+        report.elapsed = start.elapsed();
+        let rest: EventSource<'a> = Box::new(first_rest.map(Ok).into_iter().chain(source));
+        Ok((report, rest))
     }
 }
 
@@ -373,37 +396,21 @@ impl Target for TcpTarget {
     }
 
     fn submit(&mut self, ticket: Ticket, batch: &[TraceEvent]) -> Result<(), TargetError> {
-        if batch.is_empty() || batch.len() > crate::target::BATCH_EVENTS_MAX {
-            return Err(other(format!("batch of {} events", batch.len())));
-        }
-        let groups = split(batch, &mut self.next_transfer_id)?;
-        let state = TicketState {
-            groups_left: groups.len() as u32,
-            committed: 0,
-            rejections: BTreeMap::new(),
-            failure: None,
-            deadline: Instant::now() + self.reply_timeout,
-        };
-        self.tickets.insert(ticket, state);
-        // Account creations pipeline freely; transfers wait until no account creation is in
-        // flight (they may name those accounts). Groups come accounts first.
-        for group in groups {
-            if group.1 != Operation::CreateAccounts {
-                self.pump_until(|t| !t.requests.values().any(|r| r.3))?;
-            }
-            if self.tickets.contains_key(&ticket) {
-                self.send_group(ticket, group)?;
-            }
-        }
-        Ok(())
+        self.sched.enqueue(ticket, batch)?;
+        // Replies already waiting may unblock the new requests; never waits here.
+        self.pump(Duration::ZERO)
     }
 
     fn poll(&mut self, out: &mut Vec<Completion>, timeout: Duration) -> Result<(), TargetError> {
-        if self.ready.is_empty() {
+        if !self.sched.has_ready() {
             self.pump(timeout)?;
         }
-        out.extend(self.ready.drain(..));
+        self.sched.drain_ready(out);
         Ok(())
+    }
+
+    fn report(&self) -> Option<String> {
+        Some(self.sched.stats().render_text())
     }
 }
 

@@ -34,6 +34,7 @@ fn target(sign: bool) -> InprocTarget {
             ledger: 1,
             reserve_floor: FLOOR,
             reserve_warning: WARNING,
+            ..MapConfig::default()
         },
         sign,
         ..InprocConfig::default()

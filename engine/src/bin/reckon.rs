@@ -1,8 +1,19 @@
-//! `reckon`: the Reckon node binary. Exit codes: 0 ok, 1 failure, 2 usage (clap).
+//! `reckon`: the Reckon node binary. Exit codes: 0 ok, 1 failure, 2 usage (clap), 3 `audit` found
+//! a fault.
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "reckon/audit_cmd.rs"]
+mod audit_cmd;
+#[path = "reckon/client_cmds.rs"]
+mod client_cmds;
+#[path = "reckon/client_loan.rs"]
+mod client_loan;
+#[path = "reckon/client_out.rs"]
+mod client_out;
+#[path = "reckon/client_statement.rs"]
+mod client_statement;
 #[path = "reckon/demo.rs"]
 mod demo;
 #[path = "reckon/ledger_demo.rs"]
@@ -43,6 +54,27 @@ enum Command {
     /// (drop, delay, duplicate, reorder, partitions, crash/restart, torn writes, Byzantine nodes),
     /// checking safety, conservation and liveness. Exits 1 on any invariant violation.
     Sim(engine::sim::cli::SimArgs),
+    /// Audit a node's data directory offline: every record checksum, the hash chain, every QC's
+    /// aggregate BLS signature and every request signature against the genesis, and re-execution
+    /// from genesis compared with the recorded ledger snapshots. Exit 0 clean, 3 on a fault.
+    Audit(audit_cmd::AuditArgs),
+    /// Create, show and list the history of accounts (as the institution of `--client`).
+    #[command(subcommand)]
+    Account(client_cmds::AccountCmd),
+    /// Transfer between two accounts (or top up a reserve with `--top-up`).
+    Transfer(client_cmds::TransferArgs),
+    /// Joint loans: create, disburse, repay.
+    #[command(subcommand)]
+    Loan(client_loan::LoanCmd),
+    /// Print your reserve positions and the reconciliation report of your statements.
+    Reconcile(client_loan::ReconcileArgs),
+    /// Post a reconciliation statement for one of your accounts over a closed period and print
+    /// whether the ledger's figures match it.
+    Statement(client_statement::StatementArgs),
+}
+
+fn client_outcome(result: Result<(), client_out::CliError>) -> Result<(), String> {
+    result.map_err(|e| e.to_string())
 }
 
 fn main() {
@@ -53,6 +85,15 @@ fn main() {
         Command::Init(args) => node_cmds::run_init(args),
         Command::Node(args) => node_cmds::run_node(args),
         Command::Status(args) => node_cmds::run_status(args),
+        Command::Audit(args) => match audit_cmd::run(args) {
+            Ok(code) => std::process::exit(code),
+            Err(message) => Err(message),
+        },
+        Command::Account(cmd) => client_outcome(client_cmds::run_account(cmd)),
+        Command::Transfer(args) => client_outcome(client_cmds::run_transfer(args)),
+        Command::Loan(cmd) => client_outcome(client_loan::run_loan(cmd)),
+        Command::Reconcile(args) => client_outcome(client_loan::run_reconcile(args)),
+        Command::Statement(args) => client_outcome(client_statement::run_statement(args)),
         Command::Sim(args) => {
             if engine::sim::cli::run(&args) {
                 Ok(())

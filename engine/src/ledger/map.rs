@@ -214,9 +214,22 @@ impl U128Map {
         Some(value)
     }
 
+    /// Makes room for `capacity` keys without growing (a rehash now, once, if needed).
+    pub fn reserve(&mut self, capacity: usize) {
+        let slots_count = (capacity.saturating_mul(2))
+            .next_power_of_two()
+            .max(SLOTS_MIN);
+        if slots_count > self.slots.len() {
+            self.rebuild(slots_count);
+        }
+    }
+
     fn grow(&mut self) {
+        self.rebuild(self.slots.len() * 2);
+    }
+
+    fn rebuild(&mut self, slots_count: usize) {
         let slots_old = std::mem::take(&mut self.slots);
-        let slots_count = slots_old.len() * 2;
         self.slots = slots_faulted(slots_count);
         self.mask = slots_count - 1;
         self.len = 0;
@@ -235,6 +248,30 @@ impl U128Map {
 mod tests {
     use super::U128Map;
     use std::collections::HashMap;
+
+    #[test]
+    fn reserve_keeps_every_key_and_stops_growth() {
+        let mut map = U128Map::with_capacity(4);
+        for key in 1..=20u128 {
+            map.insert_new(key << 70 | key, key as u32);
+        }
+        map.reserve(10_000);
+        let slots = map.slots.len();
+        assert!(slots >= 20_000, "{slots}");
+        for key in 21..=10_000u128 {
+            map.insert_new(key << 70 | key, key as u32);
+        }
+        assert_eq!(
+            map.slots.len(),
+            slots,
+            "no growth within the reserved capacity"
+        );
+        for key in 1..=10_000u128 {
+            assert_eq!(map.get(key << 70 | key), Some(key as u32));
+        }
+        map.reserve(8); // smaller: nothing changes
+        assert_eq!(map.slots.len(), slots);
+    }
 
     #[test]
     fn map_matches_std_hashmap_under_inserts_and_removes() {

@@ -24,6 +24,18 @@ pub(crate) fn vec_reserved<T: Clone>(capacity: usize, fill: T) -> Vec<T> {
     vector
 }
 
+/// Grows `vector`'s capacity to at least `capacity` in one step (huge-page hint), keeping its
+/// contents. The new pages are not touched: they fault in as the vector fills, a 2 MiB page at a
+/// time, instead of all at once at start (seconds for GiB-sized tables) or by doubling later (a
+/// copy of the whole table on the hot path). A no-op when it is already large enough.
+pub(crate) fn reserve_lazy<T>(vector: &mut Vec<T>, capacity: usize) {
+    if vector.capacity() >= capacity {
+        return;
+    }
+    vector.reserve_exact(capacity - vector.len());
+    advise_huge_pages(vector);
+}
+
 #[cfg(target_os = "linux")]
 fn advise_huge_pages<T>(vector: &Vec<T>) {
     let bytes = vector.capacity() * std::mem::size_of::<T>();

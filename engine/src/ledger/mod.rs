@@ -63,6 +63,18 @@ impl LedgerConfig {
     }
 }
 
+/// A transfer's meta row before anything links it.
+const TRANSFER_META_NONE: TransferMeta = TransferMeta {
+    prev_debit: INDEX_NONE,
+    prev_credit: INDEX_NONE,
+    state: PendingState::None,
+};
+/// An account's meta row before it has history or a reserve.
+const ACCOUNT_META_NONE: AccountMeta = AccountMeta {
+    history_head: INDEX_NONE,
+    reserve: INDEX_NONE,
+};
+
 /// The state of a transfer as seen by two-phase logic.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,22 +205,13 @@ impl Ledger {
     /// A ledger with all its capacity allocated and faulted in now (static allocation at
     /// startup, so the hot path takes no page faults until a capacity is exceeded).
     pub fn new(config: LedgerConfig) -> Ledger {
-        let meta_none = TransferMeta {
-            prev_debit: INDEX_NONE,
-            prev_credit: INDEX_NONE,
-            state: PendingState::None,
-        };
-        let account_meta_none = AccountMeta {
-            history_head: INDEX_NONE,
-            reserve: INDEX_NONE,
-        };
         Ledger {
             config,
             accounts: memory::vec_reserved(config.accounts_capacity, Account::default()),
-            account_meta: memory::vec_reserved(config.accounts_capacity, account_meta_none),
+            account_meta: memory::vec_reserved(config.accounts_capacity, ACCOUNT_META_NONE),
             account_index: U128Map::with_capacity(config.accounts_capacity),
             transfers: memory::vec_reserved(config.transfers_capacity, Transfer::default()),
-            transfer_meta: memory::vec_reserved(config.transfers_capacity, meta_none),
+            transfer_meta: memory::vec_reserved(config.transfers_capacity, TRANSFER_META_NONE),
             transfer_index: U128Map::with_capacity(config.transfers_capacity),
             expiries: BinaryHeap::new(),
             reserves: Vec::new(),
@@ -227,6 +230,21 @@ impl Ledger {
 
     pub fn config(&self) -> LedgerConfig {
         self.config
+    }
+
+    /// Sizes the account and transfer tables for at least this many records now, so that they
+    /// never double (a copy of the whole table) on the hot path. Record tables are reserved
+    /// lazily (pages fault in as they fill); the id indexes are allocated and faulted in now, since
+    /// their inserts land anywhere. Never shrinks.
+    pub fn reserve(&mut self, accounts: usize, transfers: usize) {
+        memory::reserve_lazy(&mut self.accounts, accounts);
+        memory::reserve_lazy(&mut self.account_meta, accounts);
+        self.account_index.reserve(accounts);
+        memory::reserve_lazy(&mut self.transfers, transfers);
+        memory::reserve_lazy(&mut self.transfer_meta, transfers);
+        self.transfer_index.reserve(transfers);
+        self.config.accounts_capacity = self.config.accounts_capacity.max(accounts);
+        self.config.transfers_capacity = self.config.transfers_capacity.max(transfers);
     }
 
     /// The running digest: `d' = xxh3_128_with_seed(d ‖ record, tag)` over every state change in

@@ -11,6 +11,10 @@ use crate::consensus::Digest;
 /// they are in the block log once committed, and a laggard beyond this window catches up from a
 /// peer that still holds them.
 pub const BATCH_STORE_BATCHES_MAX: usize = 8192;
+/// Most request bytes the batch store holds (a batch may carry up to 4 MiB, so the count bound
+/// alone would allow 32 GiB). Oldest batches (committed long ago, kept only for lagging peers'
+/// fetches) are evicted first.
+pub const BATCH_STORE_BYTES_MAX: usize = 1 << 30;
 /// Most requests in one batch on the wire (a peer sending more is refused).
 pub const BATCH_REQUESTS_MAX: usize = 8192;
 const BATCH_DIGEST_CONTEXT: &[u8] = b"reckon.v1.batch.digest";
@@ -53,6 +57,11 @@ impl Batch {
         *hasher.finalize().as_bytes()
     }
 
+    /// Bytes `encode_into` appends.
+    pub fn encoded_len(&self) -> usize {
+        4 + self.requests.iter().map(|r| 4 + r.len()).sum::<usize>()
+    }
+
     /// `count u32 | (len u32 | request bytes)*`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&(self.requests.len() as u32).to_le_bytes());
@@ -81,8 +90,7 @@ impl Batch {
 
     /// Peer frame payload: `chain u64 | digest [32] | batch`.
     pub fn encode_peer(&self, chain: u64, digest: &Digest) -> Vec<u8> {
-        let bytes: usize = self.requests.iter().map(|r| r.len() + 4).sum();
-        let mut out = Vec::with_capacity(44 + bytes);
+        let mut out = Vec::with_capacity(40 + self.encoded_len());
         out.extend_from_slice(&chain.to_le_bytes());
         out.extend_from_slice(digest);
         self.encode_into(&mut out);
@@ -126,16 +134,32 @@ fn read_u32(bytes: &[u8], at: &mut usize) -> Result<u32, BatchDecodeError> {
 struct Inner {
     batches: HashMap<Digest, Arc<Batch>>,
     order: VecDeque<Digest>,
+    /// Request bytes of every held batch.
+    bytes: usize,
 }
 
 /// Shared by dissemination (writes) and execute (reads, waits for missing batches).
-#[derive(Default)]
 pub struct BatchStore {
     inner: Mutex<Inner>,
     arrived: Condvar,
+    bytes_max: usize,
+}
+
+impl Default for BatchStore {
+    fn default() -> Self {
+        BatchStore::with_bytes_max(BATCH_STORE_BYTES_MAX)
+    }
 }
 
 impl BatchStore {
+    pub fn with_bytes_max(bytes_max: usize) -> BatchStore {
+        BatchStore {
+            inner: Mutex::default(),
+            arrived: Condvar::new(),
+            bytes_max,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -146,12 +170,18 @@ impl BatchStore {
         if inner.batches.contains_key(&digest) {
             return false;
         }
-        while inner.order.len() >= BATCH_STORE_BATCHES_MAX {
+        let bytes = batch.encoded_len();
+        while inner.order.len() >= BATCH_STORE_BATCHES_MAX
+            || (!inner.order.is_empty() && inner.bytes + bytes > self.bytes_max)
+        {
             let Some(old) = inner.order.pop_front() else {
                 break;
             };
-            inner.batches.remove(&old);
+            if let Some(evicted) = inner.batches.remove(&old) {
+                inner.bytes -= evicted.encoded_len();
+            }
         }
+        inner.bytes += bytes;
         inner.batches.insert(digest, batch);
         inner.order.push_back(digest);
         assert_eq!(inner.batches.len(), inner.order.len());
@@ -166,6 +196,11 @@ impl BatchStore {
 
     pub fn len(&self) -> usize {
         self.lock().batches.len()
+    }
+
+    /// Request bytes held.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 
     pub fn is_empty(&self) -> bool {
@@ -228,5 +263,25 @@ mod tests {
             store.wait_for(&[[0; 32]], Duration::from_millis(1)).len(),
             1
         );
+    }
+
+    #[test]
+    fn the_store_is_bounded_in_bytes_and_evicts_the_oldest_first() {
+        let store = BatchStore::with_bytes_max(1 << 20);
+        let big = |tag: u8| Batch {
+            requests: vec![Arc::from(vec![tag; 96 << 10].into_boxed_slice())],
+        };
+        let mut digests = Vec::new();
+        for tag in 0..12u8 {
+            let batch = big(tag);
+            let digest = batch.digest();
+            assert!(store.insert(digest, Arc::new(batch)));
+            digests.push(digest);
+            assert!(store.bytes() <= 1 << 20, "{}", store.bytes());
+        }
+        // 12 x 96 KiB > 1 MiB: the oldest went, the newest stayed.
+        assert!(store.get(&digests[0]).is_none());
+        assert!(store.get(&digests[11]).is_some());
+        assert_eq!(store.bytes(), store.len() * big(0).encoded_len());
     }
 }

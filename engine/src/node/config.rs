@@ -44,6 +44,8 @@ pub struct NodeConfig {
     #[serde(default)]
     pub storage: StorageSection,
     #[serde(default)]
+    pub ledger: LedgerSection,
+    #[serde(default)]
     pub layout: LayoutOverride,
     #[serde(default)]
     pub log: LogSection,
@@ -175,6 +177,24 @@ impl Default for StorageSection {
             segment_bytes: 1 << 30,
             snapshot_every_blocks: 10_000,
             io_uring: true,
+        }
+    }
+}
+
+/// Table sizes the ledger allocates (and faults in) at start, so the hot path never grows a table
+/// by copying it. The ledger still grows past them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerSection {
+    pub accounts_capacity: usize,
+    pub transfers_capacity: usize,
+}
+
+impl Default for LedgerSection {
+    fn default() -> Self {
+        LedgerSection {
+            accounts_capacity: 1 << 14,
+            transfers_capacity: 1 << 18,
         }
     }
 }
@@ -332,6 +352,18 @@ impl NodeConfig {
                 "must be at least 1 MiB".into(),
             ));
         }
+        if self.ledger.accounts_capacity > crate::ledger::ACCOUNTS_MAX
+            || self.ledger.transfers_capacity > crate::ledger::TRANSFERS_MAX
+        {
+            return Err(invalid(
+                "ledger",
+                format!(
+                    "capacities are at most {} accounts and {} transfers",
+                    crate::ledger::ACCOUNTS_MAX,
+                    crate::ledger::TRANSFERS_MAX
+                ),
+            ));
+        }
         if self.storage.snapshot_every_blocks == 0 {
             return Err(invalid(
                 "storage.snapshot_every_blocks",
@@ -374,6 +406,7 @@ mod tests {
             verify: VerifySection::default(),
             consensus: ConsensusSection::default(),
             storage: StorageSection::default(),
+            ledger: LedgerSection::default(),
             layout: LayoutOverride::default(),
             log: LogSection::default(),
         }

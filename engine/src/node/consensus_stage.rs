@@ -1,7 +1,8 @@
 //! The consensus stage: one thread owning `consensus::Core`. It executes the core's actions
 //! strictly in order: safety state and blocks are written durably before any later `Send`.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use crate::consensus::{
     Action, Block, CommittedBlock, Core, Digest, Event, Message, Recipient, Round, SafetyState,
     ValidatorIndex,
 };
-use crate::storage::write_file_atomic;
+use crate::storage::Journal;
 
 use super::dissemination::DisseminationIn;
 use super::peers::{wall_ms, Peers, PEER_KIND_CONSENSUS};
@@ -24,9 +25,16 @@ use super::state::Shared;
 pub const CONSENSUS_QUEUE_MAX: usize = 4096;
 /// Capacity of the queue from consensus to execute, in commit actions (each ≤ a few blocks).
 pub const EXECUTE_QUEUE_COMMITS_MAX: usize = 1024;
-/// The file holding the safety state, in `<data_dir>/consensus/`.
-pub const SAFETY_FILE: &str = "safety.bin";
-const BLOCK_FILE_PREFIX: &str = "block-";
+/// The consensus journal (safety state, voted blocks), in `<data_dir>/consensus/`.
+pub const JOURNAL_FILE: &str = "journal.bin";
+/// The journal is compacted (rewritten with the live records only) past this many bytes.
+const JOURNAL_COMPACT_BYTES: u64 = 8 << 20;
+
+/// Journal record kinds (first payload byte).
+const RECORD_SAFETY: u8 = 1;
+const RECORD_BLOCK: u8 = 2;
+/// Blocks at or below this round are committed (in the block log): drop them.
+const RECORD_PRUNE: u8 = 3;
 
 // Peer messages dominate the queue; boxing them would cost an allocation per message.
 #[allow(clippy::large_enum_variant)]
@@ -38,7 +46,7 @@ pub enum ConsensusIn {
 
 pub struct ConsensusStage {
     pub core: Core<BlsCrypto>,
-    pub dir: PathBuf,
+    pub journal: ConsensusJournal,
     pub input: Receiver<ConsensusIn>,
     pub peers: Arc<Peers>,
     pub execute: Sender<Vec<CommittedBlock>>,
@@ -47,49 +55,142 @@ pub struct ConsensusStage {
     pub stop: Arc<AtomicBool>,
 }
 
-fn block_file(block: &Block) -> String {
-    format!(
-        "{BLOCK_FILE_PREFIX}{:020}-{:020}.bin",
-        block.round, block.height
-    )
-}
-
 pub fn encode_block(block: &Block) -> Vec<u8> {
     let mut w = Writer::default();
     block.encode(&mut w);
     w.bytes
 }
 
-/// Loads the persisted safety state and uncommitted blocks (the `Recovered` inputs).
-pub fn load_persisted(dir: &Path) -> Result<(Option<SafetyState>, Vec<Block>), String> {
-    let safety = match std::fs::read(dir.join(SAFETY_FILE)) {
-        Ok(bytes) => Some(
-            SafetyState::decode(&bytes)
-                .map_err(|e| format!("{}: {e:?}", dir.join(SAFETY_FILE).display()))?,
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(format!("{}: {e}", dir.display())),
-    };
-    let mut blocks = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((safety, blocks)),
-        Err(e) => return Err(format!("{}: {e}", dir.display())),
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        if !name.starts_with(BLOCK_FILE_PREFIX) || !name.ends_with(".bin") {
-            continue;
+/// The consensus stage's durable state: one journal of safety states, voted blocks and prune
+/// marks, and in memory the live (latest) safety record and the blocks not yet pruned, which is
+/// exactly what a compaction writes back.
+#[derive(Debug)]
+pub struct ConsensusJournal {
+    journal: Journal,
+    safety: Option<Vec<u8>>,
+    /// Encoded blocks by (round, height), each record with its kind byte.
+    blocks: BTreeMap<(Round, u64), Vec<u8>>,
+}
+
+/// What a journal holds once replayed: the latest safety state and the unpruned blocks.
+#[derive(Debug)]
+pub struct Persisted {
+    pub safety: Option<SafetyState>,
+    pub blocks: Vec<Block>,
+}
+
+impl ConsensusJournal {
+    /// Opens (or creates) the journal in `dir` and replays it.
+    pub fn open(dir: &Path) -> Result<(ConsensusJournal, Persisted), String> {
+        let opened = Journal::open(dir, JOURNAL_FILE).map_err(|e| e.to_string())?;
+        if opened.torn_bytes > 0 {
+            tracing::warn!(
+                bytes = opened.torn_bytes,
+                "consensus journal: a torn last write was cut off"
+            );
         }
-        let bytes = std::fs::read(entry.path()).map_err(|e| format!("{name}: {e}"))?;
-        let mut r = Reader::new(&bytes);
-        match Block::decode(&mut r).and_then(|b| r.finish().map(|_| b)) {
-            Ok(block) => blocks.push(block),
-            // A torn write of a block file is possible only for a block not yet voted for.
-            Err(e) => tracing::warn!(file = %name, error = ?e, "ignoring an unreadable block file"),
+        let path = dir.join(JOURNAL_FILE);
+        let mut this = ConsensusJournal {
+            journal: opened.journal,
+            safety: None,
+            blocks: BTreeMap::new(),
+        };
+        for (i, record) in opened.records.into_iter().enumerate() {
+            let bad = |what: &str| format!("{}: record {i}: {what}", path.display());
+            match record.first().copied() {
+                Some(RECORD_SAFETY) => {
+                    SafetyState::decode(&record[1..])
+                        .map_err(|e| bad(&format!("safety state: {e:?}")))?;
+                    this.safety = Some(record);
+                }
+                Some(RECORD_BLOCK) => {
+                    let block =
+                        decode_block(&record[1..]).map_err(|e| bad(&format!("block: {e:?}")))?;
+                    this.blocks.insert((block.round, block.height), record);
+                }
+                Some(RECORD_PRUNE) => {
+                    let round = record
+                        .get(1..9)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u64::from_le_bytes)
+                        .ok_or_else(|| bad("prune mark truncated"))?;
+                    this.prune(round);
+                }
+                _ => return Err(bad("unknown record kind")),
+            }
         }
+        let persisted = Persisted {
+            safety: this
+                .safety
+                .as_ref()
+                .map(|r| SafetyState::decode(&r[1..]).expect("checked above")),
+            blocks: this
+                .blocks
+                .values()
+                .map(|r| decode_block(&r[1..]).expect("checked above"))
+                .collect(),
+        };
+        Ok((this, persisted))
     }
-    Ok((safety, blocks))
+
+    fn record(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut record = Vec::with_capacity(1 + body.len());
+        record.push(kind);
+        record.extend_from_slice(body);
+        record
+    }
+
+    /// Queues the safety state; durable after `sync`.
+    pub fn persist_safety(&mut self, state: &SafetyState) {
+        let record = Self::record(RECORD_SAFETY, &state.encode());
+        self.journal.append(&record);
+        self.safety = Some(record);
+    }
+
+    /// Queues a voted block; durable after `sync`.
+    pub fn persist_block(&mut self, block: &Block) {
+        let record = Self::record(RECORD_BLOCK, &encode_block(block));
+        self.journal.append(&record);
+        self.blocks.insert((block.round, block.height), record);
+    }
+
+    /// Forgets blocks at or below `committed_round` (they are in the block log). The mark need
+    /// not be durable: a block replayed after a crash that is already committed is ignored.
+    pub fn prune_to(&mut self, committed_round: Round) {
+        self.prune(committed_round);
+        self.journal
+            .append(&Self::record(RECORD_PRUNE, &committed_round.to_le_bytes()));
+    }
+
+    fn prune(&mut self, committed_round: Round) {
+        self.blocks = self.blocks.split_off(&(committed_round + 1, 0));
+    }
+
+    /// Writes and `fdatasync`s everything queued; compacts the file when it has grown large.
+    pub fn sync(&mut self) -> Result<(), String> {
+        if !self.journal.dirty() {
+            return Ok(());
+        }
+        self.journal.sync().map_err(|e| e.to_string())?;
+        if self.journal.len() > JOURNAL_COMPACT_BYTES {
+            let live = self.safety.iter().chain(self.blocks.values());
+            self.journal
+                .rewrite(live.map(Vec::as_slice))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    pub fn live_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+}
+
+fn decode_block(bytes: &[u8]) -> Result<Block, crate::consensus::wire::DecodeError> {
+    let mut r = Reader::new(bytes);
+    let block = Block::decode(&mut r)?;
+    r.finish()?;
+    Ok(block)
 }
 
 /// The core's two timers: the round timer (`SetTimer`) and the idle-pacing propose timer
@@ -132,7 +233,6 @@ impl Timers {
 
 impl ConsensusStage {
     pub fn run(mut self) {
-        std::fs::create_dir_all(&self.dir).ok();
         let mut timer = Timers::default();
         self.step(Event::Start, &mut timer);
         while !self.stop.load(Ordering::Acquire) {
@@ -181,21 +281,13 @@ impl ConsensusStage {
     /// Executes one action; false on a fatal persistence error (the node must stop, not vote).
     fn execute_action(&mut self, action: Action, timer: &mut Timers) -> bool {
         match action {
-            Action::PersistSafety(state) => {
-                if let Err(e) = write_file_atomic(&self.dir, SAFETY_FILE, &state.encode()) {
-                    tracing::error!(error = %e, "cannot persist the safety state; stopping");
-                    return false;
-                }
-            }
-            Action::PersistBlock(block) => {
-                if let Err(e) =
-                    write_file_atomic(&self.dir, &block_file(&block), &encode_block(&block))
-                {
-                    tracing::error!(error = %e, "cannot persist a block; stopping");
-                    return false;
-                }
-            }
+            Action::PersistSafety(state) => self.journal.persist_safety(&state),
+            Action::PersistBlock(block) => self.journal.persist_block(&block),
             Action::Send { to, msg } => {
+                // Everything persisted so far is durable before anything is sent.
+                if !self.sync_journal() {
+                    return false;
+                }
                 let bytes = msg.encode();
                 match to {
                     Recipient::One(peer) => self.peers.send(peer, PEER_KIND_CONSENSUS, &bytes),
@@ -207,7 +299,7 @@ impl ConsensusStage {
                 if self.execute.send(blocks).is_err() {
                     return false;
                 }
-                self.prune_blocks(round);
+                self.journal.prune_to(round);
             }
             Action::SetTimer { round, duration_ms } => {
                 timer.round = Some((Instant::now() + Duration::from_millis(duration_ms), round));
@@ -234,20 +326,108 @@ impl ConsensusStage {
         true
     }
 
-    /// Removes persisted blocks at or below the committed round (they are in the log now).
-    fn prune_blocks(&self, committed_round: Round) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            let round = name
-                .strip_prefix(BLOCK_FILE_PREFIX)
-                .and_then(|rest| rest.get(..20))
-                .and_then(|r| r.parse::<u64>().ok());
-            if round.is_some_and(|r| r <= committed_round) {
-                let _ = std::fs::remove_file(entry.path());
-            }
+    /// One `fdatasync` for everything persisted since the last; false (stop) on failure.
+    fn sync_journal(&mut self) -> bool {
+        let started = Instant::now();
+        let dirty = self.journal.journal.dirty();
+        if let Err(error) = self.journal.sync() {
+            tracing::error!(%error, "cannot persist consensus state; stopping");
+            return false;
         }
+        if dirty {
+            self.shared
+                .metrics
+                .stage_latency_s
+                .with_label_values(&["consensus_journal_sync"])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::genesis_block;
+
+    fn block(round: Round, height: u64) -> Block {
+        Block {
+            round,
+            height,
+            payload: vec![[round as u8; 32]],
+            ..genesis_block()
+        }
+    }
+
+    fn safety(voted_round: Round) -> SafetyState {
+        SafetyState {
+            voted_round,
+            ..SafetyState::default()
+        }
+    }
+
+    #[test]
+    fn the_journal_replays_the_latest_safety_state_and_the_unpruned_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, persisted) = ConsensusJournal::open(dir.path()).unwrap();
+        assert!(persisted.safety.is_none() && persisted.blocks.is_empty());
+        for round in 1..=6 {
+            j.persist_block(&block(round, round));
+            j.persist_safety(&safety(round));
+        }
+        j.prune_to(3);
+        j.sync().unwrap();
+        j.persist_safety(&safety(99)); // never synced: lost in the "crash"
+        drop(j);
+        let (j, persisted) = ConsensusJournal::open(dir.path()).unwrap();
+        assert_eq!(persisted.safety, Some(safety(6)));
+        let rounds: Vec<Round> = persisted.blocks.iter().map(|b| b.round).collect();
+        assert_eq!(rounds, vec![4, 5, 6]);
+        assert_eq!(persisted.blocks[0], block(4, 4));
+        assert_eq!(j.live_blocks(), 3);
+    }
+
+    #[test]
+    fn compaction_keeps_exactly_the_live_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = ConsensusJournal::open(dir.path()).unwrap();
+        let mut round = 0;
+        while j.journal.len() <= JOURNAL_COMPACT_BYTES / 2 {
+            for _ in 0..1000 {
+                round += 1;
+                j.persist_block(&block(round, round));
+                j.persist_safety(&safety(round));
+                j.prune_to(round - 1);
+            }
+            j.sync().unwrap();
+        }
+        for _ in 0..(round as usize) {
+            round += 1;
+            j.persist_block(&block(round, round));
+            j.persist_safety(&safety(round));
+            j.prune_to(round - 2);
+        }
+        j.sync().unwrap();
+        assert!(
+            j.journal.len() < 4096,
+            "compacted: {} bytes",
+            j.journal.len()
+        );
+        drop(j);
+        let (_, persisted) = ConsensusJournal::open(dir.path()).unwrap();
+        assert_eq!(persisted.safety, Some(safety(round)));
+        let rounds: Vec<Round> = persisted.blocks.iter().map(|b| b.round).collect();
+        assert_eq!(rounds, vec![round - 1, round]);
+    }
+
+    #[test]
+    fn an_unknown_record_kind_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut raw = Journal::open(dir.path(), JOURNAL_FILE).unwrap().journal;
+        raw.append(&[42, 1, 2, 3]);
+        raw.sync().unwrap();
+        drop(raw);
+        let err = ConsensusJournal::open(dir.path()).unwrap_err();
+        assert!(err.contains("record 0: unknown record kind"), "{err}");
     }
 }

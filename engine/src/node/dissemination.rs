@@ -36,6 +36,39 @@ const _: () = assert!(
         <= crate::net::frame::FRAME_PAYLOAD_BYTES_MAX as usize
 );
 
+/// Most queued peer batches verified in one verifier call.
+const PEER_BATCHES_VERIFIED_TOGETHER_MAX: usize = 64;
+
+/// Every request of a peer's batch must decode.
+fn decode_requests(batch: &Batch) -> Result<Vec<SignedRequest>, String> {
+    batch
+        .requests
+        .iter()
+        .enumerate()
+        .map(|(index, bytes)| {
+            SignedRequest::decode(bytes).map_err(|e| format!("request {index}: {e}"))
+        })
+        .collect()
+}
+
+/// For batches of `counts[i]` requests verified together (`codes` in order), each batch's first
+/// failing request (index in the batch and its code), or None when all verify.
+fn first_bad(counts: &[usize], codes: &[VerifyCode]) -> Vec<Option<(usize, VerifyCode)>> {
+    assert_eq!(counts.iter().sum::<usize>(), codes.len());
+    let mut at = 0;
+    counts
+        .iter()
+        .map(|count| {
+            let batch = &codes[at..at + count];
+            at += count;
+            batch
+                .iter()
+                .position(|c| *c != VerifyCode::Ok)
+                .map(|index| (index, batch[index]))
+        })
+        .collect()
+}
+
 pub enum DisseminationIn {
     PeerBatch {
         from: ValidatorIndex,
@@ -74,20 +107,25 @@ impl Dissemination {
             let wait = next_batch.saturating_duration_since(Instant::now());
             match self.input.recv_timeout(wait) {
                 Ok(DisseminationIn::PeerBatch { from, payload }) => {
-                    self.on_peer_batch(from, &payload)
-                }
-                Ok(DisseminationIn::PeerFetch { from, digests }) => {
-                    self.on_peer_fetch(from, &digests)
-                }
-                Ok(DisseminationIn::Fetch { digests, from }) => {
-                    let payload = encode_fetch(&digests);
-                    match from {
-                        Some(peer) if peer != self.peers.me => {
-                            self.peers.send(peer, PEER_KIND_BATCH_FETCH, &payload)
+                    // Peer batches already queued are verified together: one verifier call
+                    // groups their signatures by signer, which is what makes a batch cheap.
+                    let mut peer_batches = vec![(from, payload)];
+                    let mut others = Vec::new();
+                    while peer_batches.len() < PEER_BATCHES_VERIFIED_TOGETHER_MAX {
+                        match self.input.try_recv() {
+                            Ok(DisseminationIn::PeerBatch { from, payload }) => {
+                                peer_batches.push((from, payload))
+                            }
+                            Ok(other) => others.push(other),
+                            Err(_) => break,
                         }
-                        _ => self.peers.broadcast(PEER_KIND_BATCH_FETCH, &payload),
+                    }
+                    self.on_peer_batches(peer_batches);
+                    for message in others {
+                        self.on_other(message);
                     }
                 }
+                Ok(other) => self.on_other(other),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
@@ -95,6 +133,24 @@ impl Dissemination {
                 next_batch = Instant::now() + self.batch_deadline;
                 if !self.form_batch() {
                     return;
+                }
+            }
+        }
+    }
+
+    fn on_other(&self, message: DisseminationIn) {
+        match message {
+            DisseminationIn::PeerBatch { from, payload } => {
+                self.on_peer_batches(vec![(from, payload)])
+            }
+            DisseminationIn::PeerFetch { from, digests } => self.on_peer_fetch(from, &digests),
+            DisseminationIn::Fetch { digests, from } => {
+                let payload = encode_fetch(&digests);
+                match from {
+                    Some(peer) if peer != self.peers.me => {
+                        self.peers.send(peer, PEER_KIND_BATCH_FETCH, &payload)
+                    }
+                    _ => self.peers.broadcast(PEER_KIND_BATCH_FETCH, &payload),
                 }
             }
         }
@@ -130,40 +186,43 @@ impl Dissemination {
             .is_ok()
     }
 
-    fn on_peer_batch(&self, from: ValidatorIndex, payload: &[u8]) {
-        let (digest, batch) = match Batch::decode_peer(payload, self.chain) {
-            Ok(decoded) => decoded,
-            Err(error) => {
-                tracing::warn!(from, %error, "peer batch refused");
-                return;
+    /// Decodes peers' batches, verifies every request of the new ones in one verifier call,
+    /// stores the batches whose requests all verify and tells consensus; a batch with one bad
+    /// request is dropped whole (the others are unaffected).
+    fn on_peer_batches(&self, payloads: Vec<(ValidatorIndex, Vec<u8>)>) {
+        let mut held = Vec::new();
+        let mut new = Vec::new();
+        for (from, payload) in payloads {
+            match Batch::decode_peer(&payload, self.chain) {
+                Ok((digest, _)) if self.store.get(&digest).is_some() => held.push(digest),
+                Ok((digest, batch)) => match decode_requests(&batch) {
+                    Ok(requests) => new.push((from, digest, batch, requests)),
+                    Err(reason) => tracing::warn!(from, reason, "peer batch refused"),
+                },
+                Err(error) => tracing::warn!(from, %error, "peer batch refused"),
             }
+        }
+        let all: Vec<&SignedRequest> = new.iter().flat_map(|(.., r)| r.iter()).collect();
+        let codes = if all.is_empty() {
+            Vec::new()
+        } else {
+            self.pool.install(|| self.verifier.verify(&all))
         };
-        if self.store.get(&digest).is_none() {
-            if let Err(reason) = self.verify(&batch) {
+        let counts: Vec<usize> = new.iter().map(|(.., r)| r.len()).collect();
+        for ((from, digest, batch, _), bad) in new.into_iter().zip(first_bad(&counts, &codes)) {
+            if let Some((index, code)) = bad {
                 tracing::warn!(
                     from,
-                    reason,
+                    reason = format!("request {index}: {code:?}"),
                     "peer batch refused: a request does not verify"
                 );
-                return;
+                continue;
             }
             self.store.insert(digest, Arc::new(batch));
+            held.push(digest);
         }
-        let _ = self.consensus.send(ConsensusIn::BatchAvailable(digest));
-    }
-
-    /// Every request of a peer's batch must decode and verify.
-    fn verify(&self, batch: &Batch) -> Result<(), String> {
-        let mut requests = Vec::with_capacity(batch.requests.len());
-        for (index, bytes) in batch.requests.iter().enumerate() {
-            let request =
-                SignedRequest::decode(bytes).map_err(|e| format!("request {index}: {e}"))?;
-            requests.push(request);
-        }
-        let codes = self.pool.install(|| self.verifier.verify(&requests));
-        match codes.iter().position(|c| *c != VerifyCode::Ok) {
-            Some(index) => Err(format!("request {index}: {:?}", codes[index])),
-            None => Ok(()),
+        for digest in held {
+            let _ = self.consensus.send(ConsensusIn::BatchAvailable(digest));
         }
     }
 
@@ -177,5 +236,21 @@ impl Dissemination {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_verified_together_are_judged_one_by_one() {
+        let ok = VerifyCode::Ok;
+        let bad = VerifyCode::InvalidSignature;
+        let codes = [ok, ok, ok, bad, ok, ok, bad];
+        // Batches of 2, 3, 0 and 2 requests: the second and the last hold a bad request.
+        let verdicts = first_bad(&[2, 3, 0, 2], &codes);
+        assert_eq!(verdicts, vec![None, Some((1, bad)), None, Some((1, bad))]);
+        assert_eq!(first_bad(&[], &[]), Vec::new());
     }
 }

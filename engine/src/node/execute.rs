@@ -46,7 +46,8 @@ pub struct ExecutedBlock {
 /// Log record: `committed_len u32 | CommittedBlock | batch_count u32 | batches`.
 pub fn encode_record(committed: &CommittedBlock, batches: &[Arc<Batch>]) -> Vec<u8> {
     let block = committed.encode();
-    let mut out = Vec::with_capacity(block.len() + 8);
+    let batches_len: usize = batches.iter().map(|b| b.encoded_len()).sum();
+    let mut out = Vec::with_capacity(block.len() + 8 + batches_len);
     out.extend_from_slice(&(block.len() as u32).to_le_bytes());
     out.extend_from_slice(&block);
     out.extend_from_slice(&(batches.len() as u32).to_le_bytes());

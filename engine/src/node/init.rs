@@ -8,8 +8,8 @@ use crate::crypto::{save_key_file, KeyKind, KeyPair};
 use crate::net::tls;
 
 use super::config::{
-    ConsensusSection, FilesSection, LogSection, MempoolSection, NetworkSection, NodeConfig,
-    NodeSection, PeerEntry, StorageSection, VerifySection,
+    ConsensusSection, FilesSection, LedgerSection, LogSection, MempoolSection, NetworkSection,
+    NodeConfig, NodeSection, PeerEntry, StorageSection, VerifySection,
 };
 use super::genesis::{
     hex_encode, Genesis, GenesisAccount, GenesisInstitution, GenesisReserve, GenesisValidator,
@@ -305,6 +305,7 @@ fn node_config(o: &InitOptions, i: usize) -> NodeConfig {
             segment_bytes: 64 << 20,
             ..StorageSection::default()
         },
+        ledger: LedgerSection::default(),
         layout: LayoutOverride::default(),
         log: LogSection::default(),
     }

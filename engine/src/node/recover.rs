@@ -13,7 +13,8 @@ use crate::mempool::RequestKey;
 use crate::storage::BlockLog;
 
 use super::batches::BatchStore;
-use super::consensus_stage::load_persisted;
+use super::config::LedgerSection;
+use super::consensus_stage::ConsensusJournal;
 use super::execute::{apply_block, decode_record};
 use super::genesis::Genesis;
 use super::state::Shared;
@@ -23,6 +24,8 @@ pub struct Restored {
     pub ledger: Ledger,
     pub executed_height: u64,
     pub consensus: Option<Recovered>,
+    /// The opened consensus journal, handed to the consensus stage.
+    pub journal: Option<ConsensusJournal>,
 }
 
 fn read_record(
@@ -89,6 +92,7 @@ pub fn restore(
     log: &BlockLog,
     genesis: &Genesis,
     consensus_dir: &Path,
+    capacity: &LedgerSection,
     shared: &Shared,
     store: &BatchStore,
 ) -> Result<Restored, String> {
@@ -104,6 +108,7 @@ pub fn restore(
         }
         _ => (genesis.ledger().map_err(|e| e.to_string())?, 0),
     };
+    ledger.reserve(capacity.accounts_capacity, capacity.transfers_capacity);
     let first = log.first_height().unwrap_or(1);
     if last > 0 && first > start + 1 {
         return Err(format!(
@@ -127,7 +132,8 @@ pub fn restore(
         tip = Some(read_record(log, last)?.0);
     }
     tracing::info!(snapshot_height = start, replayed = last - start, height = last, digest = %format!("{:032x}", ledger.digest()), "ledger restored");
-    let (safety, blocks) = load_persisted(consensus_dir)?;
+    let (journal, persisted) = ConsensusJournal::open(consensus_dir)?;
+    let (safety, blocks) = (persisted.safety, persisted.blocks);
     let consensus = if safety.is_none() && tip.is_none() {
         None
     } else {
@@ -146,5 +152,6 @@ pub fn restore(
         ledger,
         executed_height: last,
         consensus,
+        journal: Some(journal),
     })
 }

@@ -206,8 +206,8 @@ fn load(config_path: &Path) -> Result<(Loaded, MetricsServer), NodeError> {
     let store = Arc::new(BatchStore::default());
     let log = open_log(&config)?;
     let consensus_dir = config.node.data_dir.join("consensus");
-    let restored =
-        restore(&log, g, &consensus_dir, &shared, &store).map_err(start_err("restore"))?;
+    let restored = restore(&log, g, &consensus_dir, &config.ledger, &shared, &store)
+        .map_err(start_err("restore"))?;
     shared.set_executed(restored.executed_height, restored.ledger.digest());
     let registry = Arc::new(g.registry()?);
     let pool = verify_pool(&layout)?;
@@ -293,11 +293,12 @@ fn spawn_consensus(
         .validators
         .take()
         .expect("the consensus stage starts once");
-    let (dir, input, execute) = (
-        l.config.node.data_dir.join("consensus"),
-        q.consensus.1.clone(),
-        q.execute.0.clone(),
-    );
+    let journal = l
+        .restored
+        .journal
+        .take()
+        .expect("the consensus stage starts once");
+    let (input, execute) = (q.consensus.1.clone(), q.execute.0.clone());
     let (peers, dissemination, shared, stop) = (
         peers.clone(),
         q.dissemination.0.clone(),
@@ -309,7 +310,7 @@ fn spawn_consensus(
         let core = Core::new(cfg, crypto, recovered);
         ConsensusStage {
             core,
-            dir,
+            journal,
             input,
             peers,
             execute,

@@ -25,6 +25,12 @@ pub enum StorageError {
         height: u64,
         reason: String,
     },
+    #[error("corrupt journal {path} at offset {offset}: {reason}; refusing to open")]
+    JournalCorrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
     #[error("block at height {height} is not the next height {expected}")]
     HeightNotNext { height: u64, expected: u64 },
     #[error("parent hash of height {height} does not match the hash of block {}", height - 1)]

@@ -6,11 +6,13 @@
 //! group-commit batch of the tail segment; anything else that fails its checksum refuses to open.
 //! See docs/modules/storage.md for the on-disk format and the recovery rules.
 
+mod audit;
 mod config;
 mod crypt;
 mod direct;
 mod error;
 mod frame;
+mod journal;
 mod log;
 mod mem;
 mod recovery;
@@ -22,10 +24,12 @@ mod writer;
 
 use std::borrow::Cow;
 
+pub use audit::{LogFault, LogReader, StoredRecord, WalkError, WalkSummary};
 pub use config::{Cipher, EncryptionConfig, LogConfig, WriteBackend};
 pub use crypt::{load_key_file, KEY_BYTES};
 pub use error::StorageError;
 pub use frame::{block_hash, BlockHash, FRAME_HEADER_BYTES};
+pub use journal::{Journal, Opened as JournalOpened, JOURNAL_RECORD_BYTES_MAX};
 pub use log::{BlockLog, BlockView};
 pub use mem::{MemBlockStore, MEM_STORE_BYTES_MAX_DEFAULT};
 pub use recovery::{DroppedTail, RecoveryReport};

@@ -113,7 +113,7 @@ fn list_dir(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, Storage
     Ok(indices)
 }
 
-fn check_header(
+pub(super) fn check_header(
     h: &SegmentHeader,
     index: u64,
     (path, file_bytes): (&Path, u64),

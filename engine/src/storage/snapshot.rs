@@ -179,6 +179,18 @@ impl SnapshotStore {
         sync_dir(&self.dir)
     }
 
+    /// The file a snapshot at `height` is (or would be) stored in.
+    pub fn path(&self, height: u64) -> PathBuf {
+        self.dir.join(snapshot_name(height))
+    }
+
+    /// The snapshot at `height`, verified (magic, version, height, length, checksum).
+    pub fn load(&self, height: u64) -> Result<Snapshot, StorageError> {
+        let path = self.dir.join(snapshot_name(height));
+        let bytes = std::fs::read(&path).map_err(|e| StorageError::io(&path, e))?;
+        decode(bytes, height).map_err(|why| StorageError::foreign(&path, why))
+    }
+
     /// The newest snapshot that verifies; a corrupt newer one falls back to an older one.
     pub fn load_latest(&self) -> Result<Option<Snapshot>, StorageError> {
         for height in self.heights()? {

@@ -61,6 +61,8 @@ pub struct EngineRequest {
     /// Per engine event: index of its loadgen event in the batch, or `SOURCE_DERIVED`.
     pub sources: Vec<u32>,
     pub(super) bookings: Vec<Booking>,
+    /// What its events touch and how (`ConflictIndex` orders pipelined requests by it).
+    pub(super) footprint: Vec<(u128, super::plan::Access)>,
 }
 
 impl EngineRequest {
@@ -82,6 +84,7 @@ impl Mapper {
             body: vec![0u8; count * EVENT_BYTES],
             sources: Vec::with_capacity(count),
             bookings: Vec::new(),
+            footprint: group.footprint,
         };
         for (i, (source, intent)) in group.items.into_iter().enumerate() {
             let slot: &mut [u8; EVENT_BYTES] = (&mut request.body
@@ -178,7 +181,7 @@ impl Mapper {
                 lead,
                 partner,
             } => Loan {
-                id: u128::from(loan),
+                id: self.loan_id(loan),
                 borrower_account_id: borrower,
                 reserve_account_id: partner_reserve,
                 funding_account_id: lead_reserve,
@@ -252,7 +255,7 @@ impl Mapper {
         Disbursement {
             partner_transfer_id: partner_id,
             lead_transfer_id: lead_id,
-            loan_id: u128::from(loan),
+            loan_id: self.loan_id(loan),
             amount,
             code: TRANSFER_CODE_LOAN_LEG,
             ..Disbursement::default()
@@ -293,7 +296,7 @@ impl Mapper {
         Repayment {
             partner_transfer_id: partner_id,
             lead_transfer_id: lead_id,
-            loan_id: u128::from(loan),
+            loan_id: self.loan_id(loan),
             principal,
             interest,
             code: TRANSFER_CODE_LOAN_LEG,

@@ -13,6 +13,7 @@
 //! applying the batch event by event.
 
 mod books;
+mod conflict;
 mod encode;
 mod idhash;
 mod plan;
@@ -25,6 +26,7 @@ use thiserror::Error;
 use crate::op::InstitutionId as LoadgenInstitution;
 use crate::target::{Outcome, Rejection, BATCH_EVENTS_MAX};
 
+pub use conflict::ConflictIndex;
 pub use encode::{partner_part, EngineRequest, SOURCE_DERIVED};
 
 /// The consortium operator (engine institution 0): may create accounts, reserves and loans
@@ -64,7 +66,14 @@ pub struct MapConfig {
     /// Every reserve is registered with this floor and warning threshold (cents).
     pub reserve_floor: u128,
     pub reserve_warning: u128,
+    /// Added to every loadgen account and loan id and to every transfer id (0 for a fresh
+    /// in-process ledger; a cluster's genesis accounts need room, and a rerun against the same
+    /// cluster needs other ids). At most `ID_BASE_MAX`.
+    pub id_base: u128,
 }
+
+/// Largest `MapConfig::id_base`: ids stay far below the settlement accounts (2^64 + n).
+pub const ID_BASE_MAX: u128 = 1 << 62;
 
 impl Default for MapConfig {
     fn default() -> Self {
@@ -72,6 +81,7 @@ impl Default for MapConfig {
             ledger: 1,
             reserve_floor: 0,
             reserve_warning: 0,
+            id_base: 0,
         }
     }
 }
@@ -84,6 +94,8 @@ pub enum MapError {
     WarningBelowFloor { floor: u128, warning: u128 },
     #[error("ledger id must not be 0")]
     LedgerZero,
+    #[error("id base {0} is above {ID_BASE_MAX}")]
+    IdBase(u128),
     #[error(
         "reply results out of order or out of range: index {index} of a {events}-event request"
     )]
@@ -139,6 +151,9 @@ impl Mapper {
         if config.ledger == 0 {
             return Err(MapError::LedgerZero);
         }
+        if config.id_base > ID_BASE_MAX {
+            return Err(MapError::IdBase(config.id_base));
+        }
         if config.reserve_warning < config.reserve_floor {
             return Err(MapError::WarningBelowFloor {
                 floor: config.reserve_floor,
@@ -151,7 +166,7 @@ impl Mapper {
             loans: idhash::IdMap::default(),
             settlement_created: vec![false; INSTITUTIONS_MAX + 1],
             books: books::Books::default(),
-            transfer_id_next: TRANSFER_ID_FIRST,
+            transfer_id_next: TRANSFER_ID_FIRST + config.id_base,
             clock_ns: 1,
             planner: plan::Planner::default(),
         })
@@ -159,6 +174,16 @@ impl Mapper {
 
     pub fn config(&self) -> MapConfig {
         self.config
+    }
+
+    /// The engine account id of a loadgen account id.
+    pub fn account_id(&self, account: u64) -> u128 {
+        self.config.id_base + u128::from(account)
+    }
+
+    /// The engine loan id of a loadgen loan id.
+    pub fn loan_id(&self, loan: u64) -> u128 {
+        self.config.id_base + u128::from(loan)
     }
 
     /// Plans one loadgen batch into homogeneous groups; `encode_next` turns them into

@@ -20,12 +20,12 @@ use crate::op::{AccountKind, Op, TraceEvent};
 pub const SOURCE_DERIVED: u32 = u32::MAX;
 /// Most resources one engine event touches (a loan event: loan, borrower, reserve, funding).
 const ACCESSES_MAX: usize = 4;
-const ACCESS_KINDS: usize = 6;
-/// Resource key of a loan (accounts use their id, which stays below 2^65).
+pub(super) const ACCESS_KINDS: usize = 6;
+/// Resource key of a loan (accounts use their id, which stays below 2^127).
 const LOAN_KEY_TAG: u128 = 1 << 127;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Access {
+pub(super) enum Access {
     /// Needs the thing to exist (a loan reading its accounts).
     Exist = 0,
     Create = 1,
@@ -39,7 +39,7 @@ enum Access {
     Principal = 5,
 }
 
-const ACCESS_ALL: [Access; ACCESS_KINDS] = [
+pub(super) const ACCESS_ALL: [Access; ACCESS_KINDS] = [
     Access::Exist,
     Access::Create,
     Access::Move,
@@ -48,7 +48,7 @@ const ACCESS_ALL: [Access; ACCESS_KINDS] = [
     Access::Principal,
 ];
 
-fn conflicts(a: Access, b: Access) -> bool {
+pub(super) fn conflicts(a: Access, b: Access) -> bool {
     use Access::*;
     match (a, b) {
         (Create, _) | (_, Create) => true,
@@ -111,6 +111,8 @@ pub(super) struct Group {
     pub requester: InstitutionId,
     pub operation: Operation,
     pub items: Vec<(u32, Intent)>,
+    /// Every (resource, access) of its events: what a pipelining target must order it by.
+    pub footprint: Vec<(u128, Access)>,
 }
 
 type Accesses = ([(u128, Access); ACCESSES_MAX], usize);
@@ -144,11 +146,15 @@ impl Planner {
                 requester: key.0,
                 operation: key.1,
                 items: Vec::new(),
+                footprint: Vec::new(),
             });
             groups.len() - 1
         });
         assert_eq!(groups[g].operation, key.1);
         groups[g].items.push((source, intent));
+        groups[g]
+            .footprint
+            .extend_from_slice(&accesses.0[..accesses.1]);
         self.last_group.insert(map_key, g);
         for &(resource, access) in &accesses.0[..accesses.1] {
             let last = self.touched.entry(resource).or_default();
@@ -236,7 +242,7 @@ impl Mapper {
         let mut placements = Vec::with_capacity(2);
         match *op {
             Op::CreateAccount { account, kind } => {
-                self.plan_account(institution, u128::from(account), kind, &mut placements)
+                self.plan_account(institution, self.account_id(account), kind, &mut placements)
             }
             Op::CreateLoan { .. } => placements.push(self.plan_loan(institution, op)),
             _ => placements.push(self.plan_steady(institution, op)),
@@ -282,9 +288,9 @@ impl Mapper {
             unreachable!("plan_loan takes create_loan events only")
         };
         let (borrower, funding, reserve) = (
-            u128::from(borrower),
-            u128::from(lead_reserve),
-            u128::from(partner_reserve),
+            self.account_id(borrower),
+            self.account_id(lead_reserve),
+            self.account_id(partner_reserve),
         );
         // The partner commits its reserve, so it creates the loan (the operator if the reserve
         // is unknown: the ledger then refuses it with a precise code).
@@ -326,7 +332,7 @@ impl Mapper {
                 reserve_account,
                 amount,
             } => {
-                let reserve = u128::from(reserve_account);
+                let reserve = self.account_id(reserve_account);
                 let amount = u128::from(amount);
                 // The settlement account has no limit: top-ups of one institution commute.
                 let settlement = settlement_account(institution);
@@ -362,7 +368,7 @@ impl Mapper {
                 (Operation::Repay, intent, self.loan_accesses(loan, false))
             }
             Op::Statement { account, .. } => {
-                let account = u128::from(account);
+                let account = self.account_id(account);
                 let acc = accesses(&[(account, Access::Observe)]);
                 (
                     Operation::PostStatements,
@@ -378,7 +384,7 @@ impl Mapper {
                 credit,
                 amount,
             } => {
-                let (debit, credit) = (u128::from(debit), u128::from(credit));
+                let (debit, credit) = (self.account_id(debit), self.account_id(credit));
                 let acc = accesses(&[(debit, self.move_of(debit, true)), (credit, Access::Move)]);
                 let amount = u128::from(amount);
                 let intent = Intent::Transfer {

@@ -409,3 +409,31 @@ fn a_transfer_request_is_mixed_into_the_digest_as_one_chunk_of_wire_records() {
         xxhash_rust::xxh3::xxh3_128_with_seed(&bytes, crate::ledger::digest_tag::TRANSFERS);
     assert_eq!(world.ledger.digest(), expected);
 }
+
+#[test]
+fn reserve_mid_life_keeps_state_and_changes_no_result_or_digest() {
+    let mut plain = World::consortium();
+    let mut reserved = World::consortium();
+    let first: Vec<Transfer> = (0..40)
+        .map(|i| t(100 + i, LEAD_CASH, BORROWER, 3))
+        .collect();
+    plain.expect_ok(LEAD, Events::CreateTransfers(first.clone()));
+    reserved.expect_ok(LEAD, Events::CreateTransfers(first));
+    reserved.ledger.reserve(50_000, 200_000);
+    assert!(reserved.ledger.config().transfers_capacity >= 200_000);
+    assert!(reserved.ledger.transfers.capacity() >= 200_000);
+    assert!(reserved.ledger.transfer_meta.capacity() >= 200_000);
+    assert!(reserved.ledger.accounts.capacity() >= 50_000);
+    let second: Vec<Transfer> = (0..40)
+        .map(|i| t(200 + i, LEAD_CASH, BORROWER, 5))
+        .collect();
+    plain.expect_ok(LEAD, Events::CreateTransfers(second.clone()));
+    reserved.expect_ok(LEAD, Events::CreateTransfers(second));
+    assert_eq!(plain.ledger.digest(), reserved.ledger.digest());
+    assert_eq!(
+        plain.ledger.lookup_transfers(LEAD, &[105, 205]),
+        reserved.ledger.lookup_transfers(LEAD, &[105, 205])
+    );
+    assert_eq!(reserved.account(BORROWER).credits_posted, 40 * 3 + 40 * 5);
+    reserved.assert_conserved();
+}

@@ -1,0 +1,170 @@
+//! The checks of a window of decoded blocks that need no ledger state, on all cores (rayon):
+//! batch digests, each commit QC's aggregate pairing check, request decoding and request
+//! signatures (one batched verification for the whole window). The auditor then walks the window
+//! in height order and reports the first fault, so parallelism never changes which fault is named.
+
+use rayon::prelude::*;
+
+use super::{AuditFault, Location};
+use crate::consensus::bls::BlsCrypto;
+use crate::consensus::{vote_message, CommittedBlock, QuorumCrypto, Sig, SignerBitmap};
+use crate::crypto::{self, BatchVerifier, SignedRequest, ValidatorSet, VerifyCode};
+use crate::node::batches::Batch;
+
+/// Most blocks checked together.
+pub const WINDOW_BLOCKS_MAX: usize = 256;
+/// Most record bytes held in one window (a window closes at whichever bound comes first).
+pub const WINDOW_BYTES_MAX: usize = 64 << 20;
+
+/// A decoded block waiting for its checks.
+pub(super) struct Pending {
+    pub at: Location,
+    pub committed: CommittedBlock,
+    pub batches: Vec<Batch>,
+}
+
+/// The QC check of one block: the exact inputs and the pairing check's verdict.
+pub(super) struct QcVerdict {
+    signers: SignerBitmap,
+    msg: Vec<u8>,
+    signature: Sig,
+    ok: bool,
+}
+
+/// What the parallel pass found for one block.
+pub(super) struct Prechecked {
+    /// The first batch whose digest is not the one the block orders.
+    pub bad_batch: Option<usize>,
+    pub qc: QcVerdict,
+    /// The block's first request that does not decode or whose signature fails.
+    pub request_fault: Option<AuditFault>,
+    pub signatures_verified: u64,
+}
+
+fn qc_verdict(set: &ValidatorSet, chain: u64, c: &CommittedBlock) -> QcVerdict {
+    let msg = vote_message(chain, &c.block.hash(), c.qc.round, c.height);
+    let signers = c.qc.signers;
+    let mut bitmap = crypto::SignerBitmap::new();
+    let members = signers.count() > 0
+        && signers.within(set.len())
+        && signers.iter().all(|i| bitmap.insert(i).is_ok());
+    let quorum = crypto::QuorumSignature {
+        signers: bitmap,
+        signature: c.qc.signature,
+    };
+    let ok = members && set.verify_aggregate(&msg, &quorum).is_ok();
+    QcVerdict {
+        signers,
+        msg,
+        signature: c.qc.signature,
+        ok,
+    }
+}
+
+fn first_bad_batch(p: &Pending) -> Option<usize> {
+    p.batches
+        .iter()
+        .zip(&p.committed.block.payload)
+        .position(|(stored, ordered)| stored.digest() != *ordered)
+}
+
+/// Runs the window's state-free checks on all cores; one `Prechecked` per block, in order.
+pub(super) fn precheck(
+    window: &[Pending],
+    set: &ValidatorSet,
+    chain: u64,
+    verifier: Option<&BatchVerifier>,
+) -> Vec<Prechecked> {
+    let mut checked: Vec<Prechecked> = window
+        .par_iter()
+        .map(|p| Prechecked {
+            bad_batch: first_bad_batch(p),
+            qc: qc_verdict(set, chain, &p.committed),
+            request_fault: None,
+            signatures_verified: 0,
+        })
+        .collect();
+    // Decode every request; remember where each came from.
+    let mut decoded: Vec<SignedRequest> = Vec::new();
+    let mut places: Vec<(usize, usize, usize)> = Vec::new();
+    for (block, p) in window.iter().enumerate() {
+        'block: for (batch, b) in p.batches.iter().enumerate() {
+            for (index, bytes) in b.requests.iter().enumerate() {
+                match SignedRequest::decode(bytes) {
+                    Ok(signed) => {
+                        decoded.push(signed);
+                        places.push((block, batch, index));
+                    }
+                    Err(e) => {
+                        checked[block].request_fault = Some(AuditFault::RequestUndecodable {
+                            at: p.at,
+                            batch,
+                            index,
+                            reason: e.to_string(),
+                        });
+                        break 'block;
+                    }
+                }
+            }
+        }
+    }
+    let Some(verifier) = verifier else {
+        return checked;
+    };
+    let chunk = crypto::VERIFY_BATCH_REQUESTS_MAX;
+    for (requests, owners) in decoded.chunks(chunk).zip(places.chunks(chunk)) {
+        let codes = verifier.verify(requests);
+        for ((code, request), &(block, batch, index)) in codes.iter().zip(requests).zip(owners) {
+            let c = &mut checked[block];
+            if *code == VerifyCode::Ok {
+                c.signatures_verified += 1;
+            } else if c.request_fault.is_none() {
+                c.request_fault = Some(AuditFault::RequestSignature {
+                    at: window[block].at,
+                    batch,
+                    index,
+                    institution: request.request.institution,
+                    request_id: request.request.request_id,
+                    code: *code,
+                });
+            }
+        }
+    }
+    checked
+}
+
+/// `audit_chain`'s crypto for one block: the verdict computed in the parallel pass for exactly
+/// these inputs, anything else through the real `BlsCrypto`.
+pub(super) struct Checked<'a> {
+    pub inner: &'a BlsCrypto,
+    pub known: &'a QcVerdict,
+}
+
+impl QuorumCrypto for Checked<'_> {
+    fn validator_count(&self) -> usize {
+        self.inner.validator_count()
+    }
+    fn sign(&self, msg: &[u8]) -> Sig {
+        self.inner.sign(msg)
+    }
+    fn verify_one(&self, signer: crate::consensus::ValidatorIndex, msg: &[u8], sig: &Sig) -> bool {
+        self.inner.verify_one(signer, msg, sig)
+    }
+    fn aggregate(&self, sigs: &[Sig]) -> Option<Sig> {
+        self.inner.aggregate(sigs)
+    }
+    fn verify_same_msg(&self, signers: &SignerBitmap, msg: &[u8], agg: &Sig) -> bool {
+        let k = self.known;
+        if k.signers == *signers && k.msg == msg && k.signature == *agg {
+            return k.ok;
+        }
+        self.inner.verify_same_msg(signers, msg, agg)
+    }
+    fn verify_distinct(
+        &self,
+        signed: &[(crate::consensus::ValidatorIndex, Vec<u8>)],
+        agg: &Sig,
+    ) -> bool {
+        self.inner.verify_distinct(signed, agg)
+    }
+}
