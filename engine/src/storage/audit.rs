@@ -20,7 +20,7 @@ use super::crypt::FrameCipher;
 use super::error::StorageError;
 use super::frame::{self, BlockHash};
 use super::scan::{self, After, ScanInput};
-use super::segment::{self, SegmentHeader, SEGMENT_HEADER_BYTES, SEGMENT_SUFFIX};
+use super::segment::{self, SegmentHeader, SEGMENT_HEADER_BYTES};
 
 /// A content fault found by the walk: where, and why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -124,23 +124,7 @@ impl LogReader {
             encryption: encryption.cloned(),
             ..LogConfig::default()
         };
-        let mut indices = Vec::new();
-        let mut temp_files = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
-            let entry = entry.map_err(|e| StorageError::io(dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(segment::TEMP_SUFFIX) {
-                temp_files.push(entry.path());
-            } else if let Some(index) = segment::parse_segment_name(&name) {
-                indices.push(index);
-            } else if name.ends_with(SEGMENT_SUFFIX) {
-                return Err(StorageError::foreign(
-                    &entry.path(),
-                    "segment-like name that is not NNNNNNNNNN.seg",
-                ));
-            }
-        }
-        indices.sort_unstable();
+        let (indices, temp_files) = super::recovery::scan_dir(dir)?;
         let mut segments = Vec::with_capacity(indices.len());
         for index in indices {
             let path = dir.join(segment::segment_name(index));

@@ -82,15 +82,16 @@ pub(crate) struct Recovered {
     pub report: RecoveryReport,
 }
 
-/// Lists segment indices (sorted) and removes temp files left by a crash.
-fn list_dir(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, StorageError> {
+/// Lists segment indices (sorted, refusing a gap in the sequence) and the temp files a crash
+/// left. Shared by recovery (which removes the temp files) and the read-only `LogReader`.
+pub(super) fn scan_dir(dir: &Path) -> Result<(Vec<u64>, Vec<PathBuf>), StorageError> {
     let mut indices = Vec::new();
+    let mut temp_files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
         let entry = entry.map_err(|e| StorageError::io(dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.ends_with(TEMP_SUFFIX) {
-            std::fs::remove_file(entry.path()).map_err(|e| StorageError::io(&entry.path(), e))?;
-            report.temp_files_removed.push(entry.path());
+            temp_files.push(entry.path());
         } else if let Some(index) = segment::parse_segment_name(&name) {
             indices.push(index);
         } else if name.ends_with(SEGMENT_SUFFIX) {
@@ -109,6 +110,16 @@ fn list_dir(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, Storage
                 "segment missing from the sequence",
             ));
         }
+    }
+    Ok((indices, temp_files))
+}
+
+/// Lists segment indices (sorted) and removes temp files left by a crash.
+fn list_dir(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, StorageError> {
+    let (indices, temp_files) = scan_dir(dir)?;
+    for path in temp_files {
+        std::fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
+        report.temp_files_removed.push(path);
     }
     Ok(indices)
 }
