@@ -57,12 +57,17 @@ pub fn encode_record(committed: &CommittedBlock, batches: &[Arc<Batch>]) -> Vec<
     out
 }
 
-pub fn decode_record(bytes: &[u8]) -> Result<(CommittedBlock, Vec<Batch>), String> {
+/// The record's block alone (its batches are not decoded); returns it and where the batches start.
+pub fn decode_record_block(bytes: &[u8]) -> Result<(CommittedBlock, usize), String> {
     let len = bytes.get(..4).ok_or("record truncated")?;
     let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
     let block = bytes.get(4..4 + len).ok_or("record block truncated")?;
     let committed = CommittedBlock::decode(block).map_err(|e| format!("block: {e:?}"))?;
-    let mut at = 4 + len;
+    Ok((committed, 4 + len))
+}
+
+pub fn decode_record(bytes: &[u8]) -> Result<(CommittedBlock, Vec<Batch>), String> {
+    let (committed, mut at) = decode_record_block(bytes)?;
     let count = bytes
         .get(at..at + 4)
         .ok_or("record batch count truncated")?;

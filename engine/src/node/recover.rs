@@ -15,7 +15,7 @@ use crate::storage::BlockLog;
 use super::batches::BatchStore;
 use super::config::LedgerSection;
 use super::consensus_stage::ConsensusJournal;
-use super::execute::{apply_block, decode_record};
+use super::execute::{apply_block, decode_record, decode_record_block};
 use super::genesis::Genesis;
 use super::state::Shared;
 
@@ -39,8 +39,7 @@ fn read_record(
 }
 
 /// The committed blocks below the log's last one that refill consensus' sync window (newest
-/// `COMMITTED_WINDOW_MAX - 1`); only each record's `committed_len u32 | CommittedBlock` prefix is
-/// decoded (the record layout of `execute::encode_record`), not its batches.
+/// `COMMITTED_WINDOW_MAX - 1`); only each record's block is decoded, not its batches.
 fn committed_history(log: &BlockLog, last: u64) -> Result<Vec<CommittedBlock>, String> {
     let first = log.first_height().unwrap_or(1).max(1);
     let from = first.max(last.saturating_sub(COMMITTED_WINDOW_MAX as u64 - 1));
@@ -49,11 +48,8 @@ fn committed_history(log: &BlockLog, last: u64) -> Result<Vec<CommittedBlock>, S
         let bytes = log
             .read(height)
             .map_err(|e| format!("log height {height}: {e}"))?;
-        let len = bytes.get(..4).ok_or("record truncated")?;
-        let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
-        let block = bytes.get(4..4 + len).ok_or("record block truncated")?;
-        let committed = CommittedBlock::decode(block)
-            .map_err(|e| format!("log height {height}: block: {e:?}"))?;
+        let (committed, _) =
+            decode_record_block(&bytes).map_err(|e| format!("log height {height}: {e}"))?;
         history.push(committed);
     }
     Ok(history)
