@@ -48,6 +48,12 @@ pub struct Args {
     /// most 16 Mi): the tables are allocated before the run, not doubled during it.
     #[arg(long)]
     pub ledger_transfers: Option<usize>,
+    /// Nodes' `verify.batch_deadline_us` (default: the node's default).
+    #[arg(long)]
+    pub verify_deadline_us: Option<u64>,
+    /// Nodes' `consensus.batch_deadline_ms` (default: the node's default).
+    #[arg(long)]
+    pub batch_deadline_ms: Option<u64>,
     /// Loadgen result directory (default ./loadgen-results/<UTC timestamp>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -76,7 +82,7 @@ impl LocalCluster {
         self.dir.path().join("consortium")
     }
 
-    fn start(nodes: usize, transfers_capacity: usize) -> Result<LocalCluster, String> {
+    fn start(nodes: usize, tune: &Tuning) -> Result<LocalCluster, String> {
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let bin = exe.with_file_name("reckon");
         if !bin.exists() {
@@ -103,10 +109,7 @@ impl LocalCluster {
             return Err(format!("reckon init failed: {status}"));
         }
         for i in 0..nodes {
-            size_ledger(
-                &cluster.out().join(format!("node-{i}.toml")),
-                transfers_capacity,
-            )?;
+            tune.apply(&cluster.out().join(format!("node-{i}.toml")))?;
         }
         for i in 0..nodes {
             let log_path = cluster.dir.path().join(format!("node-{i}.log"));
@@ -170,12 +173,27 @@ impl LocalCluster {
     }
 }
 
-/// Sets `[ledger] transfers_capacity` in a node's config file.
-fn size_ledger(path: &std::path::Path, transfers_capacity: usize) -> Result<(), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut config = NodeConfig::parse(path, &text).map_err(|e| e.to_string())?;
-    config.ledger.transfers_capacity = transfers_capacity;
-    std::fs::write(path, config.to_toml()).map_err(|e| format!("{}: {e}", path.display()))
+/// What `e2e` changes in each node's config file after `reckon init`.
+struct Tuning {
+    transfers_capacity: usize,
+    verify_deadline_us: Option<u64>,
+    batch_deadline_ms: Option<u64>,
+}
+
+impl Tuning {
+    fn apply(&self, path: &std::path::Path) -> Result<(), String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut config = NodeConfig::parse(path, &text).map_err(|e| e.to_string())?;
+        config.ledger.transfers_capacity = self.transfers_capacity;
+        if let Some(us) = self.verify_deadline_us {
+            config.verify.batch_deadline_us = us;
+        }
+        if let Some(ms) = self.batch_deadline_ms {
+            config.consensus.batch_deadline_ms = ms;
+        }
+        config.validate(path).map_err(|e| e.to_string())?;
+        std::fs::write(path, config.to_toml()).map_err(|e| format!("{}: {e}", path.display()))
+    }
 }
 
 /// A base port P with P+i, P+100+i, P+200+i free for i < n (probed, then released).
@@ -264,10 +282,14 @@ pub fn run(args: Args) -> Result<(), String> {
     eprintln!("probing the single-core pairing limit ({PAIRING_PROBE_SIGS} signatures)...");
     let pairing = crate::verify::pairing_limit_probe(PAIRING_PROBE_SIGS)?;
     let sig_limit = cores as f64 * pairing / args.nodes as f64;
-    let transfers_capacity = args
-        .ledger_transfers
-        .unwrap_or(((300_000.0 * args.duration) as usize).min(16 << 20));
-    let cluster = LocalCluster::start(args.nodes, transfers_capacity)?;
+    let tune = Tuning {
+        transfers_capacity: args
+            .ledger_transfers
+            .unwrap_or(((300_000.0 * args.duration) as usize).min(16 << 20)),
+        verify_deadline_us: args.verify_deadline_us,
+        batch_deadline_ms: args.batch_deadline_ms,
+    };
+    let cluster = LocalCluster::start(args.nodes, &tune)?;
     let summary = drive(&args, &cluster)?;
     // Nodes apply the last blocks at slightly different moments: wait (bounded) for agreement.
     let deadline = Instant::now() + Duration::from_secs(15);
