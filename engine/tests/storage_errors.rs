@@ -66,6 +66,22 @@ fn foreign_files_with_the_segment_name_pattern_are_refused_untouched() {
     assert!(matches!(err, StorageError::ForeignFile { .. }), "{err:?}");
 }
 
+/// Opens a log whose previous opener was just dropped. Another test in this binary forks a child
+/// (the EACCES case); between its fork and its exec the child shares every open descriptor,
+/// including a lock file's, so the flock can outlive `drop` for that window: retry `Locked`
+/// briefly (bounded), anything else is the answer.
+fn reopen_after_drop(dir: &std::path::Path) -> Result<BlockLog, StorageError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match BlockLog::open(dir, config(WriteBackend::Auto)) {
+            Err(StorageError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            other => return other,
+        }
+    }
+}
+
 #[test]
 fn missing_segment_in_the_sequence_and_second_opener() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -78,9 +94,7 @@ fn missing_segment_in_the_sequence_and_second_opener() {
     assert!(log.segment_count() >= 3);
     drop(log);
     std::fs::remove_file(segment_path(dir.path(), 1)).expect("rm");
-    let err = BlockLog::open(dir.path(), config(WriteBackend::Auto))
-        .err()
-        .expect("gap");
+    let err = reopen_after_drop(dir.path()).err().expect("gap");
     assert!(
         matches!(&err, StorageError::ForeignFile { reason, .. } if reason.contains("missing")),
         "{err:?}"
