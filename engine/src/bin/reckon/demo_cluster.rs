@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::client::{Client, ClientFile};
+use engine::node::config::NodeConfig;
 use engine::node::init::{init, InitOptions};
 
 pub const NODES: usize = 4;
@@ -59,6 +60,18 @@ fn temp_dir() -> PathBuf {
     std::env::temp_dir().join(format!("reckon-demo-{}-{nanos}", std::process::id()))
 }
 
+/// Transfers each demo node's ledger is sized for at start: the 20 s run books about 3 M, and a
+/// table that doubles mid-run copies itself on the execute thread (a latency spike).
+const DEMO_TRANSFERS_CAPACITY: usize = 4 << 20;
+
+/// Sets `[ledger] transfers_capacity` in a node config that `init` wrote.
+fn size_ledger(path: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut config = NodeConfig::parse(path, &text).map_err(|e| e.to_string())?;
+    config.ledger.transfers_capacity = DEMO_TRANSFERS_CAPACITY;
+    std::fs::write(path, config.to_toml()).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 impl Consortium {
     /// Writes the consortium (`reckon init --nodes 4 --institutions webank,...`) and starts it.
     pub fn start(stop: &Arc<AtomicBool>) -> Result<Consortium, String> {
@@ -72,6 +85,9 @@ impl Consortium {
             chain_id: 1,
         };
         init(&options).map_err(|e| format!("init {}: {e}", dir.display()))?;
+        for i in 0..NODES {
+            size_ledger(&dir.join(format!("node-{i}.toml")))?;
+        }
         let mut consortium = Consortium {
             dir,
             base_port,
