@@ -182,17 +182,16 @@ struct Tuning {
 
 impl Tuning {
     fn apply(&self, path: &std::path::Path) -> Result<(), String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut config = NodeConfig::parse(path, &text).map_err(|e| e.to_string())?;
-        config.ledger.transfers_capacity = self.transfers_capacity;
-        if let Some(us) = self.verify_deadline_us {
-            config.verify.batch_deadline_us = us;
-        }
-        if let Some(ms) = self.batch_deadline_ms {
-            config.consensus.batch_deadline_ms = ms;
-        }
-        config.validate(path).map_err(|e| e.to_string())?;
-        std::fs::write(path, config.to_toml()).map_err(|e| format!("{}: {e}", path.display()))
+        NodeConfig::edit(path, |config| {
+            config.ledger.transfers_capacity = self.transfers_capacity;
+            if let Some(us) = self.verify_deadline_us {
+                config.verify.batch_deadline_us = us;
+            }
+            if let Some(ms) = self.batch_deadline_ms {
+                config.consensus.batch_deadline_ms = ms;
+            }
+        })
+        .map_err(|e| e.to_string())
     }
 }
 

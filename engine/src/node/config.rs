@@ -19,6 +19,11 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("config {path}: cannot write: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config {path}: {field}: {message}")]
@@ -243,6 +248,22 @@ impl NodeConfig {
         })
     }
 
+    /// Rewrites the config file at `path` with `change` applied, keeping its paths as written
+    /// (relative stays relative); the result is validated before it is written.
+    pub fn edit(path: &Path, change: impl FnOnce(&mut NodeConfig)) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = NodeConfig::parse(path, &text)?;
+        change(&mut config);
+        config.validate(path)?;
+        std::fs::write(path, config.to_toml()).map_err(|source| ConfigError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
@@ -410,6 +431,27 @@ mod tests {
             layout: LayoutOverride::default(),
             log: LogSection::default(),
         }
+    }
+
+    #[test]
+    fn edit_rewrites_validated_changes_and_refuses_bad_ones_untouched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node-0.toml");
+        std::fs::write(&path, sample().to_toml()).expect("write");
+        NodeConfig::edit(&path, |c| c.ledger.transfers_capacity = 1 << 22).expect("edit");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let edited = NodeConfig::parse(&path, &text).expect("parse");
+        assert_eq!(edited.ledger.transfers_capacity, 1 << 22);
+        assert_eq!(
+            edited.files.genesis,
+            PathBuf::from("genesis.toml"),
+            "kept relative"
+        );
+        let err = NodeConfig::edit(&path, |c| c.consensus.batch_requests_max = 0)
+            .expect_err("invalid")
+            .to_string();
+        assert!(err.contains("consensus"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), text);
     }
 
     #[test]

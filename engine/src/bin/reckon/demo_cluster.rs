@@ -64,14 +64,6 @@ fn temp_dir() -> PathBuf {
 /// table that doubles mid-run copies itself on the execute thread (a latency spike).
 const DEMO_TRANSFERS_CAPACITY: usize = 4 << 20;
 
-/// Sets `[ledger] transfers_capacity` in a node config that `init` wrote.
-fn size_ledger(path: &Path) -> Result<(), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut config = NodeConfig::parse(path, &text).map_err(|e| e.to_string())?;
-    config.ledger.transfers_capacity = DEMO_TRANSFERS_CAPACITY;
-    std::fs::write(path, config.to_toml()).map_err(|e| format!("{}: {e}", path.display()))
-}
-
 impl Consortium {
     /// Writes the consortium (`reckon init --nodes 4 --institutions webank,...`) and starts it.
     pub fn start(stop: &Arc<AtomicBool>) -> Result<Consortium, String> {
@@ -86,7 +78,10 @@ impl Consortium {
         };
         init(&options).map_err(|e| format!("init {}: {e}", dir.display()))?;
         for i in 0..NODES {
-            size_ledger(&dir.join(format!("node-{i}.toml")))?;
+            NodeConfig::edit(&dir.join(format!("node-{i}.toml")), |c| {
+                c.ledger.transfers_capacity = DEMO_TRANSFERS_CAPACITY
+            })
+            .map_err(|e| e.to_string())?;
         }
         let mut consortium = Consortium {
             dir,
