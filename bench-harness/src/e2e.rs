@@ -4,7 +4,7 @@
 //! cluster starts; every node verifies every signature, so the cluster's signature ceiling is
 //! `cores x single-core rate / nodes` requests/s. Children are killed on every exit path (Drop).
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -202,18 +202,7 @@ fn free_base_port(n: usize) -> Result<u16, String> {
         .map(|d| d.subsec_nanos() as usize)
         .unwrap_or(0)
         ^ std::process::id() as usize;
-    for attempt in 0..64 {
-        let base = 20_000 + (seed.wrapping_mul(7919).wrapping_add(attempt * 977) % 40_000);
-        let free = (0..n).all(|i| {
-            [base + i, base + 100 + i, base + 200 + i]
-                .iter()
-                .all(|p| TcpListener::bind(("127.0.0.1", *p as u16)).is_ok())
-        });
-        if free {
-            return Ok(base as u16);
-        }
-    }
-    Err("no free port range".into())
+    engine::net::ports::free_base_port(n, seed).ok_or_else(|| "no free port range".into())
 }
 
 fn run_config(args: &Args, in_flight: usize) -> Result<RunConfig, String> {

@@ -2,15 +2,12 @@
 //! `reckon node` processes on 127.0.0.1, made with `reckon init` in a temp dir. Children are
 //! killed on drop; every wait is bounded.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use engine::client::{Client, ClientTls, Signer};
-
-/// Most attempts at finding a free port range.
-const PORT_PROBES_MAX: usize = 64;
 
 /// A base port P such that P+i, P+100+i, P+200+i are free for i < n (probed, then released).
 pub fn free_base_port(n: usize) -> u16 {
@@ -22,18 +19,7 @@ pub fn free_base_port(n: usize) -> u16 {
         .map(|d| d.subsec_nanos() as usize)
         .unwrap_or(0);
     let seed = std::process::id() as usize ^ nanos ^ (turn * 4099);
-    for attempt in 0..PORT_PROBES_MAX {
-        let base = 20_000 + ((seed.wrapping_mul(7919) + (turn + attempt) * 977) % 40_000);
-        let all_free = (0..n).all(|i| {
-            [base + i, base + 100 + i, base + 200 + i]
-                .iter()
-                .all(|p| TcpListener::bind(("127.0.0.1", *p as u16)).is_ok())
-        });
-        if all_free {
-            return base as u16;
-        }
-    }
-    panic!("no free port range found after {PORT_PROBES_MAX} probes");
+    engine::net::ports::free_base_port(n, seed).expect("a free loopback port range")
 }
 
 /// Polls `check` every 100 ms until it returns Some or `timeout` passes.

@@ -15,6 +15,7 @@ pub mod conn;
 pub mod frame;
 pub mod identity;
 pub mod peer;
+pub mod ports;
 pub mod server;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 //! `reckon demo`: a 4-node consortium in a temporary directory, run as child processes of this
 //! binary, killed on every exit path (Drop).
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::client::{Client, ClientFile};
+use engine::net::ports;
 use engine::node::config::NodeConfig;
 use engine::node::init::{init, InitOptions};
 
@@ -16,7 +17,6 @@ pub const NODES: usize = 4;
 pub const BANKS: [&str; 4] = ["webank", "huarui", "luoyang", "changsha"];
 /// Longest wait for every node to answer status.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-const PORT_PROBES_MAX: usize = 200;
 /// Longest wait for a node to exit after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -35,21 +35,12 @@ fn free_base_port() -> Result<u16, String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos() as usize)
         .unwrap_or(0);
-    let seed = std::process::id() as usize ^ nanos;
-    for attempt in 0..PORT_PROBES_MAX {
-        let base = 20_000 + (seed.wrapping_mul(7919).wrapping_add(attempt * 977) % 40_000);
-        let free = (0..NODES).all(|i| {
-            [base + i, base + 100 + i, base + 200 + i]
-                .iter()
-                .all(|p| TcpListener::bind(("127.0.0.1", *p as u16)).is_ok())
-        });
-        if free {
-            return Ok(base as u16);
-        }
-    }
-    Err(format!(
-        "no free loopback port range after {PORT_PROBES_MAX} probes"
-    ))
+    ports::free_base_port(NODES, std::process::id() as usize ^ nanos).ok_or_else(|| {
+        format!(
+            "no free loopback port range after {} probes",
+            ports::PORT_PROBES_MAX
+        )
+    })
 }
 
 fn temp_dir() -> PathBuf {
