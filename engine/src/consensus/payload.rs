@@ -4,9 +4,12 @@
 //! Censorship resistance: with round-robin leaders, a Byzantine leader that always follows validator
 //! v can withhold the QC of every block v proposes, so v's own batches would never commit. Every held
 //! batch (local or not) is therefore queued; a leader proposes its local batches first, then other
-//! validators' batches that have been held for at least one full leader rotation (`validator_count`
-//! rounds). Committed digests leave every queue; a digest in an uncommitted ancestor is never
-//! proposed again on that branch.
+//! validators' batches it has held since an earlier round (`FOREIGN_BATCH_DELAY_ROUNDS`), so a
+//! batch waits for the next leader, not for its owner's turn. The one-round delay lets the owner's
+//! broadcast reach the other replicas first: a replica asked to vote for a batch it does not hold
+//! must fetch it (another copy of up to 4 MiB) before voting. Committed digests leave every queue;
+//! a digest in an uncommitted ancestor is never proposed again on that branch, so on one branch a
+//! batch is ordered once.
 //!
 //! Bounds: `LOCAL_BATCHES_PENDING_MAX` digests per queue (oldest foreign ones are dropped first),
 //! `BATCHES_AVAILABLE_MAX` held digests (oldest forgotten first).
@@ -17,6 +20,9 @@ use super::{
     Digest, RejectReason, Round, BATCHES_AVAILABLE_MAX, BLOCK_DIGESTS_MAX,
     LOCAL_BATCHES_PENDING_MAX,
 };
+
+/// A leader proposes another validator's batch once it has held it since an earlier round.
+pub const FOREIGN_BATCH_DELAY_ROUNDS: Round = 1;
 
 /// Digests in arrival order, with the round each arrived in.
 #[derive(Default)]

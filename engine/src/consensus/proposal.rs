@@ -228,7 +228,7 @@ impl<C: QuorumCrypto> Core<C> {
         let payload = self.payload.select(
             &exclude,
             round,
-            self.cfg.validator_count as u64,
+            super::payload::FOREIGN_BATCH_DELAY_ROUNDS,
             self.cfg.block_digests_max,
         );
         let urgent = !payload.is_empty()

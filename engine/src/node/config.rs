@@ -193,6 +193,10 @@ impl Default for StorageSection {
 pub struct LedgerSection {
     pub accounts_capacity: usize,
     pub transfers_capacity: usize,
+    /// Fault the reserved record tables in at start (`MADV_POPULATE_WRITE`) instead of as they
+    /// fill: the node's memory is committed before it serves, and the execute thread never pays
+    /// a first-touch fault (about 3 ms per MiB on a VM whose host backs pages on first touch).
+    pub prefault: bool,
 }
 
 impl Default for LedgerSection {
@@ -200,6 +204,7 @@ impl Default for LedgerSection {
         LedgerSection {
             accounts_capacity: 1 << 14,
             transfers_capacity: 1 << 18,
+            prefault: true,
         }
     }
 }

@@ -39,6 +39,8 @@ pub struct Executed {
 
 pub struct ExecutedBlock {
     pub height: u64,
+    /// When execute took the committed block (before resolving its batches).
+    pub committed_at: Instant,
     pub ticket: Option<Ticket>,
     pub items: Vec<Executed>,
 }
@@ -233,6 +235,7 @@ impl Execute {
             executed_height + 1,
             "commits arrive in height order"
         );
+        let committed_at = Instant::now();
         let Some(batches) = self.resolve(&committed) else {
             return false;
         };
@@ -274,6 +277,7 @@ impl Execute {
         let ok = ticket.is_some();
         let block = ExecutedBlock {
             height: committed.height,
+            committed_at,
             ticket,
             items,
         };

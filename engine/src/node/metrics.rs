@@ -39,6 +39,10 @@ pub struct Metrics {
     pub mempool_bytes: IntGauge,
     pub verify_batch_requests: Histogram,
     pub stage_latency_s: HistogramVec,
+    /// Per request admitted here, by phase: `ordering` (admitted to the mempool until execute
+    /// takes the committed block: mempool, dissemination, consensus), `after_commit` (execute,
+    /// log durability, reply) and `total`.
+    pub request_latency_s: HistogramVec,
     pub fsync_latency_s: Histogram,
     pub peer_connected: IntGaugeVec,
     pub peer_dropped: IntCounterVec,
@@ -140,6 +144,17 @@ impl Metrics {
                 HistogramVec::new(
                     latency("stage_latency_seconds", "Time spent per pipeline stage"),
                     &["stage"],
+                ),
+            )?,
+            request_latency_s: reg(
+                r,
+                "request_latency",
+                HistogramVec::new(
+                    latency(
+                        "request_latency_seconds",
+                        "Admitted-to-answered latency of requests submitted to this node, by phase",
+                    ),
+                    &["phase"],
                 ),
             )?,
             fsync_latency_s: reg(
@@ -288,6 +303,9 @@ mod tests {
         m.stage_latency_s
             .with_label_values(&["verify"])
             .observe(0.003);
+        m.request_latency_s
+            .with_label_values(&["ordering"])
+            .observe(0.04);
         m.peer_connected.with_label_values(&["1"]).set(1);
         let server = MetricsServer::start("127.0.0.1:0".parse().expect("addr"), m).expect("start");
         let body = get(server.addr, "/metrics");
@@ -299,6 +317,14 @@ mod tests {
         );
         assert!(
             body.contains("reckon_stage_latency_seconds_bucket"),
+            "{body}"
+        );
+        assert!(
+            body.contains(
+                "reckon_request_latency_seconds_count{node=\"node-0\",phase=\"ordering\"} 1"
+            ) || body.contains(
+                "reckon_request_latency_seconds_count{phase=\"ordering\",node=\"node-0\"} 1"
+            ),
             "{body}"
         );
         let peer_line = body

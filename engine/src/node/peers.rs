@@ -1,5 +1,6 @@
-//! Node-to-node traffic: one outbound `PeerLink` per other validator, and the dispatcher that
-//! routes frames arriving on the peer port to consensus and dissemination.
+//! Node-to-node traffic: two outbound `PeerLink`s per other validator (a consensus lane and a
+//! bulk lane for batches), and the dispatcher that routes frames arriving on the peer port to
+//! consensus and dissemination.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,10 +32,20 @@ pub fn wall_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Outbound links to each other validator: two connections per peer, one per lane, so a vote
+/// never waits behind megabytes of batches in one TCP stream (head-of-line blocking).
 pub struct Peers {
     pub me: ValidatorIndex,
+    /// Consensus messages and batch fetch requests: small and latency-critical.
     links: Vec<Option<PeerLink>>,
+    /// Batches (disseminated and fetched): up to a frame each.
+    bulk_links: Vec<Option<PeerLink>>,
     last_seen_ms: Vec<AtomicU64>,
+}
+
+/// Which connection a frame kind travels on.
+fn is_bulk(kind: u8) -> bool {
+    kind == PEER_KIND_BATCH
 }
 
 impl Peers {
@@ -44,37 +55,49 @@ impl Peers {
         addrs: &[(u32, SocketAddr)],
         tls: Arc<rustls::ClientConfig>,
     ) -> Result<Peers, String> {
-        let mut links: Vec<Option<PeerLink>> = (0..validators).map(|_| None).collect();
+        let lane = || -> Vec<Option<PeerLink>> { (0..validators).map(|_| None).collect() };
+        let (mut links, mut bulk_links) = (lane(), lane());
         for (index, addr) in addrs {
-            let slot = links
-                .get_mut(*index as usize)
-                .ok_or_else(|| format!("peer index {index} is not a genesis validator"))?;
-            let name = ServerName::from(addr.ip());
-            let options = PeerOptions {
-                expected: Some(PeerIdentity::Node { validator: *index }),
-                ..PeerOptions::default()
-            };
-            let link = PeerLink::spawn(*addr, name, tls.clone(), options)
-                .map_err(|e| format!("peer {index} at {addr}: {e}"))?;
-            *slot = Some(link);
+            if *index as usize >= validators {
+                return Err(format!("peer index {index} is not a genesis validator"));
+            }
+            for lane in [&mut links, &mut bulk_links] {
+                let name = ServerName::from(addr.ip());
+                let options = PeerOptions {
+                    expected: Some(PeerIdentity::Node { validator: *index }),
+                    ..PeerOptions::default()
+                };
+                let link = PeerLink::spawn(*addr, name, tls.clone(), options)
+                    .map_err(|e| format!("peer {index} at {addr}: {e}"))?;
+                lane[*index as usize] = Some(link);
+            }
         }
         let last_seen_ms = (0..validators).map(|_| AtomicU64::new(0)).collect();
         Ok(Peers {
             me,
             links,
+            bulk_links,
             last_seen_ms,
         })
     }
 
+    fn lane(&self, kind: u8) -> &[Option<PeerLink>] {
+        if is_bulk(kind) {
+            &self.bulk_links
+        } else {
+            &self.links
+        }
+    }
+
     pub fn send(&self, to: ValidatorIndex, kind: u8, payload: &[u8]) {
-        if let Some(Some(link)) = self.links.get(to as usize) {
+        if let Some(Some(link)) = self.lane(kind).get(to as usize) {
             link.send(kind, payload);
         }
     }
 
     pub fn broadcast(&self, kind: u8, payload: &[u8]) {
         let encoded: Arc<[u8]> = frame::encode_to_vec(kind, payload).into();
-        for link in self.links.iter().flatten() {
+        for link in self.lane(kind).iter().flatten() {
             link.send_encoded(encoded.clone());
         }
     }
@@ -103,15 +126,18 @@ impl Peers {
         self.links.len()
     }
 
+    /// Frames dropped on the way to validator `index` (both lanes).
     pub fn dropped(&self, index: usize) -> u64 {
-        match self.links.get(index) {
-            Some(Some(link)) => link.stats().dropped.load(Ordering::Relaxed),
-            _ => 0,
-        }
+        [&self.links, &self.bulk_links]
+            .iter()
+            .filter_map(|lane| lane.get(index)?.as_ref())
+            .map(|link| link.stats().dropped.load(Ordering::Relaxed))
+            .sum()
     }
 
     pub fn shutdown(self) {
-        for link in self.links.into_iter().flatten() {
+        let links = self.links.into_iter().chain(self.bulk_links);
+        for link in links.flatten() {
             link.shutdown();
         }
     }

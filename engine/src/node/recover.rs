@@ -105,6 +105,15 @@ pub fn restore(
         _ => (genesis.ledger().map_err(|e| e.to_string())?, 0),
     };
     ledger.reserve(capacity.accounts_capacity, capacity.transfers_capacity);
+    if capacity.prefault {
+        let started = std::time::Instant::now();
+        let bytes = ledger.prefault();
+        tracing::info!(
+            mib = bytes >> 20,
+            ms = started.elapsed().as_millis() as u64,
+            "ledger tables faulted in"
+        );
+    }
     let first = log.first_height().unwrap_or(1);
     if last > 0 && first > start + 1 {
         return Err(format!(

@@ -55,6 +55,26 @@ impl Reply {
                     reject(&self.shared, &waiter.writer, rejected);
                     continue;
                 }
+                let latency = &self.shared.metrics.request_latency_s;
+                let now = Instant::now();
+                let phases = [
+                    (
+                        "ordering",
+                        block
+                            .committed_at
+                            .saturating_duration_since(waiter.admitted),
+                    ),
+                    (
+                        "after_commit",
+                        now.saturating_duration_since(block.committed_at),
+                    ),
+                    ("total", now.saturating_duration_since(waiter.admitted)),
+                ];
+                for (phase, took) in phases {
+                    latency
+                        .with_label_values(&[phase])
+                        .observe(took.as_secs_f64());
+                }
                 match (&durable, item.result) {
                     (Err(error), _) => reject(
                         &self.shared,

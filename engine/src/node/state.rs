@@ -24,6 +24,8 @@ pub type RequestBytes = Arc<[u8]>;
 pub struct Waiter {
     pub digest: [u8; 32],
     pub writer: FrameWriter,
+    /// When the request was verified and admitted (for `reckon_request_latency_seconds`).
+    pub admitted: std::time::Instant,
 }
 
 /// What the ingress knows about a key before admitting it.

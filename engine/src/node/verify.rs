@@ -121,6 +121,7 @@ impl Verify {
         let waiter = Waiter {
             digest,
             writer: job.writer.clone(),
+            admitted: Instant::now(),
         };
         if !self.shared.wait_for(key, waiter) {
             let rejected = Rejected::new(

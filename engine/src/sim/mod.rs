@@ -100,6 +100,9 @@ pub struct SimReport {
     pub rounds: u64,
     /// Highest height committed by any honest node.
     pub commits: u64,
+    /// Batches in those blocks (a block orders every batch its leader holds, so one block may
+    /// commit dozens: this, not `commits`, is the work done).
+    pub batches_committed: u64,
     pub violations: Vec<String>,
     pub sim_ms: u64,
     pub wall_ms: f64,
@@ -131,6 +134,7 @@ pub struct SimSummary {
     pub seeds: u64,
     pub rounds: u64,
     pub commits: u64,
+    pub batches_committed: u64,
     pub violations: u64,
     pub failed_seeds: Vec<u64>,
     pub sim_s: f64,
@@ -153,7 +157,7 @@ impl SimSummary {
     /// A plain SUMMARY block, comparable by eye between runs.
     pub fn to_text(&self) -> String {
         format!(
-            "SUMMARY sim\n  nodes: {}  faults: {}  seeds: {}\n  rounds: {}  commits: {}\n  \
+            "SUMMARY sim\n  nodes: {}  faults: {}  seeds: {}\n  rounds: {}  commits: {}  batches committed: {}\n  \
              violations: {}  failed seeds: {:?}\n  rejects: {}  equivocations: {}  crashes: {} (torn {})\n  \
              simulated s: {:.1}  wall s: {:.2}  simulated s per wall s: {:.1}",
             self.nodes,
@@ -161,6 +165,7 @@ impl SimSummary {
             self.seeds,
             self.rounds,
             self.commits,
+            self.batches_committed,
             self.violations,
             self.failed_seeds,
             self.rejects,
@@ -208,6 +213,7 @@ pub fn run_many(cfg: &SimConfig, seeds: impl IntoIterator<Item = u64>) -> SimSum
         summary.seeds += 1;
         summary.rounds += report.rounds;
         summary.commits += report.commits;
+        summary.batches_committed += report.batches_committed;
         summary.violations += report.violations.len() as u64;
         if !report.ok() {
             summary.failed_seeds.push(seed);

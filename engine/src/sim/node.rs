@@ -304,6 +304,9 @@ impl Sim {
             return;
         }
         let (totals, supply) = (sim_node.ledger.totals(), sim_node.ledger.supply());
+        if committed.height > self.checker.heights_committed() {
+            self.report.batches_committed += committed.block.payload.len() as u64;
+        }
         self.checker
             .on_commit(node, committed.height, committed.block.hash(), state);
         self.checker

@@ -92,11 +92,38 @@ fn another_validators_pending_batch_keeps_the_leader_from_idling() {
     let actions = leader.handle(10, Event::Start);
     assert!(propose_timers(&actions).is_empty());
     let sent = proposals(&actions);
-    assert_eq!(sent.len(), 1, "rounds keep turning until its owner leads");
+    assert_eq!(sent.len(), 1, "rounds keep turning");
     assert!(
         sent[0].block.payload.is_empty(),
-        "not proposed before one leader rotation"
+        "not proposed in the round it arrived in"
     );
+}
+
+/// A batch another validator disseminated is proposed by the next leader that has held it since
+/// an earlier round, not only when its owner leads.
+#[test]
+fn a_held_foreign_batch_is_proposed_by_the_next_leader() {
+    let mut r = Router::new(4);
+    // Validator 3 owns the batch; leaders of rounds 1 and 2 are validators 1 and 2.
+    r.event(3, Event::LocalBatchReady([8; 32]));
+    for node in [0, 1, 2] {
+        r.event(node, Event::BatchAvailable([8; 32]));
+    }
+    r.start();
+    r.run_messages(10_000);
+    let first = r.commits[0]
+        .iter()
+        .find(|c| !c.block.payload.is_empty())
+        .expect("the batch commits");
+    assert_eq!(first.block.payload, vec![[8; 32]]);
+    assert!(
+        first.block.round < 3,
+        "ordered in round {} by validator {}, before its owner (validator 3) leads",
+        first.block.round,
+        first.block.author
+    );
+    assert_ne!(first.block.author, 3);
+    assert_prefix_consistent(&r.commits);
 }
 
 #[test]

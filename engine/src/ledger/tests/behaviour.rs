@@ -411,7 +411,7 @@ fn a_transfer_request_is_mixed_into_the_digest_as_one_chunk_of_wire_records() {
 }
 
 #[test]
-fn reserve_mid_life_keeps_state_and_changes_no_result_or_digest() {
+fn reserve_and_prefault_mid_life_keep_state_and_change_no_result_or_digest() {
     let mut plain = World::consortium();
     let mut reserved = World::consortium();
     let first: Vec<Transfer> = (0..40)
@@ -420,6 +420,11 @@ fn reserve_mid_life_keeps_state_and_changes_no_result_or_digest() {
     plain.expect_ok(LEAD, Events::CreateTransfers(first.clone()));
     reserved.expect_ok(LEAD, Events::CreateTransfers(first));
     reserved.ledger.reserve(50_000, 200_000);
+    let populated = reserved.ledger.prefault();
+    // 200,000 transfers of 128 bytes: the transfer table alone is 24 MiB of spare capacity.
+    #[cfg(target_os = "linux")]
+    assert!(populated >= 24 << 20, "populated {populated} bytes");
+    let _ = populated;
     assert!(reserved.ledger.config().transfers_capacity >= 200_000);
     assert!(reserved.ledger.transfers.capacity() >= 200_000);
     assert!(reserved.ledger.transfer_meta.capacity() >= 200_000);
