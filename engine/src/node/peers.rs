@@ -73,7 +73,18 @@ impl Peers {
     }
 
     pub fn broadcast(&self, kind: u8, payload: &[u8]) {
-        let encoded: Arc<[u8]> = frame::encode_to_vec(kind, payload).into();
+        self.broadcast_encoded(frame::encode_to_vec(kind, payload).into());
+    }
+
+    /// Sends one already encoded frame (header and payload) to `to`.
+    pub fn send_encoded(&self, to: ValidatorIndex, encoded: Arc<[u8]>) {
+        if let Some(Some(link)) = self.links.get(to as usize) {
+            link.send_encoded(encoded);
+        }
+    }
+
+    /// Sends one already encoded frame to every peer, sharing the buffer.
+    pub fn broadcast_encoded(&self, encoded: Arc<[u8]>) {
         for link in self.links.iter().flatten() {
             link.send_encoded(encoded.clone());
         }
