@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use super::{AuditFault, Location};
 use crate::consensus::bls::BlsCrypto;
 use crate::consensus::{vote_message, CommittedBlock, QuorumCrypto, Sig, SignerBitmap};
-use crate::crypto::{self, BatchVerifier, SignedRequest, ValidatorSet, VerifyCode};
+use crate::crypto::{self, BatchVerifier, SignedRequestRef, ValidatorSet, VerifyCode};
 use crate::node::batches::Batch;
 
 /// Most blocks checked together.
@@ -85,12 +85,12 @@ pub(super) fn precheck(
         })
         .collect();
     // Decode every request; remember where each came from.
-    let mut decoded: Vec<SignedRequest> = Vec::new();
+    let mut decoded: Vec<SignedRequestRef<'_>> = Vec::new();
     let mut places: Vec<(usize, usize, usize)> = Vec::new();
     for (block, p) in window.iter().enumerate() {
         'block: for (batch, b) in p.batches.iter().enumerate() {
             for (index, bytes) in b.requests.iter().enumerate() {
-                match SignedRequest::decode(bytes) {
+                match SignedRequestRef::decode(bytes) {
                     Ok(signed) => {
                         decoded.push(signed);
                         places.push((block, batch, index));
@@ -123,8 +123,8 @@ pub(super) fn precheck(
                     at: window[block].at,
                     batch,
                     index,
-                    institution: request.request.institution,
-                    request_id: request.request.request_id,
+                    institution: request.institution(),
+                    request_id: request.request_id(),
                     code: *code,
                 });
             }

@@ -9,7 +9,7 @@
 
 use super::curve::{self, PointError, SCALAR_BYTES};
 use super::registry::{Registry, SignerSlot};
-use super::request::{body_events, SignedRequest, DIGEST_BYTES};
+use super::request::{body_events, SignedEnvelope, DIGEST_BYTES};
 use super::REQUEST_DST;
 use crate::types::ChainId;
 use blst::min_sig::Signature;
@@ -17,7 +17,6 @@ use blst::{blst_fp12, blst_p1, blst_p1_affine, blst_p2_affine, blst_scalar, Pair
 use rand::rngs::OsRng;
 use rand::RngCore;
 use rayon::prelude::*;
-use std::borrow::Borrow;
 use std::sync::Arc;
 
 /// Fewest requests one rayon task prepares (hashing, decompression); bounds scheduling overhead.
@@ -96,7 +95,8 @@ impl BatchVerifier {
     }
 
     /// Verifies every request on the current rayon pool; `result[i]` is request i's code.
-    pub fn verify<R: Borrow<SignedRequest> + Sync>(&self, requests: &[R]) -> Vec<VerifyCode> {
+    /// Takes owned requests or borrowed views (`SignedRequestRef`), by value or by reference.
+    pub fn verify<R: SignedEnvelope + Sync>(&self, requests: &[R]) -> Vec<VerifyCode> {
         assert!(
             requests.len() <= VERIFY_BATCH_REQUESTS_MAX,
             "callers bound their batches"
@@ -106,7 +106,7 @@ impl BatchVerifier {
             .par_iter()
             .with_min_len(VERIFY_CHUNK_ITEMS_MIN)
             .enumerate()
-            .map(|(index, request)| self.prepare(index as u32, request.borrow(), hash))
+            .map(|(index, request)| self.prepare(index as u32, request, hash))
             .collect();
         let mut codes = Vec::with_capacity(requests.len());
         let mut prepared = Vec::with_capacity(requests.len());
@@ -130,7 +130,7 @@ impl BatchVerifier {
     }
 
     /// One request, one full two-pairing verification (the client library and the baseline).
-    pub fn verify_one(&self, request: &SignedRequest) -> VerifyCode {
+    pub fn verify_one(&self, request: &impl SignedEnvelope) -> VerifyCode {
         let item = match self.prepare(0, request, false) {
             Ok(item) => item,
             Err(code) => return code,
@@ -148,24 +148,23 @@ impl BatchVerifier {
     fn prepare(
         &self,
         index: u32,
-        request: &SignedRequest,
+        request: &impl SignedEnvelope,
         hash: bool,
     ) -> Result<Prepared, VerifyCode> {
-        let header = &request.request;
         let slot = self
             .registry
-            .slot(header.institution)
+            .slot(request.institution())
             .ok_or(VerifyCode::UnknownInstitution)?;
-        if header.chain_id != self.chain_id {
+        if request.chain_id() != self.chain_id {
             return Err(VerifyCode::WrongChainId);
         }
-        body_events(header.body.len()).map_err(|_| VerifyCode::BodyLength)?;
+        body_events(request.body_len()).map_err(|_| VerifyCode::BodyLength)?;
         let signature =
-            curve::decode_signature(&request.signature).map_err(|error| match error {
+            curve::decode_signature(request.signature()).map_err(|error| match error {
                 PointError::Malformed => VerifyCode::MalformedSignature,
                 PointError::Infinity => VerifyCode::InfinitySignature,
             })?;
-        let digest = header.digest();
+        let digest = request.digest();
         let message = if hash {
             curve::hash_to_g1(&digest, REQUEST_DST)
         } else {

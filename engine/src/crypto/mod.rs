@@ -8,7 +8,8 @@
 //! - `keys`: key generation from a CSPRNG, proof of possession, validated public keys.
 //! - `keyfile`: the on-disk key file (header, checksum, 0600 permissions).
 //! - `registry`: institution id to validated public key.
-//! - `request`: `Request`, `SignedRequest`, canonical wire encoding and the signing digest.
+//! - `request`: `Request`, `SignedRequest`, the borrowed `SignedRequestRef` (zero-copy decode),
+//!   canonical wire encoding and the signing digest.
 //! - `curve`: the few raw blst calls the batched verifier needs (the only `unsafe` here).
 //! - `batch`: the parallel batched verifier with bisection and per-request result codes.
 //! - `quorum`: votes, signer bitmaps and aggregation; `validators`: the validator set and QC checks.
@@ -34,7 +35,8 @@ pub use quorum::{
 };
 pub use registry::{Registry, RegistryError, INSTITUTIONS_MAX};
 pub use request::{
-    DecodeError, Request, SignedRequest, REQUEST_HEADER_BYTES, REQUEST_WIRE_BYTES_MAX,
+    DecodeError, Request, SignedEnvelope, SignedRequest, SignedRequestRef, REQUEST_HEADER_BYTES,
+    REQUEST_WIRE_BYTES_MAX,
 };
 pub use validators::{QuorumError, ValidatorSet};
 

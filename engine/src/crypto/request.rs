@@ -89,11 +89,7 @@ impl Request {
 
     /// The 32-byte signing digest (see the module docs).
     pub fn digest(&self) -> [u8; DIGEST_BYTES] {
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(REQUEST_DIGEST_CONTEXT);
-        hasher.update(&self.header());
-        hasher.update(&self.body);
-        *hasher.finalize().as_bytes()
+        signing_digest(&self.header(), &self.body)
     }
 
     /// Client side: signs the digest with the institution's key.
@@ -147,13 +143,42 @@ impl SignedRequest {
         out
     }
 
-    /// Decodes one request occupying all of `bytes`. Never panics on bad input; does not verify.
+    /// Decodes one request occupying all of `bytes` into an owned copy of its body (see
+    /// `SignedRequestRef::decode`, which this is built on and which copies nothing). Never panics
+    /// on bad input; does not verify.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        SignedRequestRef::decode(bytes).map(Self::from)
+    }
+}
+
+/// A decoded signed request borrowed from its wire bytes: the header fields by value, the body
+/// and the signature as slices of the encoding. Only `decode` makes one, so it always holds a
+/// well-formed request (1 to `BATCH_EVENTS_MAX` events, reserved bytes zero); it is not verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignedRequestRef<'a> {
+    institution: InstitutionId,
+    chain_id: ChainId,
+    request_id: u128,
+    operation: u8,
+    header: &'a [u8; REQUEST_HEADER_BYTES],
+    body: &'a [u8],
+    signature: &'a SignatureBytes,
+}
+
+impl<'a> SignedRequestRef<'a> {
+    /// Decodes one request occupying all of `bytes` without copying it. Never panics on bad
+    /// input; does not verify. The single parser of the wire layout (`SignedRequest::decode`
+    /// uses it).
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
         let len = bytes.len();
-        if len < REQUEST_HEADER_BYTES + SIGNATURE_BYTES {
-            return Err(DecodeError::Truncated { len });
-        }
-        let count = u32::from_le_bytes(array(bytes, 32)?);
+        let truncated = DecodeError::Truncated { len };
+        let (header, rest) = bytes
+            .split_first_chunk::<REQUEST_HEADER_BYTES>()
+            .ok_or(truncated)?;
+        let (body, signature) = rest
+            .split_last_chunk::<SIGNATURE_BYTES>()
+            .ok_or(truncated)?;
+        let count = u32::from_le_bytes(array(header, 32)?);
         if count == 0 || count as usize > BATCH_EVENTS_MAX {
             return Err(DecodeError::EventCount {
                 count: u64::from(count),
@@ -163,22 +188,143 @@ impl SignedRequest {
         if len != expected {
             return Err(DecodeError::LengthMismatch { len, expected });
         }
-        if bytes[29..32] != [0u8; 3] {
+        if header[29..32] != [0u8; 3] {
             return Err(DecodeError::ReservedNonZero);
         }
-        let request = Request {
-            institution: u32::from_le_bytes(array(bytes, 0)?),
-            chain_id: u64::from_le_bytes(array(bytes, 4)?),
-            request_id: u128::from_le_bytes(array(bytes, 12)?),
-            operation: bytes[28],
-            body: bytes[REQUEST_HEADER_BYTES..len - SIGNATURE_BYTES].to_vec(),
-        };
-        let signature = bytes[len - SIGNATURE_BYTES..]
-            .try_into()
-            .map_err(|_| DecodeError::Truncated { len })?;
-        assert_eq!(body_events(request.body.len()), Ok(count));
-        Ok(Self { request, signature })
+        assert_eq!(body_events(body.len()), Ok(count));
+        Ok(Self {
+            institution: u32::from_le_bytes(array(header, 0)?),
+            chain_id: u64::from_le_bytes(array(header, 4)?),
+            request_id: u128::from_le_bytes(array(header, 12)?),
+            operation: header[28],
+            header,
+            body,
+            signature,
+        })
     }
+
+    pub fn institution(&self) -> InstitutionId {
+        self.institution
+    }
+
+    pub fn chain_id(&self) -> ChainId {
+        self.chain_id
+    }
+
+    /// Idempotency key chosen by the client.
+    pub fn request_id(&self) -> u128 {
+        self.request_id
+    }
+
+    /// Operation kind (opaque here, as in `Request`).
+    pub fn operation(&self) -> u8 {
+        self.operation
+    }
+
+    /// `event_count × EVENT_BYTES` bytes, borrowed from the encoding.
+    pub fn body(&self) -> &'a [u8] {
+        self.body
+    }
+
+    pub fn signature(&self) -> &'a SignatureBytes {
+        self.signature
+    }
+
+    /// The 32-byte signing digest (see the module docs); equal to the owned request's.
+    pub fn digest(&self) -> [u8; DIGEST_BYTES] {
+        signing_digest(self.header, self.body)
+    }
+}
+
+impl From<SignedRequestRef<'_>> for SignedRequest {
+    fn from(view: SignedRequestRef<'_>) -> Self {
+        SignedRequest {
+            request: Request {
+                institution: view.institution,
+                chain_id: view.chain_id,
+                request_id: view.request_id,
+                operation: view.operation,
+                body: view.body.to_vec(),
+            },
+            signature: *view.signature,
+        }
+    }
+}
+
+/// What `BatchVerifier` reads from a signed request, so it verifies owned requests and borrowed
+/// views (`SignedRequestRef`, no copy of the body) alike.
+pub trait SignedEnvelope {
+    fn institution(&self) -> InstitutionId;
+    fn chain_id(&self) -> ChainId;
+    /// Bytes of the body; the verifier checks the bounds (`BodyLength`) before `digest`.
+    fn body_len(&self) -> usize;
+    fn signature(&self) -> &SignatureBytes;
+    /// The signing digest; only called when the body is within bounds.
+    fn digest(&self) -> [u8; DIGEST_BYTES];
+}
+
+impl SignedEnvelope for SignedRequest {
+    fn institution(&self) -> InstitutionId {
+        self.request.institution
+    }
+    fn chain_id(&self) -> ChainId {
+        self.request.chain_id
+    }
+    fn body_len(&self) -> usize {
+        self.request.body.len()
+    }
+    fn signature(&self) -> &SignatureBytes {
+        &self.signature
+    }
+    fn digest(&self) -> [u8; DIGEST_BYTES] {
+        self.request.digest()
+    }
+}
+
+impl SignedEnvelope for SignedRequestRef<'_> {
+    fn institution(&self) -> InstitutionId {
+        self.institution
+    }
+    fn chain_id(&self) -> ChainId {
+        self.chain_id
+    }
+    fn body_len(&self) -> usize {
+        self.body.len()
+    }
+    fn signature(&self) -> &SignatureBytes {
+        self.signature
+    }
+    fn digest(&self) -> [u8; DIGEST_BYTES] {
+        SignedRequestRef::digest(self)
+    }
+}
+
+impl<T: SignedEnvelope + ?Sized> SignedEnvelope for &T {
+    fn institution(&self) -> InstitutionId {
+        (**self).institution()
+    }
+    fn chain_id(&self) -> ChainId {
+        (**self).chain_id()
+    }
+    fn body_len(&self) -> usize {
+        (**self).body_len()
+    }
+    fn signature(&self) -> &SignatureBytes {
+        (**self).signature()
+    }
+    fn digest(&self) -> [u8; DIGEST_BYTES] {
+        (**self).digest()
+    }
+}
+
+/// `blake3(REQUEST_DIGEST_CONTEXT || header || body)`: the one digest computation, for owned
+/// requests and borrowed views.
+fn signing_digest(header: &[u8; REQUEST_HEADER_BYTES], body: &[u8]) -> [u8; DIGEST_BYTES] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(REQUEST_DIGEST_CONTEXT);
+    hasher.update(header);
+    hasher.update(body);
+    *hasher.finalize().as_bytes()
 }
 
 /// The `N` bytes at `offset`, or `Truncated` if they run past the end.
@@ -288,6 +434,77 @@ mod tests {
         assert_ne!(base.digest(), other.digest());
     }
 
+    /// The owned decoder as it was before `SignedRequestRef` (it copied the body while parsing):
+    /// the reference both decoders are held to.
+    fn reference_decode(bytes: &[u8]) -> Result<SignedRequest, DecodeError> {
+        let len = bytes.len();
+        if len < REQUEST_HEADER_BYTES + SIGNATURE_BYTES {
+            return Err(DecodeError::Truncated { len });
+        }
+        let count = u32::from_le_bytes(array(bytes, 32)?);
+        if count == 0 || count as usize > BATCH_EVENTS_MAX {
+            return Err(DecodeError::EventCount {
+                count: u64::from(count),
+            });
+        }
+        let expected = REQUEST_HEADER_BYTES + count as usize * EVENT_BYTES + SIGNATURE_BYTES;
+        if len != expected {
+            return Err(DecodeError::LengthMismatch { len, expected });
+        }
+        if bytes[29..32] != [0u8; 3] {
+            return Err(DecodeError::ReservedNonZero);
+        }
+        let request = Request {
+            institution: u32::from_le_bytes(array(bytes, 0)?),
+            chain_id: u64::from_le_bytes(array(bytes, 4)?),
+            request_id: u128::from_le_bytes(array(bytes, 12)?),
+            operation: bytes[28],
+            body: bytes[REQUEST_HEADER_BYTES..len - SIGNATURE_BYTES].to_vec(),
+        };
+        let signature = bytes[len - SIGNATURE_BYTES..]
+            .try_into()
+            .map_err(|_| DecodeError::Truncated { len })?;
+        Ok(SignedRequest { request, signature })
+    }
+
+    /// Both decoders agree with the reference on `bytes`, and the view's fields and digest are
+    /// the owned request's.
+    fn decoders_agree(bytes: &[u8]) -> Result<(), TestCaseError> {
+        let expected = reference_decode(bytes);
+        let view = SignedRequestRef::decode(bytes);
+        prop_assert_eq!(SignedRequest::decode(bytes), expected.clone());
+        prop_assert_eq!(view.map(SignedRequest::from), expected.clone());
+        if let (Ok(view), Ok(owned)) = (view, expected) {
+            prop_assert_eq!(view.institution(), owned.request.institution);
+            prop_assert_eq!(view.chain_id(), owned.request.chain_id);
+            prop_assert_eq!(view.request_id(), owned.request.request_id);
+            prop_assert_eq!(view.operation(), owned.request.operation);
+            prop_assert_eq!(view.body(), &owned.request.body[..]);
+            prop_assert_eq!(view.signature(), &owned.signature);
+            prop_assert_eq!(view.digest(), owned.request.digest());
+            prop_assert_eq!(
+                SignedEnvelope::digest(&view),
+                SignedEnvelope::digest(&owned)
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_view_borrows_the_encoding() {
+        let pair = KeyPair::generate();
+        let signed = sample(3).sign(&pair).expect("sign");
+        let bytes = signed.encode();
+        let view = SignedRequestRef::decode(&bytes).expect("decode");
+        assert!(std::ptr::eq(
+            view.body(),
+            &bytes[REQUEST_HEADER_BYTES..bytes.len() - SIGNATURE_BYTES]
+        ));
+        assert_eq!(view.digest(), signed.request.digest());
+        assert_eq!(SignedRequest::from(view), signed);
+        assert!(signed.verify_with(pair.public()));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
         #[test]
@@ -310,10 +527,35 @@ mod tests {
         }
 
         #[test]
+        fn borrowed_and_owned_decode_agree_on_mutated_encodings(
+            events in 1usize..4,
+            mutations in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+            cut in any::<prop::sample::Index>(),
+            extra in proptest::collection::vec(any::<u8>(), 0..3 * EVENT_BYTES),
+        ) {
+            let signed = SignedRequest { request: sample(events), signature: [0x99; SIGNATURE_BYTES] };
+            let mut bytes = signed.encode();
+            for (position, value) in mutations {
+                let at = position.index(bytes.len());
+                bytes[at] = value;
+            }
+            decoders_agree(&bytes)?;
+            decoders_agree(&bytes[..cut.index(bytes.len())])?;
+            bytes.extend_from_slice(&extra);
+            decoders_agree(&bytes)?;
+            // A header whose count matches a longer body than the one it was encoded with.
+            if let Some(count) = bytes.get_mut(32) {
+                *count = count.wrapping_add(1);
+            }
+            decoders_agree(&bytes)?;
+        }
+
+        #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
             if let Ok(decoded) = SignedRequest::decode(&bytes) {
-                prop_assert_eq!(decoded.encode(), bytes);
+                prop_assert_eq!(decoded.encode(), bytes.clone());
             }
+            decoders_agree(&bytes)?;
         }
     }
 }

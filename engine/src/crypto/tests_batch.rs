@@ -148,6 +148,15 @@ fn mixed_batches_are_classified_exactly() {
         let one = BatchVerifier::new(fixture.registry.clone(), CHAIN);
         let singles: Vec<VerifyCode> = batch.iter().map(|signed| one.verify_one(signed)).collect();
         assert_eq!(singles, expected, "seed {seed} one by one");
+        // Borrowed views of the encodings are classified exactly like the owned requests.
+        let encoded: Vec<Vec<u8>> = batch.iter().map(SignedRequest::encode).collect();
+        let views: Vec<SignedRequestRef<'_>> = encoded
+            .iter()
+            .map(|bytes| SignedRequestRef::decode(bytes).expect("decode"))
+            .collect();
+        assert_eq!(one.verify(&views), expected, "seed {seed} views");
+        let singles: Vec<VerifyCode> = views.iter().map(|view| one.verify_one(view)).collect();
+        assert_eq!(singles, expected, "seed {seed} views one by one");
     }
 }
 

@@ -90,11 +90,23 @@ impl Batch {
 
     /// Peer frame payload: `chain u64 | digest [32] | batch`.
     pub fn encode_peer(&self, chain: u64, digest: &Digest) -> Vec<u8> {
-        let mut out = Vec::with_capacity(40 + self.encoded_len());
+        let mut out = Vec::with_capacity(self.peer_encoded_len());
+        self.encode_peer_into(chain, digest, &mut out);
+        out
+    }
+
+    /// Bytes `encode_peer_into` appends.
+    pub fn peer_encoded_len(&self) -> usize {
+        40 + self.encoded_len()
+    }
+
+    /// Appends the peer frame payload to `out` (e.g. straight after a frame header).
+    pub fn encode_peer_into(&self, chain: u64, digest: &Digest, out: &mut Vec<u8>) {
+        let start = out.len();
         out.extend_from_slice(&chain.to_le_bytes());
         out.extend_from_slice(digest);
-        self.encode_into(&mut out);
-        out
+        self.encode_into(out);
+        assert_eq!(out.len() - start, self.peer_encoded_len());
     }
 
     pub fn decode_peer(bytes: &[u8], chain: u64) -> Result<(Digest, Batch), BatchDecodeError> {

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::consensus::{Digest, ValidatorIndex};
-use crate::crypto::{BatchVerifier, SignedRequest, VerifyCode};
+use crate::crypto::{BatchVerifier, SignedRequestRef, VerifyCode};
+use crate::net::frame;
 
 use super::batches::{Batch, BatchStore};
 use super::consensus_stage::ConsensusIn;
@@ -39,14 +40,14 @@ const _: () = assert!(
 /// Most queued peer batches verified in one verifier call.
 const PEER_BATCHES_VERIFIED_TOGETHER_MAX: usize = 64;
 
-/// Every request of a peer's batch must decode.
-fn decode_requests(batch: &Batch) -> Result<Vec<SignedRequest>, String> {
+/// Every request of a peer's batch must decode; the views borrow the batch (nothing is copied).
+fn decode_requests(batch: &Batch) -> Result<Vec<SignedRequestRef<'_>>, String> {
     batch
         .requests
         .iter()
         .enumerate()
         .map(|(index, bytes)| {
-            SignedRequest::decode(bytes).map_err(|e| format!("request {index}: {e}"))
+            SignedRequestRef::decode(bytes).map_err(|e| format!("request {index}: {e}"))
         })
         .collect()
 }
@@ -179,7 +180,7 @@ impl Dissemination {
         };
         let digest = batch.digest();
         self.peers
-            .broadcast(PEER_KIND_BATCH, &batch.encode_peer(self.chain, &digest));
+            .broadcast_encoded(PEER_KIND_BATCH, self.batch_frame(&batch, &digest));
         self.store.insert(digest, Arc::new(batch));
         self.consensus
             .send(ConsensusIn::LocalBatchReady(digest))
@@ -195,45 +196,74 @@ impl Dissemination {
         for (from, payload) in payloads {
             match Batch::decode_peer(&payload, self.chain) {
                 Ok((digest, _)) if self.store.get(&digest).is_some() => held.push(digest),
-                Ok((digest, batch)) => match decode_requests(&batch) {
-                    Ok(requests) => new.push((from, digest, batch, requests)),
-                    Err(reason) => tracing::warn!(from, reason, "peer batch refused"),
-                },
+                Ok((digest, batch)) => new.push((from, digest, batch)),
                 Err(error) => tracing::warn!(from, %error, "peer batch refused"),
             }
         }
-        let all: Vec<&SignedRequest> = new.iter().flat_map(|(.., r)| r.iter()).collect();
-        let codes = if all.is_empty() {
-            Vec::new()
-        } else {
-            self.pool.install(|| self.verifier.verify(&all))
-        };
-        let counts: Vec<usize> = new.iter().map(|(.., r)| r.len()).collect();
-        for ((from, digest, batch, _), bad) in new.into_iter().zip(first_bad(&counts, &codes)) {
-            if let Some((index, code)) = bad {
-                tracing::warn!(
-                    from,
-                    reason = format!("request {index}: {code:?}"),
-                    "peer batch refused: a request does not verify"
-                );
-                continue;
+        let verdicts = self.verify_batches(&new);
+        for ((from, digest, batch), verdict) in new.into_iter().zip(verdicts) {
+            match verdict {
+                Ok(()) => {
+                    self.store.insert(digest, Arc::new(batch));
+                    held.push(digest);
+                }
+                Err(reason) => tracing::warn!(from, reason, "peer batch refused"),
             }
-            self.store.insert(digest, Arc::new(batch));
-            held.push(digest);
         }
         for digest in held {
             let _ = self.consensus.send(ConsensusIn::BatchAvailable(digest));
         }
     }
 
+    /// Each batch's verdict: every request decodes and verifies, or the first that does not.
+    /// The requests are decoded as views into the batches and verified in one verifier call.
+    fn verify_batches(
+        &self,
+        batches: &[(ValidatorIndex, Digest, Batch)],
+    ) -> Vec<Result<(), String>> {
+        let decoded: Vec<Result<Vec<SignedRequestRef<'_>>, String>> = batches
+            .iter()
+            .map(|(.., batch)| decode_requests(batch))
+            .collect();
+        let all: Vec<SignedRequestRef<'_>> = decoded.iter().flatten().flatten().copied().collect();
+        let codes = if all.is_empty() {
+            Vec::new()
+        } else {
+            self.pool.install(|| self.verifier.verify(&all))
+        };
+        let counts: Vec<usize> = decoded
+            .iter()
+            .map(|requests| requests.as_ref().map_or(0, Vec::len))
+            .collect();
+        decoded
+            .iter()
+            .zip(first_bad(&counts, &codes))
+            .map(|(requests, bad)| match (requests, bad) {
+                (Err(reason), _) => Err(reason.clone()),
+                (Ok(_), Some((index, code))) => {
+                    Err(format!("request {index} does not verify: {code:?}"))
+                }
+                (Ok(_), None) => Ok(()),
+            })
+            .collect()
+    }
+
+    /// The batch as one encoded peer frame: the payload is written straight after the frame
+    /// header (no separate payload buffer), then copied once into the `Arc` the peer links share.
+    fn batch_frame(&self, batch: &Batch, digest: &Digest) -> Arc<[u8]> {
+        let payload_len = batch.peer_encoded_len();
+        let mut out = Vec::with_capacity(frame::FRAME_HEADER_BYTES + payload_len);
+        out.extend_from_slice(&frame::encode_header(PEER_KIND_BATCH, payload_len));
+        batch.encode_peer_into(self.chain, digest, &mut out);
+        assert_eq!(out.len(), frame::FRAME_HEADER_BYTES + payload_len);
+        out.into()
+    }
+
     fn on_peer_fetch(&self, from: ValidatorIndex, digests: &[Digest]) {
         for digest in digests {
             if let Some(batch) = self.store.get(digest) {
-                self.peers.send(
-                    from,
-                    PEER_KIND_BATCH,
-                    &batch.encode_peer(self.chain, digest),
-                );
+                self.peers
+                    .send_encoded(from, PEER_KIND_BATCH, self.batch_frame(&batch, digest));
             }
         }
     }

@@ -12,7 +12,7 @@ use crossbeam::channel::{select, Receiver, Sender, TrySendError};
 
 use crate::codec::encode_reply;
 use crate::consensus::CommittedBlock;
-use crate::crypto::{SignedRequest, REQUEST_HEADER_BYTES};
+use crate::crypto::{SignedRequestRef, REQUEST_HEADER_BYTES};
 use crate::exec::{execute, request_timestamp_ns, ExecRequest};
 use crate::ledger::Ledger;
 use crate::mempool::RequestKey;
@@ -102,37 +102,36 @@ pub fn apply_block(
     let mut items = Vec::new();
     for batch in batches {
         for bytes in &batch.as_ref().requests {
-            let Ok(signed) = SignedRequest::decode(bytes) else {
+            let Ok(r) = SignedRequestRef::decode(bytes) else {
                 tracing::error!(
                     height = committed.height,
                     "a committed request does not decode; skipped"
                 );
                 continue;
             };
-            let r = &signed.request;
             let key = RequestKey {
-                institution: r.institution,
-                request_id: r.request_id,
+                institution: r.institution(),
+                request_id: r.request_id(),
             };
             let timestamp_ns = request_timestamp_ns(ledger, block_ms);
             let exec = ExecRequest {
-                institution: r.institution,
-                operation: r.operation,
-                body: &r.body,
+                institution: r.institution(),
+                operation: r.operation(),
+                body: r.body(),
             };
             let result = match execute(ledger, block_ms, &exec) {
                 Ok(reply) => Ok(Outcome {
-                    institution: r.institution,
-                    request_id: r.request_id,
+                    institution: r.institution(),
+                    request_id: r.request_id(),
                     height: committed.height,
                     timestamp_ns,
-                    operation: r.operation,
+                    operation: r.operation(),
                     reply: encode_reply(&reply),
                 }),
                 Err(error) => Err(Rejected {
                     height: committed.height,
                     ..Rejected::new(
-                        (r.institution, r.request_id),
+                        (r.institution(), r.request_id()),
                         RejectCode::RequestRefused,
                         error.to_string(),
                     )
@@ -301,20 +300,20 @@ impl Execute {
     }
 
     fn answer_query(&mut self, job: VerifyJob) {
-        let r = &job.request.request;
-        let key = (r.institution, r.request_id);
+        let r = job.request();
+        let key = (r.institution(), r.request_id());
         let (height, _) = self.shared.executed();
         match self
             .ledger
-            .apply_request(r.institution, 0, r.operation, &r.body)
+            .apply_request(r.institution(), 0, r.operation(), r.body())
         {
             Ok(reply) => {
                 let outcome = Outcome {
-                    institution: r.institution,
-                    request_id: r.request_id,
+                    institution: r.institution(),
+                    request_id: r.request_id(),
                     height,
                     timestamp_ns: 0,
-                    operation: r.operation,
+                    operation: r.operation(),
                     reply: encode_reply(&reply),
                 };
                 let _ = job.writer.send(KIND_QUERY_RESULT, &outcome.encode());

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
-use crate::crypto::{DecodeError, SignedRequest};
+use crate::crypto::{DecodeError, SignedRequestRef};
 use crate::mempool::RequestKey;
 use crate::net::{FrameWriter, Inbound, PeerIdentity};
 use crate::types::Operation;
@@ -21,12 +21,25 @@ use super::protocol::{
 };
 use super::state::{KeyState, Shared};
 
-/// A decoded request on its way to verification.
+/// A decoded request on its way to verification: its wire bytes, kept once (the mempool keeps
+/// the same `Arc`), and read through `request()`.
 pub struct VerifyJob {
-    pub request: SignedRequest,
-    pub bytes: Arc<[u8]>,
+    bytes: Arc<[u8]>,
     pub query: bool,
     pub writer: FrameWriter,
+}
+
+impl VerifyJob {
+    /// The request view over `bytes`; ingress decoded them before making the job, so this
+    /// cannot fail.
+    pub fn request(&self) -> SignedRequestRef<'_> {
+        SignedRequestRef::decode(&self.bytes).expect("ingress decoded these bytes")
+    }
+
+    /// The encoded signed request.
+    pub fn bytes(&self) -> &Arc<[u8]> {
+        &self.bytes
+    }
 }
 
 pub struct Ingress {
@@ -97,9 +110,9 @@ impl Ingress {
     fn admit(&self, inbound: &Inbound, query: bool) -> Result<(), Rejected> {
         let payload = &inbound.frame.payload;
         let prefix = request_key_prefix(payload);
-        let request = SignedRequest::decode(payload)
+        let request = SignedRequestRef::decode(payload)
             .map_err(|e| Rejected::new(prefix, decode_code(&e), e.to_string()))?;
-        let key = (request.request.institution, request.request.request_id);
+        let key = (request.institution(), request.request_id());
         let fail = |code, message: String| Rejected::new(key, code, message);
         match inbound.peer {
             PeerIdentity::Institution { institution } if institution == key.0 => {}
@@ -114,7 +127,7 @@ impl Ingress {
                 ))
             }
         }
-        let operation = Operation::from_u8(request.request.operation);
+        let operation = Operation::from_u8(request.operation());
         match operation {
             Some(op) if op.is_query() == query => {}
             _ => {
@@ -123,7 +136,7 @@ impl Ingress {
                     RejectCode::WrongOperation,
                     format!(
                         "operation {} is not {expected} operation",
-                        request.request.operation
+                        request.operation()
                     ),
                 ));
             }
@@ -133,7 +146,6 @@ impl Ingress {
         }
         let job = VerifyJob {
             bytes: Arc::from(payload.as_slice()),
-            request,
             query,
             writer: inbound.reply.clone(),
         };
@@ -149,8 +161,8 @@ impl Ingress {
     }
 
     /// Replays, id reuse and duplicates are answered here, before any signature work.
-    fn check_key(&self, request: &SignedRequest) -> Result<(), Rejected> {
-        let key = (request.request.institution, request.request.request_id);
+    fn check_key(&self, request: &SignedRequestRef<'_>) -> Result<(), Rejected> {
+        let key = (request.institution(), request.request_id());
         if self.shared.draining.load(Ordering::Acquire) {
             return Err(Rejected::new(
                 key,
@@ -158,7 +170,7 @@ impl Ingress {
                 "node is draining for shutdown",
             ));
         }
-        let digest = request.request.digest();
+        let digest = request.digest();
         let state = self.shared.key_state(RequestKey {
             institution: key.0,
             request_id: key.1,

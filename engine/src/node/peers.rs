@@ -96,7 +96,18 @@ impl Peers {
     }
 
     pub fn broadcast(&self, kind: u8, payload: &[u8]) {
-        let encoded: Arc<[u8]> = frame::encode_to_vec(kind, payload).into();
+        self.broadcast_encoded(kind, frame::encode_to_vec(kind, payload).into());
+    }
+
+    /// Sends one already encoded frame (header and payload) of `kind` to `to`.
+    pub fn send_encoded(&self, to: ValidatorIndex, kind: u8, encoded: Arc<[u8]>) {
+        if let Some(Some(link)) = self.lane(kind).get(to as usize) {
+            link.send_encoded(encoded);
+        }
+    }
+
+    /// Sends one already encoded frame of `kind` to every peer, sharing the buffer.
+    pub fn broadcast_encoded(&self, kind: u8, encoded: Arc<[u8]>) {
         for link in self.lane(kind).iter().flatten() {
             link.send_encoded(encoded.clone());
         }

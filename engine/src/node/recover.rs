@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::consensus::{
     genesis_block, genesis_qc, CommittedBlock, Recovered, COMMITTED_WINDOW_MAX,
 };
-use crate::crypto::SignedRequest;
+use crate::crypto::SignedRequestRef;
 use crate::ledger::Ledger;
 use crate::mempool::RequestKey;
 use crate::storage::BlockLog;
@@ -70,12 +70,12 @@ fn remember_committed(log: &BlockLog, snapshot_height: u64, shared: &Shared) -> 
     for height in from..=snapshot_height {
         let (_, batches) = read_record(log, height)?;
         for request in batches.iter().flat_map(|b| b.requests.iter()) {
-            if let Ok(signed) = SignedRequest::decode(request) {
+            if let Ok(signed) = SignedRequestRef::decode(request) {
                 let key = RequestKey {
-                    institution: signed.request.institution,
-                    request_id: signed.request.request_id,
+                    institution: signed.institution(),
+                    request_id: signed.request_id(),
                 };
-                shared.record_committed(key, height, signed.request.digest());
+                shared.record_committed(key, height, signed.digest());
             }
         }
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
-use crate::crypto::{BatchVerifier, VerifyCode};
+use crate::crypto::{BatchVerifier, SignedRequestRef, VerifyCode};
 use crate::mempool::{Item, MempoolError, RequestKey};
 
 use super::ingress::{reject, VerifyJob};
@@ -53,8 +53,7 @@ impl Verify {
 
     fn verify_batch(&self, jobs: Vec<VerifyJob>) {
         let started = Instant::now();
-        let requests: Vec<&crate::crypto::SignedRequest> =
-            jobs.iter().map(|j| &j.request).collect();
+        let requests: Vec<SignedRequestRef<'_>> = jobs.iter().map(VerifyJob::request).collect();
         let codes = self.pool.install(|| self.verifier.verify(&requests));
         assert_eq!(codes.len(), jobs.len());
         self.shared
@@ -62,10 +61,8 @@ impl Verify {
             .verify_batch_requests
             .observe(jobs.len() as f64);
         for (job, code) in jobs.into_iter().zip(codes) {
-            let key = (
-                job.request.request.institution,
-                job.request.request.request_id,
-            );
+            let request = job.request();
+            let key = (request.institution(), request.request_id());
             if code != VerifyCode::Ok {
                 let reject_code =
                     RejectCode::from_verify(code).unwrap_or(RejectCode::InvalidSignature);
@@ -91,10 +88,8 @@ impl Verify {
     }
 
     fn forward_query(&self, job: VerifyJob) {
-        let key = (
-            job.request.request.institution,
-            job.request.request.request_id,
-        );
+        let request = job.request();
+        let key = (request.institution(), request.request_id());
         let writer = job.writer.clone();
         if let Err(error) = self.queries.try_send(job) {
             let code = match error {
@@ -111,10 +106,10 @@ impl Verify {
 
     /// Registers the submitter as waiting, then inserts into the mempool.
     fn admit(&self, job: VerifyJob) {
-        let request = &job.request.request;
+        let request = job.request();
         let key = RequestKey {
-            institution: request.institution,
-            request_id: request.request_id,
+            institution: request.institution(),
+            request_id: request.request_id(),
         };
         let pair = (key.institution, key.request_id);
         let digest = request.digest();
@@ -135,8 +130,8 @@ impl Verify {
             institution: key.institution,
             request_id: key.request_id,
             digest,
-            bytes: job.bytes.len() as u32,
-            payload: job.bytes.clone(),
+            bytes: job.bytes().len() as u32,
+            payload: job.bytes().clone(),
         };
         if let Err(error) = self.shared.mempool.insert(item) {
             self.shared.take_waiter(&key);
