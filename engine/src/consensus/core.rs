@@ -72,15 +72,23 @@ impl<C: QuorumCrypto> Core<C> {
         if let Err(e) = cfg.validate() {
             panic!("consensus config invalid: {e}");
         }
+        let recovering = recovered.is_some();
         let (safety, mut tree) = match recovered {
             None => (SafetyState::default(), BlockTree::genesis()),
             Some(r) => (r.safety, BlockTree::recovered(r.tip, r.history, r.blocks)),
         };
         tree.tolerate_conflicts = cfg.testing_quorum_too_small;
+        let mut safety = safety;
         let round = (tree.high_qc.round + 1)
             .max(safety.voted_round)
             .max(safety.timeout_round)
             .max(1);
+        if recovering {
+            // A proposal may have left before its record was durable (the shell sends proposals
+            // without waiting for a sync): never propose in the round this node comes back to,
+            // nor the next, which it may already have reached.
+            safety.proposed_round = safety.proposed_round.max(round + 1);
+        }
         let pacemaker = Pacemaker::new(round, cfg.round_timeout_ms, cfg.round_timeout_ms_max);
         Core {
             cfg,

@@ -217,6 +217,16 @@ fn decode_tc_opt(r: &mut Reader) -> Result<Option<TimeoutCert>, DecodeError> {
 }
 
 impl Message {
+    /// Whether everything persisted before this message must be durable before it is sent. Votes,
+    /// timeouts and sync traffic: yes (a restarted node must never sign twice in a round or vote
+    /// against its lock). Proposals: no. Safety rests on the voters' rules, not on the leader, and
+    /// a restarted leader skips proposing in its recovery round and the next (`Core::new`), so a
+    /// proposal need not wait for the fsync of its `proposed_round` record: that fsync overlaps
+    /// with the replicas' work instead of adding to every round.
+    pub fn needs_durable_state(&self) -> bool {
+        !matches!(self, Message::Proposal(_))
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
         match self {

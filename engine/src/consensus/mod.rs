@@ -175,7 +175,8 @@ pub enum Recipient {
 /// An output of the core; the shell executes actions strictly in order.
 #[derive(Clone, Debug)]
 pub enum Action {
-    /// Durably store the safety state; must complete before any later `Send`.
+    /// Durably store the safety state; must complete before any later `Send` whose message
+    /// `needs_durable_state` (every message but a proposal).
     PersistSafety(SafetyState),
     /// Durably store an uncommitted block (emitted before voting for it); hand it back in
     /// `Recovered::blocks` after a restart. Blocks at or below the committed round may be pruned.

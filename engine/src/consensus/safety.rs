@@ -1,7 +1,9 @@
 //! The voting and locking rules (Jolteon / DiemBFT v4 two-chain) and the persistent safety state.
 //!
 //! The state is persisted (`Action::PersistSafety`) before any vote or timeout leaves the node: a
-//! restarted node can never sign twice in a round or vote against its lock.
+//! restarted node can never sign twice in a round or vote against its lock. A proposal may leave
+//! before its `proposed_round` is durable; a restarted node never proposes in its recovery round
+//! or the next (`Core::new`).
 
 use super::messages::{Block, TimeoutCert};
 use super::wire::{DecodeError, Reader, Writer};

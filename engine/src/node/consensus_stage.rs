@@ -1,5 +1,6 @@
 //! The consensus stage: one thread owning `consensus::Core`. It executes the core's actions
-//! strictly in order: safety state and blocks are written durably before any later `Send`.
+//! strictly in order: safety state and blocks are written durably before any later `Send` of a
+//! vote, timeout or sync message (a proposal does not wait: `Message::needs_durable_state`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -284,8 +285,10 @@ impl ConsensusStage {
             Action::PersistSafety(state) => self.journal.persist_safety(&state),
             Action::PersistBlock(block) => self.journal.persist_block(&block),
             Action::Send { to, msg } => {
-                // Everything persisted so far is durable before anything is sent.
-                if !self.sync_journal() {
+                // Everything persisted so far is durable before a vote, timeout or sync message is
+                // sent; a proposal goes out at once (`Message::needs_durable_state`), and the
+                // leader's own vote that follows it syncs.
+                if msg.needs_durable_state() && !self.sync_journal() {
                     return false;
                 }
                 let bytes = msg.encode();

@@ -380,6 +380,8 @@ impl Sim {
                 block: genesis_block(),
                 qc: genesis_qc(),
             });
+        // Like the node (`node::recover`): nothing persisted at all is a first start.
+        let first_start = recovered.safety.is_none() && recovered.blocks.is_empty();
         let safety = recovered.safety.unwrap_or_default();
         let identity = self.nodes[node].identity;
         let mut config = Config::new(SIM_CHAIN_ID, self.cfg.nodes, identity as ValidatorIndex);
@@ -402,7 +404,8 @@ impl Sim {
             history: recovered.blocks[history_from..below_tip].to_vec(),
             blocks: recovered.voted_blocks,
         };
-        sim_node.core = Some(Core::new(config, crypto, Some(recovered)));
+        let recovered = (!first_start).then_some(recovered);
+        sim_node.core = Some(Core::new(config, crypto, recovered));
         self.feed(node, Event::Start);
     }
 }

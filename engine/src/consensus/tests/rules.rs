@@ -282,6 +282,50 @@ fn restart_from_recovered_state_refuses_to_vote_twice() {
     );
 }
 
+/// A proposal leaves before its `proposed_round` record is durable (the node shell does not wait
+/// for an fsync to send it). A leader that crashes in that window and restarts must not propose
+/// again in the round it comes back to, nor the next: it may already have, and a second,
+/// different block would be an equivocation (voters' rules keep it safe, but it wastes the round).
+#[test]
+fn a_restarted_leader_does_not_propose_again_in_its_recovery_round() {
+    let mut all = cores(4);
+    let first = first_proposal(&all[1].handle(10, Event::Start));
+    assert_eq!((first.block.round, first.block.author), (1, 1));
+    let (secrets, publics) = BlsCrypto::committee(42, 4);
+    let crypto = BlsCrypto::new(Some(secrets[1].clone()), publics, VerifyCache::shared());
+    let tip = CommittedBlock {
+        height: 0,
+        block: genesis_block(),
+        qc: block_tree::genesis_qc(),
+    };
+    // Crashed before anything became durable: the journal holds no safety record.
+    let mut restarted = Core::new(
+        Config::new(CHAIN, 4, 1),
+        crypto,
+        Some(Recovered {
+            safety: SafetyState::default(),
+            tip,
+            history: Vec::new(),
+            blocks: Vec::new(),
+        }),
+    );
+    assert_eq!(restarted.round(), 1);
+    assert!(restarted.safety().proposed_round > restarted.round());
+    let actions = restarted.handle(12, Event::Start);
+    assert!(
+        !actions.iter().any(|a| matches!(
+            a,
+            Action::Send {
+                msg: Message::Proposal(_),
+                ..
+            }
+        )),
+        "no second proposal in round 1"
+    );
+    // A fresh node (nothing recovered) has sent nothing before and proposes at once.
+    assert_eq!(all[1].safety().proposed_round, 1);
+}
+
 #[test]
 fn safety_rule_blocks_that_do_not_extend_the_lock() {
     let state = SafetyState {
