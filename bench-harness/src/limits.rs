@@ -1,7 +1,7 @@
 //! `bench-harness limits`: the machine's physical limits that benchmarks compare against.
 //!
 //! Each probe is a `pub fn` so a benchmark can measure its own limit in the same run.
-//! Sections: disk (storage), crypto (pairings), hashing and loopback TCP.
+//! Sections: disk (storage), crypto (pairings), hashing, loopback TCP and memory first touch.
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::fs::{File, OpenOptions};
@@ -33,6 +33,9 @@ pub struct Args {
     /// MiB sent through one loopback TCP stream.
     #[arg(long, default_value_t = 1024)]
     pub tcp_mib: u64,
+    /// MiB of fresh anonymous memory in the first-touch probe.
+    #[arg(long, default_value_t = 256)]
+    pub memory_mib: usize,
     /// Print the result as one JSON object on the last stdout line.
     #[arg(long)]
     pub json: bool,
@@ -178,6 +181,30 @@ pub fn xxh3_128b_ns() -> f64 {
     started.elapsed().as_nanos() as f64 / ROUNDS as f64
 }
 
+/// Bytes between the touches of the memory probe (one write per 4 KiB page).
+const PAGE_BYTES: usize = 4096;
+
+/// Fresh memory vs memory already backed, in MB/s (10^6 bytes): a new anonymous mapping of
+/// `bytes` is written one byte per 4 KiB page (every write faults a page in: the kernel zeroes it,
+/// and on a VM the host may have to back it first), then written again (pages now present).
+/// Returns (first touch, second touch). A hot path that allocates fresh memory pays the first.
+pub fn memory_first_touch_mb_per_s(bytes: usize) -> Result<(f64, f64), String> {
+    let bytes = bytes.max(PAGE_BYTES);
+    let mut map = memmap2::MmapMut::map_anon(bytes).map_err(|e| format!("mmap {bytes}: {e}"))?;
+    let mut touch = |value: u8| {
+        let started = Instant::now();
+        for page in map.chunks_mut(PAGE_BYTES) {
+            // A volatile write, so the loop is not folded away.
+            // SAFETY: `page` is a live, exclusively borrowed, non-empty slice of the mapping.
+            unsafe { std::ptr::write_volatile(page.as_mut_ptr(), value) };
+        }
+        bytes as f64 / started.elapsed().as_secs_f64() / 1e6
+    };
+    let first = touch(1);
+    let second = touch(2);
+    Ok((first, second))
+}
+
 /// One loopback TCP stream: `bytes` in 1 MiB writes to a reader thread, in MB/s (10^6 bytes).
 pub fn loopback_tcp_mb_per_s(bytes: u64) -> Result<f64, String> {
     use std::io::{Read, Write};
@@ -222,6 +249,7 @@ pub fn run(args: Args) -> Result<(), String> {
     let pairing_1core = crate::verify::pairing_limit_probe(args.sigs)?;
     let xxh3_ns = xxh3_128b_ns();
     let tcp_mb_per_s = loopback_tcp_mb_per_s(args.tcp_mib << 20)?;
+    let (touch_first, touch_again) = memory_first_touch_mb_per_s(args.memory_mib << 20)?;
     let disk = disk_limits(&dir, args.disk_mib << 20, args.sync_samples)?;
     println!("SUMMARY limits (dir {})", dir.display());
     println!(
@@ -251,6 +279,10 @@ pub fn run(args: Args) -> Result<(), String> {
     );
     println!("  xxh3-64 of 128 bytes                       : {xxh3_ns:>8.1} ns");
     println!("  loopback TCP, one stream, 1 MiB writes     : {tcp_mb_per_s:>8.0} MB/s");
+    println!(
+        "  memory, 1 write per 4 KiB page, fresh / again : {touch_first:>5.0} / {touch_again:.0} MB/s ({:.2} ms per fresh MiB)",
+        1048.576 / touch_first
+    );
     if args.json {
         let json = serde_json::json!({
             "bench": "limits",
@@ -264,6 +296,8 @@ pub fn run(args: Args) -> Result<(), String> {
             "pairing_limit_sigs_per_s": pairing_1core * cores as f64,
             "xxh3_128b_ns": xxh3_ns,
             "loopback_tcp_mb_per_s": tcp_mb_per_s,
+            "memory_first_touch_mb_per_s": touch_first,
+            "memory_second_touch_mb_per_s": touch_again,
         });
         println!("{json}");
     }
