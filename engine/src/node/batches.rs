@@ -1,20 +1,33 @@
 //! Batches of verified requests: the unit of dissemination. A block orders batch digests; this
-//! store resolves a digest to the request bytes. Bounded: the oldest batch leaves first.
+//! store resolves a digest to the request bytes. Uncommitted batches stay until they are ordered
+//! (bounded: the oldest leaves first); a committed batch stays only for a short window after its
+//! block is durable in the log, and then only its digest's height is remembered (bounded) so a
+//! fetch for it is served from the log.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::consensus::Digest;
+use crate::consensus::{Digest, COMMITTED_WINDOW_MAX};
 
-/// Most batches held in memory (local, received and fetched). Older batches are evicted first;
-/// they are in the block log once committed, and a laggard beyond this window catches up from a
-/// peer that still holds them.
+/// Most batches held in memory (uncommitted and committed). Oldest inserted leave first.
 pub const BATCH_STORE_BATCHES_MAX: usize = 8192;
-/// Most request bytes the batch store holds (a batch may carry up to 4 MiB, so the count bound
-/// alone would allow 32 GiB). Oldest batches (committed long ago, kept only for lagging peers'
-/// fetches) are evicted first.
+/// Most request bytes held in memory (a batch may carry up to 4 MiB, so the count bound alone
+/// would allow 32 GiB). Oldest inserted leave first. In steady state uncommitted batches (not
+/// yet ordered) are the bulk of what is held; committed ones leave after the window below.
 pub const BATCH_STORE_BYTES_MAX: usize = 1 << 30;
+/// Committed batches stay in memory while their block is among the newest this many committed
+/// blocks (and until the block is durable): peers a few rounds behind fetch them from memory.
+pub const BATCH_STORE_COMMITTED_BLOCKS_MAX: u64 = 32;
+/// Most request bytes of committed batches held in memory (about 1.5 s of commits at the e2e
+/// benchmark's 20-25 MB/s per node); the oldest durable ones leave first. Small enough that the
+/// allocator recycles the buffers of a steady stream of batches instead of touching fresh pages.
+pub const BATCH_STORE_COMMITTED_BYTES_MAX: usize = 32 << 20;
+/// Committed blocks whose batch digests are indexed (digest -> height) for fetches served from
+/// the block log: consensus' sync window, the furthest a laggard can catch up by block sync.
+pub const COMMITTED_INDEX_BLOCKS_MAX: u64 = COMMITTED_WINDOW_MAX as u64;
+/// Most digests in that index (about 64 bytes each: at most ~4 MiB).
+pub const COMMITTED_INDEX_DIGESTS_MAX: usize = 65_536;
 /// Most requests in one batch on the wire (a peer sending more is refused).
 pub const BATCH_REQUESTS_MAX: usize = 8192;
 const BATCH_DIGEST_CONTEXT: &[u8] = b"reckon.v1.batch.digest";
@@ -142,33 +155,101 @@ fn read_u32(bytes: &[u8], at: &mut usize) -> Result<u32, BatchDecodeError> {
     Ok(u32::from_le_bytes(slice.try_into().expect("4 bytes")))
 }
 
-#[derive(Default)]
-struct Inner {
-    batches: HashMap<Digest, Arc<Batch>>,
-    order: VecDeque<Digest>,
-    /// Request bytes of every held batch.
-    bytes: usize,
+struct Held {
+    batch: Arc<Batch>,
+    /// Insertion sequence number (key in `Inner::order`).
+    seq: u64,
+    /// Height of the block that ordered it, once committed.
+    committed: Option<u64>,
 }
 
-/// Shared by dissemination (writes) and execute (reads, waits for missing batches).
+#[derive(Default)]
+struct Inner {
+    batches: HashMap<Digest, Held>,
+    /// Every held batch by insertion order.
+    order: BTreeMap<u64, Digest>,
+    next_seq: u64,
+    /// Request bytes of every held batch.
+    bytes: usize,
+    /// Held committed batches in commit order (entries whose batch already left are skipped).
+    committed: VecDeque<(u64, Digest)>,
+    /// Request bytes of held committed batches.
+    committed_bytes: usize,
+    /// Newest committed height seen.
+    tip: u64,
+    /// Committed batch digest -> height of the block that ordered it (bounded, oldest out).
+    index: HashMap<Digest, u64>,
+    index_order: VecDeque<(u64, Digest)>,
+}
+
+impl Inner {
+    fn remove(&mut self, digest: &Digest) {
+        if let Some(held) = self.batches.remove(digest) {
+            let bytes = held.batch.encoded_len();
+            self.bytes -= bytes;
+            if held.committed.is_some() {
+                self.committed_bytes -= bytes;
+            }
+            self.order.remove(&held.seq);
+        }
+    }
+
+    fn check(&self) {
+        assert_eq!(self.batches.len(), self.order.len());
+        assert!(self.committed_bytes <= self.bytes);
+        assert!(self.index.len() <= self.index_order.len());
+    }
+}
+
+/// Where a fetched digest can be served from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Located {
+    Memory(Arc<Batch>),
+    /// Committed at this height; the batch left memory and is in the block log.
+    Log(u64),
+    Unknown,
+}
+
+/// Shared by dissemination (writes, serves fetches) and execute (reads, waits for missing
+/// batches, marks batches committed).
 pub struct BatchStore {
     inner: Mutex<Inner>,
     arrived: Condvar,
     bytes_max: usize,
+    committed_blocks_max: u64,
+    committed_bytes_max: usize,
 }
 
 impl Default for BatchStore {
     fn default() -> Self {
-        BatchStore::with_bytes_max(BATCH_STORE_BYTES_MAX)
+        BatchStore::with_bounds(
+            BATCH_STORE_BYTES_MAX,
+            BATCH_STORE_COMMITTED_BLOCKS_MAX,
+            BATCH_STORE_COMMITTED_BYTES_MAX,
+        )
     }
 }
 
 impl BatchStore {
     pub fn with_bytes_max(bytes_max: usize) -> BatchStore {
+        BatchStore::with_bounds(
+            bytes_max,
+            BATCH_STORE_COMMITTED_BLOCKS_MAX,
+            BATCH_STORE_COMMITTED_BYTES_MAX,
+        )
+    }
+
+    pub fn with_bounds(
+        bytes_max: usize,
+        committed_blocks_max: u64,
+        committed_bytes_max: usize,
+    ) -> BatchStore {
         BatchStore {
             inner: Mutex::default(),
             arrived: Condvar::new(),
             bytes_max,
+            committed_blocks_max,
+            committed_bytes_max,
         }
     }
 
@@ -176,34 +257,137 @@ impl BatchStore {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Inserts a batch (idempotent); returns false when it was already held.
+    /// Inserts a batch (idempotent); returns false when it was already held, or was committed
+    /// and left memory (it is in the log: keeping it again would only take memory).
     pub fn insert(&self, digest: Digest, batch: Arc<Batch>) -> bool {
         let mut inner = self.lock();
-        if inner.batches.contains_key(&digest) {
+        if inner.batches.contains_key(&digest) || inner.index.contains_key(&digest) {
             return false;
         }
         let bytes = batch.encoded_len();
         while inner.order.len() >= BATCH_STORE_BATCHES_MAX
             || (!inner.order.is_empty() && inner.bytes + bytes > self.bytes_max)
         {
-            let Some(old) = inner.order.pop_front() else {
+            let Some((_, &old)) = inner.order.first_key_value() else {
                 break;
             };
-            if let Some(evicted) = inner.batches.remove(&old) {
-                inner.bytes -= evicted.encoded_len();
-            }
+            inner.remove(&old);
         }
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
         inner.bytes += bytes;
-        inner.batches.insert(digest, batch);
-        inner.order.push_back(digest);
-        assert_eq!(inner.batches.len(), inner.order.len());
+        inner.order.insert(seq, digest);
+        inner.batches.insert(
+            digest,
+            Held {
+                batch,
+                seq,
+                committed: None,
+            },
+        );
+        inner.check();
         drop(inner);
         self.arrived.notify_all();
         true
     }
 
     pub fn get(&self, digest: &Digest) -> Option<Arc<Batch>> {
-        self.lock().batches.get(digest).cloned()
+        self.lock().batches.get(digest).map(|h| h.batch.clone())
+    }
+
+    /// True when the batch is in memory or known committed (in the log).
+    pub fn contains(&self, digest: &Digest) -> bool {
+        let inner = self.lock();
+        inner.batches.contains_key(digest) || inner.index.contains_key(digest)
+    }
+
+    /// Height of the block that ordered this batch, if indexed.
+    pub fn committed_height(&self, digest: &Digest) -> Option<u64> {
+        self.lock().index.get(digest).copied()
+    }
+
+    /// Where a fetch for `digest` is served from.
+    pub fn locate(&self, digest: &Digest) -> Located {
+        let inner = self.lock();
+        if let Some(held) = inner.batches.get(digest) {
+            return Located::Memory(held.batch.clone());
+        }
+        match inner.index.get(digest) {
+            Some(height) => Located::Log(*height),
+            None => Located::Unknown,
+        }
+    }
+
+    /// Records that the block at `height` (appended to the log) ordered `digests`: they are
+    /// indexed for log-served fetches, and the held ones start their committed window. Then
+    /// evicts what the windows allow given the log's `durable` height.
+    pub fn committed(&self, height: u64, digests: &[Digest], durable: u64) {
+        let mut inner = self.lock();
+        inner.tip = inner.tip.max(height);
+        for digest in digests {
+            if inner.index.get(digest) == Some(&height) {
+                continue; // indexed already (idempotent)
+            }
+            inner.index.insert(*digest, height);
+            inner.index_order.push_back((height, *digest));
+            let newly = match inner.batches.get_mut(digest) {
+                Some(held) if held.committed.is_none() => {
+                    held.committed = Some(height);
+                    Some(held.batch.encoded_len())
+                }
+                _ => None,
+            };
+            if let Some(bytes) = newly {
+                inner.committed_bytes += bytes;
+                inner.committed.push_back((height, *digest));
+            }
+        }
+        self.evict_locked(&mut inner, durable);
+    }
+
+    /// Drops committed batches past the window whose block is durable (`durable` is the log's
+    /// durable height), and index entries past theirs.
+    pub fn evict_committed(&self, durable: u64) {
+        let mut inner = self.lock();
+        self.evict_locked(&mut inner, durable);
+    }
+
+    fn evict_locked(&self, inner: &mut Inner, durable: u64) {
+        while let Some(&(height, digest)) = inner.committed.front() {
+            let held_here = inner
+                .batches
+                .get(&digest)
+                .is_some_and(|h| h.committed == Some(height));
+            if held_here {
+                let past_window = height + self.committed_blocks_max <= inner.tip
+                    || inner.committed_bytes > self.committed_bytes_max;
+                if !past_window || height > durable {
+                    break;
+                }
+                inner.remove(&digest);
+            }
+            inner.committed.pop_front();
+        }
+        while let Some(&(height, digest)) = inner.index_order.front() {
+            let past = height + COMMITTED_INDEX_BLOCKS_MAX <= inner.tip
+                || inner.index_order.len() > COMMITTED_INDEX_DIGESTS_MAX;
+            if !past {
+                break;
+            }
+            inner.index_order.pop_front();
+            if inner.index.get(&digest) == Some(&height) {
+                inner.index.remove(&digest);
+                // A committed batch no longer indexed must not stay in memory for ever.
+                if inner
+                    .batches
+                    .get(&digest)
+                    .is_some_and(|h| h.committed.is_some())
+                {
+                    inner.remove(&digest);
+                }
+            }
+        }
+        inner.check();
     }
 
     pub fn len(&self) -> usize {
@@ -213,6 +397,16 @@ impl BatchStore {
     /// Request bytes held.
     pub fn bytes(&self) -> usize {
         self.lock().bytes
+    }
+
+    /// Request bytes of committed batches held.
+    pub fn committed_bytes(&self) -> usize {
+        self.lock().committed_bytes
+    }
+
+    /// Committed digests indexed (digest -> height).
+    pub fn indexed(&self) -> usize {
+        self.lock().index.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -295,5 +489,94 @@ mod tests {
         assert!(store.get(&digests[0]).is_none());
         assert!(store.get(&digests[11]).is_some());
         assert_eq!(store.bytes(), store.len() * big(0).encoded_len());
+    }
+    fn tagged(tag: u8, len: usize) -> (Digest, Arc<Batch>) {
+        let batch = Batch {
+            requests: vec![Arc::from(vec![tag; len].into_boxed_slice())],
+        };
+        (batch.digest(), Arc::new(batch))
+    }
+
+    #[test]
+    fn committed_batches_leave_memory_past_the_window_and_uncommitted_ones_stay() {
+        // A window of 4 blocks and 1 MiB of committed batches.
+        let store = BatchStore::with_bounds(1 << 30, 4, 1 << 20);
+        let pending: Vec<_> = (200..205u8).map(|t| tagged(t, 1000)).collect();
+        for (digest, batch) in &pending {
+            assert!(store.insert(*digest, batch.clone()));
+        }
+        let mut committed = Vec::new();
+        for height in 1..=10u64 {
+            let (digest, batch) = tagged(height as u8, 1000);
+            assert!(store.insert(digest, batch));
+            // Durable up to the block before: the newest block is never evicted undurable.
+            store.committed(height, &[digest], height - 1);
+            committed.push(digest);
+        }
+        // Blocks 7..=10 are in the window (tip 10, 4 blocks); 1..=6 left memory.
+        for (i, digest) in committed.iter().enumerate() {
+            let height = i as u64 + 1;
+            let in_memory = store.get(digest).is_some();
+            assert_eq!(in_memory, height > 6, "height {height}");
+            assert_eq!(store.committed_height(digest), Some(height));
+            assert!(store.contains(digest));
+            if !in_memory {
+                assert_eq!(store.locate(digest), Located::Log(height));
+            }
+        }
+        // Uncommitted batches are untouched by the committed window.
+        for (digest, batch) in &pending {
+            assert_eq!(store.locate(digest), Located::Memory(batch.clone()));
+        }
+        assert_eq!(store.len(), 5 + 4);
+        assert_eq!(store.committed_bytes(), 4 * pending[0].1.encoded_len());
+        // A committed batch that left memory is not stored again when a peer re-sends it.
+        let (d1, b1) = tagged(1, 1000);
+        assert_eq!(d1, committed[0]);
+        assert!(!store.insert(d1, b1));
+        assert!(store.get(&d1).is_none());
+        assert_eq!(store.locate(&[9; 32]), Located::Unknown);
+    }
+
+    #[test]
+    fn committed_batches_wait_for_durability_and_respect_the_byte_window() {
+        // 100 blocks of window but only 3 batches' worth of committed bytes.
+        let one = tagged(0, 1000).1.encoded_len();
+        let store = BatchStore::with_bounds(1 << 30, 100, 3 * one);
+        let mut digests = Vec::new();
+        for height in 1..=6u64 {
+            let (digest, batch) = tagged(height as u8, 1000);
+            store.insert(digest, batch);
+            store.committed(height, &[digest], 0); // nothing durable yet
+            digests.push(digest);
+        }
+        // Over the byte window, but not durable: all stay.
+        assert_eq!(store.len(), 6);
+        store.evict_committed(2);
+        // Durable up to 2: only blocks 1 and 2 may leave, and the byte window wants 3 gone.
+        assert_eq!(store.len(), 4);
+        assert!(store.get(&digests[1]).is_none());
+        store.evict_committed(6);
+        assert_eq!(store.len(), 3);
+        assert_eq!(store.committed_bytes(), 3 * one);
+        assert!(store.get(&digests[5]).is_some());
+    }
+
+    #[test]
+    fn the_committed_index_is_bounded_by_blocks() {
+        let store = BatchStore::default();
+        let digest_at = |h: u64| {
+            let mut d = [0u8; 32];
+            d[..8].copy_from_slice(&h.to_le_bytes());
+            d
+        };
+        let last = COMMITTED_INDEX_BLOCKS_MAX + 10;
+        for height in 1..=last {
+            store.committed(height, &[digest_at(height)], height);
+        }
+        assert_eq!(store.indexed() as u64, COMMITTED_INDEX_BLOCKS_MAX);
+        assert_eq!(store.committed_height(&digest_at(10)), None);
+        assert_eq!(store.committed_height(&digest_at(11)), Some(11));
+        assert_eq!(store.committed_height(&digest_at(last)), Some(last));
     }
 }

@@ -1,18 +1,21 @@
 //! Dissemination: forms fair batches from the mempool, stores and broadcasts them, verifies and
-//! stores peers' batches (every signature, before they count as held), and serves batch fetches.
+//! stores peers' batches (every signature, before they count as held), and serves batch fetches:
+//! from memory, or, for a committed batch that left memory, by forwarding the fetch to execute,
+//! which reads it from the block log.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::consensus::{Digest, ValidatorIndex};
 use crate::crypto::{BatchVerifier, SignedRequestRef, VerifyCode};
 use crate::net::frame;
 
-use super::batches::{Batch, BatchStore};
+use super::batches::{Batch, BatchStore, Located};
 use super::consensus_stage::ConsensusIn;
+use super::execute::LogFetch;
 use super::peers::{encode_fetch, Peers, PEER_KIND_BATCH, PEER_KIND_BATCH_FETCH};
 use super::state::Shared;
 
@@ -94,6 +97,8 @@ pub struct Dissemination {
     pub input: Receiver<DisseminationIn>,
     pub consensus: Sender<ConsensusIn>,
     pub store: Arc<BatchStore>,
+    /// Fetches of committed batches that left memory, to execute (which owns the log).
+    pub log_fetches: Sender<LogFetch>,
     pub peers: Arc<Peers>,
     pub shared: Arc<Shared>,
     pub verifier: BatchVerifier,
@@ -195,7 +200,8 @@ impl Dissemination {
         let mut new = Vec::new();
         for (from, payload) in payloads {
             match Batch::decode_peer(&payload, self.chain) {
-                Ok((digest, _)) if self.store.get(&digest).is_some() => held.push(digest),
+                // Held in memory, or committed and in the log: nothing to verify or store.
+                Ok((digest, _)) if self.store.contains(&digest) => held.push(digest),
                 Ok((digest, batch)) => new.push((from, digest, batch)),
                 Err(error) => tracing::warn!(from, %error, "peer batch refused"),
             }
@@ -259,11 +265,30 @@ impl Dissemination {
         out.into()
     }
 
+    /// Serves a peer's fetch: from memory, or, for a committed batch that left memory, through
+    /// execute, which reads the log between blocks. Never blocks: a full queue drops the fetch
+    /// (the peer asks again every `BATCH_FETCH_RETRY_MS`); unknown digests are ignored.
     fn on_peer_fetch(&self, from: ValidatorIndex, digests: &[Digest]) {
         for digest in digests {
-            if let Some(batch) = self.store.get(digest) {
-                self.peers
-                    .send_encoded(from, PEER_KIND_BATCH, self.batch_frame(&batch, digest));
+            match self.store.locate(digest) {
+                Located::Memory(batch) => {
+                    self.peers.send_encoded(
+                        from,
+                        PEER_KIND_BATCH,
+                        self.batch_frame(&batch, digest),
+                    );
+                }
+                Located::Log(height) => {
+                    let fetch = LogFetch {
+                        from,
+                        digest: *digest,
+                        height,
+                    };
+                    if let Err(TrySendError::Full(_)) = self.log_fetches.try_send(fetch) {
+                        tracing::debug!(from, height, "log fetch queue full; fetch dropped");
+                    }
+                }
+                Located::Unknown => {}
             }
         }
     }

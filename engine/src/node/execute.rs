@@ -2,26 +2,29 @@
 //! digests, applies every request with the block's timestamp, appends one log record (the block,
 //! its commit QC and the full signed requests, so the log alone re-executes and audits), takes a
 //! snapshot every K blocks, and hands the durability ticket and the replies to the reply stage.
-//! Queries are answered here, between blocks, from committed state.
+//! Queries, and peers' fetches of committed batches that left the batch store, are answered
+//! here, between blocks, from committed state and from the log.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{select, Receiver, Sender, TrySendError};
+use crossbeam::channel::{never, select, Receiver, Sender, TrySendError};
 
 use crate::codec::encode_reply;
-use crate::consensus::CommittedBlock;
+use crate::consensus::{CommittedBlock, Digest, ValidatorIndex};
 use crate::crypto::{SignedRequestRef, REQUEST_HEADER_BYTES};
 use crate::exec::{execute, request_timestamp_ns, ExecRequest};
 use crate::ledger::Ledger;
 use crate::mempool::RequestKey;
+use crate::net::frame;
 use crate::storage::{BlockLog, Ticket};
 use crate::types::EVENT_BYTES;
 
-use super::batches::{Batch, BatchStore};
+use super::batches::{Batch, BatchStore, Located};
 use super::dissemination::DisseminationIn;
 use super::ingress::{reject, VerifyJob};
+use super::peers::{Peers, PEER_KIND_BATCH};
 use super::protocol::{Outcome, RejectCode, Rejected, KIND_QUERY_RESULT};
 use super::state::Shared;
 
@@ -29,6 +32,18 @@ use super::state::Shared;
 pub const REPLY_QUEUE_BLOCKS_MAX: usize = 1024;
 /// How long execute waits for a missing batch before asking peers again.
 pub const BATCH_FETCH_RETRY_MS: u64 = 500;
+/// Capacity of the queue of peers' fetches of committed batches to serve from the log
+/// (dissemination -> execute, one digest each; a full queue drops the fetch, the peer retries).
+pub const LOG_FETCH_QUEUE_MAX: usize = 256;
+
+/// A peer's fetch of a committed batch that left the batch store: `digest` was ordered by the
+/// block at `height`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFetch {
+    pub from: ValidatorIndex,
+    pub digest: Digest,
+    pub height: u64,
+}
 
 /// What one request produced in a block.
 pub struct Executed {
@@ -66,6 +81,80 @@ pub fn decode_record_block(bytes: &[u8]) -> Result<(CommittedBlock, usize), Stri
     let block = bytes.get(4..4 + len).ok_or("record block truncated")?;
     let committed = CommittedBlock::decode(block).map_err(|e| format!("block: {e:?}"))?;
     Ok((committed, 4 + len))
+}
+
+/// The encoded batch `digest` of a log record (its bytes, `count u32 | (len u32 | request)*`,
+/// exactly as `Batch::encode_into` wrote them), found through the block's payload; None when
+/// the block does not order that digest. Every length is bounds-checked (never panics).
+pub fn record_batch_bytes<'a>(
+    bytes: &'a [u8],
+    digest: &Digest,
+) -> Result<Option<&'a [u8]>, String> {
+    let (committed, mut at) = decode_record_block(bytes)?;
+    let Some(index) = committed.block.payload.iter().position(|d| d == digest) else {
+        return Ok(None);
+    };
+    let count = bytes
+        .get(at..at + 4)
+        .ok_or("record batch count truncated")?;
+    let count = u32::from_le_bytes(count.try_into().expect("4 bytes")) as usize;
+    if count != committed.block.payload.len() {
+        return Err(format!(
+            "record has {count} batches, block orders {}",
+            committed.block.payload.len()
+        ));
+    }
+    at += 4;
+    let read_u32 = |at: usize| -> Result<usize, String> {
+        let b = bytes.get(at..at + 4).ok_or("record batch truncated")?;
+        Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+    };
+    for i in 0..=index {
+        let start = at;
+        let requests = read_u32(at)?;
+        at += 4;
+        for _ in 0..requests {
+            let len = read_u32(at)?;
+            at = (at + 4)
+                .checked_add(len)
+                .filter(|end| *end <= bytes.len())
+                .ok_or("record request truncated")?;
+        }
+        if i == index {
+            return Ok(Some(&bytes[start..at]));
+        }
+    }
+    unreachable!("the loop returns at index")
+}
+
+/// The peer frame (`PEER_KIND_BATCH`) carrying batch `digest` of a log record: the same bytes
+/// `Batch::encode_peer_into` gives for the batch, built from the record without decoding it.
+pub fn record_batch_frame(
+    bytes: &[u8],
+    chain: u64,
+    digest: &Digest,
+) -> Result<Option<Arc<[u8]>>, String> {
+    let Some(batch) = record_batch_bytes(bytes, digest)? else {
+        return Ok(None);
+    };
+    let payload_len = 40 + batch.len();
+    let mut out = Vec::with_capacity(frame::FRAME_HEADER_BYTES + payload_len);
+    out.extend_from_slice(&frame::encode_header(PEER_KIND_BATCH, payload_len));
+    out.extend_from_slice(&chain.to_le_bytes());
+    out.extend_from_slice(digest);
+    out.extend_from_slice(batch);
+    Ok(Some(out.into()))
+}
+
+/// Batch `digest` of the log's block at `height`, decoded.
+fn log_batch(log: &BlockLog, height: u64, digest: &Digest) -> Result<Option<Batch>, String> {
+    let bytes = log.read(height).map_err(|e| e.to_string())?;
+    let Some(batch) = record_batch_bytes(&bytes, digest)? else {
+        return Ok(None);
+    };
+    let mut at = 0;
+    let batch = Batch::decode_from(batch, &mut at).map_err(|e| e.to_string())?;
+    Ok((batch.digest() == *digest).then_some(batch))
 }
 
 pub fn decode_record(bytes: &[u8]) -> Result<(CommittedBlock, Vec<Batch>), String> {
@@ -152,7 +241,12 @@ pub struct Execute {
     pub log: BlockLog,
     pub commits: Receiver<Vec<CommittedBlock>>,
     pub queries: Receiver<VerifyJob>,
+    /// Fetches of committed batches to serve from the log (from dissemination).
+    pub log_fetches: Receiver<LogFetch>,
     pub store: Arc<BatchStore>,
+    pub peers: Arc<Peers>,
+    /// Consensus chain id, in every batch peer frame.
+    pub chain: u64,
     pub dissemination: Sender<DisseminationIn>,
     pub reply: Sender<ExecutedBlock>,
     pub shared: Arc<Shared>,
@@ -186,7 +280,14 @@ impl Execute {
                     Ok(job) => self.answer_query(job),
                     Err(_) => return,
                 },
+                recv(self.log_fetches) -> fetch => match fetch {
+                    Ok(fetch) => self.serve_log_fetch(&fetch),
+                    // Dissemination stopped first: no more fetches, keep executing.
+                    Err(_) => self.log_fetches = never(),
+                },
                 default(Duration::from_millis(100)) => {
+                    let durable = self.log.durable_height().unwrap_or(0);
+                    self.store.evict_committed(durable);
                     if self.stop.load(Ordering::Acquire) && self.commits.is_empty() {
                         return;
                     }
@@ -195,15 +296,39 @@ impl Execute {
         }
     }
 
-    /// Waits for every batch of the block (asking peers while any is missing).
+    /// Waits for every batch of the block (asking peers while any is missing). A batch ordered
+    /// again after it left memory (committed earlier) is read back from this node's own log.
     fn resolve(&self, committed: &CommittedBlock) -> Option<Vec<Arc<Batch>>> {
         let payload = &committed.block.payload;
+        let mut found: Vec<Option<Arc<Batch>>> = vec![None; payload.len()];
         loop {
+            for (slot, digest) in found.iter_mut().zip(payload) {
+                if slot.is_some() {
+                    continue;
+                }
+                *slot = match self.store.locate(digest) {
+                    Located::Memory(batch) => Some(batch),
+                    Located::Log(height) => log_batch(&self.log, height, digest)
+                        .ok()
+                        .flatten()
+                        .map(Arc::new),
+                    Located::Unknown => None,
+                };
+            }
+            let missing: Vec<Digest> = found
+                .iter()
+                .zip(payload)
+                .filter(|(slot, _)| slot.is_none())
+                .map(|(_, digest)| *digest)
+                .collect();
+            if missing.is_empty() {
+                return found.into_iter().collect();
+            }
             let missing = self
                 .store
-                .wait_for(payload, Duration::from_millis(BATCH_FETCH_RETRY_MS));
+                .wait_for(&missing, Duration::from_millis(BATCH_FETCH_RETRY_MS));
             if missing.is_empty() {
-                break;
+                continue;
             }
             if self.stop.load(Ordering::Acquire) {
                 return None;
@@ -221,7 +346,29 @@ impl Execute {
                 return None;
             }
         }
-        payload.iter().map(|d| self.store.get(d)).collect()
+    }
+
+    /// Sends a peer the committed batch it fetched, read from the log (between blocks).
+    fn serve_log_fetch(&self, fetch: &LogFetch) {
+        let served = self
+            .log
+            .read(fetch.height)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| record_batch_frame(&bytes, self.chain, &fetch.digest));
+        match served {
+            Ok(Some(frame)) => {
+                self.peers.send_encoded(fetch.from, PEER_KIND_BATCH, frame);
+                self.shared.metrics.batches_served_from_log.inc();
+            }
+            Ok(None) => tracing::warn!(
+                height = fetch.height,
+                "a fetched batch is not in the block the index names"
+            ),
+            // Not durable yet (the peer retries) or unreadable.
+            Err(error) => {
+                tracing::debug!(height = fetch.height, %error, "fetch not served from the log")
+            }
+        }
     }
 
     fn execute_block(&mut self, committed: CommittedBlock) -> bool {
@@ -250,6 +397,15 @@ impl Execute {
                 None
             }
         };
+        // The block's batches are committed: they leave memory after the store's window (once
+        // durable) and fetches of them are then served from the log.
+        let durable = self.log.durable_height().unwrap_or(0);
+        self.store
+            .committed(committed.height, &committed.block.payload, durable);
+        self.shared
+            .metrics
+            .batch_store_bytes
+            .set(self.store.bytes() as i64);
         let digest = self.ledger.digest();
         self.shared.set_executed(committed.height, digest);
         self.shared
@@ -324,5 +480,96 @@ impl Execute {
                 Rejected::new(key, RejectCode::RequestRefused, error.to_string()),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::{genesis_qc, Block};
+    use crate::net::frame::{decode, FRAME_PAYLOAD_BYTES_MAX};
+    use crate::storage::{LogConfig, WriteBackend};
+
+    fn batch(tag: u8, requests: usize) -> Batch {
+        Batch {
+            requests: (0..requests)
+                .map(|i| Arc::from(vec![tag ^ i as u8; 100 + i * 7].into_boxed_slice()))
+                .collect(),
+        }
+    }
+
+    fn committed(height: u64, batches: &[Arc<Batch>]) -> CommittedBlock {
+        CommittedBlock {
+            height,
+            block: Block {
+                author: 0,
+                round: height,
+                height,
+                timestamp_ms: 1_000 + height,
+                justify: genesis_qc(),
+                payload: batches.iter().map(|b| b.digest()).collect(),
+            },
+            qc: genesis_qc(),
+        }
+    }
+
+    /// A fetch for a committed batch that left the store is answered from the log with the
+    /// exact batch: the frame equals the one dissemination builds from memory, and decodes (as a
+    /// peer does, digest checked) to the same batch.
+    #[test]
+    fn a_committed_batch_that_left_memory_is_served_from_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = LogConfig::for_tests(64 << 10);
+        config.write_backend = WriteBackend::Pwrite;
+        config.direct_io = false;
+        let mut log = BlockLog::open(dir.path(), config).expect("open log");
+        let store = BatchStore::with_bounds(1 << 30, 2, 1 << 20);
+        let chain = 0x5eed;
+        let mut parent = [0u8; 32];
+        let mut blocks = Vec::new();
+        for height in 1..=5u64 {
+            let batches: Vec<Arc<Batch>> = (0..3u8)
+                .map(|i| Arc::new(batch(height as u8 * 10 + i, 1 + i as usize * 2)))
+                .collect();
+            for b in &batches {
+                assert!(store.insert(b.digest(), b.clone()));
+            }
+            let committed = committed(height, &batches);
+            let ticket = log
+                .append(height, &parent, &encode_record(&committed, &batches))
+                .expect("append");
+            parent = ticket.hash();
+            ticket.wait().expect("durable");
+            store.committed(height, &committed.block.payload, height);
+            blocks.push(batches);
+        }
+        // Window of 2 blocks: the batches of blocks 1..=3 left memory.
+        let wanted = blocks[1][2].clone();
+        let digest = wanted.digest();
+        assert!(store.get(&digest).is_none());
+        assert_eq!(store.locate(&digest), Located::Log(2));
+
+        let bytes = log.read(2).expect("read");
+        let frame = record_batch_frame(&bytes, chain, &digest)
+            .expect("record decodes")
+            .expect("block 2 orders it");
+        // Byte for byte what a node holding the batch in memory sends.
+        let mut expected =
+            frame::encode_header(PEER_KIND_BATCH, wanted.peer_encoded_len()).to_vec();
+        wanted.encode_peer_into(chain, &digest, &mut expected);
+        assert_eq!(&frame[..], &expected[..]);
+        let (decoded, used) = decode(&frame, FRAME_PAYLOAD_BYTES_MAX).expect("frame");
+        assert_eq!(used, frame.len());
+        assert_eq!(decoded.kind, PEER_KIND_BATCH);
+        let (got_digest, got) = Batch::decode_peer(&decoded.payload, chain).expect("batch");
+        assert_eq!((got_digest, &got), (digest, &*wanted));
+        // Execute's own read-back (a batch ordered again) gives the same batch.
+        assert_eq!(log_batch(&log, 2, &digest), Ok(Some((*wanted).clone())));
+        // A digest the block does not order: nothing; a damaged record: an error, no panic.
+        assert_eq!(record_batch_frame(&bytes, chain, &[7; 32]), Ok(None));
+        for cut in 0..bytes.len() {
+            let _ = record_batch_frame(&bytes[..cut], chain, &digest);
+        }
+        assert!(record_batch_frame(&bytes[..bytes.len() - 1], chain, &digest).is_err());
     }
 }

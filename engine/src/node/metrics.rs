@@ -34,6 +34,10 @@ pub struct Metrics {
     pub round: IntGauge,
     pub commits: IntCounter,
     pub transfers_committed: IntCounter,
+    /// Peers' batch fetches answered from the block log (the batch had left memory).
+    pub batches_served_from_log: IntCounter,
+    /// Request bytes held by the batch store (uncommitted and committed).
+    pub batch_store_bytes: IntGauge,
     pub requests_rejected: IntCounterVec,
     pub mempool_depth: IntGauge,
     pub mempool_bytes: IntGauge,
@@ -108,6 +112,19 @@ impl Metrics {
                     "events_committed_total",
                     "Events (operations) executed in committed blocks",
                 ),
+            )?,
+            batches_served_from_log: reg(
+                r,
+                "batches_served_from_log",
+                IntCounter::new(
+                    "batches_served_from_log_total",
+                    "Peer batch fetches answered from the block log",
+                ),
+            )?,
+            batch_store_bytes: reg(
+                r,
+                "batch_store_bytes",
+                IntGauge::new("batch_store_bytes", "Request bytes held by the batch store"),
             )?,
             requests_rejected: reg(
                 r,

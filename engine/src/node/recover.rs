@@ -1,8 +1,8 @@
 //! Restart: rebuild the ledger from the newest snapshot plus the log's tail, and the consensus
-//! `Recovered` input from the safety file, the persisted blocks and the log's last block.
+//! `Recovered` input from the safety file, the persisted blocks and the log's last block, and the
+//! batch store's index of committed batch digests (fetches of them are served from the log).
 
 use std::path::Path;
-use std::sync::Arc;
 
 use crate::consensus::{
     genesis_block, genesis_qc, CommittedBlock, Recovered, COMMITTED_WINDOW_MAX,
@@ -128,15 +128,18 @@ pub fn restore(
         for item in items {
             shared.record_committed(item.key, height, item.digest);
         }
-        for batch in batches {
-            store.insert(batch.digest(), Arc::new(batch));
-        }
         tip = Some(committed);
     }
     if tip.is_none() && last > 0 {
         tip = Some(read_record(log, last)?.0);
     }
     tracing::info!(snapshot_height = start, replayed = last - start, height = last, digest = %format!("{:032x}", ledger.digest()), "ledger restored");
+    // The committed batches stay in the log, not in memory: the store indexes the digests of
+    // the sync window's blocks so peers' fetches of them are served from the log.
+    let history = committed_history(log, last)?;
+    for committed in history.iter().chain(&tip) {
+        store.committed(committed.height, &committed.block.payload, last);
+    }
     let (journal, persisted) = ConsensusJournal::open(consensus_dir)?;
     let (safety, blocks) = (persisted.safety, persisted.blocks);
     let consensus = if safety.is_none() && tip.is_none() {
@@ -149,7 +152,7 @@ pub fn restore(
                 block: genesis_block(),
                 qc: genesis_qc(),
             }),
-            history: committed_history(log, last)?,
+            history,
             blocks,
         })
     };

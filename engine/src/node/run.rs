@@ -24,7 +24,9 @@ use super::consensus_stage::{
     ConsensusIn, ConsensusStage, CONSENSUS_QUEUE_MAX, EXECUTE_QUEUE_COMMITS_MAX,
 };
 use super::dissemination::{Dissemination, DisseminationIn, DISSEMINATION_QUEUE_MAX};
-use super::execute::{Execute, ExecutedBlock, REPLY_QUEUE_BLOCKS_MAX};
+use super::execute::{
+    Execute, ExecutedBlock, LogFetch, LOG_FETCH_QUEUE_MAX, REPLY_QUEUE_BLOCKS_MAX,
+};
 use super::genesis::{Genesis, LoadedGenesis};
 use super::ingress::{Ingress, VerifyJob};
 use super::layout::{cores_available, pin_current, Layout, Stage};
@@ -236,6 +238,7 @@ struct Queues {
     query: (Sender<VerifyJob>, Receiver<VerifyJob>),
     consensus: (Sender<ConsensusIn>, Receiver<ConsensusIn>),
     dissemination: (Sender<DisseminationIn>, Receiver<DisseminationIn>),
+    log_fetch: (Sender<LogFetch>, Receiver<LogFetch>),
     execute: (Sender<Vec<CommittedBlock>>, Receiver<Vec<CommittedBlock>>),
     reply: (Sender<ExecutedBlock>, Receiver<ExecutedBlock>),
 }
@@ -249,6 +252,7 @@ impl Queues {
             query: bounded(QUERY_QUEUE_MAX),
             consensus: bounded(CONSENSUS_QUEUE_MAX),
             dissemination: bounded(DISSEMINATION_QUEUE_MAX),
+            log_fetch: bounded(LOG_FETCH_QUEUE_MAX),
             execute: bounded(EXECUTE_QUEUE_COMMITS_MAX),
             reply: bounded(REPLY_QUEUE_BLOCKS_MAX),
         }
@@ -334,7 +338,10 @@ fn spawn_back(
         log: l.log,
         commits: q.execute.1.clone(),
         queries: q.query.1.clone(),
+        log_fetches: q.log_fetch.1.clone(),
         store: l.store.clone(),
+        peers: peers.clone(),
+        chain: l.genesis.consensus_chain_id(),
         dissemination: q.dissemination.0.clone(),
         reply: q.reply.0.clone(),
         shared: l.shared.clone(),
@@ -377,6 +384,7 @@ fn spawn_front(
         input: q.dissemination.1.clone(),
         consensus: q.consensus.0.clone(),
         store: l.store.clone(),
+        log_fetches: q.log_fetch.0.clone(),
         peers: peers.clone(),
         shared: l.shared.clone(),
         verifier: BatchVerifier::new(l.registry.clone(), g.chain_id),
