@@ -6,6 +6,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::consensus::Digest;
+use crate::crypto::EncodedRequest;
 
 /// Most batches held in memory (local, received and fetched). Older batches are evicted first;
 /// they are in the block log once committed, and a laggard beyond this window catches up from a
@@ -19,10 +20,12 @@ pub const BATCH_STORE_BYTES_MAX: usize = 1 << 30;
 pub const BATCH_REQUESTS_MAX: usize = 8192;
 const BATCH_DIGEST_CONTEXT: &[u8] = b"reckon.v1.batch.digest";
 
-/// A batch: the encoded signed requests, in order.
+/// A batch: the encoded signed requests, in order. Each carries its signing digest once this
+/// node computed it (at ingress for requests submitted here, when a peer batch was verified, at
+/// the first `apply_block` for batches read from the log); execute reuses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
-    pub requests: Vec<Arc<[u8]>>,
+    pub requests: Vec<EncodedRequest>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,7 +85,7 @@ impl Batch {
             let len = read_u32(bytes, at)? as usize;
             let end = at.checked_add(len).filter(|end| *end <= bytes.len());
             let end = end.ok_or(BatchDecodeError::Truncated { at: *at })?;
-            requests.push(Arc::from(&bytes[*at..end]));
+            requests.push(EncodedRequest::new(Arc::from(&bytes[*at..end])));
             *at = end;
         }
         Ok(Batch { requests })
@@ -249,7 +252,7 @@ mod tests {
     #[test]
     fn peer_encoding_round_trips_and_refuses_damage() {
         let batch = Batch {
-            requests: vec![Arc::from(&[1u8, 2, 3][..]), Arc::from(&[9u8; 40][..])],
+            requests: vec![vec![1u8, 2, 3].into(), vec![9u8; 40].into()],
         };
         let digest = batch.digest();
         let bytes = batch.encode_peer(7, &digest);
@@ -281,7 +284,7 @@ mod tests {
     fn the_store_is_bounded_in_bytes_and_evicts_the_oldest_first() {
         let store = BatchStore::with_bytes_max(1 << 20);
         let big = |tag: u8| Batch {
-            requests: vec![Arc::from(vec![tag; 96 << 10].into_boxed_slice())],
+            requests: vec![vec![tag; 96 << 10].into()],
         };
         let mut digests = Vec::new();
         for tag in 0..12u8 {
