@@ -204,7 +204,7 @@ fn fixture_with(tampers: &[Tamper]) -> Fixture {
             Vec::new()
         } else {
             vec![Arc::new(Batch {
-                requests: requests.iter().map(|r| Arc::from(r.encode())).collect(),
+                requests: requests.iter().map(|r| r.encode().into()).collect(),
             })]
         };
         let block = Block {

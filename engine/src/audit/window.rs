@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use super::{AuditFault, Location};
 use crate::consensus::bls::BlsCrypto;
 use crate::consensus::{vote_message, CommittedBlock, QuorumCrypto, Sig, SignerBitmap};
-use crate::crypto::{self, BatchVerifier, SignedRequestRef, ValidatorSet, VerifyCode};
+use crate::crypto::{self, BatchVerifier, DigestedRef, ValidatorSet, VerifyCode};
 use crate::node::batches::Batch;
 
 /// Most blocks checked together.
@@ -85,12 +85,14 @@ pub(super) fn precheck(
         })
         .collect();
     // Decode every request; remember where each came from.
-    let mut decoded: Vec<SignedRequestRef<'_>> = Vec::new();
+    // Views with each request's digest cell: the verifier fills the cells from the bytes, and
+    // re-execution (`apply_block`) reuses them.
+    let mut decoded: Vec<DigestedRef<'_>> = Vec::new();
     let mut places: Vec<(usize, usize, usize)> = Vec::new();
     for (block, p) in window.iter().enumerate() {
         'block: for (batch, b) in p.batches.iter().enumerate() {
-            for (index, bytes) in b.requests.iter().enumerate() {
-                match SignedRequestRef::decode(bytes) {
+            for (index, request) in b.requests.iter().enumerate() {
+                match request.digested() {
                     Ok(signed) => {
                         decoded.push(signed);
                         places.push((block, batch, index));
@@ -123,8 +125,8 @@ pub(super) fn precheck(
                     at: window[block].at,
                     batch,
                     index,
-                    institution: request.institution(),
-                    request_id: request.request_id(),
+                    institution: request.view().institution(),
+                    request_id: request.view().request_id(),
                     code: *code,
                 });
             }

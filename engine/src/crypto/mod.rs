@@ -10,12 +10,15 @@
 //! - `registry`: institution id to validated public key.
 //! - `request`: `Request`, `SignedRequest`, the borrowed `SignedRequestRef` (zero-copy decode),
 //!   canonical wire encoding and the signing digest.
+//! - `encoded`: `EncodedRequest`, shared wire bytes with their signing digest computed at most
+//!   once (filled by whoever hashes first, e.g. the batch verifier through `DigestedRef`).
 //! - `curve`: the few raw blst calls the batched verifier needs (the only `unsafe` here).
 //! - `batch`: the parallel batched verifier with bisection and per-request result codes.
 //! - `quorum`: votes, signer bitmaps and aggregation; `validators`: the validator set and QC checks.
 
 mod batch;
 mod curve;
+mod encoded;
 mod keyfile;
 mod keys;
 mod quorum;
@@ -26,6 +29,7 @@ mod validators;
 pub use batch::{
     BatchVerifier, Strategy, VerifyCode, VERIFY_BATCH_REQUESTS_MAX, VERIFY_CHUNK_ITEMS_MIN,
 };
+pub use encoded::{DigestedRef, EncodedRequest};
 pub use keyfile::{load_key_file, save_key_file, KeyFileError, KeyKind, KEY_FILE_BYTES};
 pub use keys::{KeyError, KeyPair, ValidatedPublicKey};
 pub use quorum::{

@@ -9,6 +9,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::consensus::{Digest, COMMITTED_WINDOW_MAX};
+use crate::crypto::EncodedRequest;
 
 /// Most batches held in memory (uncommitted and committed). Oldest inserted leave first.
 pub const BATCH_STORE_BATCHES_MAX: usize = 8192;
@@ -32,10 +33,12 @@ pub const COMMITTED_INDEX_DIGESTS_MAX: usize = 65_536;
 pub const BATCH_REQUESTS_MAX: usize = 8192;
 const BATCH_DIGEST_CONTEXT: &[u8] = b"reckon.v1.batch.digest";
 
-/// A batch: the encoded signed requests, in order.
+/// A batch: the encoded signed requests, in order. Each carries its signing digest once this
+/// node computed it (at ingress for requests submitted here, when a peer batch was verified, at
+/// the first `apply_block` for batches read from the log); execute reuses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
-    pub requests: Vec<Arc<[u8]>>,
+    pub requests: Vec<EncodedRequest>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,7 +98,7 @@ impl Batch {
             let len = read_u32(bytes, at)? as usize;
             let end = at.checked_add(len).filter(|end| *end <= bytes.len());
             let end = end.ok_or(BatchDecodeError::Truncated { at: *at })?;
-            requests.push(Arc::from(&bytes[*at..end]));
+            requests.push(EncodedRequest::new(Arc::from(&bytes[*at..end])));
             *at = end;
         }
         Ok(Batch { requests })
@@ -443,7 +446,7 @@ mod tests {
     #[test]
     fn peer_encoding_round_trips_and_refuses_damage() {
         let batch = Batch {
-            requests: vec![Arc::from(&[1u8, 2, 3][..]), Arc::from(&[9u8; 40][..])],
+            requests: vec![vec![1u8, 2, 3].into(), vec![9u8; 40].into()],
         };
         let digest = batch.digest();
         let bytes = batch.encode_peer(7, &digest);
@@ -475,7 +478,7 @@ mod tests {
     fn the_store_is_bounded_in_bytes_and_evicts_the_oldest_first() {
         let store = BatchStore::with_bytes_max(1 << 20);
         let big = |tag: u8| Batch {
-            requests: vec![Arc::from(vec![tag; 96 << 10].into_boxed_slice())],
+            requests: vec![vec![tag; 96 << 10].into()],
         };
         let mut digests = Vec::new();
         for tag in 0..12u8 {
@@ -492,7 +495,7 @@ mod tests {
     }
     fn tagged(tag: u8, len: usize) -> (Digest, Arc<Batch>) {
         let batch = Batch {
-            requests: vec![Arc::from(vec![tag; len].into_boxed_slice())],
+            requests: vec![Arc::<[u8]>::from(vec![tag; len].into_boxed_slice()).into()],
         };
         (batch.digest(), Arc::new(batch))
     }

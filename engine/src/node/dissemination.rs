@@ -10,14 +10,15 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::consensus::{Digest, ValidatorIndex};
-use crate::crypto::{BatchVerifier, SignedRequestRef, VerifyCode};
+use crate::crypto::{BatchVerifier, DigestedRef, VerifyCode};
+use crate::mempool::Item;
 use crate::net::frame;
 
 use super::batches::{Batch, BatchStore, Located};
 use super::consensus_stage::ConsensusIn;
 use super::execute::LogFetch;
 use super::peers::{encode_fetch, Peers, PEER_KIND_BATCH, PEER_KIND_BATCH_FETCH};
-use super::state::Shared;
+use super::state::{RequestBytes, Shared};
 
 /// Capacity of the queue into dissemination (peer batches, fetches).
 pub const DISSEMINATION_QUEUE_MAX: usize = 1024;
@@ -43,14 +44,59 @@ const _: () = assert!(
 /// Most queued peer batches verified in one verifier call.
 const PEER_BATCHES_VERIFIED_TOGETHER_MAX: usize = 64;
 
-/// Every request of a peer's batch must decode; the views borrow the batch (nothing is copied).
-fn decode_requests(batch: &Batch) -> Result<Vec<SignedRequestRef<'_>>, String> {
+/// A batch of this node's mempool items, in order. Each payload carries the digest ingress
+/// computed for it, so execute does not hash these requests again.
+fn local_batch(items: Vec<Item<RequestBytes>>) -> Batch {
+    Batch {
+        requests: items.into_iter().map(|item| item.payload).collect(),
+    }
+}
+
+/// Every request of a peer's batch must decode; the views borrow the batch (nothing is copied)
+/// and reach each request's digest cell, which the verifier fills.
+fn decode_requests(batch: &Batch) -> Result<Vec<DigestedRef<'_>>, String> {
     batch
         .requests
         .iter()
         .enumerate()
-        .map(|(index, bytes)| {
-            SignedRequestRef::decode(bytes).map_err(|e| format!("request {index}: {e}"))
+        .map(|(index, request)| {
+            request
+                .digested()
+                .map_err(|e| format!("request {index}: {e}"))
+        })
+        .collect()
+}
+
+/// Each batch's verdict: every request decodes and verifies, or the first that does not. The
+/// requests are decoded as views into the batches and verified in one verifier call, which
+/// leaves each request's signing digest in the batch (execute reuses it).
+fn verify_peer_batches(
+    verifier: &BatchVerifier,
+    batches: &[(ValidatorIndex, Digest, Batch)],
+) -> Vec<Result<(), String>> {
+    let decoded: Vec<Result<Vec<DigestedRef<'_>>, String>> = batches
+        .iter()
+        .map(|(.., batch)| decode_requests(batch))
+        .collect();
+    let all: Vec<DigestedRef<'_>> = decoded.iter().flatten().flatten().copied().collect();
+    let codes = if all.is_empty() {
+        Vec::new()
+    } else {
+        verifier.verify(&all)
+    };
+    let counts: Vec<usize> = decoded
+        .iter()
+        .map(|requests| requests.as_ref().map_or(0, Vec::len))
+        .collect();
+    decoded
+        .iter()
+        .zip(first_bad(&counts, &codes))
+        .map(|(requests, bad)| match (requests, bad) {
+            (Err(reason), _) => Err(reason.clone()),
+            (Ok(_), Some((index, code))) => {
+                Err(format!("request {index} does not verify: {code:?}"))
+            }
+            (Ok(_), None) => Ok(()),
         })
         .collect()
 }
@@ -180,9 +226,7 @@ impl Dissemination {
         if items.is_empty() {
             return true;
         }
-        let batch = Batch {
-            requests: items.into_iter().map(|item| item.payload).collect(),
-        };
+        let batch = local_batch(items);
         let digest = batch.digest();
         self.peers
             .broadcast_encoded(PEER_KIND_BATCH, self.batch_frame(&batch, &digest));
@@ -221,37 +265,13 @@ impl Dissemination {
         }
     }
 
-    /// Each batch's verdict: every request decodes and verifies, or the first that does not.
-    /// The requests are decoded as views into the batches and verified in one verifier call.
+    /// Each batch's verdict (`verify_peer_batches`), on the verify pool.
     fn verify_batches(
         &self,
         batches: &[(ValidatorIndex, Digest, Batch)],
     ) -> Vec<Result<(), String>> {
-        let decoded: Vec<Result<Vec<SignedRequestRef<'_>>, String>> = batches
-            .iter()
-            .map(|(.., batch)| decode_requests(batch))
-            .collect();
-        let all: Vec<SignedRequestRef<'_>> = decoded.iter().flatten().flatten().copied().collect();
-        let codes = if all.is_empty() {
-            Vec::new()
-        } else {
-            self.pool.install(|| self.verifier.verify(&all))
-        };
-        let counts: Vec<usize> = decoded
-            .iter()
-            .map(|requests| requests.as_ref().map_or(0, Vec::len))
-            .collect();
-        decoded
-            .iter()
-            .zip(first_bad(&counts, &codes))
-            .map(|(requests, bad)| match (requests, bad) {
-                (Err(reason), _) => Err(reason.clone()),
-                (Ok(_), Some((index, code))) => {
-                    Err(format!("request {index} does not verify: {code:?}"))
-                }
-                (Ok(_), None) => Ok(()),
-            })
-            .collect()
+        self.pool
+            .install(|| verify_peer_batches(&self.verifier, batches))
     }
 
     /// The batch as one encoded peer frame: the payload is written straight after the frame
@@ -293,6 +313,10 @@ impl Dissemination {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "tests_digest.rs"]
+mod tests_digest;
 
 #[cfg(test)]
 mod tests {

@@ -13,7 +13,7 @@ use crossbeam::channel::{never, select, Receiver, Sender, TrySendError};
 
 use crate::codec::encode_reply;
 use crate::consensus::{CommittedBlock, Digest, ValidatorIndex};
-use crate::crypto::{SignedRequestRef, REQUEST_HEADER_BYTES};
+use crate::crypto::REQUEST_HEADER_BYTES;
 use crate::exec::{execute, request_timestamp_ns, ExecRequest};
 use crate::ledger::Ledger;
 use crate::mempool::RequestKey;
@@ -181,7 +181,9 @@ pub fn decode_record(bytes: &[u8]) -> Result<(CommittedBlock, Vec<Batch>), Strin
 }
 
 /// Applies a committed block's requests in order. Deterministic: every node computes the same
-/// timestamps and results from the same block.
+/// timestamps and results from the same block. Each `Executed::digest` is the request's signing
+/// digest: the one this node already computed (at ingress, or when it verified the peer batch or
+/// the auditor its window), else computed here from the bytes and kept in the batch.
 pub fn apply_block(
     ledger: &mut Ledger,
     committed: &CommittedBlock,
@@ -190,14 +192,15 @@ pub fn apply_block(
     let block_ms = committed.block.timestamp_ms;
     let mut items = Vec::new();
     for batch in batches {
-        for bytes in &batch.as_ref().requests {
-            let Ok(r) = SignedRequestRef::decode(bytes) else {
+        for request in &batch.as_ref().requests {
+            let Ok(digested) = request.digested() else {
                 tracing::error!(
                     height = committed.height,
                     "a committed request does not decode; skipped"
                 );
                 continue;
             };
+            let r = digested.view();
             let key = RequestKey {
                 institution: r.institution(),
                 request_id: r.request_id(),
@@ -228,7 +231,7 @@ pub fn apply_block(
             };
             items.push(Executed {
                 key,
-                digest: r.digest(),
+                digest: digested.digest(),
                 result,
             });
         }
@@ -493,7 +496,9 @@ mod tests {
     fn batch(tag: u8, requests: usize) -> Batch {
         Batch {
             requests: (0..requests)
-                .map(|i| Arc::from(vec![tag ^ i as u8; 100 + i * 7].into_boxed_slice()))
+                .map(|i| {
+                    Arc::<[u8]>::from(vec![tag ^ i as u8; 100 + i * 7].into_boxed_slice()).into()
+                })
                 .collect(),
         }
     }

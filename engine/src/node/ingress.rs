@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
-use crate::crypto::{DecodeError, SignedRequestRef};
+use crate::crypto::{DecodeError, DigestedRef, EncodedRequest, SignedRequestRef};
 use crate::mempool::RequestKey;
 use crate::net::{FrameWriter, Inbound, PeerIdentity};
 use crate::types::Operation;
@@ -21,24 +21,32 @@ use super::protocol::{
 };
 use super::state::{KeyState, Shared};
 
-/// A decoded request on its way to verification: its wire bytes, kept once (the mempool keeps
-/// the same `Arc`), and read through `request()`.
+/// A decoded request on its way to verification: its wire bytes, kept once (the mempool and the
+/// batch keep the same `Arc`), with the digest ingress computed for a create (a query's is
+/// computed by the verifier), read through `request()`.
 pub struct VerifyJob {
-    bytes: Arc<[u8]>,
+    encoded: EncodedRequest,
     pub query: bool,
     pub writer: FrameWriter,
 }
 
 impl VerifyJob {
-    /// The request view over `bytes`; ingress decoded them before making the job, so this
-    /// cannot fail.
-    pub fn request(&self) -> SignedRequestRef<'_> {
-        SignedRequestRef::decode(&self.bytes).expect("ingress decoded these bytes")
+    /// The request view over the bytes, with its digest; ingress decoded them before making the
+    /// job, so this cannot fail.
+    pub fn digested(&self) -> DigestedRef<'_> {
+        self.encoded
+            .digested()
+            .expect("ingress decoded these bytes")
     }
 
-    /// The encoded signed request.
-    pub fn bytes(&self) -> &Arc<[u8]> {
-        &self.bytes
+    /// The request view over the bytes.
+    pub fn request(&self) -> SignedRequestRef<'_> {
+        self.digested().view()
+    }
+
+    /// The encoded signed request and its digest.
+    pub fn encoded(&self) -> &EncodedRequest {
+        &self.encoded
     }
 }
 
@@ -141,11 +149,17 @@ impl Ingress {
                 ));
             }
         }
+        // The bytes the job, the mempool and the batch share; the replay check below computes
+        // the digest into it, the one signing-digest hash of this body on this node.
+        let encoded = EncodedRequest::new(Arc::from(payload.as_slice()));
         if !query {
-            self.check_key(&request)?;
+            let digested = encoded
+                .digested()
+                .map_err(|e| fail(decode_code(&e), e.to_string()))?;
+            self.check_key(&digested)?;
         }
         let job = VerifyJob {
-            bytes: Arc::from(payload.as_slice()),
+            encoded,
             query,
             writer: inbound.reply.clone(),
         };
@@ -161,8 +175,8 @@ impl Ingress {
     }
 
     /// Replays, id reuse and duplicates are answered here, before any signature work.
-    fn check_key(&self, request: &SignedRequestRef<'_>) -> Result<(), Rejected> {
-        let key = (request.institution(), request.request_id());
+    fn check_key(&self, request: &DigestedRef<'_>) -> Result<(), Rejected> {
+        let key = (request.view().institution(), request.view().request_id());
         if self.shared.draining.load(Ordering::Acquire) {
             return Err(Rejected::new(
                 key,

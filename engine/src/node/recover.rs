@@ -7,7 +7,6 @@ use std::path::Path;
 use crate::consensus::{
     genesis_block, genesis_qc, CommittedBlock, Recovered, COMMITTED_WINDOW_MAX,
 };
-use crate::crypto::SignedRequestRef;
 use crate::ledger::Ledger;
 use crate::mempool::RequestKey;
 use crate::storage::BlockLog;
@@ -70,10 +69,10 @@ fn remember_committed(log: &BlockLog, snapshot_height: u64, shared: &Shared) -> 
     for height in from..=snapshot_height {
         let (_, batches) = read_record(log, height)?;
         for request in batches.iter().flat_map(|b| b.requests.iter()) {
-            if let Ok(signed) = SignedRequestRef::decode(request) {
+            if let Ok(signed) = request.digested() {
                 let key = RequestKey {
-                    institution: signed.institution(),
-                    request_id: signed.request_id(),
+                    institution: signed.view().institution(),
+                    request_id: signed.view().request_id(),
                 };
                 shared.record_committed(key, height, signed.digest());
             }

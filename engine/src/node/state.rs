@@ -3,8 +3,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
+use crate::crypto::EncodedRequest;
 use crate::mempool::{Mempool, RequestKey};
 use crate::net::FrameWriter;
 
@@ -18,8 +19,8 @@ pub const PENDING_REQUESTS_MAX: usize = 65_536;
 /// answer it (`exists` result codes).
 pub const COMMITTED_IDS_MAX: usize = 262_144;
 
-/// The mempool payload: the request's wire bytes.
-pub type RequestBytes = Arc<[u8]>;
+/// The mempool payload: the request's wire bytes with the digest ingress computed.
+pub type RequestBytes = EncodedRequest;
 
 pub struct Waiter {
     pub digest: [u8; 32],

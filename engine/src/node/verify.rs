@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
-use crate::crypto::{BatchVerifier, SignedRequestRef, VerifyCode};
+use crate::crypto::{BatchVerifier, DigestedRef, VerifyCode};
 use crate::mempool::{Item, MempoolError, RequestKey};
 
 use super::ingress::{reject, VerifyJob};
@@ -53,7 +53,8 @@ impl Verify {
 
     fn verify_batch(&self, jobs: Vec<VerifyJob>) {
         let started = Instant::now();
-        let requests: Vec<SignedRequestRef<'_>> = jobs.iter().map(VerifyJob::request).collect();
+        // Creates carry the digest ingress computed; the verifier computes (and keeps) a query's.
+        let requests: Vec<DigestedRef<'_>> = jobs.iter().map(VerifyJob::digested).collect();
         let codes = self.pool.install(|| self.verifier.verify(&requests));
         assert_eq!(codes.len(), jobs.len());
         self.shared
@@ -104,15 +105,17 @@ impl Verify {
         }
     }
 
-    /// Registers the submitter as waiting, then inserts into the mempool.
+    /// Registers the submitter as waiting, then inserts into the mempool (the digest is the one
+    /// ingress computed and the signature was checked against; nothing is hashed here).
     fn admit(&self, job: VerifyJob) {
-        let request = job.request();
+        let digested = job.digested();
+        let request = digested.view();
         let key = RequestKey {
             institution: request.institution(),
             request_id: request.request_id(),
         };
         let pair = (key.institution, key.request_id);
-        let digest = request.digest();
+        let digest = digested.digest();
         let waiter = Waiter {
             digest,
             writer: job.writer.clone(),
@@ -130,8 +133,8 @@ impl Verify {
             institution: key.institution,
             request_id: key.request_id,
             digest,
-            bytes: job.bytes().len() as u32,
-            payload: job.bytes().clone(),
+            bytes: job.encoded().len() as u32,
+            payload: job.encoded().clone(),
         };
         if let Err(error) = self.shared.mempool.insert(item) {
             self.shared.take_waiter(&key);
