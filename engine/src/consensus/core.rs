@@ -73,6 +73,13 @@ impl<C: QuorumCrypto> Core<C> {
             panic!("consensus config invalid: {e}");
         }
         let recovering = recovered.is_some();
+        // Batches the log shows committed are never queued for proposal again after a restart.
+        let mut payload = PayloadState::default();
+        if let Some(r) = &recovered {
+            for committed in r.history.iter().chain([&r.tip]) {
+                payload.committed(&committed.block.payload);
+            }
+        }
         let (safety, mut tree) = match recovered {
             None => (SafetyState::default(), BlockTree::genesis()),
             Some(r) => (r.safety, BlockTree::recovered(r.tip, r.history, r.blocks)),
@@ -97,7 +104,7 @@ impl<C: QuorumCrypto> Core<C> {
             tree,
             pacemaker,
             votes: VoteCollector::default(),
-            payload: PayloadState::default(),
+            payload,
             proposals_seen: BTreeMap::new(),
             vote_deferred: None,
             proposal_parked: None,

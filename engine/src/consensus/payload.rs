@@ -12,7 +12,8 @@
 //! batch is ordered once.
 //!
 //! Bounds: `LOCAL_BATCHES_PENDING_MAX` digests per queue (oldest foreign ones are dropped first),
-//! `BATCHES_AVAILABLE_MAX` held digests (oldest forgotten first).
+//! `BATCHES_AVAILABLE_MAX` held digests and as many committed ones (oldest forgotten first; a
+//! committed digest announced again is not queued again).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -64,12 +65,17 @@ pub struct PayloadState {
     foreign: Queue,
     available: BTreeSet<Digest>,
     available_order: VecDeque<Digest>,
+    /// Digests seen committed (the newest `BATCHES_AVAILABLE_MAX`): a batch announced again after
+    /// it committed (a late fetch answer, a peer's re-send) is held but never queued again, or it
+    /// would be ordered a second time.
+    committed: BTreeSet<Digest>,
+    committed_order: VecDeque<Digest>,
 }
 
 impl PayloadState {
     pub fn local_ready(&mut self, digest: Digest, round: Round) -> Result<(), RejectReason> {
         self.mark_available(digest);
-        if self.local.seq_of.contains_key(&digest) {
+        if self.local.seq_of.contains_key(&digest) || self.committed.contains(&digest) {
             return Ok(());
         }
         if self.local.len() >= LOCAL_BATCHES_PENDING_MAX {
@@ -83,7 +89,7 @@ impl PayloadState {
     /// Another validator's batch is held in full: remember it, and queue it as a fallback proposal.
     pub fn foreign_available(&mut self, digest: Digest, round: Round) {
         self.mark_available(digest);
-        if self.local.seq_of.contains_key(&digest) {
+        if self.local.seq_of.contains_key(&digest) || self.committed.contains(&digest) {
             return;
         }
         if self.foreign.insert(digest, round) && self.foreign.len() > LOCAL_BATCHES_PENDING_MAX {
@@ -134,12 +140,20 @@ impl PayloadState {
         chosen
     }
 
-    /// Committed digests never need proposing again.
+    /// Committed digests never need proposing again, even if announced again later.
     pub fn committed(&mut self, digests: &[Digest]) {
         for digest in digests {
             self.local.remove(digest);
             self.foreign.remove(digest);
+            if self.committed.insert(*digest) {
+                self.committed_order.push_back(*digest);
+            }
         }
+        while self.committed_order.len() > BATCHES_AVAILABLE_MAX {
+            let old = self.committed_order.pop_front().expect("nonempty");
+            self.committed.remove(&old);
+        }
+        assert_eq!(self.committed.len(), self.committed_order.len());
     }
 
     pub fn pending_len(&self) -> usize {

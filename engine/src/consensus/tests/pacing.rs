@@ -198,3 +198,38 @@ fn round_timer_backoff_is_capped_at_the_configured_maximum() {
     }
     assert_eq!(last, 3_000);
 }
+
+/// A batch that arrives again after it committed (a late fetch answer, a peer's re-send) is held
+/// but never queued for proposal again: it would be ordered, and executed, a second time.
+#[test]
+fn a_batch_announced_again_after_it_committed_is_not_proposed_again() {
+    let mut r = Router::new(4);
+    r.event(1, Event::LocalBatchReady([4; 32]));
+    for node in [0, 2, 3] {
+        r.event(node, Event::BatchAvailable([4; 32]));
+    }
+    r.start();
+    r.run_messages(10_000);
+    assert!(r
+        .commits
+        .iter()
+        .all(|c| c.iter().any(|b| b.block.payload.contains(&[4; 32]))));
+    // Every node hears of it again, as its own and as another's.
+    for node in 0..4 {
+        r.event(node, Event::BatchAvailable([4; 32]));
+        r.event(node, Event::LocalBatchReady([4; 32]));
+    }
+    r.run(2_000);
+    for (node, commits) in r.commits.iter().enumerate() {
+        let times = commits
+            .iter()
+            .filter(|b| b.block.payload.contains(&[4; 32]))
+            .count();
+        assert_eq!(times, 1, "node {node} committed the batch {times} times");
+    }
+    assert!(
+        r.propose_timers_fired >= 1,
+        "and the cluster went idle again"
+    );
+    assert_prefix_consistent(&r.commits);
+}
