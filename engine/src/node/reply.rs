@@ -20,6 +20,9 @@ pub struct Reply {
 
 impl Reply {
     pub fn run(self) {
+        let latency = &self.shared.metrics.request_latency_s;
+        let [ordering, after_commit, total] =
+            ["ordering", "after_commit", "total"].map(|phase| latency.with_label_values(&[phase]));
         while let Ok(block) = self.input.recv() {
             let started = Instant::now();
             let durable = match &block.ticket {
@@ -55,26 +58,12 @@ impl Reply {
                     reject(&self.shared, &waiter.writer, rejected);
                     continue;
                 }
-                let latency = &self.shared.metrics.request_latency_s;
-                let now = Instant::now();
-                let phases = [
-                    (
-                        "ordering",
-                        block
-                            .committed_at
-                            .saturating_duration_since(waiter.admitted),
-                    ),
-                    (
-                        "after_commit",
-                        now.saturating_duration_since(block.committed_at),
-                    ),
-                    ("total", now.saturating_duration_since(waiter.admitted)),
-                ];
-                for (phase, took) in phases {
-                    latency
-                        .with_label_values(&[phase])
-                        .observe(took.as_secs_f64());
-                }
+                let (now, admitted) = (Instant::now(), waiter.admitted);
+                let seconds =
+                    |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64();
+                ordering.observe(seconds(admitted, block.committed_at));
+                after_commit.observe(seconds(block.committed_at, now));
+                total.observe(seconds(admitted, now));
                 match (&durable, item.result) {
                     (Err(error), _) => reject(
                         &self.shared,
