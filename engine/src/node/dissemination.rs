@@ -1,5 +1,6 @@
-//! Dissemination: forms fair batches from the mempool, stores and broadcasts them, verifies and
-//! stores peers' batches (every signature, before they count as held), and serves batch fetches:
+//! Dissemination: forms fair batches from the mempool, stores and broadcasts them, decodes peers'
+//! batches for the verify stage (which checks every signature before a batch counts as held and
+//! stores it), and serves batch fetches:
 //! from memory, or, for a committed batch that left memory, by forwarding the fetch to execute,
 //! which reads it from the block log.
 
@@ -7,10 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam::channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 
 use crate::consensus::{Digest, ValidatorIndex};
-use crate::crypto::{BatchVerifier, DigestedRef, VerifyCode};
 use crate::mempool::Item;
 use crate::net::frame;
 
@@ -19,9 +19,13 @@ use super::consensus_stage::ConsensusIn;
 use super::execute::LogFetch;
 use super::peers::{encode_fetch, Peers, PEER_KIND_BATCH, PEER_KIND_BATCH_FETCH};
 use super::state::{RequestBytes, Shared};
+use super::verify::PeerBatchJob;
 
 /// Capacity of the queue into dissemination (peer batches, fetches).
 pub const DISSEMINATION_QUEUE_MAX: usize = 1024;
+
+/// How long a blocked hand-off to the verify stage waits before it checks the stop flag again.
+const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// Request bytes one batch may carry so that its peer frame (44-byte header, 4 bytes per request)
 /// fits in one net frame. A single maximal request always fits.
@@ -41,82 +45,12 @@ const _: () = assert!(
         <= crate::net::frame::FRAME_PAYLOAD_BYTES_MAX as usize
 );
 
-/// Most queued peer batches verified in one verifier call.
-const PEER_BATCHES_VERIFIED_TOGETHER_MAX: usize = 64;
-
 /// A batch of this node's mempool items, in order. Each payload carries the digest ingress
 /// computed for it, so execute does not hash these requests again.
 fn local_batch(items: Vec<Item<RequestBytes>>) -> Batch {
     Batch {
         requests: items.into_iter().map(|item| item.payload).collect(),
     }
-}
-
-/// Every request of a peer's batch must decode; the views borrow the batch (nothing is copied)
-/// and reach each request's digest cell, which the verifier fills.
-fn decode_requests(batch: &Batch) -> Result<Vec<DigestedRef<'_>>, String> {
-    batch
-        .requests
-        .iter()
-        .enumerate()
-        .map(|(index, request)| {
-            request
-                .digested()
-                .map_err(|e| format!("request {index}: {e}"))
-        })
-        .collect()
-}
-
-/// Each batch's verdict: every request decodes and verifies, or the first that does not. The
-/// requests are decoded as views into the batches and verified in one verifier call, which
-/// leaves each request's signing digest in the batch (execute reuses it).
-fn verify_peer_batches(
-    verifier: &BatchVerifier,
-    batches: &[(ValidatorIndex, Digest, Batch)],
-) -> Vec<Result<(), String>> {
-    let decoded: Vec<Result<Vec<DigestedRef<'_>>, String>> = batches
-        .iter()
-        .map(|(.., batch)| decode_requests(batch))
-        .collect();
-    let all: Vec<DigestedRef<'_>> = decoded.iter().flatten().flatten().copied().collect();
-    let codes = if all.is_empty() {
-        Vec::new()
-    } else {
-        verifier.verify(&all)
-    };
-    let counts: Vec<usize> = decoded
-        .iter()
-        .map(|requests| requests.as_ref().map_or(0, Vec::len))
-        .collect();
-    decoded
-        .iter()
-        .zip(first_bad(&counts, &codes))
-        .map(|(requests, bad)| match (requests, bad) {
-            (Err(reason), _) => Err(reason.clone()),
-            (Ok(_), Some((index, code))) => {
-                Err(format!("request {index} does not verify: {code:?}"))
-            }
-            (Ok(_), None) => Ok(()),
-        })
-        .collect()
-}
-
-/// For batches of `counts[i]` requests verified together (`codes` in order), each batch's first
-/// failing request (index in the batch and its code), or None when all verify.
-fn first_bad(counts: &[usize], codes: &[VerifyCode]) -> Vec<Option<(usize, VerifyCode)>> {
-    assert_eq!(counts.iter().sum::<usize>(), codes.len());
-    let mut at = 0;
-    counts
-        .iter()
-        .map(|count| {
-            let batch = &codes[at..at + count];
-            at += count;
-            batch
-                .iter()
-                .position(|c| *c != VerifyCode::Ok)
-                .map(|index| (index, batch[index]))
-        })
-        .collect()
 }
 
 pub enum DisseminationIn {
@@ -147,8 +81,8 @@ pub struct Dissemination {
     pub log_fetches: Sender<LogFetch>,
     pub peers: Arc<Peers>,
     pub shared: Arc<Shared>,
-    pub verifier: BatchVerifier,
-    pub pool: Arc<rayon::ThreadPool>,
+    /// Decoded peer batches, to be verified (blocking when full: nothing is dropped).
+    pub verify: Sender<PeerBatchJob>,
     pub stop: Arc<AtomicBool>,
 }
 
@@ -158,26 +92,11 @@ impl Dissemination {
         while !self.stop.load(Ordering::Acquire) {
             let wait = next_batch.saturating_duration_since(Instant::now());
             match self.input.recv_timeout(wait) {
-                Ok(DisseminationIn::PeerBatch { from, payload }) => {
-                    // Peer batches already queued are verified together: one verifier call
-                    // groups their signatures by signer, which is what makes a batch cheap.
-                    let mut peer_batches = vec![(from, payload)];
-                    let mut others = Vec::new();
-                    while peer_batches.len() < PEER_BATCHES_VERIFIED_TOGETHER_MAX {
-                        match self.input.try_recv() {
-                            Ok(DisseminationIn::PeerBatch { from, payload }) => {
-                                peer_batches.push((from, payload))
-                            }
-                            Ok(other) => others.push(other),
-                            Err(_) => break,
-                        }
-                    }
-                    self.on_peer_batches(peer_batches);
-                    for message in others {
-                        self.on_other(message);
+                Ok(message) => {
+                    if !self.on_message(message) {
+                        return;
                     }
                 }
-                Ok(other) => self.on_other(other),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
@@ -190,10 +109,11 @@ impl Dissemination {
         }
     }
 
-    fn on_other(&self, message: DisseminationIn) {
+    /// False when the verify stage is gone (the node is stopping).
+    fn on_message(&self, message: DisseminationIn) -> bool {
         match message {
             DisseminationIn::PeerBatch { from, payload } => {
-                self.on_peer_batches(vec![(from, payload)])
+                return self.on_peer_batch(from, &payload)
             }
             DisseminationIn::PeerFetch { from, digests } => self.on_peer_fetch(from, &digests),
             DisseminationIn::Fetch { digests, from } => {
@@ -206,6 +126,7 @@ impl Dissemination {
                 }
             }
         }
+        true
     }
 
     /// Takes one fair batch from the mempool; false when consensus is gone.
@@ -236,42 +157,40 @@ impl Dissemination {
             .is_ok()
     }
 
-    /// Decodes peers' batches, verifies every request of the new ones in one verifier call,
-    /// stores the batches whose requests all verify and tells consensus; a batch with one bad
-    /// request is dropped whole (the others are unaffected).
-    fn on_peer_batches(&self, payloads: Vec<(ValidatorIndex, Vec<u8>)>) {
-        let mut held = Vec::new();
-        let mut new = Vec::new();
-        for (from, payload) in payloads {
-            match Batch::decode_peer(&payload, self.chain) {
-                // Held in memory, or committed and in the log: nothing to verify or store.
-                Ok((digest, _)) if self.store.contains(&digest) => held.push(digest),
-                Ok((digest, batch)) => new.push((from, digest, batch)),
-                Err(error) => tracing::warn!(from, %error, "peer batch refused"),
+    /// Decodes a peer's batch. One already held (in memory, or committed and in the log) is
+    /// announced to consensus at once; a new one goes to the verify stage, which checks its
+    /// signatures with the other requests of its window and then stores and announces it. False
+    /// when the verify stage is gone.
+    fn on_peer_batch(&self, from: ValidatorIndex, payload: &[u8]) -> bool {
+        match Batch::decode_peer(payload, self.chain) {
+            Ok((digest, _)) if self.store.contains(&digest) => {
+                let _ = self.consensus.send(ConsensusIn::BatchAvailable(digest));
+                true
             }
-        }
-        let verdicts = self.verify_batches(&new);
-        for ((from, digest, batch), verdict) in new.into_iter().zip(verdicts) {
-            match verdict {
-                Ok(()) => {
-                    self.store.insert(digest, Arc::new(batch));
-                    held.push(digest);
+            Ok((digest, batch)) => {
+                let mut job = PeerBatchJob {
+                    from,
+                    digest,
+                    batch,
+                };
+                // Blocks while the verify stage is behind (back-pressure on the peer link), but
+                // never past the stop flag.
+                loop {
+                    match self.verify.send_timeout(job, STOP_POLL) {
+                        Ok(()) => return true,
+                        Err(SendTimeoutError::Timeout(back)) => job = back,
+                        Err(SendTimeoutError::Disconnected(_)) => return false,
+                    }
+                    if self.stop.load(Ordering::Acquire) {
+                        return false;
+                    }
                 }
-                Err(reason) => tracing::warn!(from, reason, "peer batch refused"),
+            }
+            Err(error) => {
+                tracing::warn!(from, %error, "peer batch refused");
+                true
             }
         }
-        for digest in held {
-            let _ = self.consensus.send(ConsensusIn::BatchAvailable(digest));
-        }
-    }
-
-    /// Each batch's verdict (`verify_peer_batches`), on the verify pool.
-    fn verify_batches(
-        &self,
-        batches: &[(ValidatorIndex, Digest, Batch)],
-    ) -> Vec<Result<(), String>> {
-        self.pool
-            .install(|| verify_peer_batches(&self.verifier, batches))
     }
 
     /// The batch as one encoded peer frame: the payload is written straight after the frame
@@ -317,19 +236,3 @@ impl Dissemination {
 #[cfg(test)]
 #[path = "tests_digest.rs"]
 mod tests_digest;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batches_verified_together_are_judged_one_by_one() {
-        let ok = VerifyCode::Ok;
-        let bad = VerifyCode::InvalidSignature;
-        let codes = [ok, ok, ok, bad, ok, ok, bad];
-        // Batches of 2, 3, 0 and 2 requests: the second and the last hold a bad request.
-        let verdicts = first_bad(&[2, 3, 0, 2], &codes);
-        assert_eq!(verdicts, vec![None, Some((1, bad)), None, Some((1, bad))]);
-        assert_eq!(first_bad(&[], &[]), Vec::new());
-    }
-}

@@ -150,7 +150,7 @@ impl Metrics {
                 Histogram::with_opts(
                     HistogramOpts::new(
                         "verify_batch_requests",
-                        "Requests per signature-verification batch",
+                        "Requests per verifier call: client requests and peer batches' requests of one verify window",
                     )
                     .buckets(BATCH_BUCKETS.to_vec()),
                 ),

@@ -35,7 +35,7 @@ use super::peers::{run_dispatch, Peers};
 use super::recover::{restore, Restored};
 use super::reply::Reply;
 use super::state::Shared;
-use super::verify::{Verify, QUERY_QUEUE_MAX};
+use super::verify::{PeerBatchJob, Verify, PEER_BATCH_QUEUE_MAX, QUERY_QUEUE_MAX};
 
 /// Capacity of the queues from the client and peer servers into ingress and dispatch.
 pub const INBOUND_QUEUE_MAX: usize = 4096;
@@ -235,6 +235,7 @@ struct Queues {
     client_in: (Sender<Inbound>, Receiver<Inbound>),
     peer_in: (Sender<Inbound>, Receiver<Inbound>),
     verify: (Sender<VerifyJob>, Receiver<VerifyJob>),
+    peer_batches: (Sender<PeerBatchJob>, Receiver<PeerBatchJob>),
     query: (Sender<VerifyJob>, Receiver<VerifyJob>),
     consensus: (Sender<ConsensusIn>, Receiver<ConsensusIn>),
     dissemination: (Sender<DisseminationIn>, Receiver<DisseminationIn>),
@@ -249,6 +250,7 @@ impl Queues {
             client_in: bounded(INBOUND_QUEUE_MAX),
             peer_in: bounded(INBOUND_QUEUE_MAX),
             verify: bounded(config.verify.queue_requests_max),
+            peer_batches: bounded(PEER_BATCH_QUEUE_MAX),
             query: bounded(QUERY_QUEUE_MAX),
             consensus: bounded(CONSENSUS_QUEUE_MAX),
             dissemination: bounded(DISSEMINATION_QUEUE_MAX),
@@ -387,8 +389,7 @@ fn spawn_front(
         log_fetches: q.log_fetch.0.clone(),
         peers: peers.clone(),
         shared: l.shared.clone(),
-        verifier: BatchVerifier::new(l.registry.clone(), g.chain_id),
-        pool: l.pool.clone(),
+        verify: q.peer_batches.0.clone(),
         stop: stop.clone(),
     };
     let dissemination = spawn(
@@ -398,7 +399,10 @@ fn spawn_front(
     )?;
     let verify = Verify {
         input: q.verify.1.clone(),
+        peer_batches: q.peer_batches.1.clone(),
         queries: q.query.0.clone(),
+        consensus: q.consensus.0.clone(),
+        store: l.store.clone(),
         shared: l.shared.clone(),
         verifier: BatchVerifier::new(l.registry.clone(), g.chain_id),
         pool: l.pool.clone(),

@@ -6,10 +6,13 @@ use std::sync::Arc;
 
 use super::*;
 use crate::consensus::{genesis_block, genesis_qc, CommittedBlock};
-use crate::crypto::{EncodedRequest, KeyPair, Registry, Request, SignedRequest};
+use crate::crypto::{
+    BatchVerifier, EncodedRequest, KeyPair, Registry, Request, SignedRequest, VerifyCode,
+};
 use crate::ledger::{Ledger, LedgerConfig};
 use crate::mempool::{Mempool, MempoolConfig};
 use crate::node::execute::{apply_block, decode_record, encode_record};
+use crate::node::verify::check_together;
 use crate::types::{Operation, EVENT_BYTES};
 
 const CHAIN: u64 = 5;
@@ -141,11 +144,14 @@ fn a_verified_peer_batch_carries_the_digests_the_verifier_computed() {
     let bad = Batch {
         requests: forged.iter().map(|s| s.encode().into()).collect(),
     };
-    let batches = vec![(1, digest, received), (2, bad.digest(), bad)];
-    let verdicts = verify_peer_batches(&f.verifier, &batches);
+    // A client request verified in the same call keeps its own code.
+    let client: EncodedRequest = f.signed(300, 1)[0].encode().into();
+    let clients = [client.digested().expect("decodes")];
+    let (codes, verdicts) = check_together(&f.verifier, &clients, &[&received, &bad]);
+    assert_eq!(codes, vec![VerifyCode::Ok]);
     assert_eq!(verdicts[0], Ok(()));
     assert!(verdicts[1].is_err());
-    let received = Arc::new(batches.into_iter().next().expect("first").2);
+    let received = Arc::new(received);
     assert_digests_known(&received, &signed);
     assert_executed_digests(&[received], &signed, 1);
 }

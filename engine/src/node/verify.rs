@@ -1,16 +1,25 @@
-//! Verify: client requests in batches (closed by size or deadline) checked with `BatchVerifier`
-//! on the layout's verify pool. Invalid → `Rejected` with the precise code; valid creates go to
-//! the mempool (the submitter waits for the commit), valid queries to execute.
+//! Verify: one window (closed by size or deadline) gathers the client requests ingress decoded
+//! and the peers' batches dissemination decoded, and checks all their signatures in one
+//! `BatchVerifier` call on the layout's verify pool: one call per window is what makes a check
+//! cheap (its Miller loops and final exponentiation are shared by every signature in it).
+//! Client requests: invalid → `Rejected` with the precise code; valid creates go to the mempool
+//! (the submitter waits for the commit), valid queries to execute. Peer batches: a batch whose
+//! requests all verify is stored and announced to consensus; a batch with one bad request is
+//! refused whole (the others in the window are unaffected).
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam::channel::{Receiver, Select, Sender, TrySendError};
 
-use crate::crypto::{BatchVerifier, DigestedRef, VerifyCode};
+use crate::consensus::{Digest, ValidatorIndex};
+use crate::crypto::{BatchVerifier, DigestedRef, VerifyCode, VERIFY_BATCH_REQUESTS_MAX};
 use crate::mempool::{Item, MempoolError, RequestKey};
 
+use super::batches::{Batch, BatchStore};
+use super::consensus_stage::ConsensusIn;
 use super::ingress::{reject, VerifyJob};
 use super::protocol::{RejectCode, Rejected};
 use super::state::{Shared, Waiter};
@@ -18,9 +27,26 @@ use super::state::{Shared, Waiter};
 /// Capacity of the queue from verify to execute for queries.
 pub const QUERY_QUEUE_MAX: usize = 1024;
 
+/// Capacity of the queue of decoded peer batches from dissemination (it blocks when full, which
+/// holds back the peer connection: nothing is dropped).
+pub const PEER_BATCH_QUEUE_MAX: usize = 256;
+
+/// How long the verify loop waits for its first item before it checks the stop flag again.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
+/// A peer's batch that decoded and is not held yet: its requests wait for a verify window.
+pub struct PeerBatchJob {
+    pub from: ValidatorIndex,
+    pub digest: Digest,
+    pub batch: Batch,
+}
+
 pub struct Verify {
     pub input: Receiver<VerifyJob>,
+    pub peer_batches: Receiver<PeerBatchJob>,
     pub queries: Sender<VerifyJob>,
+    pub consensus: Sender<ConsensusIn>,
+    pub store: Arc<BatchStore>,
     pub shared: Arc<Shared>,
     pub verifier: BatchVerifier,
     pub pool: Arc<rayon::ThreadPool>,
@@ -29,38 +55,138 @@ pub struct Verify {
     pub stop: Arc<AtomicBool>,
 }
 
+/// One verify window: client jobs and peer batches, and how many requests they hold.
+#[derive(Default)]
+struct Window {
+    jobs: Vec<VerifyJob>,
+    peer: Vec<PeerBatchJob>,
+    requests: usize,
+}
+
+enum Received {
+    Client(VerifyJob),
+    Peer(PeerBatchJob),
+    Nothing,
+    Closed,
+}
+
 impl Verify {
     pub fn run(self) {
         assert!(self.batch_requests_max > 0);
-        let mut jobs: Vec<VerifyJob> = Vec::with_capacity(self.batch_requests_max);
+        // A peer batch that would have overflowed the previous window opens the next one.
+        let mut carried: Option<PeerBatchJob> = None;
         while !self.stop.load(Ordering::Acquire) {
-            match self.input.recv_timeout(Duration::from_millis(100)) {
-                Ok(job) => jobs.push(job),
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return,
+            let mut window = Window::default();
+            let first = match carried.take() {
+                Some(batch) => Received::Peer(batch),
+                None => self.receive(IDLE_POLL),
+            };
+            match first {
+                Received::Closed => return,
+                Received::Nothing => continue,
+                item => self.add(&mut window, item, &mut carried),
             }
             let deadline = Instant::now() + self.batch_deadline;
-            while jobs.len() < self.batch_requests_max {
+            while window.requests < self.batch_requests_max && carried.is_none() {
                 let wait = deadline.saturating_duration_since(Instant::now());
-                match self.input.recv_timeout(wait) {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
+                match self.receive(wait) {
+                    Received::Nothing | Received::Closed => break,
+                    item => self.add(&mut window, item, &mut carried),
                 }
             }
-            self.verify_batch(std::mem::take(&mut jobs));
+            self.verify_window(window);
         }
     }
 
-    fn verify_batch(&self, jobs: Vec<VerifyJob>) {
+    /// The next client job or peer batch, whichever comes first, within `wait`.
+    fn receive(&self, wait: Duration) -> Received {
+        let mut select = Select::new();
+        let client = select.recv(&self.input);
+        let peer = select.recv(&self.peer_batches);
+        let Ok(ready) = select.select_timeout(wait) else {
+            return Received::Nothing;
+        };
+        match ready.index() {
+            i if i == client => ready
+                .recv(&self.input)
+                .map_or(Received::Closed, Received::Client),
+            i if i == peer => ready
+                .recv(&self.peer_batches)
+                .map_or(Received::Closed, Received::Peer),
+            _ => unreachable!("two operations were registered"),
+        }
+    }
+
+    /// Adds an item, unless it is a peer batch that would take the window past what one verifier
+    /// call takes: that one is carried into the next window.
+    fn add(&self, window: &mut Window, item: Received, carried: &mut Option<PeerBatchJob>) {
+        match item {
+            Received::Client(job) => {
+                window.requests += 1;
+                window.jobs.push(job);
+            }
+            Received::Peer(batch) => {
+                let count = batch.batch.requests.len();
+                if window.requests > 0 && window.requests + count > VERIFY_BATCH_REQUESTS_MAX {
+                    *carried = Some(batch);
+                    return;
+                }
+                window.requests += count;
+                window.peer.push(batch);
+            }
+            Received::Nothing | Received::Closed => unreachable!("only items are added"),
+        }
+    }
+
+    fn verify_window(&self, window: Window) {
         let started = Instant::now();
-        // Creates carry the digest ingress computed; the verifier computes (and keeps) a query's.
-        let requests: Vec<DigestedRef<'_>> = jobs.iter().map(VerifyJob::digested).collect();
-        let codes = self.pool.install(|| self.verifier.verify(&requests));
-        assert_eq!(codes.len(), jobs.len());
+        let Window { jobs, peer, .. } = window;
+        // A batch held meanwhile (a fetch answer, a second copy in this window) is not checked
+        // again; it is announced again, which consensus ignores for a batch it knows.
+        let mut seen = BTreeSet::new();
+        let (held, fresh): (Vec<PeerBatchJob>, Vec<PeerBatchJob>) = peer
+            .into_iter()
+            .partition(|b| self.store.contains(&b.digest) || !seen.insert(b.digest));
+        let (codes, verdicts) = self.check(&jobs, &fresh);
+        let requests = codes.len() + fresh.iter().map(|b| b.batch.requests.len()).sum::<usize>();
         self.shared
             .metrics
             .verify_batch_requests
-            .observe(jobs.len() as f64);
+            .observe(requests as f64);
+        self.settle_clients(jobs, codes);
+        for (job, verdict) in fresh.into_iter().zip(verdicts) {
+            match verdict {
+                Ok(()) => {
+                    self.store.insert(job.digest, Arc::new(job.batch));
+                    let _ = self.consensus.send(ConsensusIn::BatchAvailable(job.digest));
+                }
+                Err(reason) => tracing::warn!(from = job.from, reason, "peer batch refused"),
+            }
+        }
+        for job in held {
+            let _ = self.consensus.send(ConsensusIn::BatchAvailable(job.digest));
+        }
+        self.shared
+            .metrics
+            .stage_latency_s
+            .with_label_values(&["verify"])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// `check_together` on the verify pool.
+    fn check(
+        &self,
+        jobs: &[VerifyJob],
+        peer: &[PeerBatchJob],
+    ) -> (Vec<VerifyCode>, Vec<Result<(), String>>) {
+        let clients: Vec<DigestedRef<'_>> = jobs.iter().map(VerifyJob::digested).collect();
+        let batches: Vec<&Batch> = peer.iter().map(|job| &job.batch).collect();
+        self.pool
+            .install(|| check_together(&self.verifier, &clients, &batches))
+    }
+
+    fn settle_clients(&self, jobs: Vec<VerifyJob>, codes: Vec<VerifyCode>) {
+        assert_eq!(codes.len(), jobs.len());
         for (job, code) in jobs.into_iter().zip(codes) {
             let request = job.request();
             let key = (request.institution(), request.request_id());
@@ -81,11 +207,6 @@ impl Verify {
                 self.admit(job);
             }
         }
-        self.shared
-            .metrics
-            .stage_latency_s
-            .with_label_values(&["verify"])
-            .observe(started.elapsed().as_secs_f64());
     }
 
     fn forward_query(&self, job: VerifyJob) {
@@ -149,5 +270,102 @@ impl Verify {
                 Rejected::new(pair, code, error.to_string()),
             );
         }
+    }
+}
+
+/// One verifier call over the client requests and every request of the peer batches: the client
+/// codes, in order, and each batch's verdict (`judge_batches`). The batches' requests are decoded
+/// as views into the batches, and the verifier leaves each one's signing digest in its batch
+/// (execute reuses it).
+pub(super) fn check_together(
+    verifier: &BatchVerifier,
+    clients: &[DigestedRef<'_>],
+    batches: &[&Batch],
+) -> (Vec<VerifyCode>, Vec<Result<(), String>>) {
+    let decoded: Vec<Result<Vec<DigestedRef<'_>>, String>> =
+        batches.iter().map(|batch| decode_requests(batch)).collect();
+    let mut requests = clients.to_vec();
+    requests.extend(decoded.iter().flatten().flatten().copied());
+    // `Verify::add` keeps a window within one verifier call.
+    assert!(requests.len() <= VERIFY_BATCH_REQUESTS_MAX);
+    let mut codes = if requests.is_empty() {
+        Vec::new()
+    } else {
+        verifier.verify(&requests)
+    };
+    assert_eq!(codes.len(), requests.len());
+    let batch_codes = codes.split_off(clients.len());
+    (codes, judge_batches(&decoded, &batch_codes))
+}
+
+/// Every request of a peer's batch must decode; the views borrow the batch (nothing is copied)
+/// and reach each request's digest cell, which the verifier fills (execute reuses it).
+fn decode_requests(batch: &Batch) -> Result<Vec<DigestedRef<'_>>, String> {
+    batch
+        .requests
+        .iter()
+        .enumerate()
+        .map(|(index, request)| {
+            request
+                .digested()
+                .map_err(|e| format!("request {index}: {e}"))
+        })
+        .collect()
+}
+
+/// Each peer batch's verdict from the codes of its requests (in order, decoded batches only):
+/// every request decodes and verifies, or the first that does not.
+fn judge_batches(
+    decoded: &[Result<Vec<DigestedRef<'_>>, String>],
+    codes: &[VerifyCode],
+) -> Vec<Result<(), String>> {
+    let counts: Vec<usize> = decoded
+        .iter()
+        .map(|requests| requests.as_ref().map_or(0, Vec::len))
+        .collect();
+    decoded
+        .iter()
+        .zip(first_bad(&counts, codes))
+        .map(|(requests, bad)| match (requests, bad) {
+            (Err(reason), _) => Err(reason.clone()),
+            (Ok(_), Some((index, code))) => {
+                Err(format!("request {index} does not verify: {code:?}"))
+            }
+            (Ok(_), None) => Ok(()),
+        })
+        .collect()
+}
+
+/// For batches of `counts[i]` requests verified together (`codes` in order), each batch's first
+/// failing request (index in the batch and its code), or None when all verify.
+fn first_bad(counts: &[usize], codes: &[VerifyCode]) -> Vec<Option<(usize, VerifyCode)>> {
+    assert_eq!(counts.iter().sum::<usize>(), codes.len());
+    let mut at = 0;
+    counts
+        .iter()
+        .map(|count| {
+            let batch = &codes[at..at + count];
+            at += count;
+            batch
+                .iter()
+                .position(|c| *c != VerifyCode::Ok)
+                .map(|index| (index, batch[index]))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_verified_together_are_judged_one_by_one() {
+        let ok = VerifyCode::Ok;
+        let bad = VerifyCode::InvalidSignature;
+        let codes = [ok, ok, ok, bad, ok, ok, bad];
+        // Batches of 2, 3, 0 and 2 requests: the second and the last hold a bad request.
+        let verdicts = first_bad(&[2, 3, 0, 2], &codes);
+        assert_eq!(verdicts, vec![None, Some((1, bad)), None, Some((1, bad))]);
+        assert_eq!(first_bad(&[], &[]), Vec::new());
     }
 }
