@@ -3,15 +3,20 @@
 //! fsync, rename, fsync the directory: two syncs and three metadata updates on every vote) with
 //! one positional write and one `fdatasync` per group of records.
 //!
-//! Format: a sequence of records `len u32 LE | xxh3_64(payload) u64 LE | payload`. Appends are
-//! buffered; `sync` writes the buffer at the end of the file and `fdatasync`s it. `rewrite`
+//! Format: a sequence of records `len u32 LE | xxh3_64(payload) u64 LE | payload`, then zeros (space
+//! written ahead). Appends are buffered; `sync` writes the buffer after the last record and
+//! `fdatasync`s it. The file is extended `JOURNAL_PREALLOC_BYTES` at a time, with zeros written in
+//! the same write as the records that need the room: a sync that does not change the file's size
+//! flushes only its data, while one that does must also commit the file system's metadata journal
+//! (with every other file's pending metadata: the block log grows beside it). `rewrite`
 //! replaces the whole file atomically (write a temporary file, fsync, rename, fsync the directory)
 //! with a given set of records: compaction, done rarely.
 //!
 //! Recovery (`open`): records are read in order up to the first one that does not check. That
 //! record is a torn tail, and the file is truncated there, when it claims to end at or past the end
-//! of the file or when every byte from it to the end is zero (the kernel extended the file but the
-//! data never landed). Anything else (a bad record with more bytes after it) is corruption in the
+//! of the file or when every byte after the end it claims is zero (a write into the space written
+//! ahead that did not fully land). Zeros from the end of the records on are that space, not a tail.
+//! Anything else (a bad record with more bytes after it) is corruption in the
 //! middle and refuses to open: a lost safety record could let a node vote twice.
 
 use std::fs::{File, OpenOptions};
@@ -25,12 +30,17 @@ use super::snapshot::write_file_atomic_parts;
 pub const JOURNAL_RECORD_HEADER_BYTES: usize = 12;
 /// Largest record payload (a block with its payload digests is far below this).
 pub const JOURNAL_RECORD_BYTES_MAX: usize = 16 << 20;
+/// Bytes of zeros the file is extended by past the records that need room (one metadata commit
+/// per this much journal, about 10 s of votes under load).
+pub const JOURNAL_PREALLOC_BYTES: u64 = 1 << 20;
 
 pub struct Journal {
     path: PathBuf,
     file: File,
     /// Bytes of the file that hold complete, synced records.
     len: u64,
+    /// Size of the file: the records, then zeros written ahead.
+    allocated: u64,
     /// Records appended since the last `sync`, framed.
     pending: Vec<u8>,
 }
@@ -97,7 +107,8 @@ fn torn_tail(bytes: &[u8], at: usize) -> bool {
         return true; // not even a whole header
     };
     let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-    JOURNAL_RECORD_HEADER_BYTES + len >= rest.len()
+    let claimed_end = JOURNAL_RECORD_HEADER_BYTES.saturating_add(len);
+    claimed_end >= rest.len() || rest[claimed_end..].iter().all(|b| *b == 0)
 }
 
 impl Journal {
@@ -115,7 +126,9 @@ impl Journal {
         let bytes = std::fs::read(&path).map_err(|e| StorageError::io(&path, e))?;
         let (records, end) = scan(&bytes);
         let mut torn_bytes = 0;
-        if end < bytes.len() {
+        let mut allocated = bytes.len() as u64;
+        let written_ahead = bytes[end..].iter().all(|b| *b == 0);
+        if !written_ahead {
             if !torn_tail(&bytes, end) {
                 return Err(StorageError::JournalCorrupt {
                     path: path.clone(),
@@ -127,12 +140,14 @@ impl Journal {
             file.set_len(end as u64)
                 .and_then(|()| file.sync_data())
                 .map_err(|e| StorageError::io(&path, e))?;
+            allocated = end as u64;
         }
         Ok(Opened {
             journal: Journal {
                 path,
                 file,
                 len: end as u64,
+                allocated,
                 pending: Vec::new(),
             },
             records,
@@ -164,11 +179,19 @@ impl Journal {
         if self.pending.is_empty() {
             return Ok(());
         }
+        let records = self.pending.len() as u64;
+        let end = self.len + records;
+        if end > self.allocated {
+            // Zeros after the records, in the same write: the next syncs keep the file's size.
+            let allocated = end + JOURNAL_PREALLOC_BYTES;
+            self.pending.resize((allocated - self.len) as usize, 0);
+            self.allocated = allocated;
+        }
         self.file
             .write_all_at(&self.pending, self.len)
             .and_then(|()| self.file.sync_data())
             .map_err(|e| StorageError::io(&self.path, e))?;
-        self.len += self.pending.len() as u64;
+        self.len = end;
         self.pending.clear();
         Ok(())
     }
@@ -196,6 +219,7 @@ impl Journal {
             .open(&self.path)
             .map_err(|e| StorageError::io(&self.path, e))?;
         self.len = bytes.len() as u64;
+        self.allocated = self.len;
         self.pending.clear();
         Ok(())
     }
@@ -231,11 +255,10 @@ mod tests {
         j.sync().unwrap();
         j.append(b"torn record");
         j.sync().unwrap();
-        drop(j);
         let path = dir.path().join("j.bin");
-        let full = std::fs::metadata(&path).unwrap().len();
         let file = OpenOptions::new().write(true).open(&path).unwrap();
-        file.set_len(full - 3).unwrap();
+        file.set_len(j.len() - 3).unwrap();
+        drop(j);
         let mut opened = reopen(dir.path());
         assert_eq!(opened.records, vec![b"kept".to_vec()]);
         assert_eq!(opened.torn_bytes, (12 + 11 - 3) as u64);
@@ -248,19 +271,76 @@ mod tests {
     }
 
     #[test]
-    fn zeros_at_the_end_are_a_torn_tail() {
+    fn the_file_is_written_ahead_and_its_zeros_are_free_space_not_a_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.bin");
+        let mut j = reopen(dir.path()).journal;
+        j.append(b"kept");
+        j.sync().unwrap();
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(size, j.len() + JOURNAL_PREALLOC_BYTES);
+        j.append(b"more");
+        j.sync().unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            size,
+            "no size change"
+        );
+        drop(j);
+        let mut opened = reopen(dir.path());
+        assert_eq!(opened.records, vec![b"kept".to_vec(), b"more".to_vec()]);
+        assert_eq!(opened.torn_bytes, 0);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "not cut");
+        opened.journal.append(b"after");
+        opened.journal.sync().unwrap();
+        let records = reopen(dir.path()).records;
+        assert_eq!(
+            records,
+            vec![b"kept".to_vec(), b"more".to_vec(), b"after".to_vec()]
+        );
+    }
+
+    #[test]
+    fn the_file_grows_again_when_its_written_ahead_space_runs_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.bin");
+        let mut j = reopen(dir.path()).journal;
+        let record = vec![7u8; 100_000];
+        let mut count = 0;
+        while j.len() <= JOURNAL_PREALLOC_BYTES {
+            j.append(&record);
+            j.sync().unwrap();
+            count += 1;
+        }
+        assert!(std::fs::metadata(&path).unwrap().len() > j.len());
+        drop(j);
+        let opened = reopen(dir.path());
+        assert_eq!(opened.records.len(), count);
+        assert_eq!(opened.torn_bytes, 0);
+    }
+
+    #[test]
+    fn a_record_torn_inside_the_written_ahead_space_is_a_tail() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = reopen(dir.path()).journal;
         j.append(b"kept");
         j.sync().unwrap();
+        let kept_end = j.len();
+        j.append(b"this record loses its last bytes");
+        j.sync().unwrap();
         drop(j);
         let path = dir.path().join("j.bin");
         let mut bytes = std::fs::read(&path).unwrap();
-        bytes.extend_from_slice(&[0u8; 100]);
+        let torn_end = kept_end as usize + 12 + 33;
+        bytes[torn_end - 5..torn_end].fill(0);
         std::fs::write(&path, &bytes).unwrap();
-        let opened = reopen(dir.path());
+        let mut opened = reopen(dir.path());
         assert_eq!(opened.records, vec![b"kept".to_vec()]);
-        assert_eq!(opened.torn_bytes, 100);
+        assert!(opened.torn_bytes > 0);
+        opened.journal.append(b"after");
+        opened.journal.sync().unwrap();
+        let records = reopen(dir.path()).records;
+        assert_eq!(records, vec![b"kept".to_vec(), b"after".to_vec()]);
     }
 
     #[test]
