@@ -15,7 +15,7 @@ use crate::node::execute::encode_record;
 use crate::node::init::{
     init, lead_funding_account, reserve_account, settlement_account, InitOptions, GENESIS_LEDGER,
 };
-use crate::storage::{BlockLog, LogConfig, WriteBackend};
+use crate::storage::{BlockLog, Cipher, EncryptionConfig, LogConfig, WriteBackend};
 use crate::types::Transfer;
 
 const BLOCKS: u64 = 24;
@@ -34,6 +34,8 @@ struct Fixture {
     _dir: tempfile::TempDir,
     genesis: PathBuf,
     data: PathBuf,
+    /// The log's key file when the log is encrypted (the node's `files.storage_key`).
+    storage_key: Option<PathBuf>,
 }
 
 impl Fixture {
@@ -41,7 +43,7 @@ impl Fixture {
         AuditOptions {
             data_dir: self.data.clone(),
             genesis: self.genesis.clone(),
-            storage_key: None,
+            storage_key: self.storage_key.clone(),
             verify_requests: true,
         }
     }
@@ -153,6 +155,15 @@ fn fixture(tamper: Tamper) -> Fixture {
 
 /// `fixture` with several tamperings at once.
 fn fixture_with(tampers: &[Tamper]) -> Fixture {
+    build(tampers, false)
+}
+
+/// A clean log whose payloads are encrypted at rest (XChaCha20-Poly1305), with its key file.
+fn fixture_encrypted() -> Fixture {
+    build(&[Tamper::None], true)
+}
+
+fn build(tampers: &[Tamper], encrypted: bool) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("consortium");
     init(&InitOptions {
@@ -183,6 +194,11 @@ fn fixture_with(tampers: &[Tamper]) -> Fixture {
     config.write_backend = WriteBackend::Pwrite;
     config.direct_io = false;
     config.snapshot_every_blocks = SNAPSHOT_EVERY;
+    let storage_key = encrypted.then(|| write_key(&out.join("keys/log.key"), 0x5a));
+    config.encryption = storage_key.as_ref().map(|key_file| EncryptionConfig {
+        key_file: key_file.clone(),
+        cipher: Cipher::XChaCha20Poly1305,
+    });
     let mut log = BlockLog::open(&log_dir, config).expect("open log");
     let mut ledger = genesis.genesis.ledger().expect("genesis ledger");
     let chain = genesis.consensus_chain_id();
@@ -244,7 +260,17 @@ fn fixture_with(tampers: &[Tamper]) -> Fixture {
         _dir: dir,
         genesis: genesis_path,
         data,
+        storage_key,
     }
+}
+
+/// A 32-byte key of `fill` bytes, as hex, readable by its owner only.
+fn write_key(path: &Path, fill: u8) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let hex: String = std::iter::repeat_n(format!("{fill:02x}"), 32).collect();
+    std::fs::write(path, hex).expect("key file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    path.to_path_buf()
 }
 
 /// The (segment, offset) of the frame at `height`.
@@ -481,4 +507,42 @@ fn mutated_records_with_valid_checksums_never_panic() {
     }
     // The mutations reach past the checksums into the decoders and the checks behind them.
     assert!(kinds.len() >= 2, "{kinds:?}");
+}
+
+#[test]
+fn an_encrypted_log_audits_ok_with_its_key() {
+    let f = fixture_encrypted();
+    let outcome = f.audit();
+    assert!(outcome.clean(), "{:?}", outcome.fault);
+    assert_eq!(outcome.report.blocks, BLOCKS);
+    assert_eq!(outcome.report.qcs_verified, BLOCKS);
+    let r = &outcome.report;
+    assert_eq!(r.requests, BLOCKS / 4 * 4);
+    assert_eq!(r.request_signatures_verified, r.requests);
+    // Snapshots at 8, 16, 24; the store keeps the newest two.
+    assert_eq!(r.snapshots_matched, vec![16, 24]);
+}
+
+#[test]
+fn an_encrypted_log_without_its_key_or_with_another_key_is_refused_by_name() {
+    let f = fixture_encrypted();
+    let mut options = f.options();
+    options.storage_key = None;
+    let without = match audit(&options) {
+        Ok(outcome) => format!("{:?}", outcome.fault),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        without.contains("is encrypted (encrypted with XChaCha20-Poly1305) but no storage key"),
+        "no key: {without}"
+    );
+    options.storage_key = Some(write_key(&f.genesis.with_file_name("other.key"), 0x33));
+    let wrong = match audit(&options) {
+        Ok(outcome) => format!("{:?}", outcome.fault),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        wrong.contains("wrong key for this log"),
+        "wrong key: {wrong}"
+    );
 }

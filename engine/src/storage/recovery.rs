@@ -150,11 +150,22 @@ pub(super) fn check_header(
     }
     let want = cipher.map_or(CIPHER_NONE, |c| c.id());
     if h.cipher != want {
-        return Err(StorageError::Config(format!(
-            "{} has cipher id {} but the config asks for {want}",
-            path.display(),
-            h.cipher
-        )));
+        let reason = if want == CIPHER_NONE {
+            format!(
+                "{} is encrypted ({}) but no storage key was given (the node config's \
+                 files.storage_key, or --storage-key)",
+                path.display(),
+                cipher_name(h.cipher)
+            )
+        } else {
+            format!(
+                "{} is {} but the config asks for {}",
+                path.display(),
+                cipher_name(h.cipher),
+                cipher_name(want)
+            )
+        };
+        return Err(StorageError::Config(reason));
     }
     if let Some(c) = cipher {
         if c.key_check() != h.key_check {
@@ -170,6 +181,16 @@ pub(super) fn check_header(
         }
     }
     Ok(())
+}
+
+/// An operator's name for a segment header's cipher id.
+fn cipher_name(id: u32) -> String {
+    match id {
+        CIPHER_NONE => "not encrypted".into(),
+        1 => "encrypted with XChaCha20-Poly1305".into(),
+        2 => "encrypted with AES-256-GCM".into(),
+        other => format!("encrypted with unknown cipher id {other}"),
+    }
 }
 
 /// The window after a bad frame that can hold frames of its own group commit.
