@@ -1,7 +1,10 @@
 //! Verify: one window (closed by size or deadline) gathers the client requests ingress decoded
 //! and the peers' batches dissemination decoded, and checks all their signatures in one
 //! `BatchVerifier` call on the layout's verify pool: one call per window is what makes a check
-//! cheap (its Miller loops and final exponentiation are shared by every signature in it).
+//! cheap (its Miller loops and final exponentiation are shared by every signature in it). A window
+//! waits up to the deadline for client requests only; once it holds a peer batch it takes what is
+//! queued and closes, so a peer batch is never held back for a deadline (a leader may be about to
+//! propose it).
 //! Client requests: invalid → `Rejected` with the precise code; valid creates go to the mempool
 //! (the submitter waits for the commit), valid queries to execute. Peer batches: a batch whose
 //! requests all verify is stored and announced to consensus; a batch with one bad request is
@@ -88,7 +91,14 @@ impl Verify {
             }
             let deadline = Instant::now() + self.batch_deadline;
             while window.requests < self.batch_requests_max && carried.is_none() {
-                let wait = deadline.saturating_duration_since(Instant::now());
+                // A peer batch is a batch already (its owner closed it by size or deadline), and
+                // the leader may be about to propose it: once one is in, the window takes only
+                // what is queued and never waits for more.
+                let wait = if window.peer.is_empty() {
+                    deadline.saturating_duration_since(Instant::now())
+                } else {
+                    Duration::ZERO
+                };
                 match self.receive(wait) {
                     Received::Nothing | Received::Closed => break,
                     item => self.add(&mut window, item, &mut carried),
