@@ -3,6 +3,12 @@
 //! given offered rate). Same-run limit: the single-core BLS pairing rate, probed before the
 //! cluster starts; every node verifies every signature, so the cluster's signature ceiling is
 //! `cores x single-core rate / nodes` requests/s. Children are killed on every exit path (Drop).
+//!
+//! The load generator runs on the same cores as the nodes, and its live signing (one BLS
+//! signature per request) takes cores the nodes then lack; real clients sign on their own
+//! machines. `--presign N` signs the run's first N requests before the timed phase (on every
+//! core, while the nodes idle), and the summary states how many were presigned and how many
+//! were signed live during the run.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,7 +20,7 @@ use engine::node::config::NodeConfig;
 use loadgen::driver::{RunConfig, Schedule};
 use loadgen::progress::Progress;
 use loadgen::target::Target;
-use loadgen::tcp::{TcpConfig, TcpTarget};
+use loadgen::tcp::{PresignConfig, PresignReport, TcpConfig, TcpStats, TcpTarget};
 use loadgen::workload::{TransfersConfig, Workload};
 
 /// Bounded wait for the cluster to answer status and commit.
@@ -54,6 +60,12 @@ pub struct Args {
     /// Nodes' `consensus.batch_deadline_ms` (default: the node's default).
     #[arg(long)]
     pub batch_deadline_ms: Option<u64>,
+    /// Requests to map and sign before the timed run (on every core), sent without signing
+    /// during it; live signing resumes once they are used up. 0 = off (the generator signs
+    /// during the run, on the nodes' cores). No automatic value: how many a run needs depends on
+    /// the rate it measures; the summary says how many were presigned and how many signed live.
+    #[arg(long, default_value_t = 0)]
+    pub presign: usize,
     /// Loadgen result directory (default ./loadgen-results/<UTC timestamp>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -221,8 +233,16 @@ fn run_config(args: &Args, in_flight: usize) -> Result<RunConfig, String> {
     Ok(config)
 }
 
-/// Drives the cluster and returns loadgen's summary.
-fn drive(args: &Args, cluster: &LocalCluster) -> Result<loadgen::output::Summary, String> {
+/// What `drive` measured: loadgen's summary, the TCP target's counters, and what presigning did.
+struct Driven {
+    summary: loadgen::output::Summary,
+    stats: TcpStats,
+    presign: Option<PresignReport>,
+    presigned_unsent: u64,
+}
+
+/// Drives the cluster (after presigning, if asked) and returns what it measured.
+fn drive(args: &Args, cluster: &LocalCluster) -> Result<Driven, String> {
     let mut target = TcpTarget::connect(&TcpConfig {
         cluster: cluster.out(),
         connections: args.connections,
@@ -244,20 +264,34 @@ fn drive(args: &Args, cluster: &LocalCluster) -> Result<loadgen::output::Summary
         .unwrap_or_else(|| loadgen::output::default_out_dir(SystemTime::now()));
     let config_json = serde_json::json!({
         "workload": "transfers", "accounts": args.accounts, "nodes": args.nodes,
-        "target": "tcp", "mode": "closed", "in_flight": in_flight,
+        "target": "tcp", "mode": "closed", "in_flight": in_flight, "presign": args.presign,
     });
+    let mut source: loadgen::driver::EventSource<'_> = Box::new(workload.map(Ok));
+    let mut presign = None;
+    if args.presign > 0 {
+        let presign_config = PresignConfig {
+            requests: args.presign,
+            batch_events: config.batch_events,
+            events_max: config.events_max,
+        };
+        let (report, rest) = target
+            .presign(source, &presign_config)
+            .map_err(|e| e.to_string())?;
+        eprint!("{}", report.render_text());
+        presign = Some(report);
+        source = rest;
+    }
     let progress = Progress::new(false);
-    let summary = loadgen::commands::run_to_dir(
-        Box::new(workload.map(Ok)),
-        &mut target,
-        config,
-        config_json,
-        &out,
-        &progress,
-    )
-    .map_err(|e| e.to_string())?;
+    let summary =
+        loadgen::commands::run_to_dir(source, &mut target, config, config_json, &out, &progress)
+            .map_err(|e| e.to_string())?;
     eprintln!("loadgen results in {}", out.display());
-    Ok(summary)
+    Ok(Driven {
+        summary,
+        stats: target.stats().clone(),
+        presign,
+        presigned_unsent: target.presigned_unsent(),
+    })
 }
 
 pub fn run(args: Args) -> Result<(), String> {
@@ -278,7 +312,7 @@ pub fn run(args: Args) -> Result<(), String> {
         batch_deadline_ms: args.batch_deadline_ms,
     };
     let cluster = LocalCluster::start(args.nodes, &tune)?;
-    let summary = drive(&args, &cluster)?;
+    let driven = drive(&args, &cluster)?;
     // Nodes apply the last blocks at slightly different moments: wait (bounded) for agreement.
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut digests = cluster.digests()?;
@@ -287,7 +321,7 @@ pub fn run(args: Args) -> Result<(), String> {
         digests = cluster.digests()?;
     }
     drop(cluster);
-    report(&args, &summary, pairing, sig_limit, cores, &digests);
+    report(&args, &driven, pairing, sig_limit, cores, &digests);
     Ok(())
 }
 
@@ -297,14 +331,15 @@ fn digests_agree(digests: &[Option<String>]) -> bool {
 
 fn report(
     args: &Args,
-    summary: &loadgen::output::Summary,
+    driven: &Driven,
     pairing: f64,
     sig_limit: f64,
     cores: usize,
     digests: &[Option<String>],
 ) {
-    let r = &summary.results;
+    let r = &driven.summary.results;
     let t = &r.totals;
+    let s = &driven.stats;
     let agree = digests_agree(digests);
     let ratio = (args.batch == 1).then(|| r.requests_per_s / sig_limit.max(1e-9));
     println!(
@@ -333,6 +368,22 @@ fn report(
     if let Some(ratio) = ratio {
         println!("  ratio to ceiling       {ratio:.3}");
     }
+    println!(
+        "  signing                {} requests presigned before the run, {} signed live during it{}",
+        s.requests_presigned,
+        s.requests_signed_live,
+        if s.requests_signed_live == 0 {
+            " (the generator did not sign during the run)"
+        } else {
+            ""
+        }
+    );
+    if let Some(p) = &driven.presign {
+        println!(
+            "  presign                {} of {} asked, signed in {:.2} s on {} threads (untimed); {} unsent",
+            p.requests, p.requests_asked, p.sign_s, p.threads, driven.presigned_unsent
+        );
+    }
     println!("  ledger digests agree   {agree}");
     if args.json {
         let json = serde_json::json!({
@@ -346,6 +397,11 @@ fn report(
             "pairing_per_s_one_core": pairing, "cores": cores,
             "signature_ceiling_requests_per_s": sig_limit,
             "ratio_to_signature_ceiling": ratio,
+            "presign": args.presign,
+            "requests_presigned": s.requests_presigned,
+            "requests_signed_live": s.requests_signed_live,
+            "presigned_unsent": driven.presigned_unsent,
+            "presign_sign_s": driven.presign.as_ref().map(|p| p.sign_s),
             "digests_agree": agree,
         });
         println!("{json}");

@@ -308,6 +308,11 @@ pub struct RunArgs {
     /// Stop after this many events.
     #[arg(long)]
     pub events: Option<u64>,
+    /// Tcp target, transfers workload: map and sign the first N requests on every core before
+    /// the timed run (after the setup phase), so the run sends them without signing and the
+    /// cluster's nodes get the cores; live signing resumes once they are used up. 0 = off.
+    #[arg(long, default_value_t = 0)]
+    pub presign: usize,
 }
 
 #[derive(Args)]

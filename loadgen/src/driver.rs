@@ -111,6 +111,8 @@ pub struct RunResult {
     pub send_window_ns: u64,
     pub requests_unfinished: u64,
     pub target_name: String,
+    /// The target's own counters at the end of the run (`Target::stats_json`).
+    pub target_stats: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Copy)]
@@ -234,6 +236,7 @@ pub fn run(
     let elapsed_ns = d.now_ns();
     d.recorder.finish(elapsed_ns);
     progress.finish();
+    let target_stats = d.target.stats_json();
     Ok(RunResult {
         requests_unfinished: d.in_flight.len() as u64,
         recorder: d.recorder,
@@ -241,6 +244,7 @@ pub fn run(
         elapsed_ns,
         send_window_ns: d.last_sent_ns,
         target_name,
+        target_stats,
     })
 }
 

@@ -14,7 +14,7 @@ use loadgen::engine_map::MapConfig;
 use loadgen::inproc::{InprocConfig, InprocTarget};
 use loadgen::progress::Progress;
 use loadgen::target::{NullTarget, StallTarget, Target};
-use loadgen::tcp::{TcpConfig, TcpTarget};
+use loadgen::tcp::{PresignConfig, TcpConfig, TcpTarget};
 use loadgen::trace::{self, TraceFormat, TraceReader};
 use loadgen::{output, report};
 
@@ -156,24 +156,41 @@ fn tcp_target(a: &TargetArgs, floor_default: u64) -> Result<TcpTarget, CliError>
 }
 
 /// The target, and the source left to drive: the TCP target first runs the stream's setup
-/// prefix (accounts, reserves, loans, opening top-ups), untimed, unless `--tcp-timed-setup`.
+/// prefix (accounts, reserves, loans, opening top-ups), untimed, unless `--tcp-timed-setup`,
+/// then presigns the first `presign` requests (`run --presign`), untimed too.
 fn prepared<'a>(
     a: &TargetArgs,
     floor_default: u64,
     source: EventSource<'a>,
+    run: &RunConfig,
+    presign: usize,
 ) -> Result<(Box<dyn Target>, EventSource<'a>), CliError> {
-    if !matches!(a.target, TargetKind::Tcp) || a.tcp_timed_setup {
+    let tcp = matches!(a.target, TargetKind::Tcp);
+    if !tcp || (a.tcp_timed_setup && presign == 0) {
         return Ok((build_target(a, floor_default)?, source));
     }
     if a.target_in_flight == 0 {
         return Err(CliError::Usage("--target-in-flight must be >= 1".into()));
     }
     let mut tcp = tcp_target(a, floor_default)?;
-    let wait_max = Duration::from_secs_f64(a.reply_timeout_s.clamp(0.1, 3600.0) * 10.0);
-    let (report, rest) = tcp
-        .setup(source, wait_max)
-        .map_err(|e| CliError::Failure(e.to_string()))?;
-    eprint!("{}", report.render_text());
+    let failure = |e: loadgen::target::TargetError| CliError::Failure(e.to_string());
+    let mut rest = source;
+    if !a.tcp_timed_setup {
+        let wait_max = Duration::from_secs_f64(a.reply_timeout_s.clamp(0.1, 3600.0) * 10.0);
+        let (report, after_setup) = tcp.setup(rest, wait_max).map_err(failure)?;
+        eprint!("{}", report.render_text());
+        rest = after_setup;
+    }
+    if presign > 0 {
+        let config = PresignConfig {
+            requests: presign,
+            batch_events: run.batch_events,
+            events_max: run.events_max,
+        };
+        let (report, presigned) = tcp.presign(rest, &config).map_err(failure)?;
+        eprint!("{}", report.render_text());
+        rest = presigned;
+    }
     Ok((Box::new(tcp), rest))
 }
 
@@ -210,16 +227,28 @@ fn run_config(
     Ok(config)
 }
 
-/// Runs, prints the summary, and reports skipped trace lines.
-fn execute(
-    source: EventSource<'_>,
-    target_args: &TargetArgs,
-    o: &OutputArgs,
-    run_config: RunConfig,
-    mut config_json: serde_json::Value,
+/// What `execute` runs besides the stream: flags, the run's config and summary.json's config.
+struct Execution<'a> {
+    target: &'a TargetArgs,
+    output: &'a OutputArgs,
+    run: RunConfig,
+    config_json: serde_json::Value,
     floor_default: u64,
-) -> Result<(), CliError> {
-    let (mut target, source) = prepared(target_args, floor_default, source)?;
+    /// `run --presign` (0 = off).
+    presign: usize,
+}
+
+/// Runs, prints the summary, and reports skipped trace lines.
+fn execute(source: EventSource<'_>, x: Execution<'_>) -> Result<(), CliError> {
+    let Execution {
+        target: target_args,
+        output: o,
+        run: run_config,
+        mut config_json,
+        floor_default,
+        presign,
+    } = x;
+    let (mut target, source) = prepared(target_args, floor_default, source, &run_config, presign)?;
     let dir = out_dir(o);
     if let Some(obj) = config_json.as_object_mut() {
         obj.insert(
@@ -264,45 +293,59 @@ fn cmd_run(a: args::RunArgs) -> Result<(), CliError> {
             "a synthetic workload is endless: give --duration or --events".into(),
         ));
     }
+    check_presign(&a)?;
     let config = run_config(schedule, &a.output, a.duration, a.events)?;
-    let config_json = a.workload.to_json();
+    let mut config_json = a.workload.to_json();
+    if let Some(obj) = config_json.as_object_mut() {
+        obj.insert("presign".into(), a.presign.into());
+    }
+    let x = Execution {
+        target: &a.target,
+        output: &a.output,
+        run: config,
+        config_json,
+        floor_default: a.workload.reserve_floor,
+        presign: a.presign,
+    };
     if a.workload.workload == WorkloadKind::Trace {
         let path = a.workload.trace.clone().ok_or(CliError::Usage(
             "--workload trace needs --trace FILE".into(),
         ))?;
-        return run_trace(
-            &path,
-            a.workload.skip_bad_lines,
-            &a.target,
-            &a.output,
-            config,
-            config_json,
-            a.workload.reserve_floor,
-        );
+        return run_trace(&path, a.workload.skip_bad_lines, x);
     }
     let workload = a.workload.build().map_err(CliError::Usage)?;
-    execute(
-        Box::new(workload.map(Ok)),
-        &a.target,
-        &a.output,
-        config,
-        config_json,
-        a.workload.reserve_floor,
-    )
+    execute(Box::new(workload.map(Ok)), x)
 }
 
-fn run_trace(
-    path: &Path,
-    skip_bad: bool,
-    target: &TargetArgs,
-    o: &OutputArgs,
-    config: RunConfig,
-    config_json: serde_json::Value,
-    floor_default: u64,
-) -> Result<(), CliError> {
+/// `--presign` is for the TCP target and the transfers workload: a request's bytes must not
+/// depend on replies, and joint-loan statements (and any trace's) take their period from them.
+fn check_presign(a: &args::RunArgs) -> Result<(), CliError> {
+    if a.presign == 0 {
+        return Ok(());
+    }
+    if !matches!(a.target.target, TargetKind::Tcp) {
+        return Err(CliError::Usage("--presign is for --target tcp".into()));
+    }
+    if a.workload.workload != WorkloadKind::Transfers {
+        return Err(CliError::Usage(
+            "--presign needs --workload transfers: a statement's period is fixed from replies \
+             at send time, so joint-loan (and trace) streams cannot be signed ahead"
+                .into(),
+        ));
+    }
+    if a.presign > loadgen::tcp::outbox::PRESIGN_REQUESTS_MAX {
+        return Err(CliError::Usage(format!(
+            "--presign must be at most {}",
+            loadgen::tcp::outbox::PRESIGN_REQUESTS_MAX
+        )));
+    }
+    Ok(())
+}
+
+fn run_trace(path: &Path, skip_bad: bool, x: Execution<'_>) -> Result<(), CliError> {
     let mut reader = TraceReader::open(path, skip_bad)?;
     let source = Box::new(reader.by_ref());
-    execute(source, target, o, config, config_json, floor_default)?;
+    execute(source, x)?;
     if reader.skipped() > 0 {
         eprintln!(
             "skipped {} bad lines of {}",
@@ -327,15 +370,15 @@ fn cmd_replay(a: args::ReplayArgs) -> Result<(), CliError> {
         "speedup": if a.max_rate { None } else { Some(a.speedup) },
         "max_rate": a.max_rate,
     });
-    run_trace(
-        &a.trace,
-        a.skip_bad_lines,
-        &a.target,
-        &a.output,
-        config,
+    let x = Execution {
+        target: &a.target,
+        output: &a.output,
+        run: config,
         config_json,
-        0,
-    )
+        floor_default: 0,
+        presign: 0,
+    };
+    run_trace(&a.trace, a.skip_bad_lines, x)
 }
 
 fn cmd_convert(a: args::ConvertArgs) -> Result<(), CliError> {

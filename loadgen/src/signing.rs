@@ -140,11 +140,26 @@ impl Keyring {
         operation: Operation,
         body: Vec<u8>,
     ) -> Result<SignedRequest, SigningError> {
-        let chain_id = self.chain_id;
-        let pair = self.pair(requester)?;
+        self.pair(requester)?;
+        self.sign_loaded(request_id, requester, operation, body)
+    }
+
+    /// As `sign`, with a key already in the keyring (`pair` derives a missing one first). Takes
+    /// `&self`, so several threads can sign with one keyring (presigning, `tcp::Outbox`).
+    pub fn sign_loaded(
+        &self,
+        request_id: u128,
+        requester: InstitutionId,
+        operation: Operation,
+        body: Vec<u8>,
+    ) -> Result<SignedRequest, SigningError> {
+        let pair = self
+            .pairs
+            .get(&requester)
+            .ok_or(SigningError::NoKey(requester))?;
         let unsigned = Request {
             institution: requester,
-            chain_id,
+            chain_id: self.chain_id,
             request_id,
             operation: operation as u8,
             body,

@@ -74,6 +74,11 @@ pub trait Target {
     fn report(&self) -> Option<String> {
         None
     }
+
+    /// Target-specific counters for summary.json (`results.target_stats`).
+    fn stats_json(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// Completes every request at once: measures the generator's own ceiling. It reads every

@@ -2,8 +2,10 @@
 //!
 //! Design (docs/LOADGEN.md, "The TCP target"):
 //! - mapping: the same `engine_map::Mapper` as the inproc target turns each loadgen batch into
-//!   homogeneous engine requests (one operation, one requester); each is signed once with the
-//!   requester's key from `reckon init` (`signing::Keyring::from_files`);
+//!   homogeneous engine requests (one operation, one requester); `outbox` numbers them in apply
+//!   order and signs each once with the requester's key from `reckon init`
+//!   (`signing::Keyring::from_files`), at send time or, for the first N, before the run
+//!   (`TcpTarget::presign`: the generator shares the machine's cores with the nodes);
 //! - connections: every institution's client file (`clients/institution-<id>.toml`) is loaded; a
 //!   node binds a connection to the institution of its certificate, so connection j serves
 //!   institution `j mod institutions` on node `(j / institutions) mod nodes`: every institution
@@ -19,6 +21,7 @@
 //!   connection fails the batch (`Outcome::Failed`); ledger result codes are counted per loadgen
 //!   event (`record_results`, `outcome_of`). A bad frame never panics.
 
+pub mod outbox;
 mod sched;
 
 use std::collections::BTreeMap;
@@ -42,6 +45,7 @@ use crate::op::{Op, TraceEvent};
 use crate::signing::Keyring;
 use crate::target::{Completion, Outcome, Target, TargetError, Ticket, BATCH_EVENTS_MAX};
 
+pub use outbox::{PresignConfig, PresignReport};
 pub use sched::TcpStats;
 
 /// Default `MapConfig::id_base` on a cluster: loadgen ids start clear of the accounts
@@ -249,7 +253,8 @@ impl TcpTarget {
             .max(files.len());
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let mut sched = sched::Scheduler::new(mapper, keyring, config.reply_timeout, config.order);
+        let outbox = outbox::Outbox::new(mapper, keyring, sched::run_salt());
+        let mut sched = sched::Scheduler::new(outbox, config.reply_timeout, config.order);
         let mut writers = Vec::with_capacity(k);
         let mut readers = Vec::with_capacity(k);
         for j in 0..k {
@@ -279,6 +284,26 @@ impl TcpTarget {
 
     pub fn stats(&self) -> &TcpStats {
         self.sched.stats()
+    }
+
+    /// Maps, numbers and signs (on every core) the first requests the run will send, so the
+    /// timed run sends them without signing (`outbox::Outbox::presign`). Untimed: call it after
+    /// `setup`, if any, and before the driver starts; hand the driver the stream it returns, with
+    /// the batch size and event limit of `config`. Refuses a stream with statements.
+    pub fn presign<'a>(
+        &mut self,
+        source: EventSource<'a>,
+        config: &PresignConfig,
+    ) -> Result<(PresignReport, EventSource<'a>), TargetError> {
+        self.sched
+            .outbox_mut()
+            .presign(source, config)
+            .map_err(|e| other(e.to_string()))
+    }
+
+    /// Presigned requests the run did not reach (it ended first).
+    pub fn presigned_unsent(&self) -> u64 {
+        self.sched.outbox().presigned_requests_left()
     }
 
     /// Handles reader messages (waiting up to `timeout` for the first), expires late requests and
@@ -311,7 +336,9 @@ impl TcpTarget {
         // Setup events build on each other (accounts, then reserves and loans on them): always
         // in exact order, whatever the run's order.
         let order = self.sched.set_order(SendOrder::Exact);
+        self.sched.set_setup_phase(true);
         let result = self.setup_exact(source, wait_max);
+        self.sched.set_setup_phase(false);
         self.sched.set_order(order);
         result
     }
@@ -410,7 +437,22 @@ impl Target for TcpTarget {
     }
 
     fn report(&self) -> Option<String> {
-        Some(self.sched.stats().render_text())
+        let mut s = self.sched.stats().render_text();
+        if self.presigned_unsent() > 0 {
+            s += &format!(
+                "  presigned requests the run did not reach: {}\n",
+                self.presigned_unsent()
+            );
+        }
+        Some(s)
+    }
+
+    fn stats_json(&self) -> Option<serde_json::Value> {
+        let mut json = serde_json::to_value(self.sched.stats()).ok()?;
+        if let Some(obj) = json.as_object_mut() {
+            obj.insert("presigned_unsent".into(), self.presigned_unsent().into());
+        }
+        Some(json)
     }
 }
 

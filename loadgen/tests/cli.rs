@@ -45,6 +45,31 @@ fn exit_codes_are_0_ok_1_failure_2_usage() {
         Some(2),
         "a synthetic run needs a bound"
     );
+    // Presigning needs request bytes that do not depend on replies: tcp + transfers only.
+    let tcp = [
+        "run",
+        "--target",
+        "tcp",
+        "--cluster",
+        "c",
+        "--duration",
+        "1",
+    ];
+    let joint = loadgen(&[&tcp[..], &["--presign", "10"]].concat(), p);
+    assert_eq!(joint.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&joint.stderr).contains("--workload transfers"));
+    let null = [
+        "run",
+        "--target",
+        "null",
+        "--workload",
+        "transfers",
+        "--duration",
+        "1",
+    ];
+    let not_tcp = loadgen(&[&null[..], &["--presign", "10"]].concat(), p);
+    assert_eq!(not_tcp.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&not_tcp.stderr).contains("--target tcp"));
     let missing = loadgen(&["digest", "missing.csv"], p);
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("missing.csv"));

@@ -1,6 +1,7 @@
 //! loadgen's TCP target against a real 4-node cluster: short closed-loop transfers and
 //! joint-loan runs commit with nothing rejected or failed, every node ends on the same ledger
-//! digest and every statement reconciles; a recorded joint-loan trace replayed over TCP leaves
+//! digest and every statement reconciles; a transfers run whose first requests were presigned
+//! commits them and then signs live; a recorded joint-loan trace replayed over TCP leaves
 //! every account with the balances the same trace leaves in the in-process ledger.
 
 use std::path::Path;
@@ -14,7 +15,7 @@ use loadgen::engine_map::{settlement_account, SETTLEMENT_ACCOUNT_BASE};
 use loadgen::inproc::{InprocConfig, InprocTarget};
 use loadgen::op::{Op, TraceEvent};
 use loadgen::progress::Progress;
-use loadgen::tcp::{SendOrder, TcpConfig, TcpStats, TcpTarget};
+use loadgen::tcp::{PresignConfig, SendOrder, TcpConfig, TcpStats, TcpTarget};
 use loadgen::trace::{TraceFormat, TraceReader};
 use loadgen::workload::{JointLoanConfig, TransfersConfig, Workload};
 use reckon_tests::{wait_until, Cluster};
@@ -96,6 +97,54 @@ fn loadgen_tcp_run_commits_and_nodes_agree() {
     assert_eq!(run.requests_unfinished, 0, "unfinished: {t:?}");
     let digest = agreed_digest(&cluster);
     assert!(digest.is_some(), "nodes do not agree on the ledger digest");
+}
+
+/// Setup phase, then 400 of the 600 transfer requests presigned, then a closed-loop run of all
+/// 600 (one transfer each): the presigned ones commit, the last 200 are signed live.
+#[test]
+fn loadgen_tcp_presigned_transfers_commit_then_live_signing_resumes() {
+    let cluster = started(4);
+    let mut target = tcp_target(&cluster);
+    let workload = Workload::transfers(TransfersConfig {
+        accounts: 200,
+        ..TransfersConfig::default()
+    })
+    .expect("workload");
+    let (setup, rest) = target
+        .setup(Box::new(workload.map(Ok)), Duration::from_secs(60))
+        .expect("setup");
+    assert_eq!(setup.events_committed, setup.events, "setup: {setup:?}");
+    let config = RunConfig {
+        schedule: Schedule::Closed { in_flight: 16 },
+        batch_events: 1,
+        duration: Some(Duration::from_secs(60)),
+        events_max: Some(600),
+        interval: Duration::from_secs(1),
+        drain_timeout: Duration::from_secs(30),
+    };
+    let presign = PresignConfig {
+        requests: 400,
+        batch_events: config.batch_events,
+        events_max: config.events_max,
+    };
+    let (report, rest) = target.presign(rest, &presign).expect("presign");
+    assert_eq!(report.requests, 400, "{report:?}");
+    let run = driver::run(rest, &mut target, config, &Progress::new(false)).expect("run");
+    let stats = target.stats().clone();
+    assert_eq!(target.presigned_unsent(), 0);
+    drop(target);
+    assert_clean(&run, &stats);
+    assert_eq!(run.recorder.totals.events_committed, 600);
+    assert_eq!(stats.requests_presigned, 400, "{stats:?}");
+    assert_eq!(stats.requests_signed_live, 200, "{stats:?}");
+    assert!(stats.requests_signed_setup > 0, "{stats:?}");
+    let json = run.target_stats.expect("tcp stats in the run result");
+    assert_eq!(json["requests_presigned"], 400);
+    assert_eq!(json["requests_signed_live"], 200);
+    assert!(
+        agreed_digest(&cluster).is_some(),
+        "nodes do not agree on the ledger digest"
+    );
 }
 
 fn tcp_target(cluster: &Cluster) -> TcpTarget {

@@ -56,6 +56,9 @@ pub struct Results {
     pub latency_ms: Percentiles,
     /// Naive (from the actual send time), milliseconds. Hides stalls; for comparison only.
     pub latency_ms_uncorrected: Percentiles,
+    /// The target's own counters (tcp: requests sent, presigned, signed live, engine codes...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_stats: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -98,6 +101,7 @@ impl Summary {
                 totals: t.clone(),
                 latency_ms: Percentiles::of_ns(&run.recorder.corrected),
                 latency_ms_uncorrected: Percentiles::of_ns(&run.recorder.uncorrected),
+                target_stats: run.target_stats.clone(),
             },
             timeline: run.recorder.intervals.clone(),
         }

@@ -1,6 +1,7 @@
-//! The TCP target's request scheduler: maps batches (`engine_map`), keeps requests waiting
-//! until they commute with everything in flight, signs and sends them, and folds replies back
-//! into per-batch outcomes. No sockets of its own: it writes through the target's writers.
+//! The TCP target's request scheduler: takes each batch's requests from the outbox (mapped and
+//! numbered, maybe presigned), keeps them waiting until they commute with everything in flight,
+//! signs (unless presigned) and sends them, and folds replies back into per-batch outcomes. No
+//! sockets of its own: it writes through the target's writers.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -10,10 +11,10 @@ use engine::net::FrameWriter;
 use engine::node::protocol::{NodeFrame, Outcome as NodeOutcome, KIND_SUBMIT};
 use engine::types::{EventResult, InstitutionId, Operation, ResultCode, Statement, EVENT_BYTES};
 
+use super::outbox::{Numbered, Outbox};
 use super::{other, ReaderMsg, SendOrder};
-use crate::engine_map::{outcome_of, record_results, ConflictIndex, EngineRequest, Mapper};
+use crate::engine_map::{outcome_of, record_results, ConflictIndex, EngineRequest};
 use crate::op::TraceEvent;
-use crate::signing::Keyring;
 use crate::target::{Completion, Outcome, TargetError, Ticket};
 
 /// Most waiting requests one dispatch pass looks at after the first blocked one (bounds the
@@ -21,9 +22,14 @@ use crate::target::{Completion, Outcome, TargetError, Ticket};
 const SCAN_BLOCKED_MAX: usize = 64;
 
 /// Engine-level counters of a TCP run.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TcpStats {
     pub requests_sent: u64,
+    /// Of `requests_sent`: signed before the run (`TcpTarget::presign`), so not on the run's
+    /// cores and clock; signed at send time during the run; signed during the setup phase.
+    pub requests_presigned: u64,
+    pub requests_signed_live: u64,
+    pub requests_signed_setup: u64,
     pub requests_committed: u64,
     /// Engine events sent (loadgen events plus derived ones).
     pub engine_events: u64,
@@ -40,9 +46,13 @@ pub struct TcpStats {
 impl TcpStats {
     pub fn render_text(&self) -> String {
         let mut s = format!(
-            "TCP\n  requests sent {} (one signature each), committed {}, engine events {}, \
+            "TCP\n  requests sent {} (one signature each: {} presigned before the run, {} signed \
+             live during the run, {} during setup), committed {}, engine events {}, \
              sends that waited for a conflicting request {}, statements {}\n",
             self.requests_sent,
+            self.requests_presigned,
+            self.requests_signed_live,
+            self.requests_signed_setup,
             self.requests_committed,
             self.engine_events,
             self.waits,
@@ -61,7 +71,7 @@ impl TcpStats {
 
 struct Waiting {
     ticket: Ticket,
-    request: EngineRequest,
+    numbered: Numbered,
     /// Already counted in `TcpStats::waits`.
     waited: bool,
 }
@@ -86,8 +96,7 @@ struct Bank {
 }
 
 pub(super) struct Scheduler {
-    mapper: Mapper,
-    keyring: Keyring,
+    outbox: Outbox,
     banks: BTreeMap<InstitutionId, Bank>,
     waiting: VecDeque<Waiting>,
     sent: HashMap<(InstitutionId, u128), Sent>,
@@ -97,9 +106,10 @@ pub(super) struct Scheduler {
     blocked: ConflictIndex,
     tickets: HashMap<Ticket, TicketState>,
     ready: VecDeque<Completion>,
-    next_request_id: u128,
     reply_timeout: Duration,
     order: SendOrder,
+    /// Sends belong to the untimed setup phase (counted apart in `TcpStats`).
+    setup_phase: bool,
     /// One past the last event timestamp of any committed reply (ledger time).
     committed_until_ns: u64,
     /// Per account: end of its last statement period sent.
@@ -108,7 +118,7 @@ pub(super) struct Scheduler {
 }
 
 /// Request ids start from the wall clock, so reruns against one cluster never reuse an id.
-fn run_salt() -> u128 {
+pub(super) fn run_salt() -> u128 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::SystemTime::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -127,15 +137,9 @@ fn all_refused(request: &EngineRequest) -> Vec<EventResult> {
 }
 
 impl Scheduler {
-    pub fn new(
-        mapper: Mapper,
-        keyring: Keyring,
-        reply_timeout: Duration,
-        order: SendOrder,
-    ) -> Scheduler {
+    pub fn new(outbox: Outbox, reply_timeout: Duration, order: SendOrder) -> Scheduler {
         Scheduler {
-            mapper,
-            keyring,
+            outbox,
             banks: BTreeMap::new(),
             waiting: VecDeque::new(),
             sent: HashMap::new(),
@@ -144,9 +148,9 @@ impl Scheduler {
             blocked: ConflictIndex::default(),
             tickets: HashMap::new(),
             ready: VecDeque::new(),
-            next_request_id: run_salt(),
             reply_timeout,
             order,
+            setup_phase: false,
             committed_until_ns: 0,
             statement_ends: HashMap::new(),
             stats: TcpStats::default(),
@@ -162,8 +166,21 @@ impl Scheduler {
         std::mem::replace(&mut self.order, order)
     }
 
+    /// Marks the sends that follow as the setup phase's (or not).
+    pub fn set_setup_phase(&mut self, setup: bool) {
+        self.setup_phase = setup;
+    }
+
     pub fn stats(&self) -> &TcpStats {
         &self.stats
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    pub fn outbox_mut(&mut self) -> &mut Outbox {
+        &mut self.outbox
     }
 
     /// Requests waiting or in flight.
@@ -179,18 +196,18 @@ impl Scheduler {
         out.extend(self.ready.drain(..));
     }
 
-    /// Maps a batch into requests and queues them (in apply order).
+    /// Takes a batch's requests from the outbox and queues them (in apply order).
     pub fn enqueue(&mut self, ticket: Ticket, batch: &[TraceEvent]) -> Result<(), TargetError> {
         let requests = self
-            .mapper
-            .requests(batch)
+            .outbox
+            .next_batch(batch)
             .map_err(|e| other(e.to_string()))?;
-        for r in &requests {
-            if !self.banks.contains_key(&r.requester) {
+        for n in &requests {
+            if !self.banks.contains_key(&n.request.requester) {
                 return Err(other(format!(
                     "no client file for institution {} (the workload has more institutions \
                      than the cluster)",
-                    r.requester
+                    n.request.requester
                 )));
             }
         }
@@ -203,9 +220,9 @@ impl Scheduler {
             return Err(other(format!("ticket {ticket} submitted twice")));
         }
         self.waiting
-            .extend(requests.into_iter().map(|request| Waiting {
+            .extend(requests.into_iter().map(|numbered| Waiting {
                 ticket,
-                request,
+                numbered,
                 waited: false,
             }));
         Ok(())
@@ -218,15 +235,15 @@ impl Scheduler {
         let mut blocked = 0;
         while i < self.waiting.len() && blocked < SCAN_BLOCKED_MAX {
             let w = &mut self.waiting[i];
+            let request = &w.numbered.request;
             if self.order == SendOrder::Exact
-                && (self.in_flight.conflicts_with(&w.request)
-                    || self.blocked.conflicts_with(&w.request))
+                && (self.in_flight.conflicts_with(request) || self.blocked.conflicts_with(request))
             {
                 if !w.waited {
                     w.waited = true;
                     self.stats.waits += 1;
                 }
-                self.blocked.add(&w.request);
+                self.blocked.add(&w.numbered.request);
                 blocked += 1;
                 i += 1;
                 continue;
@@ -242,28 +259,38 @@ impl Scheduler {
     fn send(&mut self, w: Waiting, writers: &mut [Option<FrameWriter>]) -> Result<(), TargetError> {
         let Waiting {
             ticket,
-            mut request,
+            mut numbered,
             ..
         } = w;
-        let requester = request.requester;
+        let requester = numbered.request.requester;
         let Some(conn) = self.connection(requester, writers) else {
-            self.fail(ticket, &request, "no live connection".into());
+            self.fail(ticket, &numbered.request, "no live connection".into());
             return Ok(());
         };
-        if request.operation == Operation::PostStatements {
-            self.close_statement_periods(&mut request);
+        let presigned = numbered.signed.is_some();
+        if numbered.request.operation == Operation::PostStatements {
+            // Presign refuses statements: their period is fixed here, from replies.
+            assert!(!presigned, "a statement was presigned");
+            self.close_statement_periods(&mut numbered.request);
         }
-        self.next_request_id += 1;
-        let request_id = self.next_request_id;
-        let body = std::mem::take(&mut request.body);
-        let signed = self
-            .keyring
-            .sign(request_id, requester, request.operation, body)
+        let payload = self
+            .outbox
+            .payload(&mut numbered)
             .map_err(|e| other(format!("sign: {e}")))?;
+        if presigned {
+            self.stats.requests_presigned += 1;
+        } else if self.setup_phase {
+            self.stats.requests_signed_setup += 1;
+        } else {
+            self.stats.requests_signed_live += 1;
+        }
+        let Numbered {
+            request,
+            request_id,
+            ..
+        } = numbered;
         let written = match &writers[conn] {
-            Some(w) => w
-                .send(KIND_SUBMIT, &signed.encode())
-                .map_err(|e| e.to_string()),
+            Some(w) => w.send(KIND_SUBMIT, &payload).map_err(|e| e.to_string()),
             None => Err("connection lost".to_string()),
         };
         self.stats.requests_sent += 1;
@@ -385,7 +412,8 @@ impl Scheduler {
             *self.stats.codes.entry(r.code as u32).or_default() += 1;
         }
         let settled = self
-            .mapper
+            .outbox
+            .mapper_mut()
             .settle(&s.request, &results)
             .map_err(|e| e.to_string());
         let Some(state) = self.tickets.get_mut(&s.ticket) else {
@@ -403,7 +431,10 @@ impl Scheduler {
     /// A request that got no ledger result: its bookings are undone and its batch fails.
     fn fail(&mut self, ticket: Ticket, request: &EngineRequest, reason: String) {
         // Cannot fail: the list names every event of the request once, in order.
-        let _ = self.mapper.settle(request, &all_refused(request));
+        let _ = self
+            .outbox
+            .mapper_mut()
+            .settle(request, &all_refused(request));
         let key = reason.split(':').next().unwrap_or("failed").to_string();
         *self.stats.failures.entry(key).or_default() += 1;
         if let Some(state) = self.tickets.get_mut(&ticket) {
