@@ -5,7 +5,9 @@
 //! message point H_i = hash_to_G1(digest_i), signature σ_i and fresh random 64-bit r_i:
 //!   e(Σ r_i σ_i, g2) == Π_j e(Σ_{i: j(i)=j} r_i H_i, pk_j)
 //! Both sums are multi-scalar multiplications (Pippenger), so a batch needs one Miller loop per
-//! (signer, chunk) plus one, instead of one per request, and one final exponentiation.
+//! (signer, chunk) plus one, instead of one per request, and one final exponentiation. The G2
+//! sides (institution keys, the generator) are fixed, so every Miller loop runs from precomputed
+//! lines (`Registry::lines_at`, `curve::g2_generator_lines`).
 
 use super::curve::{self, PointError, SCALAR_BYTES};
 use super::registry::{Registry, SignerSlot};
@@ -87,6 +89,9 @@ impl BatchVerifier {
     }
 
     pub fn with_strategy(registry: Arc<Registry>, chain_id: ChainId, strategy: Strategy) -> Self {
+        if strategy == Strategy::Grouped {
+            curve::g2_generator_lines(); // computed once per process, here rather than in a batch
+        }
         Self {
             registry,
             chain_id,
@@ -243,7 +248,7 @@ impl BatchVerifier {
         let lhs = if curve::is_infinity(&signature_sum) {
             blst_fp12::default()
         } else {
-            curve::miller_loop(&curve::g2_generator(), &signature_sum)
+            curve::miller_loop_lines(curve::g2_generator_lines(), &signature_sum)
         };
         curve::pairings_equal(&lhs, &messages)
     }
@@ -273,8 +278,7 @@ impl BatchVerifier {
             ));
             // Σ r_i H_i is infinity only with negligible probability; it then contributes 1.
             if !curve::is_infinity(&sum) {
-                let key: &blst_p2_affine = self.registry.key_at(slot).blst().into();
-                product *= curve::miller_loop(key, &sum);
+                product *= curve::miller_loop_lines(self.registry.lines_at(slot), &sum);
             }
             start = end;
         }

@@ -3,7 +3,8 @@
 
 use super::SIGNATURE_BYTES;
 use blst::min_sig::Signature;
-use blst::{blst_fp12, blst_p1, blst_p1_affine, blst_p2_affine, BLST_ERROR};
+use blst::{blst_fp12, blst_fp6, blst_p1, blst_p1_affine, blst_p2_affine, BLST_ERROR};
+use std::sync::OnceLock;
 
 /// Bytes of one batch scalar in the flat scalar buffer.
 pub(crate) const SCALAR_BYTES: usize = super::BATCH_SCALAR_BITS / 8;
@@ -91,16 +92,59 @@ pub(crate) fn is_infinity(point: &blst_p1_affine) -> bool {
     unsafe { blst::blst_p1_affine_is_inf(point) }
 }
 
-/// The Miller loop of e(p, q); `p` must not be infinity (callers check).
-pub(crate) fn miller_loop(q: &blst_p2_affine, p: &blst_p1_affine) -> blst_fp12 {
+/// Line coefficients one G2 point contributes to a BLS12-381 Miller loop: one per doubling and
+/// addition step of the loop over |z| = 0xd201000000010000 (blst.h: `blst_fp6 Qlines[68]`).
+pub(crate) const G2_LINES: usize = 68;
+
+/// Bytes of one `G2Lines` (68 x 288 = 19,584).
+pub(crate) const G2_LINES_BYTES: usize = G2_LINES * std::mem::size_of::<blst_fp6>();
+const _: () = assert!(G2_LINES_BYTES == 19_584);
+
+/// The precomputed Miller-loop lines of one fixed G2 point `q`. `miller_loop_lines(&lines, p)`
+/// equals blst's `miller_loop(q, p)` bit for bit (the same field operations, with the G2 point
+/// doubling and addition done once, here, instead of in every loop); boxed, as it is 19.6 KB.
+#[derive(Clone)]
+pub(crate) struct G2Lines {
+    lines: Box<[blst_fp6; G2_LINES]>,
+}
+
+impl std::fmt::Debug for G2Lines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "G2Lines({G2_LINES_BYTES} bytes)")
+    }
+}
+
+/// The lines of `q` (validated: on the curve, in G2, not infinity; callers hold such points only).
+pub(crate) fn precompute_lines(q: &blst_p2_affine) -> G2Lines {
+    // SAFETY: valid pointer.
+    assert!(!unsafe { blst::blst_p2_affine_is_inf(q) });
+    let mut lines = Box::new([blst_fp6::default(); G2_LINES]);
+    // SAFETY: `lines` is an initialised array of exactly the 68 `blst_fp6` that blst writes;
+    // `q` is a valid point.
+    unsafe { blst::blst_precompute_lines(lines.as_mut_ptr(), q) };
+    G2Lines { lines }
+}
+
+/// The Miller loop of e(p, q) from q's precomputed lines; `p` must not be infinity (callers
+/// check: blst's line evaluation has no infinity case).
+pub(crate) fn miller_loop_lines(lines: &G2Lines, p: &blst_p1_affine) -> blst_fp12 {
     assert!(!is_infinity(p));
-    blst_fp12::miller_loop(q, p)
+    let mut out = blst_fp12::default();
+    // SAFETY: `lines` points to the 68 initialised `blst_fp6` blst reads; `out` and `p` are valid.
+    unsafe { blst::blst_miller_loop_lines(&mut out, lines.lines.as_ptr(), p) };
+    out
 }
 
 /// The G2 generator, affine.
 pub(crate) fn g2_generator() -> blst_p2_affine {
     // SAFETY: blst returns a pointer to a static constant.
     unsafe { *blst::blst_p2_affine_generator() }
+}
+
+/// The G2 generator's lines, computed once per process on first use.
+pub(crate) fn g2_generator_lines() -> &'static G2Lines {
+    static LINES: OnceLock<G2Lines> = OnceLock::new();
+    LINES.get_or_init(|| precompute_lines(&g2_generator()))
 }
 
 /// True iff FE(lhs) == FE(rhs), i.e. the two products of pairings are equal.

@@ -1,5 +1,6 @@
 //! Institution id to validated public key. Every key is validated once, at insertion.
 
+use super::curve::{self, G2Lines};
 use super::keys::{KeyError, ValidatedPublicKey};
 use crate::types::InstitutionId;
 use std::collections::HashMap;
@@ -27,6 +28,17 @@ pub(crate) type SignerSlot = u32;
 pub struct Registry {
     slots: HashMap<InstitutionId, SignerSlot>,
     keys: Vec<(InstitutionId, ValidatedPublicKey)>,
+    /// `lines[slot]`: the Miller-loop lines of `keys[slot]`, for the grouped batch check.
+    ///
+    /// Precomputed eagerly, at insertion, rather than lazily per slot: insertion happens at
+    /// startup and already pays a proof-of-possession check (two Miller loops and a final
+    /// exponentiation), which the precomputation (a quarter of one Miller loop's instructions)
+    /// adds little to; the verify path then reads plain memory, with no first-use synchronisation or
+    /// first-batch latency. The cost is 19,584 bytes per key whether or not the institution ever
+    /// signs: under 1 MB for a consortium of tens of banks, 80 MB at `INSTITUTIONS_MAX`. A lazy
+    /// `OnceLock` per slot saves only the lines of registered institutions that never sign, and
+    /// has the same bound.
+    lines: Vec<G2Lines>,
 }
 
 impl Registry {
@@ -60,9 +72,11 @@ impl Registry {
             return Err(RegistryError::Full);
         }
         let slot = SignerSlot::try_from(self.keys.len()).expect("bounded by INSTITUTIONS_MAX");
+        self.lines.push(curve::precompute_lines(key.blst().into()));
         self.keys.push((institution, key));
         self.slots.insert(institution, slot);
         assert_eq!(self.slots.len(), self.keys.len());
+        assert_eq!(self.lines.len(), self.keys.len());
         Ok(())
     }
 
@@ -85,6 +99,11 @@ impl Registry {
     pub(crate) fn key_at(&self, slot: SignerSlot) -> &ValidatedPublicKey {
         let (_, key) = &self.keys[slot as usize];
         key
+    }
+
+    /// The precomputed Miller-loop lines of `key_at(slot)`.
+    pub(crate) fn lines_at(&self, slot: SignerSlot) -> &G2Lines {
+        &self.lines[slot as usize]
     }
 }
 

@@ -4,7 +4,7 @@ use super::curve;
 use super::*;
 use crate::types::{ChainId, EVENT_BYTES};
 use blst::min_sig::{AggregateSignature, Signature};
-use blst::{blst_p1, blst_p1_affine, BLST_ERROR};
+use blst::{blst_fp12, blst_p1, blst_p1_affine, blst_p2_affine, BLST_ERROR};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
@@ -298,4 +298,44 @@ fn few_bad_among_many_are_found_at_random_positions() {
         }
         assert_eq!(verifier.verify(&batch), expected, "seed {seed}");
     }
+}
+
+/// The grouped check's Miller loops from precomputed lines equal blst's plain Miller loop, for
+/// every registry key (so `lines_at(slot)` belongs to `key_at(slot)`) and for the G2 generator.
+#[test]
+fn precomputed_lines_equal_the_plain_miller_loop() {
+    let fixture = fixture(3);
+    let points = [
+        curve::hash_to_g1(b"first point", b"RECKON-TEST-LINES"),
+        curve::hash_to_g1(b"second point", b"RECKON-TEST-LINES"),
+    ];
+    let keys: Vec<blst_p2_affine> = (0..3u32)
+        .map(|slot| *<&blst_p2_affine>::from(fixture.registry.key_at(slot).blst()))
+        .collect();
+    for p in &points {
+        for (slot, key) in keys.iter().enumerate() {
+            let plain = blst_fp12::miller_loop(key, p);
+            let lines = curve::miller_loop_lines(fixture.registry.lines_at(slot as u32), p);
+            assert_eq!(lines, plain, "slot {slot}");
+            assert_eq!(lines.final_exp(), plain.final_exp(), "slot {slot}");
+            assert!(curve::pairings_equal(&lines, &plain));
+        }
+        let plain = blst_fp12::miller_loop(&curve::g2_generator(), p);
+        let lines = curve::miller_loop_lines(curve::g2_generator_lines(), p);
+        assert_eq!(lines, plain, "generator");
+        assert_eq!(lines.final_exp(), plain.final_exp(), "generator");
+        // The comparison has teeth: another key's lines give another pairing.
+        let other = curve::miller_loop_lines(fixture.registry.lines_at(1), p);
+        assert!(!curve::pairings_equal(
+            &other,
+            &blst_fp12::miller_loop(&keys[0], p)
+        ));
+    }
+    // A cloned registry carries the same lines.
+    let clone = (*fixture.registry).clone();
+    let plain = blst_fp12::miller_loop(&keys[2], &points[0]);
+    assert_eq!(
+        curve::miller_loop_lines(clone.lines_at(2), &points[0]),
+        plain
+    );
 }
