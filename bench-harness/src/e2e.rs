@@ -45,9 +45,10 @@ pub struct Args {
     /// Client connections in all (default 4 x nodes).
     #[arg(long)]
     pub connections: Option<usize>,
-    /// Requests in flight per connection.
-    #[arg(long, default_value_t = 1)]
-    pub pipeline: usize,
+    /// Requests in flight per connection (default: 1, or 48 with `--batch 1`, whose one-signature
+    /// requests need hundreds in flight to keep every node's verifier busy).
+    #[arg(long)]
+    pub pipeline: Option<usize>,
     /// Operating accounts of the transfers workload.
     #[arg(long, default_value_t = 10_000)]
     pub accounts: u64,
@@ -63,16 +64,37 @@ pub struct Args {
     pub batch_deadline_ms: Option<u64>,
     /// Requests to map and sign before the timed run (on every core), sent without signing
     /// during it; live signing resumes once they are used up. 0 = off (the generator signs
-    /// during the run, on the nodes' cores). No automatic value: how many a run needs depends on
-    /// the rate it measures; the summary says how many were presigned and how many signed live.
-    #[arg(long, default_value_t = 0)]
-    pub presign: usize,
+    /// during the run, on the nodes' cores). Default: 0, or with `--batch 1` enough for the run
+    /// at 1.5 x the signature ceiling (plus the account set-up), from the probe taken before it.
+    /// The summary says how many were presigned and how many were signed live.
+    #[arg(long)]
+    pub presign: Option<usize>,
     /// Loadgen result directory (default ./loadgen-results/<UTC timestamp>).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Print one JSON object as the last stdout line.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--pipeline` with `--batch 1` unless given.
+const BATCH1_PIPELINE: usize = 48;
+/// `--batch 1` presigns for a run at this multiple of the signature ceiling unless `--presign`
+/// is given (a faster run signs the rest live, and the summary says so).
+const BATCH1_PRESIGN_CEILINGS: f64 = 1.5;
+
+impl Args {
+    /// One-signature requests measure the nodes' signature throughput: enough of them in flight
+    /// to keep every verifier busy, and a generator that does not sign on the nodes' cores during
+    /// the run. Explicit flags win; other batch sizes keep 1 per connection and no presigning.
+    fn with_batch1_defaults(mut self, ceiling_requests_per_s: f64) -> Args {
+        if self.batch == 1 {
+            self.pipeline = self.pipeline.or(Some(BATCH1_PIPELINE));
+            let run = (ceiling_requests_per_s * BATCH1_PRESIGN_CEILINGS * self.duration).ceil();
+            self.presign = self.presign.or(Some(run as usize + self.accounts as usize));
+        }
+        self
+    }
 }
 
 /// Child node processes in a temp dir; killed on drop.
@@ -247,7 +269,7 @@ fn drive(args: &Args, cluster: &LocalCluster) -> Result<Driven, String> {
     let mut target = TcpTarget::connect(&TcpConfig {
         cluster: cluster.out(),
         connections: args.connections,
-        pipeline: args.pipeline,
+        pipeline: args.pipeline.unwrap_or(1),
         reply_timeout: Duration::from_secs(30),
         map: TcpConfig::map_default(),
         order: loadgen::tcp::SendOrder::Exact,
@@ -265,13 +287,13 @@ fn drive(args: &Args, cluster: &LocalCluster) -> Result<Driven, String> {
         .unwrap_or_else(|| loadgen::output::default_out_dir(SystemTime::now()));
     let config_json = serde_json::json!({
         "workload": "transfers", "accounts": args.accounts, "nodes": args.nodes,
-        "target": "tcp", "mode": "closed", "in_flight": in_flight, "presign": args.presign,
+        "target": "tcp", "mode": "closed", "in_flight": in_flight, "presign": args.presign.unwrap_or(0),
     });
     let mut source: loadgen::driver::EventSource<'_> = Box::new(workload.map(Ok));
     let mut presign = None;
-    if args.presign > 0 {
+    if let Some(requests) = args.presign.filter(|n| *n > 0) {
         let presign_config = PresignConfig {
-            requests: args.presign,
+            requests,
             batch_events: config.batch_events,
             events_max: config.events_max,
         };
@@ -304,6 +326,8 @@ pub fn run(args: Args) -> Result<(), String> {
         .unwrap_or(1);
     eprintln!("probing the single-core pairing limit ({PAIRING_PROBE_SIGS} signatures)...");
     let pairing_before = crate::verify::pairing_limit_probe(PAIRING_PROBE_SIGS)?;
+    let ceiling = cores as f64 * pairing_before / args.nodes as f64;
+    let args = args.with_batch1_defaults(ceiling);
     let tune = Tuning {
         transfers_capacity: args
             .ledger_transfers
@@ -407,7 +431,8 @@ fn report(
             "pairing_probes_per_s": probes,
             "signature_ceiling_requests_per_s": sig_limit,
             "ratio_to_signature_ceiling": ratio,
-            "presign": args.presign,
+            "presign": args.presign.unwrap_or(0),
+            "pipeline": args.pipeline.unwrap_or(1),
             "requests_presigned": s.requests_presigned,
             "requests_signed_live": s.requests_signed_live,
             "presigned_unsent": driven.presigned_unsent,
@@ -415,5 +440,39 @@ fn report(
             "digests_agree": agree,
         });
         println!("{json}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(flags: &[&str]) -> Args {
+        let argv = std::iter::once("e2e").chain(flags.iter().copied());
+        Cli::try_parse_from(argv).expect("flags parse").args
+    }
+
+    #[test]
+    fn batch_1_defaults_to_48_per_connection_and_presigns_the_run_at_one_and_a_half_ceilings() {
+        let args = parse(&["--batch", "1", "--duration", "20", "--accounts", "200"]);
+        let args = args.with_batch1_defaults(1_000.0);
+        assert_eq!(args.pipeline, Some(BATCH1_PIPELINE));
+        assert_eq!(args.presign, Some(1_000 * 3 / 2 * 20 + 200));
+    }
+
+    #[test]
+    fn explicit_flags_and_other_batch_sizes_keep_their_values() {
+        let given = parse(&["--batch", "1", "--pipeline", "16", "--presign", "0"]);
+        let given = given.with_batch1_defaults(1_000.0);
+        assert_eq!((given.pipeline, given.presign), (Some(16), Some(0)));
+        let batched = parse(&["--batch", "8190"]).with_batch1_defaults(1_000.0);
+        assert_eq!((batched.pipeline, batched.presign), (None, None));
     }
 }
