@@ -527,20 +527,19 @@ fn an_encrypted_log_audits_ok_with_its_key() {
 fn an_encrypted_log_without_its_key_or_with_another_key_is_refused_by_name() {
     let f = fixture_encrypted();
     let mut options = f.options();
-    options.storage_key = None;
-    let without = match audit(&options) {
+    // What an operator reads: the audit's error, or the fault it reports.
+    let said = |options: &AuditOptions| match audit(options) {
         Ok(outcome) => format!("{:?}", outcome.fault),
         Err(error) => error.to_string(),
     };
+    options.storage_key = None;
+    let without = said(&options);
     assert!(
         without.contains("is encrypted (encrypted with XChaCha20-Poly1305) but no storage key"),
         "no key: {without}"
     );
     options.storage_key = Some(write_key(&f.genesis.with_file_name("other.key"), 0x33));
-    let wrong = match audit(&options) {
-        Ok(outcome) => format!("{:?}", outcome.fault),
-        Err(error) => error.to_string(),
-    };
+    let wrong = said(&options);
     assert!(
         wrong.contains("wrong key for this log"),
         "wrong key: {wrong}"
