@@ -146,8 +146,8 @@ fn a_verified_peer_batch_carries_the_digests_the_verifier_computed() {
     };
     // A client request verified in the same call keeps its own code.
     let client: EncodedRequest = f.signed(300, 1)[0].encode().into();
-    let clients = [client.digested().expect("decodes")];
-    let (codes, verdicts) = check_together(&f.verifier, &clients, &[&received, &bad]);
+    let clients = vec![client.digested().expect("decodes")];
+    let (codes, verdicts) = check_together(&f.verifier, clients, &[&received, &bad]);
     assert_eq!(codes, vec![VerifyCode::Ok]);
     assert_eq!(verdicts[0], Ok(()));
     assert!(verdicts[1].is_err());

@@ -192,7 +192,7 @@ impl Verify {
         let clients: Vec<DigestedRef<'_>> = jobs.iter().map(VerifyJob::digested).collect();
         let batches: Vec<&Batch> = peer.iter().map(|job| &job.batch).collect();
         self.pool
-            .install(|| check_together(&self.verifier, &clients, &batches))
+            .install(|| check_together(&self.verifier, clients, &batches))
     }
 
     fn settle_clients(&self, jobs: Vec<VerifyJob>, codes: Vec<VerifyCode>) {
@@ -289,12 +289,13 @@ impl Verify {
 /// (execute reuses it).
 pub(super) fn check_together(
     verifier: &BatchVerifier,
-    clients: &[DigestedRef<'_>],
+    clients: Vec<DigestedRef<'_>>,
     batches: &[&Batch],
 ) -> (Vec<VerifyCode>, Vec<Result<(), String>>) {
+    let client_count = clients.len();
     let decoded: Vec<Result<Vec<DigestedRef<'_>>, String>> =
         batches.iter().map(|batch| decode_requests(batch)).collect();
-    let mut requests = clients.to_vec();
+    let mut requests = clients;
     requests.extend(decoded.iter().flatten().flatten().copied());
     // `Verify::add` keeps a window within one verifier call.
     assert!(requests.len() <= VERIFY_BATCH_REQUESTS_MAX);
@@ -304,7 +305,7 @@ pub(super) fn check_together(
         verifier.verify(&requests)
     };
     assert_eq!(codes.len(), requests.len());
-    let batch_codes = codes.split_off(clients.len());
+    let batch_codes = codes.split_off(client_count);
     (codes, judge_batches(&decoded, &batch_codes))
 }
 
