@@ -6,9 +6,9 @@
 //! Format: a sequence of records `len u32 LE | xxh3_64(payload) u64 LE | payload`, then zeros (space
 //! written ahead). Appends are buffered; `sync` writes the buffer after the last record and
 //! `fdatasync`s it. The file is extended `JOURNAL_PREALLOC_BYTES` at a time, with zeros written in
-//! the same write as the records that need the room: a sync that does not change the file's size
-//! flushes only its data, while one that does must also commit the file system's metadata journal
-//! (with every other file's pending metadata: the block log grows beside it). `rewrite`
+//! the same write as the records that need the room, so most syncs do not change the file's size
+//! (meant to spare them a file-system metadata commit; on this VM's disk the mean sync time did
+//! not measurably change: docs/CAPACITY.md, "End to end, session 4"). `rewrite`
 //! replaces the whole file atomically (write a temporary file, fsync, rename, fsync the directory)
 //! with a given set of records: compaction, done rarely.
 //!
@@ -30,8 +30,8 @@ use super::snapshot::write_file_atomic_parts;
 pub const JOURNAL_RECORD_HEADER_BYTES: usize = 12;
 /// Largest record payload (a block with its payload digests is far below this).
 pub const JOURNAL_RECORD_BYTES_MAX: usize = 16 << 20;
-/// Bytes of zeros the file is extended by past the records that need room (one metadata commit
-/// per this much journal, about 10 s of votes under load).
+/// Bytes of zeros the file is extended by past the records that need room (one size change per
+/// this much journal).
 pub const JOURNAL_PREALLOC_BYTES: u64 = 1 << 20;
 
 pub struct Journal {
