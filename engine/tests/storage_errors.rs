@@ -54,22 +54,19 @@ fn foreign_files_with_the_segment_name_pattern_are_refused_untouched() {
         "foreign file untouched"
     );
     std::fs::write(&seg, b"short").expect("write");
-    let err = BlockLog::open(dir.path(), config(WriteBackend::Auto))
-        .err()
-        .expect("short");
+    let err = reopen_after_drop(dir.path()).err().expect("short");
     assert!(matches!(err, StorageError::ForeignFile { .. }), "{err:?}");
     std::fs::remove_file(&seg).expect("rm");
     std::fs::write(dir.path().join("7.seg"), b"odd name").expect("write");
-    let err = BlockLog::open(dir.path(), config(WriteBackend::Auto))
-        .err()
-        .expect("odd name");
+    let err = reopen_after_drop(dir.path()).err().expect("odd name");
     assert!(matches!(err, StorageError::ForeignFile { .. }), "{err:?}");
 }
 
-/// Opens a log whose previous opener was just dropped. Another test in this binary forks a child
-/// (the EACCES case); between its fork and its exec the child shares every open descriptor,
-/// including a lock file's, so the flock can outlive `drop` for that window: retry `Locked`
-/// briefly (bounded), anything else is the answer.
+/// Opens a log whose previous opener (a handle, or an open that failed after taking the lock) was
+/// just dropped. Other tests in this binary spawn children (the EACCES child, `mount`); between a
+/// fork and its exec the child shares every open descriptor, including a lock file's, so the
+/// flock can outlive `drop` for that window: retry `Locked` briefly (bounded), anything else is
+/// the answer.
 fn reopen_after_drop(dir: &std::path::Path) -> Result<BlockLog, StorageError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
@@ -190,7 +187,7 @@ fn disk_full_on(dir: &std::path::Path) {
             .all(|n| !n.to_string_lossy().ends_with(".tmp")),
         "{leftovers:?}"
     );
-    let log = BlockLog::open(dir, config(WriteBackend::Auto)).expect("reopen after ENOSPC");
+    let log = reopen_after_drop(dir).expect("reopen after ENOSPC");
     assert_eq!(log.last().map(|l| l.0), Some(acked));
     for h in 1..=acked {
         assert_eq!(
@@ -212,9 +209,7 @@ fn truncated_segment_file_is_reported_not_trusted() {
         .open(&seg)
         .expect("open");
     file.set_len(SEGMENT_BYTES_TEST / 2).expect("truncate");
-    let err = BlockLog::open(dir.path(), config(WriteBackend::Auto))
-        .err()
-        .expect("refuse");
+    let err = reopen_after_drop(dir.path()).err().expect("refuse");
     assert!(
         matches!(&err, StorageError::ForeignFile { reason, .. } if reason.contains("header says")),
         "{err:?}"
