@@ -311,6 +311,10 @@ impl ConsensusStage {
                 timer.propose = Some((Instant::now() + Duration::from_millis(duration_ms), round));
             }
             Action::FetchBatches { digests, from } => {
+                self.shared
+                    .metrics
+                    .batches_fetched
+                    .inc_by(digests.len() as u64);
                 let fetch = DisseminationIn::Fetch {
                     digests,
                     from: Some(from),

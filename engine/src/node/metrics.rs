@@ -36,6 +36,9 @@ pub struct Metrics {
     pub transfers_committed: IntCounter,
     /// Peers' batch fetches answered from the block log (the batch had left memory).
     pub batches_served_from_log: IntCounter,
+    /// Batch digests this node asked a peer for: a proposal named batches it did not hold yet,
+    /// so its vote waited for them.
+    pub batches_fetched: IntCounter,
     /// Request bytes held by the batch store (uncommitted and committed).
     pub batch_store_bytes: IntGauge,
     pub requests_rejected: IntCounterVec,
@@ -119,6 +122,14 @@ impl Metrics {
                 IntCounter::new(
                     "batches_served_from_log_total",
                     "Peer batch fetches answered from the block log",
+                ),
+            )?,
+            batches_fetched: reg(
+                r,
+                "batches_fetched",
+                IntCounter::new(
+                    "batches_fetched_total",
+                    "Batch digests asked of a peer because a proposal named batches not held yet",
                 ),
             )?,
             batch_store_bytes: reg(
@@ -317,6 +328,7 @@ mod tests {
         let m = Metrics::new("node-0").expect("metrics");
         m.height.set(42);
         m.commits.inc();
+        m.batches_fetched.inc_by(3);
         m.stage_latency_s
             .with_label_values(&["verify"])
             .observe(0.003);
@@ -330,6 +342,10 @@ mod tests {
         assert!(body.contains("reckon_height{node=\"node-0\"} 42"), "{body}");
         assert!(
             body.contains("reckon_commits_total{node=\"node-0\"} 1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("reckon_batches_fetched_total{node=\"node-0\"} 3"),
             "{body}"
         );
         assert!(
