@@ -33,9 +33,10 @@ pub use encoded::{DigestedRef, EncodedRequest};
 pub use keyfile::{load_key_file, save_key_file, KeyFileError, KeyKind, KEY_FILE_BYTES};
 pub use keys::{KeyError, KeyPair, ValidatedPublicKey};
 pub use quorum::{
-    aggregate, aggregate_signatures, sign_timeout, sign_vote, timeout_message, verify_vote,
-    vote_message, QuorumSignature, SignerBitmap, ValidatorIndex, QUORUM_SIGNATURE_BYTES,
-    SIGNER_BITMAP_BYTES, TIMEOUT_MESSAGE_BYTES, VALIDATORS_MAX, VOTE_MESSAGE_BYTES,
+    aggregate, aggregate_signatures, sign_timeout, sign_vote, sum_signatures_unchecked,
+    timeout_message, verify_vote, vote_message, QuorumSignature, SignerBitmap, ValidatorIndex,
+    QUORUM_SIGNATURE_BYTES, SIGNER_BITMAP_BYTES, TIMEOUT_MESSAGE_BYTES, VALIDATORS_MAX,
+    VOTE_MESSAGE_BYTES,
 };
 pub use registry::{Registry, RegistryError, INSTITUTIONS_MAX};
 pub use request::{

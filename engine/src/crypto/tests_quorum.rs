@@ -314,3 +314,64 @@ fn aggregate_checks_without_the_threshold_still_verify_every_signature() {
         "an empty sum is refused"
     );
 }
+
+/// A G1 point on the curve but outside the prime-order subgroup: the first x whose compressed
+/// encoding decodes (x³ + 4 a square) is, with overwhelming probability, not in the subgroup.
+fn point_outside_the_subgroup() -> SignatureBytes {
+    for x in 1u64.. {
+        let mut bytes = [0u8; 48];
+        bytes[40..].copy_from_slice(&x.to_be_bytes());
+        bytes[0] |= 0x80;
+        if let Ok(point) = blst::min_sig::Signature::from_bytes(&bytes) {
+            if !point.subgroup_check() {
+                return bytes;
+            }
+        }
+    }
+    unreachable!("a non-subgroup point exists")
+}
+
+#[test]
+fn an_unchecked_sum_equals_the_checked_one_and_its_check_catches_an_off_group_vote() {
+    let (keys, set) = validators(4);
+    let good = votes(&keys, &[0, 1, 2], ROUND);
+    let sigs: Vec<SignatureBytes> = good.iter().map(|(_, s)| *s).collect();
+    assert_eq!(
+        sum_signatures_unchecked(&sigs),
+        aggregate_signatures(&sigs),
+        "same sum for valid signatures"
+    );
+    let msg = vote_message(CHAIN, ROUND, &HASH);
+    let mut signers = SignerBitmap::new();
+    for index in [0, 1, 2] {
+        signers.insert(index).expect("signer");
+    }
+    let valid = QuorumSignature {
+        signers,
+        signature: sum_signatures_unchecked(&sigs).expect("sum"),
+    };
+    assert_eq!(set.verify_aggregate(&msg, &valid), Ok(()));
+
+    // One voter sends a point off the subgroup: the checked sum refuses it at once, the unchecked
+    // sum goes through, and the QC check of that sum refuses it.
+    let off = point_outside_the_subgroup();
+    let mut bad = sigs.clone();
+    bad[2] = off;
+    assert_eq!(
+        aggregate_signatures(&bad),
+        Err(QuorumError::MalformedSignature)
+    );
+    let sum = sum_signatures_unchecked(&bad).expect("sums without group checks");
+    let forged = QuorumSignature {
+        signers,
+        signature: sum,
+    };
+    assert!(set.verify_aggregate(&msg, &forged).is_err());
+    assert!(sum_signatures_unchecked(&[]).is_err(), "an empty sum is refused");
+    let mut garbage = [0xffu8; 48];
+    garbage[0] = 0x9f;
+    assert_eq!(
+        sum_signatures_unchecked(&[sigs[0], garbage]),
+        Err(QuorumError::MalformedSignature)
+    );
+}
