@@ -7,9 +7,10 @@
 //!
 //! The load generator runs on the same cores as the nodes, and its live signing (one BLS
 //! signature per request) takes cores the nodes then lack; real clients sign on their own
-//! machines. `--presign N` signs the run's first N requests before the timed phase (on every
-//! core, while the nodes idle), and the summary states how many were presigned and how many
-//! were signed live during the run.
+//! machines. `--presign N` maps and signs the run's first N requests before the timed phase (on
+//! every core, while the nodes idle), and the summary states how many were presigned and how
+//! many were signed live during the run. By default every run presigns enough for itself at a
+//! generous rate, so the timed phase measures the nodes, not the generator's preparation.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,8 +65,9 @@ pub struct Args {
     pub batch_deadline_ms: Option<u64>,
     /// Requests to map and sign before the timed run (on every core), sent without signing
     /// during it; live signing resumes once they are used up. 0 = off (the generator signs
-    /// during the run, on the nodes' cores). Default: 0, or with `--batch 1` enough for the run
-    /// at 1.5 x the signature ceiling, from the probe taken before it.
+    /// during the run, on the nodes' cores). Default: enough for the run at 300,000 transfers/s
+    /// (1.5 x the batched target), or with `--batch 1` at 1.5 x the signature ceiling, from the
+    /// probe taken before it.
     /// The summary says how many were presigned and how many were signed live.
     #[arg(long)]
     pub presign: Option<usize>,
@@ -86,17 +88,28 @@ const BATCH1_PIPELINE: usize = 48;
 /// is given (a faster run signs the rest live, and the summary says so). The accounts are
 /// created in an untimed set-up before presigning, so these are all transfers.
 const BATCH1_PRESIGN_CEILINGS: f64 = 1.5;
+/// Other batch sizes presign for a run at this many transfers/s (1.5 x the batched target), and
+/// size each node's ledger for it.
+const PRESIGN_TRANSFERS_PER_S: f64 = 300_000.0;
+/// The institutions `reckon init` is given; loadgen maps each batch to one request per debiting
+/// institution, so a batch of B transfers is about this many requests of B / 4 transfers.
+const INSTITUTIONS: &str = "webank,huarui,luoyang,changsha";
+const INSTITUTION_COUNT: usize = 4;
 
 impl Args {
-    /// One-signature requests measure the nodes' signature throughput: enough of them in flight
-    /// to keep every verifier busy, and a generator that does not sign on the nodes' cores during
-    /// the run. Explicit flags win; other batch sizes keep 1 per connection and no presigning.
-    fn with_batch1_defaults(mut self, ceiling_requests_per_s: f64) -> Args {
-        if self.batch == 1 {
+    /// A generator that does not map and sign on the nodes' cores during the run. One-signature
+    /// requests measure the nodes' signature throughput, so they also need enough of them in
+    /// flight to keep every verifier busy. Explicit flags win; other batch sizes keep 1 per
+    /// connection.
+    fn with_run_defaults(mut self, ceiling_requests_per_s: f64) -> Args {
+        let run = if self.batch == 1 {
             self.pipeline = self.pipeline.or(Some(BATCH1_PIPELINE));
-            let run = (ceiling_requests_per_s * BATCH1_PRESIGN_CEILINGS * self.duration).ceil();
-            self.presign = self.presign.or(Some(run as usize));
-        }
+            ceiling_requests_per_s * BATCH1_PRESIGN_CEILINGS * self.duration
+        } else {
+            let requests_per_batch = INSTITUTION_COUNT.min(self.batch) as f64;
+            PRESIGN_TRANSFERS_PER_S * self.duration / self.batch as f64 * requests_per_batch
+        };
+        self.presign = self.presign.or(Some(run.ceil() as usize));
         self
     }
 }
@@ -139,7 +152,7 @@ impl LocalCluster {
         let status = Command::new(&bin)
             .args(["init", "--nodes", &nodes.to_string(), "--out"])
             .arg(cluster.out())
-            .args(["--institutions", "webank,huarui,luoyang,changsha"])
+            .args(["--institutions", INSTITUTIONS])
             .args(["--base-port", &base_port.to_string()])
             .stdout(Stdio::null())
             .status()
@@ -344,11 +357,11 @@ pub fn run(args: Args) -> Result<(), String> {
     eprintln!("probing the single-core pairing limit ({PAIRING_PROBE_SIGS} signatures)...");
     let pairing_before = crate::verify::pairing_limit_probe(PAIRING_PROBE_SIGS)?;
     let ceiling = cores as f64 * pairing_before / args.nodes as f64;
-    let args = args.with_batch1_defaults(ceiling);
+    let args = args.with_run_defaults(ceiling);
     let tune = Tuning {
         transfers_capacity: args
             .ledger_transfers
-            .unwrap_or(((300_000.0 * args.duration) as usize).min(16 << 20)),
+            .unwrap_or(((PRESIGN_TRANSFERS_PER_S * args.duration) as usize).min(16 << 20)),
         verify_deadline_us: args.verify_deadline_us,
         batch_deadline_ms: args.batch_deadline_ms,
     };
@@ -479,17 +492,21 @@ mod tests {
     #[test]
     fn batch_1_defaults_to_48_per_connection_and_presigns_the_run_at_one_and_a_half_ceilings() {
         let args = parse(&["--batch", "1", "--duration", "20", "--accounts", "200"]);
-        let args = args.with_batch1_defaults(1_000.0);
+        let args = args.with_run_defaults(1_000.0);
         assert_eq!(args.pipeline, Some(BATCH1_PIPELINE));
         assert_eq!(args.presign, Some(1_000 * 3 / 2 * 20));
     }
 
     #[test]
-    fn explicit_flags_and_other_batch_sizes_keep_their_values() {
+    fn explicit_flags_win_and_batched_runs_presign_for_300k_transfers_per_s() {
         let given = parse(&["--batch", "1", "--pipeline", "16", "--presign", "0"]);
-        let given = given.with_batch1_defaults(1_000.0);
+        let given = given.with_run_defaults(1_000.0);
         assert_eq!((given.pipeline, given.presign), (Some(16), Some(0)));
-        let batched = parse(&["--batch", "8190"]).with_batch1_defaults(1_000.0);
-        assert_eq!((batched.pipeline, batched.presign), (None, None));
+        let batched = parse(&["--batch", "8190", "--duration", "30"]).with_run_defaults(1_000.0);
+        assert_eq!(INSTITUTIONS.split(',').count(), INSTITUTION_COUNT);
+        // 300,000 x 30 s = 9 M transfers in batches of 8,190, 4 requests each: 4,396 requests.
+        assert_eq!((batched.pipeline, batched.presign), (None, Some(4_396)));
+        let given = parse(&["--batch", "8190", "--presign", "0"]).with_run_defaults(1_000.0);
+        assert_eq!(given.presign, Some(0));
     }
 }

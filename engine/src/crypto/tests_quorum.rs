@@ -367,7 +367,10 @@ fn an_unchecked_sum_equals_the_checked_one_and_its_check_catches_an_off_group_vo
         signature: sum,
     };
     assert!(set.verify_aggregate(&msg, &forged).is_err());
-    assert!(sum_signatures_unchecked(&[]).is_err(), "an empty sum is refused");
+    assert!(
+        sum_signatures_unchecked(&[]).is_err(),
+        "an empty sum is refused"
+    );
     let mut garbage = [0xffu8; 48];
     garbage[0] = 0x9f;
     assert_eq!(
