@@ -12,21 +12,16 @@
 //! many were signed live during the run. By default every run presigns enough for itself at a
 //! generous rate, so the timed phase measures the nodes, not the generator's preparation.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use engine::client::{Client, ClientFile};
-use engine::node::config::NodeConfig;
+use crate::cluster::{LocalCluster, Tuning};
 use loadgen::driver::{RunConfig, Schedule};
 use loadgen::progress::Progress;
 use loadgen::target::Target;
 use loadgen::tcp::{PresignConfig, PresignReport, TcpConfig, TcpStats, TcpTarget};
 use loadgen::workload::{TransfersConfig, Workload};
 
-/// Bounded wait for the cluster to answer status and commit.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Signatures in the pairing-limit probe.
 const PAIRING_PROBE_SIGS: usize = 2_000;
 
@@ -91,9 +86,8 @@ const BATCH1_PRESIGN_CEILINGS: f64 = 1.5;
 /// Other batch sizes presign for a run at this many transfers/s (1.5 x the batched target), and
 /// size each node's ledger for it.
 const PRESIGN_TRANSFERS_PER_S: f64 = 300_000.0;
-/// The institutions `reckon init` is given; loadgen maps each batch to one request per debiting
-/// institution, so a batch of B transfers is about this many requests of B / 4 transfers.
-const INSTITUTIONS: &str = "webank,huarui,luoyang,changsha";
+/// Loadgen maps each batch to one request per debiting institution (`cluster::INSTITUTIONS`), so
+/// a batch of B transfers is about this many requests of B / 4 transfers.
 const INSTITUTION_COUNT: usize = 4;
 
 impl Args {
@@ -112,149 +106,6 @@ impl Args {
         self.presign = self.presign.or(Some(run.ceil() as usize));
         self
     }
-}
-
-/// Child node processes in a temp dir; killed on drop.
-struct LocalCluster {
-    dir: tempfile::TempDir,
-    children: Vec<Child>,
-}
-
-impl Drop for LocalCluster {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl LocalCluster {
-    fn out(&self) -> PathBuf {
-        self.dir.path().join("consortium")
-    }
-
-    fn start(nodes: usize, tune: &Tuning) -> Result<LocalCluster, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-        let bin = exe.with_file_name("reckon");
-        if !bin.exists() {
-            return Err(format!(
-                "{} not found: build it (cargo build --release --bin reckon)",
-                bin.display()
-            ));
-        }
-        let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
-        let mut cluster = LocalCluster {
-            dir,
-            children: Vec::new(),
-        };
-        let base_port = free_base_port(nodes)?;
-        let status = Command::new(&bin)
-            .args(["init", "--nodes", &nodes.to_string(), "--out"])
-            .arg(cluster.out())
-            .args(["--institutions", INSTITUTIONS])
-            .args(["--base-port", &base_port.to_string()])
-            .stdout(Stdio::null())
-            .status()
-            .map_err(|e| format!("reckon init: {e}"))?;
-        if !status.success() {
-            return Err(format!("reckon init failed: {status}"));
-        }
-        for i in 0..nodes {
-            tune.apply(&cluster.out().join(format!("node-{i}.toml")))?;
-        }
-        for i in 0..nodes {
-            let log_path = cluster.dir.path().join(format!("node-{i}.log"));
-            let log = std::fs::File::create(&log_path).map_err(|e| format!("log: {e}"))?;
-            let child = Command::new(&bin)
-                .args(["node", "--config"])
-                .arg(cluster.out().join(format!("node-{i}.toml")))
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .map_err(|e| format!("spawn reckon node: {e}"))?;
-            cluster.children.push(child);
-        }
-        cluster.wait_ready(nodes)?;
-        Ok(cluster)
-    }
-
-    /// Waits (bounded) until every node answers status at height >= 2.
-    fn wait_ready(&mut self, nodes: usize) -> Result<(), String> {
-        let file = ClientFile::load(&self.out().join("clients/institution-0.toml"))
-            .map_err(|e| e.to_string())?;
-        let tls = file.tls().map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        let height = |addr: SocketAddr| -> Option<u64> {
-            let mut client = Client::connect(addr, &tls).ok()?;
-            client.timeout = Duration::from_secs(2);
-            client.status().ok()?.get("height")?.as_u64()
-        };
-        loop {
-            let ready = file.nodes.iter().filter(|a| height(**a).unwrap_or(0) >= 2);
-            if ready.count() == nodes {
-                return Ok(());
-            }
-            for (i, child) in self.children.iter_mut().enumerate() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("node {i} exited early: {status}"));
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(format!("cluster not ready after {STARTUP_TIMEOUT:?}"));
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// Every node's ledger digest (None for a node that does not answer).
-    fn digests(&self) -> Result<Vec<Option<String>>, String> {
-        let file = ClientFile::load(&self.out().join("clients/institution-0.toml"))
-            .map_err(|e| e.to_string())?;
-        let tls = file.tls().map_err(|e| e.to_string())?;
-        Ok(file
-            .nodes
-            .iter()
-            .map(|addr| {
-                let mut client = Client::connect(*addr, &tls).ok()?;
-                client.timeout = Duration::from_secs(2);
-                let status = client.status().ok()?;
-                Some(status.get("ledger_digest")?.as_str()?.to_string())
-            })
-            .collect())
-    }
-}
-
-/// What `e2e` changes in each node's config file after `reckon init`.
-struct Tuning {
-    transfers_capacity: usize,
-    verify_deadline_us: Option<u64>,
-    batch_deadline_ms: Option<u64>,
-}
-
-impl Tuning {
-    fn apply(&self, path: &std::path::Path) -> Result<(), String> {
-        NodeConfig::edit(path, |config| {
-            config.ledger.transfers_capacity = self.transfers_capacity;
-            if let Some(us) = self.verify_deadline_us {
-                config.verify.batch_deadline_us = us;
-            }
-            if let Some(ms) = self.batch_deadline_ms {
-                config.consensus.batch_deadline_ms = ms;
-            }
-        })
-        .map_err(|e| e.to_string())
-    }
-}
-
-/// A base port P with P+i, P+100+i, P+200+i free for i < n (probed, then released).
-fn free_base_port(n: usize) -> Result<u16, String> {
-    let seed = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as usize)
-        .unwrap_or(0)
-        ^ std::process::id() as usize;
-    engine::net::ports::free_base_port(n, seed).ok_or_else(|| "no free port range".into())
 }
 
 fn run_config(args: &Args, in_flight: usize) -> Result<RunConfig, String> {
@@ -503,7 +354,10 @@ mod tests {
         let given = given.with_run_defaults(1_000.0);
         assert_eq!((given.pipeline, given.presign), (Some(16), Some(0)));
         let batched = parse(&["--batch", "8190", "--duration", "30"]).with_run_defaults(1_000.0);
-        assert_eq!(INSTITUTIONS.split(',').count(), INSTITUTION_COUNT);
+        assert_eq!(
+            crate::cluster::INSTITUTIONS.split(',').count(),
+            INSTITUTION_COUNT
+        );
         // 300,000 x 30 s = 9 M transfers in batches of 8,190, 4 requests each: 4,396 requests.
         assert_eq!((batched.pipeline, batched.presign), (None, Some(4_396)));
         let given = parse(&["--batch", "8190", "--presign", "0"]).with_run_defaults(1_000.0);
