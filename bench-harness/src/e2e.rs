@@ -35,7 +35,8 @@ pub struct Args {
     /// Events per loadgen request (1..=8190).
     #[arg(long, default_value_t = 8190)]
     pub batch: usize,
-    /// Requests in flight (closed loop; default: the target's connections x pipeline).
+    /// Requests in flight (closed loop; default: 2 with batches of 1,024 events or more, else
+    /// the target's connections x pipeline).
     #[arg(long)]
     pub in_flight: Option<usize>,
     /// Client connections in all (default 4 x nodes).
@@ -52,12 +53,19 @@ pub struct Args {
     /// most 16 Mi): the tables are allocated before the run, not doubled during it.
     #[arg(long)]
     pub ledger_transfers: Option<usize>,
-    /// Nodes' `verify.batch_deadline_us` (default: the node's default).
+    /// Nodes' `verify.batch_deadline_us` (default: 500 with batches of 1,024 events or more,
+    /// else the node's default).
     #[arg(long)]
     pub verify_deadline_us: Option<u64>,
-    /// Nodes' `consensus.batch_deadline_ms` (default: the node's default).
+    /// Nodes' `consensus.batch_deadline_ms` (default: 1 with batches of 1,024 events or more,
+    /// else the node's default).
     #[arg(long)]
     pub batch_deadline_ms: Option<u64>,
+    /// Seconds of the same load, untimed, before the timed run (after the account set-up, before
+    /// presigning): the nodes' heaps, caches and connections reach their working size first.
+    /// 0 = off.
+    #[arg(long, default_value_t = 3.0)]
+    pub warmup: f64,
     /// Requests to map and sign before the timed run (on every core), sent without signing
     /// during it; live signing resumes once they are used up. 0 = off (the generator signs
     /// during the run, on the nodes' cores). Default: enough for the run at 300,000 transfers/s
@@ -86,6 +94,12 @@ const BATCH1_PRESIGN_CEILINGS: f64 = 1.5;
 /// Other batch sizes presign for a run at this many transfers/s (1.5 x the batched target), and
 /// size each node's ledger for it.
 const PRESIGN_TRANSFERS_PER_S: f64 = 300_000.0;
+/// Batches of at least this many events get the large-request defaults (`with_run_defaults`).
+const LARGE_BATCH_EVENTS: usize = 1_024;
+/// Large requests: in flight, and the nodes' verify-window and dissemination-batch deadlines.
+const LARGE_IN_FLIGHT: usize = 2;
+const LARGE_VERIFY_DEADLINE_US: u64 = 500;
+const LARGE_BATCH_DEADLINE_MS: u64 = 1;
 /// Loadgen maps each batch to one request per debiting institution (`cluster::INSTITUTIONS`), so
 /// a batch of B transfers is about this many requests of B / 4 transfers.
 const INSTITUTION_COUNT: usize = 4;
@@ -93,9 +107,17 @@ const INSTITUTION_COUNT: usize = 4;
 impl Args {
     /// A generator that does not map and sign on the nodes' cores during the run. One-signature
     /// requests measure the nodes' signature throughput, so they also need enough of them in
-    /// flight to keep every verifier busy. Explicit flags win; other batch sizes keep 1 per
-    /// connection.
+    /// flight to keep every verifier busy. Large requests (thousands of transfers each) run at
+    /// the cluster's knee, 2 in flight, where more would only queue (latency = queue / rate),
+    /// and with node deadlines sized for a few large requests a second: the defaults (a 2 ms
+    /// verify window, a 5 ms dissemination batch) are sized to gather streams of small requests,
+    /// which a few large ones never fill, so each request waited out both. Explicit flags win.
     fn with_run_defaults(mut self, ceiling_requests_per_s: f64) -> Args {
+        if self.batch >= LARGE_BATCH_EVENTS {
+            self.in_flight = self.in_flight.or(Some(LARGE_IN_FLIGHT));
+            self.verify_deadline_us = self.verify_deadline_us.or(Some(LARGE_VERIFY_DEADLINE_US));
+            self.batch_deadline_ms = self.batch_deadline_ms.or(Some(LARGE_BATCH_DEADLINE_MS));
+        }
         let run = if self.batch == 1 {
             self.pipeline = self.pipeline.or(Some(BATCH1_PIPELINE));
             ceiling_requests_per_s * BATCH1_PRESIGN_CEILINGS * self.duration
@@ -156,6 +178,7 @@ fn drive(args: &Args, cluster: &LocalCluster) -> Result<Driven, String> {
     let config_json = serde_json::json!({
         "workload": "transfers", "accounts": args.accounts, "nodes": args.nodes,
         "target": "tcp", "mode": "closed", "in_flight": in_flight, "presign": args.presign.unwrap_or(0),
+        "warmup_s": args.warmup,
     });
     let source: loadgen::driver::EventSource<'_> = Box::new(workload.map(Ok));
     // The accounts are created first, untimed (as `loadgen run --target tcp` does): in the timed
@@ -170,6 +193,9 @@ fn drive(args: &Args, cluster: &LocalCluster) -> Result<Driven, String> {
             "account set-up failed: {} batches failed, rejections {:?}, first failure {:?}",
             setup.batches_failed, setup.rejections, setup.first_failure
         ));
+    }
+    if args.warmup > 0.0 {
+        source = warm_up(args, &mut target, in_flight, source)?;
     }
     let mut presign = None;
     if let Some(requests) = args.presign.filter(|n| *n > 0) {
@@ -198,9 +224,46 @@ fn drive(args: &Args, cluster: &LocalCluster) -> Result<Driven, String> {
     })
 }
 
+/// Runs the load for `args.warmup` seconds, untimed (its figures are printed, not kept), and
+/// hands back the rest of the stream. Requests it signs count as signed during set-up.
+fn warm_up<'a>(
+    args: &Args,
+    target: &mut TcpTarget,
+    in_flight: usize,
+    mut source: loadgen::driver::EventSource<'a>,
+) -> Result<loadgen::driver::EventSource<'a>, String> {
+    let mut config = run_config(args, in_flight)?;
+    config.duration = Some(Duration::from_secs_f64(args.warmup));
+    target.set_untimed(true);
+    let warm = loadgen::driver::run(Box::new(&mut source), target, config, &Progress::new(false))
+        .map_err(|e| format!("warm-up: {e}"));
+    target.set_untimed(false);
+    let warm = warm?;
+    let (latency, totals) = (&warm.recorder.corrected, &warm.recorder.totals);
+    eprintln!(
+        "WARM-UP (untimed)\n  {:.1} s, {} requests done, {} events committed, p50 {:.0} ms, \
+         max {:.0} ms",
+        warm.elapsed_ns as f64 / 1e9,
+        totals.requests_done,
+        totals.events_committed,
+        latency.value_at_quantile(0.5) as f64 / 1e6,
+        latency.max() as f64 / 1e6
+    );
+    if warm.requests_unfinished > 0 || totals.requests_failed > 0 || totals.events_rejected > 0 {
+        return Err(format!(
+            "warm-up: {} requests unfinished, {} failed, {} events rejected",
+            warm.requests_unfinished, totals.requests_failed, totals.events_rejected
+        ));
+    }
+    Ok(source)
+}
+
 pub fn run(args: Args) -> Result<(), String> {
     if args.nodes == 0 || args.nodes > 16 {
         return Err("--nodes must be 1..=16".into());
+    }
+    if !(args.warmup >= 0.0 && args.warmup.is_finite()) {
+        return Err("--warmup must be >= 0 seconds".into());
     }
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -292,6 +355,12 @@ fn report(
             ""
         }
     );
+    if args.warmup > 0.0 {
+        println!(
+            "  warm-up                {:.1} s of the same load before the run (untimed, not in these figures)",
+            args.warmup
+        );
+    }
     if let Some(p) = &driven.presign {
         println!(
             "  presign                {} of {} asked, signed in {:.2} s on {} threads (untimed); {} unsent",
@@ -313,6 +382,7 @@ fn report(
             "signature_ceiling_requests_per_s": sig_limit,
             "ratio_to_signature_ceiling": ratio,
             "presign": args.presign.unwrap_or(0),
+            "warmup_s": args.warmup,
             "pipeline": args.pipeline.unwrap_or(1),
             "requests_presigned": s.requests_presigned,
             "requests_signed_live": s.requests_signed_live,
@@ -360,7 +430,37 @@ mod tests {
         );
         // 300,000 x 30 s = 9 M transfers in batches of 8,190, 4 requests each: 4,396 requests.
         assert_eq!((batched.pipeline, batched.presign), (None, Some(4_396)));
-        let given = parse(&["--batch", "8190", "--presign", "0"]).with_run_defaults(1_000.0);
-        assert_eq!(given.presign, Some(0));
+        assert_eq!(
+            (
+                batched.in_flight,
+                batched.verify_deadline_us,
+                batched.batch_deadline_ms
+            ),
+            (Some(2), Some(500), Some(1))
+        );
+        let given = parse(&[
+            "--batch",
+            "8190",
+            "--presign",
+            "0",
+            "--in-flight",
+            "16",
+            "--batch-deadline-ms",
+            "5",
+        ])
+        .with_run_defaults(1_000.0);
+        assert_eq!(
+            (given.presign, given.in_flight, given.batch_deadline_ms),
+            (Some(0), Some(16), Some(5))
+        );
+        let small = parse(&["--batch", "100"]).with_run_defaults(1_000.0);
+        assert_eq!(
+            (
+                small.in_flight,
+                small.verify_deadline_us,
+                small.batch_deadline_ms
+            ),
+            (None, None, None)
+        );
     }
 }

@@ -282,6 +282,12 @@ impl TcpTarget {
         })
     }
 
+    /// Marks the sends that follow as untimed preparation (a benchmark's warm-up) or not:
+    /// requests signed meanwhile count as `requests_signed_setup`, not `requests_signed_live`.
+    pub fn set_untimed(&mut self, untimed: bool) {
+        self.sched.set_setup_phase(untimed);
+    }
+
     pub fn stats(&self) -> &TcpStats {
         self.sched.stats()
     }

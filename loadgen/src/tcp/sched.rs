@@ -26,7 +26,8 @@ const SCAN_BLOCKED_MAX: usize = 64;
 pub struct TcpStats {
     pub requests_sent: u64,
     /// Of `requests_sent`: signed before the run (`TcpTarget::presign`), so not on the run's
-    /// cores and clock; signed at send time during the run; signed during the setup phase.
+    /// cores and clock; signed at send time during the run; signed during the setup phase or an
+    /// untimed warm-up (`TcpTarget::set_untimed`).
     pub requests_presigned: u64,
     pub requests_signed_live: u64,
     pub requests_signed_setup: u64,
@@ -47,7 +48,7 @@ impl TcpStats {
     pub fn render_text(&self) -> String {
         let mut s = format!(
             "TCP\n  requests sent {} (one signature each: {} presigned before the run, {} signed \
-             live during the run, {} during setup), committed {}, engine events {}, \
+             live during the run, {} during setup or warm-up), committed {}, engine events {}, \
              sends that waited for a conflicting request {}, statements {}\n",
             self.requests_sent,
             self.requests_presigned,
