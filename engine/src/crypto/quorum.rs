@@ -228,35 +228,29 @@ pub fn aggregate(
 pub fn sum_signatures_unchecked(
     signatures: &[SignatureBytes],
 ) -> Result<SignatureBytes, QuorumError> {
-    if signatures.is_empty() {
-        return Err(QuorumError::TooFewSigners {
-            signers: 0,
-            threshold: 1,
-        });
-    }
-    let decoded: Vec<Signature> = signatures
-        .iter()
-        .map(|bytes| Signature::from_bytes(bytes).map_err(|_| QuorumError::MalformedSignature))
-        .collect::<Result<_, _>>()?;
-    let refs: Vec<&Signature> = decoded.iter().collect();
-    let sum =
-        AggregateSignature::aggregate(&refs, false).map_err(|_| QuorumError::MalformedSignature)?;
-    Ok(sum.to_signature().to_bytes())
+    sum_decoded(signatures, |bytes| {
+        Signature::from_bytes(bytes).map_err(|_| QuorumError::MalformedSignature)
+    })
 }
 
 /// Sums signatures into one (no verification, no signer bookkeeping). Refuses an empty list and
 /// points that do not decode, are infinity or lie outside the group.
 pub fn aggregate_signatures(signatures: &[SignatureBytes]) -> Result<SignatureBytes, QuorumError> {
+    sum_decoded(signatures, decode_signature)
+}
+
+/// Decodes each signature with `decode` and sums them; refuses an empty list.
+fn sum_decoded(
+    signatures: &[SignatureBytes],
+    decode: impl Fn(&SignatureBytes) -> Result<Signature, QuorumError>,
+) -> Result<SignatureBytes, QuorumError> {
     if signatures.is_empty() {
         return Err(QuorumError::TooFewSigners {
             signers: 0,
             threshold: 1,
         });
     }
-    let decoded: Vec<Signature> = signatures
-        .iter()
-        .map(decode_signature)
-        .collect::<Result<_, _>>()?;
+    let decoded: Vec<Signature> = signatures.iter().map(decode).collect::<Result<_, _>>()?;
     let refs: Vec<&Signature> = decoded.iter().collect();
     let sum =
         AggregateSignature::aggregate(&refs, false).map_err(|_| QuorumError::MalformedSignature)?;
