@@ -234,6 +234,8 @@ fn warm_up<'a>(
 ) -> Result<loadgen::driver::EventSource<'a>, String> {
     let mut config = run_config(args, in_flight)?;
     config.duration = Some(Duration::from_secs_f64(args.warmup));
+    // The driver reads one batch ahead of its sends; the batch it holds at the deadline is
+    // dropped from the stream, which a stream of random transfers does not notice.
     target.set_untimed(true);
     let warm = loadgen::driver::run(Box::new(&mut source), target, config, &Progress::new(false))
         .map_err(|e| format!("warm-up: {e}"));
