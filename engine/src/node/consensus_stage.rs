@@ -18,7 +18,7 @@ use crate::consensus::{
 };
 use crate::storage::Journal;
 
-use super::dissemination::DisseminationIn;
+use super::dissemination::{DisseminationIn, BATCH_FETCH_GRACE};
 use super::peers::{wall_ms, Peers, PEER_KIND_CONSENSUS};
 use super::state::Shared;
 
@@ -313,11 +313,12 @@ impl ConsensusStage {
             Action::FetchBatches { digests, from } => {
                 self.shared
                     .metrics
-                    .batches_fetched
+                    .batches_awaited
                     .inc_by(digests.len() as u64);
                 let fetch = DisseminationIn::Fetch {
                     digests,
                     from: Some(from),
+                    not_before: Instant::now() + BATCH_FETCH_GRACE,
                 };
                 if let Err(TrySendError::Disconnected(_)) = self.dissemination.try_send(fetch) {
                     return false;

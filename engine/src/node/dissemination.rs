@@ -3,7 +3,13 @@
 //! stores it), and serves batch fetches:
 //! from memory, or, for a committed batch that left memory, by forwarding the fetch to execute,
 //! which reads it from the block log.
+//!
+//! A fetch this node asks for waits out its `not_before` first and goes out only for the digests
+//! still not held then. A leader proposes its own batch as soon as it broadcasts it, so the small
+//! proposal usually overtakes the megabyte batch on the way; fetching at once made the leader send
+//! the batch a second time, behind the first on the same bulk link (see `BATCH_FETCH_GRACE`).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +32,82 @@ pub const DISSEMINATION_QUEUE_MAX: usize = 1024;
 
 /// How long a blocked hand-off to the verify stage waits before it checks the stop flag again.
 const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// How long a vote-blocking fetch (a proposal named batches not held yet) waits for the batches to
+/// arrive on their own before it asks the proposer. A batch proposed by its own author is already
+/// on its way: the author broadcasts it before it proposes. A fetch is for the rare batch that is
+/// not coming (its author crashed or its link dropped it); 50 ms is a small part of the 1 s round
+/// timeout and longer than a megabyte batch takes on a loaded loopback link.
+pub const BATCH_FETCH_GRACE: Duration = Duration::from_millis(50);
+
+/// Fetches waiting for their `not_before`, oldest first. Pure bookkeeping (no I/O), so the
+/// dissemination loop and the tests share it.
+#[derive(Default)]
+pub struct DeferredFetches {
+    queue: VecDeque<DeferredFetch>,
+}
+
+struct DeferredFetch {
+    not_before: Instant,
+    digests: Vec<Digest>,
+    from: Option<ValidatorIndex>,
+}
+
+impl DeferredFetches {
+    pub fn push(
+        &mut self,
+        not_before: Instant,
+        digests: Vec<Digest>,
+        from: Option<ValidatorIndex>,
+    ) {
+        // Kept in `not_before` order, so the front is always the next due (inserting from the
+        // back: callers' times are almost always increasing).
+        let at = self
+            .queue
+            .iter()
+            .rposition(|f| f.not_before <= not_before)
+            .map_or(0, |i| i + 1);
+        self.queue.insert(
+            at,
+            DeferredFetch {
+                not_before,
+                digests,
+                from,
+            },
+        );
+    }
+
+    /// When the next fetch is due, if any waits.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.queue.front().map(|f| f.not_before)
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Removes every fetch due at `now` and returns what to ask and of whom: only the digests
+    /// `held` does not know by now; fetches left with none are dropped.
+    pub fn take_due(
+        &mut self,
+        now: Instant,
+        held: impl Fn(&Digest) -> bool,
+    ) -> Vec<(Option<ValidatorIndex>, Vec<Digest>)> {
+        let mut out = Vec::new();
+        while self.queue.front().is_some_and(|f| f.not_before <= now) {
+            let fetch = self.queue.pop_front().expect("checked above");
+            let missing: Vec<Digest> = fetch.digests.into_iter().filter(|d| !held(d)).collect();
+            if !missing.is_empty() {
+                out.push((fetch.from, missing));
+            }
+        }
+        out
+    }
+}
 
 /// Request bytes one batch may carry so that its peer frame (44-byte header, 4 bytes per request)
 /// fits in one net frame. A single maximal request always fits.
@@ -62,10 +144,12 @@ pub enum DisseminationIn {
         from: ValidatorIndex,
         digests: Vec<Digest>,
     },
-    /// Ask `from` (or every peer when None) for these batches.
+    /// Ask `from` (or every peer when None) for those of these batches still not held at
+    /// `not_before`.
     Fetch {
         digests: Vec<Digest>,
         from: Option<ValidatorIndex>,
+        not_before: Instant,
     },
 }
 
@@ -89,9 +173,18 @@ pub struct Dissemination {
 impl Dissemination {
     pub fn run(self) {
         let mut next_batch = Instant::now() + self.batch_deadline;
+        let mut fetches = DeferredFetches::default();
         while !self.stop.load(Ordering::Acquire) {
-            let wait = next_batch.saturating_duration_since(Instant::now());
+            let wake = fetches
+                .next_due()
+                .map_or(next_batch, |due| due.min(next_batch));
+            let wait = wake.saturating_duration_since(Instant::now());
             match self.input.recv_timeout(wait) {
+                Ok(DisseminationIn::Fetch {
+                    digests,
+                    from,
+                    not_before,
+                }) => fetches.push(not_before, digests, from),
                 Ok(message) => {
                     if !self.on_message(message) {
                         return;
@@ -99,6 +192,9 @@ impl Dissemination {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
+            }
+            for (from, digests) in fetches.take_due(Instant::now(), |d| self.store.contains(d)) {
+                self.fetch(from, &digests);
             }
             if Instant::now() >= next_batch {
                 next_batch = Instant::now() + self.batch_deadline;
@@ -116,17 +212,28 @@ impl Dissemination {
                 return self.on_peer_batch(from, &payload)
             }
             DisseminationIn::PeerFetch { from, digests } => self.on_peer_fetch(from, &digests),
-            DisseminationIn::Fetch { digests, from } => {
-                let payload = encode_fetch(&digests);
-                match from {
-                    Some(peer) if peer != self.peers.me => {
-                        self.peers.send(peer, PEER_KIND_BATCH_FETCH, &payload)
-                    }
-                    _ => self.peers.broadcast(PEER_KIND_BATCH_FETCH, &payload),
-                }
-            }
+            DisseminationIn::Fetch {
+                digests,
+                from,
+                not_before: _,
+            } => self.fetch(from, &digests),
         }
         true
+    }
+
+    /// Asks `from` (or every peer) for these batches now.
+    fn fetch(&self, from: Option<ValidatorIndex>, digests: &[Digest]) {
+        self.shared
+            .metrics
+            .batches_fetched
+            .inc_by(digests.len() as u64);
+        let payload = encode_fetch(digests);
+        match from {
+            Some(peer) if peer != self.peers.me => {
+                self.peers.send(peer, PEER_KIND_BATCH_FETCH, &payload)
+            }
+            _ => self.peers.broadcast(PEER_KIND_BATCH_FETCH, &payload),
+        }
     }
 
     /// Takes one fair batch from the mempool; false when consensus is gone.
@@ -236,3 +343,49 @@ impl Dissemination {
 #[cfg(test)]
 #[path = "tests_digest.rs"]
 mod tests_digest;
+
+#[cfg(test)]
+mod tests_fetch {
+    use super::*;
+
+    fn d(byte: u8) -> Digest {
+        [byte; 32]
+    }
+
+    #[test]
+    fn a_deferred_fetch_goes_out_only_when_due_and_only_for_what_is_still_missing() {
+        let start = Instant::now();
+        let mut fetches = DeferredFetches::default();
+        fetches.push(start + BATCH_FETCH_GRACE, vec![d(1), d(2)], Some(3));
+        assert_eq!(fetches.next_due(), Some(start + BATCH_FETCH_GRACE));
+        // Not due yet: nothing leaves, even for a digest nobody holds.
+        assert!(fetches.take_due(start, |_| false).is_empty());
+        assert_eq!(fetches.len(), 1);
+        // Batch 1 arrived on its own during the grace; only batch 2 is asked for, of the proposer.
+        let due = fetches.take_due(start + BATCH_FETCH_GRACE, |digest| *digest == d(1));
+        assert_eq!(due, vec![(Some(3), vec![d(2)])]);
+        assert!(fetches.is_empty());
+        assert_eq!(fetches.next_due(), None);
+    }
+
+    #[test]
+    fn a_fetch_whose_batches_all_arrived_is_dropped_and_later_ones_wait_their_turn() {
+        let start = Instant::now();
+        let mut fetches = DeferredFetches::default();
+        fetches.push(start + Duration::from_millis(50), vec![d(1)], Some(0));
+        fetches.push(start + Duration::from_millis(80), vec![d(2)], Some(1));
+        // Pushed out of order (execute's fetches are due at once): still taken first.
+        fetches.push(start, vec![d(3)], None);
+        assert_eq!(fetches.next_due(), Some(start));
+        assert_eq!(fetches.take_due(start, |_| false), vec![(None, vec![d(3)])]);
+        let held = |digest: &Digest| *digest == d(1);
+        assert!(fetches
+            .take_due(start + Duration::from_millis(60), held)
+            .is_empty());
+        assert_eq!(fetches.len(), 1, "the 80 ms fetch is not due at 60 ms");
+        assert_eq!(
+            fetches.take_due(start + Duration::from_millis(80), held),
+            vec![(Some(1), vec![d(2)])]
+        );
+    }
+}

@@ -344,6 +344,7 @@ impl Execute {
             let fetch = DisseminationIn::Fetch {
                 digests: missing,
                 from: None,
+                not_before: Instant::now(), // it waited `BATCH_FETCH_RETRY_MS` already
             };
             if let Err(TrySendError::Disconnected(_)) = self.dissemination.try_send(fetch) {
                 return None;

@@ -36,8 +36,10 @@ pub struct Metrics {
     pub transfers_committed: IntCounter,
     /// Peers' batch fetches answered from the block log (the batch had left memory).
     pub batches_served_from_log: IntCounter,
-    /// Batch digests this node asked a peer for: a proposal named batches it did not hold yet,
-    /// so its vote waited for them.
+    /// Batch digests a proposal named before this node held them: its vote waited for them.
+    pub batches_awaited: IntCounter,
+    /// Batch digests this node asked peers for: still not held `BATCH_FETCH_GRACE` after a
+    /// proposal named them, or `BATCH_FETCH_RETRY_MS` after a committed block did.
     pub batches_fetched: IntCounter,
     /// Request bytes held by the batch store (uncommitted and committed).
     pub batch_store_bytes: IntGauge,
@@ -124,12 +126,20 @@ impl Metrics {
                     "Peer batch fetches answered from the block log",
                 ),
             )?,
+            batches_awaited: reg(
+                r,
+                "batches_awaited",
+                IntCounter::new(
+                    "batches_awaited_total",
+                    "Batch digests a proposal named before they were held (the vote waited)",
+                ),
+            )?,
             batches_fetched: reg(
                 r,
                 "batches_fetched",
                 IntCounter::new(
                     "batches_fetched_total",
-                    "Batch digests asked of a peer because a proposal named batches not held yet",
+                    "Batch digests asked of peers (still not held after the fetch grace)",
                 ),
             )?,
             batch_store_bytes: reg(
