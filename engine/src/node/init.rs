@@ -306,7 +306,12 @@ fn node_config(o: &InitOptions, i: usize) -> NodeConfig {
             ..StorageSection::default()
         },
         ledger: LedgerSection::default(),
-        layout: LayoutOverride::default(),
+        // Every node this writes runs on this machine (loopback addresses): each takes its own
+        // rotation of the core layout, so the nodes' heavy stages do not all share one core.
+        layout: LayoutOverride {
+            offset: Some(i),
+            ..LayoutOverride::default()
+        },
         log: LogSection::default(),
     }
 }

@@ -60,6 +60,11 @@ pub struct LayoutOverride {
     pub reply: Option<usize>,
     /// Cores of the verification pool (one rayon thread per listed core).
     pub verify: Option<Vec<usize>>,
+    /// Rotates every computed core by this many (modulo the core count) before the per-stage
+    /// overrides apply. Nodes that share a machine take different offsets, so their heavy stages
+    /// land on different cores instead of all on the same one (`reckon init`, whose nodes all run
+    /// on one machine, writes each node's index). On a machine of its own a node needs none.
+    pub offset: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -117,8 +122,19 @@ impl Layout {
         Ok(layout)
     }
 
-    /// Applies the config's overrides on top of the computed layout.
+    /// Applies the config's overrides on top of the computed layout: the rotation first, then
+    /// each stage's explicit core.
     pub fn with_override(mut self, o: &LayoutOverride) -> Result<Layout, LayoutError> {
+        if let Some(offset) = o.offset {
+            let shift = offset % self.cores;
+            for core in self
+                .stage_core
+                .iter_mut()
+                .chain(self.verify_cores.iter_mut())
+            {
+                *core = (*core + shift) % self.cores;
+            }
+        }
         let pairs = [
             (Stage::Ingress, o.ingress),
             (Stage::Dissemination, o.dissemination),
@@ -261,6 +277,53 @@ mod tests {
             Err(LayoutError::VerifyEmpty)
         );
         assert_eq!(Layout::compute(0), Err(LayoutError::NoCores));
+    }
+
+    #[test]
+    fn offsets_rotate_the_layout_so_nodes_sharing_two_cores_split_their_heavy_stages() {
+        let node = |offset| {
+            let o = LayoutOverride {
+                offset: Some(offset),
+                ..Default::default()
+            };
+            Layout::compute(2)
+                .and_then(|l| l.with_override(&o))
+                .expect("any offset is valid")
+        };
+        let (even, odd) = (node(0), node(1));
+        assert_eq!(even, Layout::compute(2).expect("2 cores"));
+        for stage in Stage::ALL {
+            assert_ne!(even.core_of(stage), odd.core_of(stage), "{stage:?}");
+        }
+        assert_eq!(node(2), even, "offsets wrap around the core count");
+        assert_eq!(node(3), odd);
+        let mut verify = odd.verify_cores.clone();
+        verify.sort_unstable();
+        assert_eq!(verify, vec![0, 1], "the pool still spans every core");
+        // On 64 cores an offset keeps each light stage on a core of its own.
+        let o = LayoutOverride {
+            offset: Some(70),
+            ..Default::default()
+        };
+        let wide = Layout::compute(64)
+            .and_then(|l| l.with_override(&o))
+            .expect("64");
+        let mut light: Vec<usize> = Stage::ALL.iter().map(|&s| wide.core_of(s)).collect();
+        light.sort_unstable();
+        light.dedup();
+        assert_eq!(light.len(), Stage::ALL.len());
+        assert!(wide.verify_cores.iter().all(|c| !light.contains(c)));
+        // An explicit stage core wins over the rotation.
+        let o = LayoutOverride {
+            offset: Some(1),
+            consensus: Some(0),
+            ..Default::default()
+        };
+        let l = Layout::compute(2)
+            .and_then(|l| l.with_override(&o))
+            .expect("2");
+        assert_eq!(l.core_of(Stage::Consensus), 0);
+        assert_eq!(l.core_of(Stage::Execute), 0);
     }
 
     #[test]
