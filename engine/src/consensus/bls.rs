@@ -10,12 +10,12 @@
 //! simulated nodes (`VerifyCache::shared`): the result is a pure function of the key.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
 use super::crypto_iface::{QuorumCrypto, Sig, SignerBitmap};
 use super::ValidatorIndex;
-use crate::crypto::{self, KeyPair, QuorumSignature, ValidatorSet};
+use crate::crypto::{self, HashedMessage, KeyPair, QuorumSignature, ValidatorSet};
 
 /// Most verification results one cache remembers before it is cleared (deterministically).
 pub const VERIFY_CACHE_ENTRIES_MAX: usize = 16_384;
@@ -45,10 +45,17 @@ pub fn keygen(seed: u64, index: ValidatorIndex) -> KeyPair {
     KeyPair::from_secret_bytes(&secret.to_bytes()).expect("key_gen gives a valid scalar")
 }
 
+/// Messages this validator signed most recently whose hash to G1 is kept: a QC this node checks
+/// (as the next leader over the votes' sum, or as a replica over a proposal's QC) is almost always
+/// over the vote it signed a round before.
+pub const SIGNED_HASHES_KEPT: usize = 4;
+
 pub struct BlsCrypto {
     me: Option<KeyPair>,
     set: Rc<ValidatorSet>,
     cache: Rc<RefCell<VerifyCache>>,
+    /// (message, its hash to G1) for the last `SIGNED_HASHES_KEPT` messages signed, newest last.
+    signed: RefCell<VecDeque<(Vec<u8>, HashedMessage)>>,
 }
 
 impl BlsCrypto {
@@ -59,7 +66,12 @@ impl BlsCrypto {
         cache: Rc<RefCell<VerifyCache>>,
     ) -> Self {
         assert!(!set.is_empty());
-        BlsCrypto { me, set, cache }
+        BlsCrypto {
+            me,
+            set,
+            cache,
+            signed: RefCell::new(VecDeque::with_capacity(SIGNED_HASHES_KEPT)),
+        }
     }
 
     /// A whole validator set from one seed: (key pairs, the validated set).
@@ -114,10 +126,17 @@ impl QuorumCrypto for BlsCrypto {
     }
 
     fn sign(&self, msg: &[u8]) -> Sig {
-        self.me
+        let (signature, hashed) = self
+            .me
             .as_ref()
             .expect("only validators sign")
-            .sign_consensus(msg)
+            .sign_consensus_hashed(msg);
+        let mut signed = self.signed.borrow_mut();
+        if signed.len() == SIGNED_HASHES_KEPT {
+            signed.pop_front();
+        }
+        signed.push_back((msg.to_vec(), hashed));
+        signature
     }
 
     fn verify_one(&self, signer: ValidatorIndex, msg: &[u8], sig: &Sig) -> bool {
@@ -140,7 +159,16 @@ impl QuorumCrypto for BlsCrypto {
         signers.encode(&mut bitmap);
         let key = Self::key(2, &[&bitmap.bytes, msg, agg]);
         self.cached(key, || {
-            quorum(signers, agg).is_some_and(|q| self.set.verify_aggregate(msg, &q).is_ok())
+            let Some(q) = quorum(signers, agg) else {
+                return false;
+            };
+            // The hash this node computed when it signed the same bytes, if it did lately.
+            let known = (self.signed.borrow().iter())
+                .rev()
+                .find(|(signed, _)| signed.as_slice() == msg)
+                .map(|(_, hashed)| *hashed);
+            let hashed = known.unwrap_or_else(|| HashedMessage::consensus(msg));
+            self.set.verify_aggregate_hashed(&hashed, &q).is_ok()
         })
     }
 
@@ -168,5 +196,49 @@ impl QuorumCrypto for BlsCrypto {
             quorum(&signers, agg)
                 .is_some_and(|q| self.set.verify_aggregate_distinct(&msgs, &q).is_ok())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::crypto_iface::vote_message;
+
+    /// The hash kept from signing is used only for the very bytes it was made from: a QC over the
+    /// signed vote verifies, the same sum presented over another message does not, and a QC over a
+    /// message this node never signed is still checked from its own hash.
+    #[test]
+    fn a_qc_check_reuses_the_signed_votes_hash_only_for_the_same_message() {
+        let (pairs, set) = BlsCrypto::committee(9, 4);
+        let nodes: Vec<BlsCrypto> = pairs
+            .iter()
+            .map(|p| BlsCrypto::new(Some(p.clone()), Rc::clone(&set), VerifyCache::shared()))
+            .collect();
+        let signed = vote_message(5, &[3; 32], 7, 2);
+        let other = vote_message(5, &[4; 32], 7, 2);
+        let mut signers = SignerBitmap::default();
+        let votes: Vec<Sig> = (0..3)
+            .map(|i| {
+                signers.insert(i as ValidatorIndex);
+                nodes[i].sign(&signed)
+            })
+            .collect();
+        let sum = nodes[0].aggregate(&votes).expect("sum");
+        assert_eq!(
+            nodes[0].signed.borrow().len(),
+            1,
+            "node 0 kept its vote's hash"
+        );
+        assert!(nodes[0].verify_same_msg(&signers, &signed, &sum));
+        assert!(!nodes[0].verify_same_msg(&signers, &other, &sum));
+        // Node 3 signed nothing: it hashes the message itself and agrees.
+        assert!(nodes[3].signed.borrow().is_empty());
+        assert!(nodes[3].verify_same_msg(&signers, &signed, &sum));
+        // Only the newest `SIGNED_HASHES_KEPT` messages are kept.
+        for round in 0..(SIGNED_HASHES_KEPT as u64 + 2) {
+            nodes[1].sign(&vote_message(5, &[9; 32], round, 1));
+        }
+        assert_eq!(nodes[1].signed.borrow().len(), SIGNED_HASHES_KEPT);
+        assert!(nodes[1].verify_same_msg(&signers, &signed, &sum));
     }
 }

@@ -31,7 +31,7 @@ pub use batch::{
 };
 pub use encoded::{DigestedRef, EncodedRequest};
 pub use keyfile::{load_key_file, save_key_file, KeyFileError, KeyKind, KEY_FILE_BYTES};
-pub use keys::{KeyError, KeyPair, ValidatedPublicKey};
+pub use keys::{HashedMessage, KeyError, KeyPair, ValidatedPublicKey};
 pub use quorum::{
     aggregate, aggregate_signatures, sign_timeout, sign_vote, sum_signatures_unchecked,
     timeout_message, verify_vote, vote_message, QuorumSignature, SignerBitmap, ValidatorIndex,

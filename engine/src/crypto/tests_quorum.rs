@@ -378,3 +378,37 @@ fn an_unchecked_sum_equals_the_checked_one_and_its_check_catches_an_off_group_vo
         Err(QuorumError::MalformedSignature)
     );
 }
+
+#[test]
+fn a_message_hashed_once_signs_and_checks_exactly_as_the_bytes_do() {
+    let (keys, set) = validators(4);
+    let msg = vote_message(CHAIN, ROUND, &HASH);
+    let other = vote_message(CHAIN, ROUND + 1, &HASH);
+    // The same signature bytes as hashing inside `sign`.
+    let signed: Vec<(SignatureBytes, HashedMessage)> =
+        keys.iter().map(|k| k.sign_consensus_hashed(&msg)).collect();
+    for (pair, (signature, _)) in keys.iter().zip(&signed) {
+        assert_eq!(*signature, pair.sign_consensus(&msg));
+    }
+    let mut signers = SignerBitmap::new();
+    for index in 0..3 {
+        signers.insert(index).expect("index");
+    }
+    let sigs: Vec<SignatureBytes> = signed[..3].iter().map(|(s, _)| *s).collect();
+    let qc = QuorumSignature {
+        signers,
+        signature: aggregate_signatures(&sigs).expect("sum"),
+    };
+    let hashed = signed[0].1;
+    assert_eq!(set.verify_aggregate_hashed(&hashed, &qc), Ok(()));
+    assert_eq!(set.verify_aggregate(&msg, &qc), Ok(()));
+    // The hash of another message refuses the same aggregate, as the other bytes do.
+    assert_eq!(
+        set.verify_aggregate_hashed(&HashedMessage::consensus(&other), &qc),
+        Err(QuorumError::InvalidSignature)
+    );
+    assert_eq!(
+        set.verify_aggregate(&other, &qc),
+        Err(QuorumError::InvalidSignature)
+    );
+}

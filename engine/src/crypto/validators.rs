@@ -1,7 +1,7 @@
 //! The validator set (index = validator index) and quorum certificate verification.
 
 use super::curve::{self, G2Lines};
-use super::keys::{KeyError, ValidatedPublicKey};
+use super::keys::{HashedMessage, KeyError, ValidatedPublicKey};
 use super::quorum::{
     decode_signature, QuorumSignature, SignerBitmap, ValidatorIndex, VALIDATORS_MAX,
 };
@@ -167,12 +167,21 @@ impl ValidatorSet {
         msg: &[u8],
         quorum: &QuorumSignature,
     ) -> Result<(), QuorumError> {
+        self.verify_aggregate_hashed(&HashedMessage::consensus(msg), quorum)
+    }
+
+    /// `verify_aggregate` for a message already hashed (e.g. the vote this node signed).
+    pub fn verify_aggregate_hashed(
+        &self,
+        message: &HashedMessage,
+        quorum: &QuorumSignature,
+    ) -> Result<(), QuorumError> {
         self.check_known(&quorum.signers)?;
         let signature = decode_signature(&quorum.signature)?;
         let lines = self.aggregate_lines(&quorum.signers)?;
         // e(sig, g2) == e(H(msg), apk), each Miller loop from precomputed lines (the G2 side of
         // both is fixed: the generator, and the signer set's aggregate key).
-        let hashed = curve::hash_to_g1(msg, CONSENSUS_DST);
+        let hashed = *message.point();
         if curve::is_infinity(&hashed) {
             return Err(QuorumError::InvalidSignature);
         }
