@@ -31,7 +31,10 @@ pub const COMMITTED_INDEX_BLOCKS_MAX: u64 = COMMITTED_WINDOW_MAX as u64;
 pub const COMMITTED_INDEX_DIGESTS_MAX: usize = 65_536;
 /// Most requests in one batch on the wire (a peer sending more is refused).
 pub const BATCH_REQUESTS_MAX: usize = 8192;
-const BATCH_DIGEST_CONTEXT: &[u8] = b"reckon.v1.batch.digest";
+const BATCH_DIGEST_CONTEXT: &[u8] = b"reckon.v2.batch.digest";
+/// Leaf tags of `Batch::digest`: a request that decodes, and bytes that do not.
+const LEAF_REQUEST: u8 = 0;
+const LEAF_RAW: u8 = 1;
 
 /// A batch: the encoded signed requests, in order. Each carries its signing digest once this
 /// node computed it (at ingress for requests submitted here, when a peer batch was verified, at
@@ -62,15 +65,45 @@ impl AsRef<Batch> for Batch {
 }
 
 impl Batch {
-    /// BLAKE3 over a context and every request with its length.
+    /// BLAKE3 over a context, the request count, and one leaf per request: its length, then
+    /// for a request that decodes its signing digest and its signature bytes, for bytes that do
+    /// not the BLAKE3 hash of the bytes (each leaf tagged). The signing digest covers the header
+    /// and the body, and decoding is strict (the length, the header and the signature fix the
+    /// layout), so a leaf binds every byte of its request, and a batch's digest binds its bytes.
+    ///
+    /// Why not hash the bytes: every request's signing digest is computed anyway (at ingress, or
+    /// by the verifier for a peer's batch) and kept beside its bytes (`EncodedRequest`), so the
+    /// digest of a verified batch costs 80 bytes of hashing per request, not a second pass over
+    /// megabytes of request bodies.
     pub fn digest(&self) -> Digest {
         let mut hasher = blake3::Hasher::new();
         hasher.update(BATCH_DIGEST_CONTEXT);
+        hasher.update(&(self.requests.len() as u32).to_le_bytes());
         for request in &self.requests {
             hasher.update(&(request.len() as u32).to_le_bytes());
-            hasher.update(request);
+            match request.digested() {
+                Ok(view) => {
+                    hasher.update(&[LEAF_REQUEST]);
+                    hasher.update(&view.digest());
+                    hasher.update(view.view().signature());
+                }
+                Err(_) => {
+                    hasher.update(&[LEAF_RAW]);
+                    hasher.update(blake3::hash(request).as_bytes());
+                }
+            }
         }
         *hasher.finalize().as_bytes()
+    }
+
+    /// Whether `claimed` is this batch's digest (`DigestMismatch` if not). Cheap once the
+    /// requests' signing digests are known (after the verifier checked them).
+    pub fn check_digest(&self, claimed: &Digest) -> Result<(), BatchDecodeError> {
+        if self.digest() == *claimed {
+            Ok(())
+        } else {
+            Err(BatchDecodeError::DigestMismatch)
+        }
     }
 
     /// Bytes `encode_into` appends.
@@ -125,6 +158,9 @@ impl Batch {
         assert_eq!(out.len() - start, self.peer_encoded_len());
     }
 
+    /// Decodes a peer frame payload into the digest it claims and the batch. The digest is NOT
+    /// checked here: checking it hashes every request, which the verify stage does anyway, so it
+    /// checks the digest there (`check_digest`) after the signatures, before the batch is held.
     pub fn decode_peer(bytes: &[u8], chain: u64) -> Result<(Digest, Batch), BatchDecodeError> {
         if bytes.len() < 40 {
             return Err(BatchDecodeError::Truncated { at: bytes.len() });
@@ -141,9 +177,6 @@ impl Batch {
         let batch = Batch::decode_from(bytes, &mut at)?;
         if at != bytes.len() {
             return Err(BatchDecodeError::Trailing);
-        }
-        if batch.digest() != digest {
-            return Err(BatchDecodeError::DigestMismatch);
         }
         Ok((digest, batch))
     }
@@ -461,10 +494,14 @@ mod tests {
         let mut flipped = bytes.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
+        // Decoding does not hash; the digest check (the verify stage's) refuses the damage.
+        let (claimed, damaged) = Batch::decode_peer(&flipped, 7).expect("still decodes");
+        assert_eq!(claimed, digest);
         assert_eq!(
-            Batch::decode_peer(&flipped, 7),
+            damaged.check_digest(&claimed),
             Err(BatchDecodeError::DigestMismatch)
         );
+        assert_eq!(batch.check_digest(&digest), Ok(()));
         let store = BatchStore::default();
         assert!(store.insert(digest, Arc::new(batch)));
         assert!(store.wait_for(&[digest], Duration::ZERO).is_empty());
@@ -472,6 +509,57 @@ mod tests {
             store.wait_for(&[[0; 32]], Duration::from_millis(1)).len(),
             1
         );
+    }
+
+    #[test]
+    fn the_batch_digest_binds_every_request_byte_and_reuses_the_signing_digests() {
+        use crate::crypto::{KeyPair, Request};
+        use crate::types::EVENT_BYTES;
+        let pair = KeyPair::generate();
+        let wire = Request {
+            institution: 1,
+            chain_id: 7,
+            request_id: 99,
+            operation: 1,
+            body: vec![5u8; 3 * EVENT_BYTES],
+        }
+        .sign(&pair)
+        .expect("sign")
+        .encode();
+        let batch_of = |bytes: Vec<u8>| Batch {
+            requests: vec![bytes.into()],
+        };
+        let batch = batch_of(wire.clone());
+        assert!(batch.requests[0].known_digest().is_none());
+        let digest = batch.digest();
+        // The digest left the request's signing digest in its cell, for execute to reuse.
+        assert!(batch.requests[0].known_digest().is_some());
+        assert_eq!(
+            batch_of(wire.clone()).digest(),
+            digest,
+            "a function of the bytes"
+        );
+        // Any changed byte (header, body, signature) changes the digest; so does a cut.
+        for at in [0, 40, wire.len() - 1] {
+            let mut changed = wire.clone();
+            changed[at] ^= 1;
+            assert_ne!(batch_of(changed).digest(), digest, "byte {at}");
+        }
+        let cut = batch_of(wire[..wire.len() - 1].to_vec());
+        assert_ne!(cut.digest(), digest);
+        // Bytes that do not decode still have a digest (hashed whole), and a distinct one.
+        let raw = batch_of(vec![1, 2, 3]);
+        assert_eq!(raw.digest(), batch_of(vec![1, 2, 3]).digest());
+        assert_ne!(raw.digest(), batch_of(vec![1, 2, 4]).digest());
+        // Order and count matter.
+        let two = Batch {
+            requests: vec![wire.clone().into(), vec![1, 2, 3].into()],
+        };
+        let swapped = Batch {
+            requests: vec![vec![1, 2, 3].into(), wire.into()],
+        };
+        assert_ne!(two.digest(), swapped.digest());
+        assert_ne!(two.digest(), digest);
     }
 
     #[test]

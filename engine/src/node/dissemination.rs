@@ -1,6 +1,6 @@
 //! Dissemination: forms fair batches from the mempool, stores and broadcasts them, decodes peers'
-//! batches for the verify stage (which checks every signature before a batch counts as held and
-//! stores it), and serves batch fetches:
+//! batches for the verify stage (which checks every signature, then the digest the peer claimed,
+//! before a batch counts as held and stores it), and serves batch fetches:
 //! from memory, or, for a committed batch that left memory, by forwarding the fetch to execute,
 //! which reads it from the block log.
 //!

@@ -144,13 +144,29 @@ fn a_verified_peer_batch_carries_the_digests_the_verifier_computed() {
     let bad = Batch {
         requests: forged.iter().map(|s| s.encode().into()).collect(),
     };
+    let bad_digest = bad.digest();
+    // Every signature verifies, but the peer claims another batch's digest for it.
+    let mislabelled = Batch {
+        requests: f.signed(400, 2).iter().map(|s| s.encode().into()).collect(),
+    };
     // A client request verified in the same call keeps its own code.
     let client: EncodedRequest = f.signed(300, 1)[0].encode().into();
     let clients = vec![client.digested().expect("decodes")];
-    let (codes, verdicts) = check_together(&f.verifier, clients, &[&received, &bad]);
+    let peer = [
+        (&received, &digest),
+        (&bad, &bad_digest),
+        (&mislabelled, &digest),
+    ];
+    let (codes, verdicts) = check_together(&f.verifier, clients, &peer);
     assert_eq!(codes, vec![VerifyCode::Ok]);
     assert_eq!(verdicts[0], Ok(()));
-    assert!(verdicts[1].is_err());
+    assert!(verdicts[1]
+        .as_ref()
+        .is_err_and(|e| e.contains("does not verify")));
+    assert_eq!(
+        verdicts[2],
+        Err(crate::node::batches::BatchDecodeError::DigestMismatch.to_string())
+    );
     let received = Arc::new(received);
     assert_digests_known(&received, &signed);
     assert_executed_digests(&[received], &signed, 1);

@@ -7,10 +7,10 @@
 //! propose it).
 //! Client requests: invalid → `Rejected` with the precise code; valid creates go to the mempool
 //! (the submitter waits for the commit), valid queries to execute. Peer batches: a batch whose
-//! requests all verify is stored and announced to consensus; a batch with one bad request is
-//! refused whole (the others in the window are unaffected).
+//! requests all verify and whose digest is the one its peer claimed is stored and announced to
+//! consensus; a batch with one bad request or another digest is refused whole (the others in the
+//! window are unaffected).
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -151,12 +151,13 @@ impl Verify {
     fn verify_window(&self, window: Window) {
         let started = Instant::now();
         let Window { jobs, peer, .. } = window;
-        // A batch held meanwhile (a fetch answer, a second copy in this window) is not checked
-        // again; it is announced again, which consensus ignores for a batch it knows.
-        let mut seen = BTreeSet::new();
+        // A batch held meanwhile (a fetch answer) is not checked again; it is announced again,
+        // which consensus ignores for a batch it knows. Every other copy is checked, even two
+        // claiming one digest in this window: a claimed digest is only checked below, so the
+        // first copy may be the forgery.
         let (held, fresh): (Vec<PeerBatchJob>, Vec<PeerBatchJob>) = peer
             .into_iter()
-            .partition(|b| self.store.contains(&b.digest) || !seen.insert(b.digest));
+            .partition(|b| self.store.contains(&b.digest));
         let (codes, verdicts) = self.check(&jobs, &fresh);
         let requests = codes.len() + fresh.iter().map(|b| b.batch.requests.len()).sum::<usize>();
         self.shared
@@ -190,7 +191,8 @@ impl Verify {
         peer: &[PeerBatchJob],
     ) -> (Vec<VerifyCode>, Vec<Result<(), String>>) {
         let clients: Vec<DigestedRef<'_>> = jobs.iter().map(VerifyJob::digested).collect();
-        let batches: Vec<&Batch> = peer.iter().map(|job| &job.batch).collect();
+        let batches: Vec<(&Batch, &Digest)> =
+            peer.iter().map(|job| (&job.batch, &job.digest)).collect();
         self.pool
             .install(|| check_together(&self.verifier, clients, &batches))
     }
@@ -284,17 +286,20 @@ impl Verify {
 }
 
 /// One verifier call over the client requests and every request of the peer batches: the client
-/// codes, in order, and each batch's verdict (`judge_batches`). The batches' requests are decoded
-/// as views into the batches, and the verifier leaves each one's signing digest in its batch
-/// (execute reuses it).
+/// codes, in order, and each batch's verdict (`judge_batches`, then the digest the peer claimed
+/// for it). The batches' requests are decoded as views into the batches, and the verifier leaves
+/// each one's signing digest in its batch (execute reuses it); so a batch whose signatures all
+/// verified has its digest checked for 80 bytes of hashing per request.
 pub(super) fn check_together(
     verifier: &BatchVerifier,
     clients: Vec<DigestedRef<'_>>,
-    batches: &[&Batch],
+    batches: &[(&Batch, &Digest)],
 ) -> (Vec<VerifyCode>, Vec<Result<(), String>>) {
     let client_count = clients.len();
-    let decoded: Vec<Result<Vec<DigestedRef<'_>>, String>> =
-        batches.iter().map(|batch| decode_requests(batch)).collect();
+    let decoded: Vec<Result<Vec<DigestedRef<'_>>, String>> = batches
+        .iter()
+        .map(|(batch, _)| decode_requests(batch))
+        .collect();
     let mut requests = clients;
     requests.extend(decoded.iter().flatten().flatten().copied());
     // `Verify::add` keeps a window within one verifier call.
@@ -306,7 +311,14 @@ pub(super) fn check_together(
     };
     assert_eq!(codes.len(), requests.len());
     let batch_codes = codes.split_off(client_count);
-    (codes, judge_batches(&decoded, &batch_codes))
+    let verdicts = judge_batches(&decoded, &batch_codes)
+        .into_iter()
+        .zip(batches)
+        .map(|(verdict, (batch, claimed))| {
+            verdict.and_then(|()| batch.check_digest(claimed).map_err(|e| e.to_string()))
+        })
+        .collect();
+    (codes, verdicts)
 }
 
 /// Every request of a peer's batch must decode; the views borrow the batch (nothing is copied)
