@@ -410,7 +410,13 @@ fn spawn_front(
         batch_deadline: Duration::from_micros(c.verify.batch_deadline_us),
         stop: stop.clone(),
     };
-    let verify = spawn("verify", ingress_core, move || verify.run())?;
+    // The window loop runs on a worker of the verify pool (this thread only waits for it): a
+    // window's checks then start on the thread that closed it, and the pool's other workers
+    // steal from it only when it is big enough to split. Handing each window to the pool from
+    // outside cost two thread wake-ups per window, which on a loaded host took longer than
+    // checking the one or two signatures most windows hold.
+    let pool = l.pool.clone();
+    let verify = spawn("verify", ingress_core, move || pool.install(|| verify.run()))?;
     let ingress = Ingress {
         input: q.client_in.1.clone(),
         verify: q.verify.0.clone(),

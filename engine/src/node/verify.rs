@@ -184,7 +184,8 @@ impl Verify {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    /// `check_together` on the verify pool.
+    /// `check_together` on the verify pool (`run` already runs on one of its workers, so this
+    /// starts on the calling thread).
     fn check(
         &self,
         jobs: &[VerifyJob],
