@@ -1,6 +1,7 @@
 //! Execute: owns the `Ledger` and the `BlockLog`. For each committed block it resolves the batch
-//! digests, applies every request with the block's timestamp, appends one log record (the block,
-//! its commit QC and the full signed requests, so the log alone re-executes and audits), takes a
+//! digests, appends one log record (the block, its commit QC and the full signed requests, so the
+//! log alone re-executes and audits; appended first, so its fdatasync overlaps the apply), applies
+//! every request with the block's timestamp, takes a
 //! snapshot every K blocks, and hands the durability ticket and the replies to the reply stage.
 //! Queries, and peers' fetches of committed batches that left the batch store, are answered
 //! here, between blocks, from committed state and from the log.
@@ -390,7 +391,9 @@ impl Execute {
             return false;
         };
         let started = Instant::now();
-        let items = apply_block(&mut self.ledger, &committed, &batches);
+        // The record is the block and its batches, not the results: it is appended first, so the
+        // writer's write and fdatasync run while the block is applied here (the reply waits for
+        // both).
         let record = encode_record(&committed, &batches);
         let parent = self.log.last().map(|(_, hash)| hash).unwrap_or([0; 32]);
         let ticket = match self.log.append(committed.height, &parent, &record) {
@@ -401,6 +404,8 @@ impl Execute {
                 None
             }
         };
+        drop(record);
+        let items = apply_block(&mut self.ledger, &committed, &batches);
         // The block's batches are committed: they leave memory after the store's window (once
         // durable) and fetches of them are then served from the log.
         let durable = self.log.durable_height().unwrap_or(0);

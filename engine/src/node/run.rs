@@ -416,7 +416,9 @@ fn spawn_front(
     // outside cost two thread wake-ups per window, which on a loaded host took longer than
     // checking the one or two signatures most windows hold.
     let pool = l.pool.clone();
-    let verify = spawn("verify", ingress_core, move || pool.install(|| verify.run()))?;
+    let verify = spawn("verify", ingress_core, move || {
+        pool.install(|| verify.run())
+    })?;
     let ingress = Ingress {
         input: q.client_in.1.clone(),
         verify: q.verify.0.clone(),
