@@ -22,7 +22,12 @@ pub const KEYS_MAX: usize = engine::crypto::INSTITUTIONS_MAX;
 
 #[derive(Debug, Error)]
 pub enum SigningError {
-    #[error("no key for institution {0} (keyring loaded from files)")]
+    /// A keyring loaded from key files holds only the institutions whose files were given
+    /// (`pair` derives a missing key only for a derived keyring; `sign_loaded` never does).
+    #[error(
+        "no signing key for institution {0}: the keyring holds no key for it (load its key file, \
+         or call `pair` first on a derived keyring)"
+    )]
     NoKey(InstitutionId),
     #[error("keyring full: at most {KEYS_MAX} institutions")]
     Full,
