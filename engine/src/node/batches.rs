@@ -73,7 +73,7 @@ impl Batch {
     ///
     /// Why not hash the bytes: every request's signing digest is computed anyway (at ingress, or
     /// by the verifier for a peer's batch) and kept beside its bytes (`EncodedRequest`), so the
-    /// digest of a verified batch costs 80 bytes of hashing per request, not a second pass over
+    /// digest of a verified batch costs 85 bytes of hashing per request, not a second pass over
     /// megabytes of request bodies.
     pub fn digest(&self) -> Digest {
         let mut hasher = blake3::Hasher::new();

@@ -290,7 +290,7 @@ impl Verify {
 /// codes, in order, and each batch's verdict (`judge_batches`, then the digest the peer claimed
 /// for it). The batches' requests are decoded as views into the batches, and the verifier leaves
 /// each one's signing digest in its batch (execute reuses it); so a batch whose signatures all
-/// verified has its digest checked for 80 bytes of hashing per request.
+/// verified has its digest checked for 85 bytes of hashing per request.
 pub(super) fn check_together(
     verifier: &BatchVerifier,
     clients: Vec<DigestedRef<'_>>,
