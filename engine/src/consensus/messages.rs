@@ -222,7 +222,9 @@ impl Message {
     /// against its lock). Proposals: no. Safety rests on the voters' rules, not on the leader, and
     /// a restarted leader skips proposing in its recovery round and the next (`Core::new`), so a
     /// proposal need not wait for the fsync of its `proposed_round` record: that fsync overlaps
-    /// with the replicas' work instead of adding to every round.
+    /// with the replicas' work instead of adding to every round. The shell still holds a proposal
+    /// back while a vote or timeout this node signed is not durable
+    /// (`node::consensus_stage::ConsensusJournal::must_sync_before`): its QC may count that vote.
     pub fn needs_durable_state(&self) -> bool {
         !matches!(self, Message::Proposal(_))
     }

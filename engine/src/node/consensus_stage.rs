@@ -1,6 +1,11 @@
 //! The consensus stage: one thread owning `consensus::Core`. It executes the core's actions
 //! strictly in order: safety state and blocks are written durably before any later `Send` of a
-//! vote, timeout or sync message (a proposal does not wait: `Message::needs_durable_state`).
+//! vote, timeout or sync message (a proposal does not wait: `Message::needs_durable_state`),
+//! and before any `Send` at all while a vote or timeout this node signed is not yet durable. The
+//! second rule covers the vote a next leader sends itself: it never leaves as a message, but the
+//! QC that counts it leaves in the next proposal. Such a vote is synced at the end of the step
+//! that cast it, while the other voters' votes are still on their way, so the proposal rarely
+//! waits for it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -71,6 +76,10 @@ pub struct ConsensusJournal {
     safety: Option<Vec<u8>>,
     /// Encoded blocks by (round, height), each record with its kind byte.
     blocks: BTreeMap<(Round, u64), Vec<u8>>,
+    /// `voted_round` and `timeout_round` of the latest safety state queued, and of the latest
+    /// one durable: while they differ, a vote or timeout this node signed is not durable yet.
+    signed_queued: (Round, Round),
+    signed_durable: (Round, Round),
 }
 
 /// What a journal holds once replayed: the latest safety state and the unpruned blocks.
@@ -95,13 +104,17 @@ impl ConsensusJournal {
             journal: opened.journal,
             safety: None,
             blocks: BTreeMap::new(),
+            signed_queued: (0, 0),
+            signed_durable: (0, 0),
         };
         for (i, record) in opened.records.into_iter().enumerate() {
             let bad = |what: &str| format!("{}: record {i}: {what}", path.display());
             match record.first().copied() {
                 Some(RECORD_SAFETY) => {
-                    SafetyState::decode(&record[1..])
+                    let state = SafetyState::decode(&record[1..])
                         .map_err(|e| bad(&format!("safety state: {e:?}")))?;
+                    this.signed_durable = (state.voted_round, state.timeout_round);
+                    this.signed_queued = this.signed_durable;
                     this.safety = Some(record);
                 }
                 Some(RECORD_BLOCK) => {
@@ -146,6 +159,19 @@ impl ConsensusJournal {
         let record = Self::record(RECORD_SAFETY, &state.encode());
         self.journal.append(&record);
         self.safety = Some(record);
+        self.signed_queued = (state.voted_round, state.timeout_round);
+    }
+
+    /// Whether everything queued must be durable before `msg` is sent: when `msg` itself needs
+    /// it, and whenever a vote or timeout this node signed is queued, since any message may
+    /// carry it onward (a proposal's QC holds the vote its leader sent itself).
+    pub fn must_sync_before(&self, msg: &Message) -> bool {
+        msg.needs_durable_state() || self.signed_pending()
+    }
+
+    /// Whether a vote or timeout this node signed waits for `sync`.
+    pub fn signed_pending(&self) -> bool {
+        self.signed_queued != self.signed_durable
     }
 
     /// Queues a voted block; durable after `sync`.
@@ -173,6 +199,7 @@ impl ConsensusJournal {
             return Ok(());
         }
         self.journal.sync().map_err(|e| e.to_string())?;
+        self.signed_durable = self.signed_queued;
         if self.journal.len() > JOURNAL_COMPACT_BYTES {
             let live = self.safety.iter().chain(self.blocks.values());
             self.journal
@@ -269,6 +296,12 @@ impl ConsensusStage {
                 return;
             }
         }
+        // A vote this node sent itself (as the next leader) left as no message; make it durable
+        // now, before the QC counting it can leave in a proposal.
+        if self.journal.signed_pending() && !self.sync_journal() {
+            self.stop.store(true, Ordering::Release);
+            return;
+        }
         let round = self.core.round();
         self.shared.figures.round.store(round, Ordering::Relaxed);
         self.shared.metrics.round.set(round as i64);
@@ -286,9 +319,10 @@ impl ConsensusStage {
             Action::PersistBlock(block) => self.journal.persist_block(&block),
             Action::Send { to, msg } => {
                 // Everything persisted so far is durable before a vote, timeout or sync message is
-                // sent; a proposal goes out at once (`Message::needs_durable_state`), and the
+                // sent. A proposal goes out at once (`Message::needs_durable_state`) unless a
+                // signature of this node is queued (`ConsensusJournal::must_sync_before`); the
                 // leader's own vote that follows it syncs.
-                if msg.needs_durable_state() && !self.sync_journal() {
+                if self.journal.must_sync_before(&msg) && !self.sync_journal() {
                     return false;
                 }
                 let bytes = msg.encode();
@@ -426,6 +460,50 @@ mod tests {
         assert_eq!(persisted.safety, Some(safety(round)));
         let rounds: Vec<Round> = persisted.blocks.iter().map(|b| b.round).collect();
         assert_eq!(rounds, vec![round - 1, round]);
+    }
+
+    fn proposal() -> Message {
+        Message::Proposal(crate::consensus::Proposal {
+            block: block(7, 7),
+            tc: None,
+        })
+    }
+
+    /// The next leader's vote for round r goes to itself and leaves as no message, but the QC
+    /// that counts it leaves in its proposal for r + 1: that proposal must wait for the vote's
+    /// record, while a proposal that only raises `proposed_round` need not wait.
+    #[test]
+    fn nothing_leaves_while_a_signed_vote_or_timeout_is_not_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = ConsensusJournal::open(dir.path()).unwrap();
+        assert!(!j.must_sync_before(&proposal()));
+        j.persist_block(&block(6, 6));
+        j.persist_safety(&safety(6));
+        assert!(j.signed_pending());
+        assert!(
+            j.must_sync_before(&proposal()),
+            "the vote for round 6 is queued"
+        );
+        j.sync().unwrap();
+        assert!(!j.signed_pending() && !j.must_sync_before(&proposal()));
+        // The proposal's own record (proposed_round only) does not hold it back.
+        j.persist_safety(&SafetyState {
+            proposed_round: 7,
+            ..safety(6)
+        });
+        assert!(!j.must_sync_before(&proposal()));
+        // A timeout is a signature too.
+        j.persist_safety(&SafetyState {
+            timeout_round: 7,
+            proposed_round: 7,
+            ..safety(6)
+        });
+        assert!(j.must_sync_before(&proposal()));
+        j.sync().unwrap();
+        // After a restart, the replayed state counts as durable.
+        drop(j);
+        let (j, _) = ConsensusJournal::open(dir.path()).unwrap();
+        assert!(!j.signed_pending());
     }
 
     #[test]
