@@ -152,6 +152,8 @@ struct Driven {
     stats: TcpStats,
     presign: Option<PresignReport>,
     presigned_unsent: u64,
+    /// Hypervisor steal over the timed run (None where `/proc/stat` cannot be read).
+    steal: Option<crate::steal::Steal>,
 }
 
 /// Drives the cluster (after presigning, if asked) and returns what it measured.
@@ -212,15 +214,18 @@ fn drive(args: &Args, cluster: &LocalCluster) -> Result<Driven, String> {
         source = rest;
     }
     let progress = Progress::new(false);
+    let sampler = crate::steal::Sampler::start();
     let summary =
         loadgen::commands::run_to_dir(source, &mut target, config, config_json, &out, &progress)
             .map_err(|e| e.to_string())?;
+    let steal = sampler.finish();
     eprintln!("loadgen results in {}", out.display());
     Ok(Driven {
         summary,
         stats: target.stats().clone(),
         presign,
         presigned_unsent: target.presigned_unsent(),
+        steal,
     })
 }
 
@@ -369,6 +374,14 @@ fn report(
             p.requests, p.requests_asked, p.sign_s, p.threads, driven.presigned_unsent
         );
     }
+    match &driven.steal {
+        Some(st) => println!(
+            "  hypervisor steal       {:.1} % of CPU time during the run (worst second {:.1} %)",
+            st.share * 100.0,
+            st.worst_second_share * 100.0
+        ),
+        None => println!("  hypervisor steal       unknown (/proc/stat unreadable)"),
+    }
     println!("  ledger digests agree   {agree}");
     if args.json {
         let json = serde_json::json!({
@@ -391,6 +404,8 @@ fn report(
             "presigned_unsent": driven.presigned_unsent,
             "presign_sign_s": driven.presign.as_ref().map(|p| p.sign_s),
             "digests_agree": agree,
+            "steal_share": driven.steal.map(|st| st.share),
+            "steal_worst_second_share": driven.steal.map(|st| st.worst_second_share),
         });
         println!("{json}");
     }

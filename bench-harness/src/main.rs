@@ -10,6 +10,7 @@ mod e2e;
 mod ledger;
 mod limits;
 mod log;
+mod steal;
 mod verify;
 
 use clap::{Parser, Subcommand};
