@@ -47,7 +47,8 @@ pub fn run(args: Args) -> Result<(), String> {
         "starting a {NODES}-node consortium on 127.0.0.1 (lead bank {}, partner banks {}, {}, {})",
         BANKS[0], BANKS[1], BANKS[2], BANKS[3]
     );
-    let mut consortium = Consortium::start(&stop)?;
+    let capacity = demo_cluster::demo_transfers_capacity(args.duration);
+    let mut consortium = Consortium::start(&stop, capacity)?;
     println!(
         "consortium up in {} (client ports {}..{})",
         consortium.dir.display(),

@@ -51,13 +51,26 @@ fn temp_dir() -> PathBuf {
     std::env::temp_dir().join(format!("reckon-demo-{}-{nanos}", std::process::id()))
 }
 
-/// Transfers each demo node's ledger is sized for at start: the 20 s run books about 3 M, and a
-/// table that doubles mid-run copies itself on the execute thread (a latency spike).
-const DEMO_TRANSFERS_CAPACITY: usize = 4 << 20;
+/// Transfers per second of workload each demo node's ledger is sized for at start. A ledger table
+/// that doubles mid-run copies itself on every node's execute thread at the same height: with 4 Mi
+/// reserved, runs that booked about 2.67 M operations (about 1.57 transfers each) stalled every
+/// request in flight for 3.6-5.1 s (8 s with `--duration 30`; docs/CAPACITY.md, session 7). The
+/// fastest demo measured made 126,850 operations/s, about 200,000 transfers/s; this leaves a
+/// quarter more.
+const DEMO_TRANSFERS_PER_S: usize = 250_000;
+/// The least each node reserves (short runs).
+const DEMO_TRANSFERS_MIN: usize = 1 << 20;
+
+/// Transfers each demo node's ledger reserves for a run of `duration_s` seconds.
+pub fn demo_transfers_capacity(duration_s: u64) -> usize {
+    DEMO_TRANSFERS_PER_S
+        .saturating_mul(duration_s as usize)
+        .clamp(DEMO_TRANSFERS_MIN, engine::ledger::TRANSFERS_MAX)
+}
 
 impl Consortium {
     /// Writes the consortium (`reckon init --nodes 4 --institutions webank,...`) and starts it.
-    pub fn start(stop: &Arc<AtomicBool>) -> Result<Consortium, String> {
+    pub fn start(stop: &Arc<AtomicBool>, transfers_capacity: usize) -> Result<Consortium, String> {
         let dir = temp_dir();
         let base_port = free_base_port()?;
         let options = InitOptions {
@@ -70,7 +83,7 @@ impl Consortium {
         init(&options).map_err(|e| format!("init {}: {e}", dir.display()))?;
         for i in 0..NODES {
             NodeConfig::edit(&dir.join(format!("node-{i}.toml")), |c| {
-                c.ledger.transfers_capacity = DEMO_TRANSFERS_CAPACITY
+                c.ledger.transfers_capacity = transfers_capacity
             })
             .map_err(|e| e.to_string())?;
         }
@@ -198,5 +211,23 @@ impl Drop for Consortium {
         if self.remove_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default run reserves past the 4 Mi transfers at which runs of session 7 stalled, short
+    /// runs keep a floor, and no duration overflows the ledger's bound.
+    #[test]
+    fn the_ledger_is_reserved_for_the_whole_run() {
+        assert!(demo_transfers_capacity(20) > 4 << 20);
+        assert!(demo_transfers_capacity(40) > demo_transfers_capacity(20));
+        assert_eq!(demo_transfers_capacity(1), DEMO_TRANSFERS_MIN);
+        assert_eq!(
+            demo_transfers_capacity(u64::MAX),
+            engine::ledger::TRANSFERS_MAX
+        );
     }
 }
