@@ -47,16 +47,24 @@ pub struct Steal {
     pub worst_second_share: f64,
 }
 
+/// One reading and when it was taken (seconds since the sampler started).
+pub type Sample = (f64, CpuTicks);
+
+/// Intervals shorter than this (the last one, cut by `finish`) count in the whole-run share but
+/// not as a "worst second": a few ticks would make its share jump by whole percents.
+const WORST_INTERVAL_S_MIN: f64 = 0.5;
+
 /// Shares from consecutive readings (None with fewer than two, or no ticks between them).
-pub fn summarize(samples: &[CpuTicks]) -> Option<Steal> {
+pub fn summarize(samples: &[Sample]) -> Option<Steal> {
     let share = |a: &CpuTicks, b: &CpuTicks| {
         let total = b.total.saturating_sub(a.total);
         (total > 0).then(|| b.steal.saturating_sub(a.steal) as f64 / total as f64)
     };
-    let whole = share(samples.first()?, samples.last()?)?;
+    let whole = share(&samples.first()?.1, &samples.last()?.1)?;
     let worst = samples
         .windows(2)
-        .filter_map(|w| share(&w[0], &w[1]))
+        .filter(|w| w[1].0 - w[0].0 >= WORST_INTERVAL_S_MIN)
+        .filter_map(|w| share(&w[0].1, &w[1].1))
         .fold(0.0, f64::max);
     Some(Steal {
         share: whole,
@@ -67,7 +75,7 @@ pub fn summarize(samples: &[CpuTicks]) -> Option<Steal> {
 /// Samples `/proc/stat` every second until `finish`.
 pub struct Sampler {
     stop: Arc<AtomicBool>,
-    handle: JoinHandle<Vec<CpuTicks>>,
+    handle: JoinHandle<Vec<Sample>>,
 }
 
 impl Sampler {
@@ -75,7 +83,9 @@ impl Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let handle = std::thread::spawn(move || {
-            let mut samples: Vec<CpuTicks> = read().into_iter().collect();
+            let started = std::time::Instant::now();
+            let at = |ticks| (started.elapsed().as_secs_f64(), ticks);
+            let mut samples: Vec<Sample> = read().map(at).into_iter().collect();
             while !flag.load(Ordering::Acquire) {
                 // Short sleeps, so `finish` returns promptly; one reading per second.
                 for _ in 0..10 {
@@ -84,7 +94,7 @@ impl Sampler {
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                samples.extend(read());
+                samples.extend(read().map(at));
             }
             samples
         });
@@ -121,13 +131,24 @@ mod tests {
 
     #[test]
     fn shares_cover_the_whole_run_and_its_worst_second() {
-        let t = |total, steal| CpuTicks { total, steal };
-        // Second 1: 2 of 200 ticks stolen; second 2: 30 of 200; second 3: none of 200.
-        let samples = [t(1000, 10), t(1200, 12), t(1400, 42), t(1600, 42)];
-        let steal = summarize(&samples).expect("three intervals");
-        assert!((steal.share - 32.0 / 600.0).abs() < 1e-12);
+        let t = |at, total, steal| (at, CpuTicks { total, steal });
+        // Second 1: 2 of 200 ticks stolen; second 2: 30 of 200; second 3: none of 200; then a
+        // cut-short 0.1 s with 4 of 20 stolen (20 %), which is no "worst second".
+        let samples = [
+            t(0.0, 1000, 10),
+            t(1.0, 1200, 12),
+            t(2.0, 1400, 42),
+            t(3.0, 1600, 42),
+            t(3.1, 1620, 46),
+        ];
+        let steal = summarize(&samples).expect("four intervals");
+        assert!((steal.share - 36.0 / 620.0).abs() < 1e-12);
         assert!((steal.worst_second_share - 0.15).abs() < 1e-12);
         assert_eq!(summarize(&samples[..1]), None, "one reading is no interval");
-        assert_eq!(summarize(&[t(5, 1), t(5, 1)]), None, "no ticks passed");
+        assert_eq!(
+            summarize(&[t(0.0, 5, 1), t(1.0, 5, 1)]),
+            None,
+            "no ticks passed"
+        );
     }
 }
