@@ -53,10 +53,11 @@ fn temp_dir() -> PathBuf {
 
 /// Transfers per second of workload each demo node's ledger is sized for at start. A ledger table
 /// that doubles mid-run copies itself on every node's execute thread at the same height: with 4 Mi
-/// reserved, runs that booked about 2.67 M operations (about 1.57 transfers each) stalled every
-/// request in flight for 3.6-5.1 s (8 s with `--duration 30`; docs/CAPACITY.md, session 7). The
-/// fastest demo measured made 126,850 operations/s, about 200,000 transfers/s; this leaves a
-/// quarter more.
+/// reserved, runs that booked about 2.67 M operations stalled every request in flight for
+/// 3.6-5.1 s (8 s with `--duration 30`; docs/CAPACITY.md, session 7), which puts the workload at
+/// about 1.57 transfers per operation (inferred from where the stall fell, not counted). The
+/// fastest demo measured made 126,850 operations/s, so by that ratio about 200,000 transfers/s;
+/// this leaves a quarter more.
 const DEMO_TRANSFERS_PER_S: usize = 250_000;
 /// The least each node reserves (short runs).
 const DEMO_TRANSFERS_MIN: usize = 1 << 20;
