@@ -43,7 +43,8 @@ fn read() -> Option<CpuTicks> {
 pub struct Steal {
     /// Stolen ticks / all ticks over the whole run.
     pub share: f64,
-    /// The highest such share in any one-second sample.
+    /// The highest such share in any one interval between readings (about a second; the
+    /// cut-short last one is left out, see `WORST_INTERVAL_S_MIN`).
     pub worst_second_share: f64,
 }
 
@@ -72,10 +73,10 @@ pub fn summarize(samples: &[Sample]) -> Option<Steal> {
     })
 }
 
-/// Samples `/proc/stat` every second until `finish`.
+/// Samples `/proc/stat` every second until `finish` (or until dropped, on an error path).
 pub struct Sampler {
     stop: Arc<AtomicBool>,
-    handle: JoinHandle<Vec<Sample>>,
+    handle: Option<JoinHandle<Vec<Sample>>>,
 }
 
 impl Sampler {
@@ -98,13 +99,22 @@ impl Sampler {
             }
             samples
         });
-        Sampler { stop, handle }
+        Sampler {
+            stop,
+            handle: Some(handle),
+        }
     }
 
     /// Stops sampling; None where `/proc/stat` cannot be read.
-    pub fn finish(self) -> Option<Steal> {
+    pub fn finish(mut self) -> Option<Steal> {
         self.stop.store(true, Ordering::Release);
-        summarize(&self.handle.join().ok()?)
+        summarize(&self.handle.take()?.join().ok()?)
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
     }
 }
 
