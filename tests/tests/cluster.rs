@@ -191,6 +191,24 @@ fn four_nodes_commit_requests_of_several_kinds_and_agree() {
         metrics.contains("reckon_events_committed_total"),
         "{metrics}"
     );
+    // Node 1 answered the lead bank's requests: each one's ordering latency is split where node 1
+    // voted for the block carrying it (every node votes for every block in a healthy cluster).
+    let metrics = metrics_text(cluster.base_port + 201);
+    let count = |phase: &str| latency_count(&metrics, phase);
+    assert!(count("ordering") >= 2, "{metrics}");
+    assert_eq!(count("inclusion"), count("ordering"), "{metrics}");
+    assert_eq!(count("commit"), count("ordering"), "{metrics}");
+}
+
+/// `reckon_request_latency_seconds_count` for one phase (0 when the series is absent).
+fn latency_count(metrics: &str, phase: &str) -> u64 {
+    let label = format!("phase=\"{phase}\"");
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("reckon_request_latency_seconds_count{"))
+        .find(|line| line.contains(&label))
+        .and_then(|line| line.rsplit(' ').next())
+        .map_or(0, |count| count.trim().parse().expect("a count"))
 }
 
 fn expect_rejected(

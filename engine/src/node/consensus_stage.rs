@@ -55,10 +55,20 @@ pub struct ConsensusStage {
     pub journal: ConsensusJournal,
     pub input: Receiver<ConsensusIn>,
     pub peers: Arc<Peers>,
-    pub execute: Sender<Vec<CommittedBlock>>,
+    pub execute: Sender<Vec<Commit>>,
     pub dissemination: Sender<DisseminationIn>,
     pub shared: Arc<Shared>,
     pub stop: Arc<AtomicBool>,
+    /// When this node voted for each uncommitted block it voted for, by round (one vote per
+    /// round); taken at commit, the rest pruned then.
+    pub voted_at: BTreeMap<Round, Instant>,
+}
+
+/// A committed block on its way to execute, with when this node voted for it (None: it did not,
+/// e.g. a block it learned by sync). The reply splits a request's ordering latency there.
+pub struct Commit {
+    pub block: CommittedBlock,
+    pub voted_at: Option<Instant>,
 }
 
 pub fn encode_block(block: &Block) -> Vec<u8> {
@@ -316,7 +326,12 @@ impl ConsensusStage {
     fn execute_action(&mut self, action: Action, timer: &mut Timers) -> bool {
         match action {
             Action::PersistSafety(state) => self.journal.persist_safety(&state),
-            Action::PersistBlock(block) => self.journal.persist_block(&block),
+            Action::PersistBlock(block) => {
+                self.voted_at
+                    .entry(block.round)
+                    .or_insert_with(Instant::now);
+                self.journal.persist_block(&block)
+            }
             Action::Send { to, msg } => {
                 // Everything persisted so far is durable before a vote, timeout or sync message is
                 // sent. A proposal goes out at once (`Message::needs_durable_state`) unless a
@@ -333,7 +348,15 @@ impl ConsensusStage {
             }
             Action::Commit(blocks) => {
                 let round = blocks.last().map_or(0, |b| b.block.round);
-                if self.execute.send(blocks).is_err() {
+                let commits = blocks
+                    .into_iter()
+                    .map(|block| Commit {
+                        voted_at: self.voted_at.remove(&block.block.round),
+                        block,
+                    })
+                    .collect();
+                self.voted_at = self.voted_at.split_off(&round.saturating_add(1));
+                if self.execute.send(commits).is_err() {
                     return false;
                 }
                 self.journal.prune_to(round);

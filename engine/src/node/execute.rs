@@ -23,6 +23,7 @@ use crate::storage::{BlockLog, Ticket};
 use crate::types::EVENT_BYTES;
 
 use super::batches::{Batch, BatchStore, Located};
+use super::consensus_stage::Commit;
 use super::dissemination::DisseminationIn;
 use super::ingress::{reject, VerifyJob};
 use super::peers::{Peers, PEER_KIND_BATCH};
@@ -57,6 +58,8 @@ pub struct ExecutedBlock {
     pub height: u64,
     /// When execute took the committed block (before resolving its batches).
     pub committed_at: Instant,
+    /// When this node voted for the block (None: it did not vote for it).
+    pub voted_at: Option<Instant>,
     pub ticket: Option<Ticket>,
     pub items: Vec<Executed>,
 }
@@ -243,7 +246,7 @@ pub fn apply_block(
 pub struct Execute {
     pub ledger: Ledger,
     pub log: BlockLog,
-    pub commits: Receiver<Vec<CommittedBlock>>,
+    pub commits: Receiver<Vec<Commit>>,
     pub queries: Receiver<VerifyJob>,
     /// Fetches of committed batches to serve from the log (from dissemination).
     pub log_fetches: Receiver<LogFetch>,
@@ -272,8 +275,8 @@ impl Execute {
             select! {
                 recv(self.commits) -> blocks => match blocks {
                     Ok(blocks) => {
-                        for committed in blocks {
-                            if !self.execute_block(committed) {
+                        for commit in blocks {
+                            if !self.execute_block(commit) {
                                 return;
                             }
                         }
@@ -376,7 +379,11 @@ impl Execute {
         }
     }
 
-    fn execute_block(&mut self, committed: CommittedBlock) -> bool {
+    fn execute_block(&mut self, commit: Commit) -> bool {
+        let Commit {
+            block: committed,
+            voted_at,
+        } = commit;
         let (executed_height, _) = self.shared.executed();
         if committed.height <= executed_height {
             return true; // already in the log (recovered)
@@ -442,6 +449,7 @@ impl Execute {
         let block = ExecutedBlock {
             height: committed.height,
             committed_at,
+            voted_at,
             ticket,
             items,
         };

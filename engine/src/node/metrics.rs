@@ -50,7 +50,11 @@ pub struct Metrics {
     pub stage_latency_s: HistogramVec,
     /// Per request admitted here, by phase: `ordering` (admitted to the mempool until execute
     /// takes the committed block: mempool, dissemination, consensus), `after_commit` (execute,
-    /// log durability, reply) and `total`.
+    /// log durability, reply) and `total`. `ordering` splits at the moment this node voted for
+    /// the block carrying the request (requests in blocks it did not vote for are left out of
+    /// both parts): `inclusion` (batching, dissemination, waiting for a leader to propose the
+    /// batch, the proposal's hop and QC check) and `commit` (the two-chain rule: the next
+    /// round's QC, and the hop to execute).
     pub request_latency_s: HistogramVec,
     pub fsync_latency_s: Histogram,
     pub peer_connected: IntGaugeVec,

@@ -21,8 +21,9 @@ pub struct Reply {
 impl Reply {
     pub fn run(self) {
         let latency = &self.shared.metrics.request_latency_s;
-        let [ordering, after_commit, total] =
-            ["ordering", "after_commit", "total"].map(|phase| latency.with_label_values(&[phase]));
+        let [ordering, inclusion, commit, after_commit, total] =
+            ["ordering", "inclusion", "commit", "after_commit", "total"]
+                .map(|phase| latency.with_label_values(&[phase]));
         while let Ok(block) = self.input.recv() {
             let started = Instant::now();
             let durable = match &block.ticket {
@@ -62,6 +63,10 @@ impl Reply {
                 let seconds =
                     |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64();
                 ordering.observe(seconds(admitted, block.committed_at));
+                if let Some(voted_at) = block.voted_at {
+                    inclusion.observe(seconds(admitted, voted_at));
+                    commit.observe(seconds(voted_at, block.committed_at));
+                }
                 after_commit.observe(seconds(block.committed_at, now));
                 total.observe(seconds(admitted, now));
                 match (&durable, item.result) {

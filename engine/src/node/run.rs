@@ -1,6 +1,7 @@
 //! `reckon node`: load config, genesis and keys; restore state; start every stage on its pinned
 //! thread; run until SIGTERM/SIGINT; then drain and stop.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::rc::Rc;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{bounded, Receiver, Sender};
 
 use crate::consensus::bls::{BlsCrypto, VerifyCache};
-use crate::consensus::{CommittedBlock, Config, Core, ValidatorIndex};
+use crate::consensus::{Config, Core, ValidatorIndex};
 use crate::crypto::{load_key_file, BatchVerifier, KeyKind, KeyPair, Registry, ValidatorSet};
 use crate::mempool::{Mempool, MempoolConfig};
 use crate::net::{tls, Inbound, IssuedCert, Server, ServerOptions};
@@ -21,7 +22,7 @@ use crate::storage::{BlockLog, Cipher, EncryptionConfig, LogConfig, WriteBackend
 use super::batches::BatchStore;
 use super::config::NodeConfig;
 use super::consensus_stage::{
-    ConsensusIn, ConsensusStage, CONSENSUS_QUEUE_MAX, EXECUTE_QUEUE_COMMITS_MAX,
+    Commit, ConsensusIn, ConsensusStage, CONSENSUS_QUEUE_MAX, EXECUTE_QUEUE_COMMITS_MAX,
 };
 use super::dissemination::{Dissemination, DisseminationIn, DISSEMINATION_QUEUE_MAX};
 use super::execute::{
@@ -240,7 +241,7 @@ struct Queues {
     consensus: (Sender<ConsensusIn>, Receiver<ConsensusIn>),
     dissemination: (Sender<DisseminationIn>, Receiver<DisseminationIn>),
     log_fetch: (Sender<LogFetch>, Receiver<LogFetch>),
-    execute: (Sender<Vec<CommittedBlock>>, Receiver<Vec<CommittedBlock>>),
+    execute: (Sender<Vec<Commit>>, Receiver<Vec<Commit>>),
     reply: (Sender<ExecutedBlock>, Receiver<ExecutedBlock>),
 }
 
@@ -323,6 +324,7 @@ fn spawn_consensus(
             dissemination,
             shared,
             stop,
+            voted_at: BTreeMap::new(),
         }
         .run()
     })
