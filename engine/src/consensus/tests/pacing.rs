@@ -85,22 +85,25 @@ fn loaded_leader_does_not_wait() {
     assert_eq!(proposals(&actions)[0].block.payload, vec![[6; 32]]);
 }
 
+/// Another validator's batch this leader holds is proposed at once, in the round it arrived in
+/// (`FOREIGN_BATCH_DELAY_ROUNDS` = 0): no idle wait, and no wait for a later round.
 #[test]
-fn another_validators_pending_batch_keeps_the_leader_from_idling() {
+fn a_leader_proposes_another_validators_held_batch_at_once() {
     let mut leader = paced_leader();
     leader.handle(5, Event::BatchAvailable([7; 32]));
     let actions = leader.handle(10, Event::Start);
     assert!(propose_timers(&actions).is_empty());
     let sent = proposals(&actions);
     assert_eq!(sent.len(), 1, "rounds keep turning");
-    assert!(
-        sent[0].block.payload.is_empty(),
-        "not proposed in the round it arrived in"
+    assert_eq!(
+        sent[0].block.payload,
+        vec![[7; 32]],
+        "proposed in the round it arrived in"
     );
 }
 
-/// A batch another validator disseminated is proposed by the next leader that has held it since
-/// an earlier round, not only when its owner leads.
+/// A batch another validator disseminated is proposed by the next leader that holds it, not only
+/// when its owner leads.
 #[test]
 fn a_held_foreign_batch_is_proposed_by_the_next_leader() {
     let mut r = Router::new(4);
