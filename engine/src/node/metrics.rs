@@ -13,10 +13,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Latency buckets in seconds: 50 µs to 10 s, roughly doubling.
-const LATENCY_BUCKETS_S: [f64; 18] = [
-    0.000_05, 0.000_1, 0.000_2, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0,
-    2.0, 5.0, 10.0, 30.0,
+/// Latency buckets in seconds, 50 µs to 30 s: 1-2-5 per decade below 1 ms and above 1 s, and
+/// 1-1.5-2-3-5-7.5 per decade in between, where request and stage latencies live. With only 50 /
+/// 100 / 200 ms around the 100 ms request target, a p99 of 55 ms and one of 95 ms looked the same.
+const LATENCY_BUCKETS_S: [f64; 28] = [
+    0.000_05, 0.000_1, 0.000_2, 0.000_5, 0.001, 0.001_5, 0.002, 0.003, 0.005, 0.007_5, 0.01, 0.015,
+    0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0,
 ];
 
 /// Verify batch sizes in requests.
@@ -374,6 +376,16 @@ mod tests {
             ),
             "{body}"
         );
+        // The 40 ms observation is told apart from 30 ms and from 50 ms.
+        let ordering_bucket = |le: &str| {
+            body.lines()
+                .filter(|l| l.starts_with("reckon_request_latency_seconds_bucket{"))
+                .find(|l| l.contains("phase=\"ordering\"") && l.contains(&format!("le=\"{le}\"")))
+                .and_then(|l| l.rsplit(' ').next())
+                .map(str::to_string)
+        };
+        assert_eq!(ordering_bucket("0.03").as_deref(), Some("0"), "{body}");
+        assert_eq!(ordering_bucket("0.05").as_deref(), Some("1"), "{body}");
         let peer_line = body
             .lines()
             .find(|l| l.starts_with("reckon_peer_connected{"))
