@@ -191,13 +191,15 @@ fn four_nodes_commit_requests_of_several_kinds_and_agree() {
         metrics.contains("reckon_events_committed_total"),
         "{metrics}"
     );
-    // Node 1 answered the lead bank's requests: each one's ordering latency is split where node 1
-    // voted for the block carrying it (every node votes for every block in a healthy cluster).
+    // Node 1 answered the lead bank's requests: each one's time from its frame to admission is
+    // counted, and its ordering latency is split where node 1 voted for the block carrying it
+    // (every node votes for every block in a healthy cluster).
     let metrics = metrics_text(cluster.base_port + 201);
     let count = |phase: &str| latency_count(&metrics, phase);
     assert!(count("ordering") >= 2, "{metrics}");
     assert_eq!(count("inclusion"), count("ordering"), "{metrics}");
     assert_eq!(count("commit"), count("ordering"), "{metrics}");
+    assert_eq!(count("admission"), count("ordering"), "{metrics}");
 }
 
 /// `reckon_request_latency_seconds_count` for one phase (0 when the series is absent).

@@ -10,7 +10,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::{SendTimeoutError, Sender};
 use rustls::ServerConfig;
@@ -50,6 +50,8 @@ pub struct Inbound {
     pub connection_id: u64,
     pub frame: Frame,
     pub reply: FrameWriter,
+    /// When the connection thread had the whole frame (before any queue).
+    pub received_at: Instant,
 }
 
 /// Counters for metrics and tests.
@@ -295,6 +297,7 @@ fn deliver(
         connection_id,
         frame,
         reply: connection.writer(),
+        received_at: Instant::now(),
     };
     match context
         .inbound

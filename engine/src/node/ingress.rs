@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
@@ -28,6 +28,8 @@ pub struct VerifyJob {
     encoded: EncodedRequest,
     pub query: bool,
     pub writer: FrameWriter,
+    /// When its connection thread read the frame.
+    pub received_at: Instant,
 }
 
 impl VerifyJob {
@@ -162,6 +164,7 @@ impl Ingress {
             encoded,
             query,
             writer: inbound.reply.clone(),
+            received_at: inbound.received_at,
         };
         match self.verify.try_send(job) {
             Ok(()) => Ok(()),

@@ -50,7 +50,9 @@ pub struct Metrics {
     pub mempool_bytes: IntGauge,
     pub verify_batch_requests: Histogram,
     pub stage_latency_s: HistogramVec,
-    /// Per request admitted here, by phase: `ordering` (admitted to the mempool until execute
+    /// Per request admitted here, by phase: `admission` (its connection thread read it until it
+    /// was admitted to the mempool: the ingress queue, decoding, the verify window and its
+    /// signature check; not part of `total`), `ordering` (admitted to the mempool until execute
     /// takes the committed block: mempool, dissemination, consensus), `after_commit` (execute,
     /// log durability, reply) and `total`. `ordering` splits at the moment this node voted for
     /// the block carrying the request (requests in blocks it did not vote for are left out of

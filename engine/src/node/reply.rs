@@ -21,9 +21,15 @@ pub struct Reply {
 impl Reply {
     pub fn run(self) {
         let latency = &self.shared.metrics.request_latency_s;
-        let [ordering, inclusion, commit, after_commit, total] =
-            ["ordering", "inclusion", "commit", "after_commit", "total"]
-                .map(|phase| latency.with_label_values(&[phase]));
+        let [admission, ordering, inclusion, commit, after_commit, total] = [
+            "admission",
+            "ordering",
+            "inclusion",
+            "commit",
+            "after_commit",
+            "total",
+        ]
+        .map(|phase| latency.with_label_values(&[phase]));
         while let Ok(block) = self.input.recv() {
             let started = Instant::now();
             let durable = match &block.ticket {
@@ -62,6 +68,7 @@ impl Reply {
                 let (now, admitted) = (Instant::now(), waiter.admitted);
                 let seconds =
                     |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64();
+                admission.observe(seconds(waiter.received, admitted));
                 ordering.observe(seconds(admitted, block.committed_at));
                 if let Some(voted_at) = block.voted_at {
                     inclusion.observe(seconds(admitted, voted_at));

@@ -25,7 +25,9 @@ pub type RequestBytes = EncodedRequest;
 pub struct Waiter {
     pub digest: [u8; 32],
     pub writer: FrameWriter,
-    /// When the request was verified and admitted (for `reckon_request_latency_seconds`).
+    /// When its connection thread read the request, and when it was verified and admitted (for
+    /// `reckon_request_latency_seconds`).
+    pub received: std::time::Instant,
     pub admitted: std::time::Instant,
 }
 

@@ -253,6 +253,7 @@ impl Verify {
         let waiter = Waiter {
             digest,
             writer: job.writer.clone(),
+            received: job.received_at,
             admitted: Instant::now(),
         };
         if !self.shared.wait_for(key, waiter) {
