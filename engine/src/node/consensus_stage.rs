@@ -31,6 +31,8 @@ use super::state::Shared;
 pub const CONSENSUS_QUEUE_MAX: usize = 4096;
 /// Capacity of the queue from consensus to execute, in commit actions (each ≤ a few blocks).
 pub const EXECUTE_QUEUE_COMMITS_MAX: usize = 1024;
+/// Most vote times kept for blocks not committed yet (only the latency metric reads them).
+const VOTED_AT_ROUNDS_MAX: usize = 1024;
 /// The consensus journal (safety state, voted blocks), in `<data_dir>/consensus/`.
 pub const JOURNAL_FILE: &str = "journal.bin";
 /// The journal is compacted (rewritten with the live records only) past this many bytes.
@@ -60,7 +62,8 @@ pub struct ConsensusStage {
     pub shared: Arc<Shared>,
     pub stop: Arc<AtomicBool>,
     /// When this node voted for each uncommitted block it voted for, by round (one vote per
-    /// round); taken at commit, the rest pruned then.
+    /// round); taken at commit, older rounds pruned then, and at most `VOTED_AT_ROUNDS_MAX` kept
+    /// while nothing commits.
     pub voted_at: BTreeMap<Round, Instant>,
 }
 
@@ -330,6 +333,9 @@ impl ConsensusStage {
                 self.voted_at
                     .entry(block.round)
                     .or_insert_with(Instant::now);
+                while self.voted_at.len() > VOTED_AT_ROUNDS_MAX {
+                    self.voted_at.pop_first();
+                }
                 self.journal.persist_block(&block)
             }
             Action::Send { to, msg } => {
