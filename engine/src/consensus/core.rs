@@ -13,7 +13,8 @@ use super::payload::PayloadState;
 use super::safety::SafetyState;
 use super::votes::VoteCollector;
 use super::{
-    Action, Config, Event, Hash, Recipient, RejectReason, Round, ValidatorIndex, ROUNDS_AHEAD_MAX,
+    leader, Action, Config, Event, Hash, LeaderElection, Recipient, RejectReason, Round,
+    ValidatorIndex, ROUNDS_AHEAD_MAX,
 };
 
 /// What a restarted node recovers from its own disk.
@@ -272,14 +273,24 @@ impl<C: QuorumCrypto> Core<C> {
             voter: self.cfg.me,
             signature,
         };
-        self.send(self.cfg.leader(block.round + 1), Message::Vote(vote));
+        let next_leader = leader::after_qc(&self.cfg, block.round + 1, block);
+        self.send(next_leader, Message::Vote(vote));
     }
 
     fn on_vote(&mut self, from: ValidatorIndex, vote: Vote) {
         if vote.voter != from {
             return self.reject(Some(from), RejectReason::SenderMismatch);
         }
-        if self.cfg.leader(vote.round + 1) != self.cfg.me {
+        // The vote's block names the next leader; a vote that overtook its block is collected (a
+        // QC it helps form is checked like any other; proposing still needs the block).
+        let next_leader = match self.tree.get(&vote.block_hash) {
+            Some(block) => leader::after_qc(&self.cfg, vote.round + 1, block),
+            None if self.cfg.leader_election == LeaderElection::RoundRobin => {
+                self.cfg.round_robin_leader(vote.round + 1)
+            }
+            None => self.cfg.me,
+        };
+        if next_leader != self.cfg.me {
             return self.reject(
                 Some(from),
                 RejectReason::NotNextLeader { round: vote.round },

@@ -1,8 +1,9 @@
 //! Payload bookkeeping: which batch digests this node holds, local batches waiting for a block, and
 //! other validators' batches this node will propose itself if they stay unordered.
 //!
-//! Censorship resistance: with round-robin leaders, a Byzantine leader that always follows validator
-//! v can withhold the QC of every block v proposes, so v's own batches would never commit. Every held
+//! Censorship resistance: a Byzantine leader that follows validator v (always, under round-robin;
+//! often, if it steers the reputation choice, `leader.rs`) can withhold the QC of every block v
+//! proposes, so v's own batches would never commit. Every held
 //! batch (local or not) is therefore queued; a leader proposes its local batches first, then other
 //! validators' batches it holds (`FOREIGN_BATCH_DELAY_ROUNDS` = 0: at once), so a batch waits for
 //! the next leader that holds it, not for its owner's turn. A replica asked to vote for a batch it

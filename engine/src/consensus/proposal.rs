@@ -7,8 +7,15 @@ use super::core::Core;
 use super::crypto_iface::QuorumCrypto;
 use super::messages::{Block, Message, Proposal};
 use super::{
-    Action, Hash, RejectReason, ValidatorIndex, BLOCK_DIGESTS_MAX, EQUIVOCATION_ROUNDS_KEPT,
+    leader, Action, Hash, LeaderElection, RejectReason, ValidatorIndex, BLOCK_DIGESTS_MAX,
+    EQUIVOCATION_ROUNDS_KEPT,
 };
+
+/// A block that extends a QC of the round just before its own entered that round through the QC
+/// (it carries no TC); any other block entered through a TC.
+fn extends_previous_round(block: &Block) -> bool {
+    block.justify.round + 1 == block.round
+}
 
 impl<C: QuorumCrypto> Core<C> {
     fn check_proposal_shape(
@@ -19,13 +26,9 @@ impl<C: QuorumCrypto> Core<C> {
         if block.author != from {
             return Err(RejectReason::SenderMismatch);
         }
-        let leader = self.cfg.leader(block.round);
-        if block.author != leader {
-            return Err(RejectReason::WrongLeader {
-                round: block.round,
-                author: block.author,
-                leader,
-            });
+        if !extends_previous_round(block) {
+            // Entered through a TC: round-robin, known without the parent.
+            Self::check_leader(block, self.cfg.round_robin_leader(block.round))?;
         }
         if block.payload.len() > BLOCK_DIGESTS_MAX {
             return Err(RejectReason::BlockMalformed("payload too long"));
@@ -34,6 +37,17 @@ impl<C: QuorumCrypto> Core<C> {
             return Err(RejectReason::BlockMalformed(
                 "round/height do not follow the QC",
             ));
+        }
+        Ok(())
+    }
+
+    fn check_leader(block: &Block, leader: ValidatorIndex) -> Result<(), RejectReason> {
+        if block.author != leader {
+            return Err(RejectReason::WrongLeader {
+                round: block.round,
+                author: block.author,
+                leader,
+            });
         }
         Ok(())
     }
@@ -91,6 +105,13 @@ impl<C: QuorumCrypto> Core<C> {
             self.request_sync(from);
             return self.reject(Some(from), RejectReason::MissingParent);
         };
+        if extends_previous_round(block) {
+            // Entered through a QC: the leader is decided by the parent (`leader.rs`).
+            let leader = leader::after_qc(&self.cfg, block.round, parent);
+            if let Err(reason) = Self::check_leader(block, leader) {
+                return self.reject(Some(from), reason);
+            }
+        }
         if let Err(reason) = self.check_timestamp(parent, block) {
             return self.reject(Some(from), reason);
         }
@@ -188,16 +209,16 @@ impl<C: QuorumCrypto> Core<C> {
     /// An idle leader (see `Config::min_idle_block_interval_ms`) arms the propose timer instead.
     pub(super) fn try_propose(&mut self) {
         let round = self.pacemaker.round;
-        if self.applying_sync
-            || self.cfg.leader(round) != self.cfg.me
-            || self.safety.proposed_round >= round
-        {
+        if self.applying_sync || self.safety.proposed_round >= round {
             return;
         }
         let high_qc = self.tree.high_qc.clone();
         let tc = if high_qc.round + 1 == round {
             None
         } else {
+            if self.cfg.round_robin_leader(round) != self.cfg.me {
+                return;
+            }
             match &self.pacemaker.last_tc {
                 Some(tc) if tc.round + 1 == round && high_qc.round >= tc.max_high_qc_round() => {
                     Some(tc.clone())
@@ -205,7 +226,22 @@ impl<C: QuorumCrypto> Core<C> {
                 _ => return,
             }
         };
-        let Some(parent) = self.tree.get(&high_qc.block_hash) else {
+        let parent = self.tree.get(&high_qc.block_hash);
+        if tc.is_none() {
+            // Entered through a QC: the certified block names the leader. A node that lacks it
+            // cannot tell, and needs the block to vote on the next proposal anyway: it syncs.
+            let leader = match parent {
+                Some(p) => Some(leader::after_qc(&self.cfg, round, p)),
+                None if self.cfg.leader_election == LeaderElection::RoundRobin => {
+                    Some(self.cfg.round_robin_leader(round))
+                }
+                None => None,
+            };
+            if leader.is_some_and(|l| l != self.cfg.me) {
+                return;
+            }
+        }
+        let Some(parent) = parent else {
             // Certified by others but never received here: fetch it from a signer of its QC,
             // rotating with the round so a withholding signer cannot stall us.
             let signers: Vec<ValidatorIndex> = high_qc

@@ -27,8 +27,9 @@ pub const BATCH_STORE_COMMITTED_BYTES_MAX: usize = 32 << 20;
 /// Committed blocks whose batch digests are indexed (digest -> height) for fetches served from
 /// the block log: consensus' sync window, the furthest a laggard can catch up by block sync.
 pub const COMMITTED_INDEX_BLOCKS_MAX: u64 = COMMITTED_WINDOW_MAX as u64;
-/// Most digests in that index (about 64 bytes each: at most ~4 MiB).
-pub const COMMITTED_INDEX_DIGESTS_MAX: usize = 65_536;
+/// Most digests in that index, 16 per block of the window on average (about 100 bytes each with
+/// the map and the eviction order: at most ~25 MiB).
+pub const COMMITTED_INDEX_DIGESTS_MAX: usize = 262_144;
 /// Most requests in one batch on the wire (a peer sending more is refused).
 pub const BATCH_REQUESTS_MAX: usize = 8192;
 const BATCH_DIGEST_CONTEXT: &[u8] = b"reckon.v2.batch.digest";

@@ -275,6 +275,7 @@ impl Execute {
             select! {
                 recv(self.commits) -> blocks => match blocks {
                     Ok(blocks) => {
+                        self.prefetch(&blocks);
                         for commit in blocks {
                             if !self.execute_block(commit) {
                                 return;
@@ -301,6 +302,33 @@ impl Execute {
                 }
             }
         }
+    }
+
+    /// Asks peers at once for every batch this node does not know of the blocks it did not vote
+    /// for (learned by sync: it is catching up, so their batches are not on their way by broadcast).
+    /// One fetch for the whole hand-off (up to a sync response's blocks), so the batches of later
+    /// blocks arrive while earlier ones execute, instead of one fetch per block each after
+    /// `BATCH_FETCH_RETRY_MS`: a catching-up node went 3.5 blocks/s that way (docs/CAPACITY.md,
+    /// session 9) and never caught up with peers committing 60 blocks/s.
+    fn prefetch(&self, blocks: &[Commit]) {
+        let (executed_height, _) = self.shared.executed();
+        let digests: Vec<Digest> = blocks
+            .iter()
+            .filter(|c| c.voted_at.is_none() && c.block.height > executed_height)
+            .flat_map(|c| c.block.block.payload.iter())
+            .filter(|digest| self.store.locate(digest) == Located::Unknown)
+            .copied()
+            .collect();
+        if digests.is_empty() {
+            return;
+        }
+        let fetch = DisseminationIn::Fetch {
+            digests,
+            from: None,
+            not_before: Instant::now(),
+        };
+        // Full or gone: `resolve` asks again after its wait.
+        let _ = self.dissemination.try_send(fetch);
     }
 
     /// Waits for every batch of the block (asking peers while any is missing). A batch ordered

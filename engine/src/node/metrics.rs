@@ -41,7 +41,8 @@ pub struct Metrics {
     /// Batch digests a proposal named before this node held them: its vote waited for them.
     pub batches_awaited: IntCounter,
     /// Batch digests this node asked peers for: still not held `BATCH_FETCH_GRACE` after a
-    /// proposal named them, or `BATCH_FETCH_RETRY_MS` after a committed block did.
+    /// proposal named them, or `BATCH_FETCH_RETRY_MS` after a committed block did, or at once
+    /// for a block learned by sync (catching up).
     pub batches_fetched: IntCounter,
     /// Request bytes held by the batch store (uncommitted and committed).
     pub batch_store_bytes: IntGauge,

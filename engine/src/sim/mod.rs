@@ -41,6 +41,8 @@ pub struct SimConfig {
     /// Idle pacing of every node (`consensus::Config::min_idle_block_interval_ms`): at most half
     /// of `round_timeout_ms`; the default keeps the node's ratio (200 ms of 1 s) at a quarter.
     pub min_idle_block_interval_ms: u64,
+    /// Leader election of every node (`consensus::LeaderElection`; the node's default).
+    pub leader_election: crate::consensus::LeaderElection,
     /// A client batch arrives at a random honest node this often during the fault phase.
     pub client_batch_interval_ms: u64,
     /// Probe batches submitted after healing; each must commit on every honest node.
@@ -73,6 +75,7 @@ impl SimConfig {
             latency_ms_max: 25,
             round_timeout_ms: 200,
             min_idle_block_interval_ms: 50,
+            leader_election: crate::consensus::LeaderElection::default(),
             client_batch_interval_ms: 40,
             probes: 3,
             after_heal_ms_max: 120_000,

@@ -387,6 +387,7 @@ impl Sim {
         let mut config = Config::new(SIM_CHAIN_ID, self.cfg.nodes, identity as ValidatorIndex);
         config.round_timeout_ms = self.cfg.round_timeout_ms;
         config.min_idle_block_interval_ms = self.cfg.min_idle_block_interval_ms;
+        config.leader_election = self.cfg.leader_election;
         config.testing_quorum_too_small = self.cfg.testing_quorum_too_small;
         let crypto = BlsCrypto::new(
             Some(self.secrets[identity].clone()),

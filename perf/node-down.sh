@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One node down under load: runs the e2e benchmark's cluster, kill -9s node 3 a few seconds into
+# the timed run, restarts it DOWN seconds later with its own command line, and prints node 0's and
+# node 3's `reckon_height` every 5 s, then the benchmark's summary (digests must agree).
+#   perf/node-down.sh [BIN_DIR] [OUT_DIR]      env: DOWN=25 DURATION=80 POLLS=10
+# BIN_DIR holds release `bench-harness` and `reckon` (default target/release, built if missing).
+# Writes OUT_DIR/{e2e.txt,e2e.err,node-3.restart.log,heights.txt} (default perf/out/node-down-<UTC>).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${1:-target/release}
+out=${2:-perf/out/node-down-$(date -u +%Y%m%dT%H%M%SZ)}
+down=${DOWN:-25}
+duration=${DURATION:-80}
+polls=${POLLS:-10}
+if [ ! -x "$bin/bench-harness" ]; then
+  cargo build --release -p bench-harness -p reckon-engine
+fi
+mkdir -p "$out"
+"$bin/bench-harness" e2e --nodes 4 --duration "$duration" --batch 8190 --out "$out/e2e" \
+  >"$out/e2e.txt" 2>"$out/e2e.err" &
+bench=$!
+# The timed run starts after presigning; the harness prints the log mapping line first.
+for _ in $(seq 1 300); do
+  sleep 1
+  grep -q "mapped in" "$out/e2e.err" && break
+done
+sleep 8
+node_line() { ps -o pid=,args= --ppid "$bench" | grep "node --config" | grep "node-$1" | head -1; }
+line3=$(node_line 3)
+pid3=$(echo "$line3" | awk '{print $1}')
+args3=$(echo "$line3" | cut -d' ' -f2-)
+port() { grep -h metrics_listen "$1" | sed 's/.*:\([0-9]*\)".*/\1/'; }
+port0=$(port "$(node_line 0 | awk '{print $NF}')")
+port3=$(port "$(echo "$args3" | awk '{print $NF}')")
+height() { curl -s --max-time 1 "localhost:$1/metrics" | awk '/^reckon_height /{print $2}'; }
+say() { echo "$*" | tee -a "$out/heights.txt"; }
+say "before kill: node0 $(height "$port0") node3 $(height "$port3")"
+kill -9 "$pid3"
+sleep "$down"
+say "restart after ${down}s: node0 $(height "$port0")"
+# shellcheck disable=SC2086 # the node's own command line, word-split on purpose
+nohup $args3 >"$out/node-3.restart.log" 2>&1 &
+restarted=$!
+for k in $(seq 1 "$polls"); do
+  sleep 5
+  say "+$((k * 5))s node0 $(height "$port0") node3 $(height "$port3")"
+done
+wait "$bench" || true
+kill "$restarted" 2>/dev/null || true
+tail -4 "$out/e2e.txt"
