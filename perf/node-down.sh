@@ -4,7 +4,7 @@
 # node 3's `reckon_height` every 5 s, then the benchmark's summary (digests must agree).
 #   perf/node-down.sh [BIN_DIR] [OUT_DIR]      env: DOWN=25 DURATION=80 POLLS=10
 # BIN_DIR holds release `bench-harness` and `reckon` (default target/release, built if missing).
-# Writes OUT_DIR/{e2e.txt,e2e.err,node-3.restart.log,heights.txt} (default perf/out/node-down-<UTC>).
+# Writes OUT_DIR/{e2e.txt,e2e.err,node-*.log,node-3.restart.log,heights.txt} (default perf/out/node-down-<UTC>).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/release}
@@ -28,11 +28,12 @@ sleep 8
 node_line() { ps -o pid=,args= --ppid "$bench" | grep "node --config" | grep "node-$1" | head -1; }
 line3=$(node_line 3)
 pid3=$(echo "$line3" | awk '{print $1}')
-args3=$(echo "$line3" | cut -d' ' -f2-)
+args3=$(echo "$line3" | awk '{$1 = ""; sub(/^ +/, ""); print}')
+logdir=$(dirname "$(dirname "$(echo "$args3" | awk '{print $NF}')")")
 port() { grep -h metrics_listen "$1" | sed 's/.*:\([0-9]*\)".*/\1/'; }
 port0=$(port "$(node_line 0 | awk '{print $NF}')")
 port3=$(port "$(echo "$args3" | awk '{print $NF}')")
-height() { curl -s --max-time 1 "localhost:$1/metrics" | awk '/^reckon_height /{print $2}'; }
+height() { curl -s --max-time 1 "localhost:$1/metrics" | grep '^reckon_height' | awk '{print $2}'; }
 say() { echo "$*" | tee -a "$out/heights.txt"; }
 say "before kill: node0 $(height "$port0") node3 $(height "$port3")"
 kill -9 "$pid3"
@@ -44,6 +45,8 @@ restarted=$!
 for k in $(seq 1 "$polls"); do
   sleep 5
   say "+$((k * 5))s node0 $(height "$port0") node3 $(height "$port3")"
+  cp "$logdir"/node-*.log "$out/" 2>/dev/null || true # the harness removes its directory at exit
+  curl -s --max-time 1 "localhost:$port0/metrics" >"$out/node-0.metrics.$((k * 5))s" || true
 done
 wait "$bench" || true
 kill "$restarted" 2>/dev/null || true
