@@ -2,7 +2,10 @@
 # One node down under load: runs the e2e benchmark's cluster, kill -9s node 3 a few seconds into
 # the timed run, restarts it DOWN seconds later with its own command line, and prints node 0's and
 # node 3's `reckon_height` every 5 s, then the benchmark's summary (digests must agree).
-#   perf/node-down.sh [BIN_DIR] [OUT_DIR]      env: DOWN=25 DURATION=80 POLLS=10
+#   perf/node-down.sh [BIN_DIR] [OUT_DIR]      env: DOWN=25 DURATION=80 POLLS=10 LEDGER_TRANSFERS=
+# The harness sizes each ledger for at most 16 Mi transfers; a run that commits more (about 100 s
+# at full rate) stalls every node at once while the transfers table doubles (stop-the-world).
+# Set LEDGER_TRANSFERS (passed as --ledger-transfers) for longer runs, memory permitting.
 # BIN_DIR holds release `bench-harness` and `reckon` (default target/release, built if missing).
 # Writes OUT_DIR/{e2e.txt,e2e.err,node-*.log,node-3.restart.log,heights.txt} (default perf/out/node-down-<UTC>).
 set -euo pipefail
@@ -16,7 +19,9 @@ if [ ! -x "$bin/bench-harness" ]; then
   cargo build --release -p bench-harness -p reckon-engine
 fi
 mkdir -p "$out"
-"$bin/bench-harness" e2e --nodes 4 --duration "$duration" --batch 8190 --out "$out/e2e" \
+sizing=()
+if [ -n "${LEDGER_TRANSFERS:-}" ]; then sizing=(--ledger-transfers "$LEDGER_TRANSFERS"); fi
+"$bin/bench-harness" e2e --nodes 4 --duration "$duration" --batch 8190 "${sizing[@]}" --out "$out/e2e" \
   >"$out/e2e.txt" 2>"$out/e2e.err" &
 bench=$!
 # The timed run starts after presigning; the harness prints the log mapping line first.
