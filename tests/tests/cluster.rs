@@ -200,6 +200,22 @@ fn four_nodes_commit_requests_of_several_kinds_and_agree() {
     assert_eq!(count("inclusion"), count("ordering"), "{metrics}");
     assert_eq!(count("commit"), count("ordering"), "{metrics}");
     assert_eq!(count("admission"), count("ordering"), "{metrics}");
+    // The ledger tables' fill: the genesis accounts and the transfers are counted, and each
+    // table's capacity (before it doubles) is at least what it holds.
+    let gauge = |name: &str, table: &str| -> u64 {
+        let prefix = format!("reckon_{name}{{");
+        let label = format!("table=\"{table}\"");
+        metrics
+            .lines()
+            .filter(|line| line.starts_with(&prefix) && line.contains(&label))
+            .find_map(|line| line.rsplit(' ').next()?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name}{{table={table}}} missing:\n{metrics}"))
+    };
+    assert!(gauge("ledger_records", "transfers") >= 2, "{metrics}");
+    assert!(gauge("ledger_records", "accounts") >= 1, "{metrics}");
+    for table in ["accounts", "transfers"] {
+        assert!(gauge("ledger_capacity", table) >= gauge("ledger_records", table));
+    }
 }
 
 /// `reckon_request_latency_seconds_count` for one phase (0 when the series is absent).

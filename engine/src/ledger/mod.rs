@@ -201,6 +201,47 @@ pub(crate) mod digest_tag {
     pub const TRANSFERS: u64 = 7;
 }
 
+/// Records held and capacity of the ledger's record tables (`Ledger::table_fill`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableFill {
+    pub accounts: usize,
+    pub accounts_capacity: usize,
+    pub transfers: usize,
+    pub transfers_capacity: usize,
+}
+
+impl TableFill {
+    /// The share of a table's capacity at which the node warns that it will soon double.
+    pub const WARN_PER_MILLE: usize = 900;
+
+    /// Tables (by name) whose fill crossed `WARN_PER_MILLE` of their capacity going from
+    /// `before` to `self` (the same capacity; a table that doubled in between does not count).
+    pub fn crossed_warning(&self, before: &TableFill) -> Vec<&'static str> {
+        let crossed = |old: usize, new: usize, capacity: usize, old_capacity: usize| {
+            let mark = capacity / 1000 * Self::WARN_PER_MILLE;
+            capacity == old_capacity && old < mark && new >= mark
+        };
+        let mut tables = Vec::new();
+        if crossed(
+            before.accounts,
+            self.accounts,
+            self.accounts_capacity,
+            before.accounts_capacity,
+        ) {
+            tables.push("accounts");
+        }
+        if crossed(
+            before.transfers,
+            self.transfers,
+            self.transfers_capacity,
+            before.transfers_capacity,
+        ) {
+            tables.push("transfers");
+        }
+        tables
+    }
+}
+
 impl Ledger {
     /// A ledger with all its capacity allocated and faulted in now (static allocation at
     /// startup, so the hot path takes no page faults until a capacity is exceeded).
@@ -245,6 +286,18 @@ impl Ledger {
         self.transfer_index.reserve(transfers);
         self.config.accounts_capacity = self.config.accounts_capacity.max(accounts);
         self.config.transfers_capacity = self.config.transfers_capacity.max(transfers);
+    }
+
+    /// Records held and room reserved in the account and transfer tables. A table that fills
+    /// its capacity doubles on the next insert: a copy of the whole table that stops execution
+    /// (seconds for a GiB-sized table), so operators size `[ledger]` ahead (docs/OPERATIONS.md).
+    pub fn table_fill(&self) -> TableFill {
+        TableFill {
+            accounts: self.accounts.len(),
+            accounts_capacity: self.accounts.capacity(),
+            transfers: self.transfers.len(),
+            transfers_capacity: self.transfers.capacity(),
+        }
     }
 
     /// Faults in the reserved, still unused capacity of the record tables (see `reserve`), so

@@ -16,7 +16,7 @@ use crate::codec::encode_reply;
 use crate::consensus::{CommittedBlock, Digest, ValidatorIndex};
 use crate::crypto::REQUEST_HEADER_BYTES;
 use crate::exec::{execute, request_timestamp_ns, ExecRequest};
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, TableFill};
 use crate::mempool::RequestKey;
 use crate::net::frame;
 use crate::storage::{BlockLog, Ticket};
@@ -304,6 +304,35 @@ impl Execute {
         }
     }
 
+    /// Publishes the ledger tables' fill, and warns once when a table passes 90 % of its
+    /// capacity: when full it doubles, a copy of the whole table that stops execution on every
+    /// node at the same height (15-20 s for 2 GiB here; docs/CAPACITY.md, session 9).
+    fn note_table_fill(&self, before: &TableFill) {
+        let fill = self.ledger.table_fill();
+        let m = &self.shared.metrics;
+        for (table, records, capacity) in [
+            ("accounts", fill.accounts, fill.accounts_capacity),
+            ("transfers", fill.transfers, fill.transfers_capacity),
+        ] {
+            m.ledger_records
+                .with_label_values(&[table])
+                .set(records as i64);
+            m.ledger_capacity
+                .with_label_values(&[table])
+                .set(capacity as i64);
+        }
+        for table in fill.crossed_warning(before) {
+            tracing::warn!(
+                table,
+                accounts = fill.accounts,
+                accounts_capacity = fill.accounts_capacity,
+                transfers = fill.transfers,
+                transfers_capacity = fill.transfers_capacity,
+                "ledger table 90% full: when full it doubles, stopping execution while it copies; raise [ledger] {table}_capacity and restart"
+            );
+        }
+    }
+
     /// Asks peers at once for every batch this node does not know of the blocks it did not vote
     /// for (learned by sync: it is catching up, so their batches are not on their way by broadcast).
     /// One fetch for the whole hand-off (up to a sync response's blocks), so the batches of later
@@ -440,7 +469,9 @@ impl Execute {
             }
         };
         drop(record);
+        let fill_before = self.ledger.table_fill();
         let items = apply_block(&mut self.ledger, &committed, &batches);
+        self.note_table_fill(&fill_before);
         // The block's batches are committed: they leave memory after the store's window (once
         // durable) and fetches of them are then served from the log.
         let durable = self.log.durable_height().unwrap_or(0);

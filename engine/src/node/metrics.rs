@@ -64,6 +64,10 @@ pub struct Metrics {
     pub fsync_latency_s: Histogram,
     pub peer_connected: IntGaugeVec,
     pub peer_dropped: IntCounterVec,
+    /// Records in each ledger table (`table`: accounts, transfers) and the capacity it holds
+    /// before it doubles (a stop-the-world copy; size `[ledger]` ahead).
+    pub ledger_records: IntGaugeVec,
+    pub ledger_capacity: IntGaugeVec,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +215,25 @@ impl Metrics {
                     "fsync_latency_seconds",
                     "Block-log append-to-durable latency",
                 )),
+            )?,
+            ledger_records: reg(
+                r,
+                "ledger_records",
+                IntGaugeVec::new(
+                    Opts::new("ledger_records", "Records in the ledger table"),
+                    &["table"],
+                ),
+            )?,
+            ledger_capacity: reg(
+                r,
+                "ledger_capacity",
+                IntGaugeVec::new(
+                    Opts::new(
+                        "ledger_capacity",
+                        "Records the ledger table holds before it doubles (a stop-the-world copy)",
+                    ),
+                    &["table"],
+                ),
             )?,
             peer_connected: reg(
                 r,

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::codec::{encode_body, DecodeError, RecordError};
-use crate::ledger::{BatchError, RequestError};
+use crate::ledger::{BatchError, RequestError, TableFill};
 use crate::types::{transfer_flags as tf, Operation, Reply};
 
 fn t(id: u128, debit: u128, credit: u128, amount: u128) -> Transfer {
@@ -441,4 +441,44 @@ fn reserve_and_prefault_mid_life_keep_state_and_change_no_result_or_digest() {
     );
     assert_eq!(reserved.account(BORROWER).credits_posted, 40 * 3 + 40 * 5);
     reserved.assert_conserved();
+}
+
+#[test]
+fn table_fill_counts_records_and_warns_once_when_a_table_nears_its_capacity() {
+    let mut world = World::consortium();
+    let before = world.ledger.table_fill();
+    let batch: Vec<Transfer> = (0..40)
+        .map(|i| t(300 + i, LEAD_CASH, BORROWER, 1))
+        .collect();
+    world.expect_ok(LEAD, Events::CreateTransfers(batch));
+    let after = world.ledger.table_fill();
+    assert_eq!(after.transfers, before.transfers + 40);
+    assert!(after.transfers_capacity >= world.ledger.config().transfers_capacity);
+    assert_eq!(after.accounts, before.accounts);
+
+    let fill = |accounts: usize, transfers: usize, transfers_capacity: usize| TableFill {
+        accounts,
+        accounts_capacity: 1_000,
+        transfers,
+        transfers_capacity,
+    };
+    // 90 % of 10,000 is 9,000: crossing it warns, once.
+    assert_eq!(
+        fill(10, 9_000, 10_000).crossed_warning(&fill(10, 8_999, 10_000)),
+        vec!["transfers"]
+    );
+    assert!(fill(10, 9_500, 10_000)
+        .crossed_warning(&fill(10, 9_000, 10_000))
+        .is_empty());
+    assert!(fill(10, 8_999, 10_000)
+        .crossed_warning(&fill(10, 100, 10_000))
+        .is_empty());
+    // A table that doubled in between is far from full again.
+    assert!(fill(10, 10_001, 20_000)
+        .crossed_warning(&fill(10, 9_999, 10_000))
+        .is_empty());
+    assert_eq!(
+        fill(900, 5, 10_000).crossed_warning(&fill(899, 5, 10_000)),
+        vec!["accounts"]
+    );
 }
