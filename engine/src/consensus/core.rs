@@ -13,8 +13,8 @@ use super::payload::PayloadState;
 use super::safety::SafetyState;
 use super::votes::VoteCollector;
 use super::{
-    leader, Action, Config, Event, Hash, LeaderElection, Recipient, RejectReason, Round,
-    ValidatorIndex, ROUNDS_AHEAD_MAX,
+    leader, Action, Config, Event, Hash, Recipient, RejectReason, Round, ValidatorIndex,
+    ROUNDS_AHEAD_MAX,
 };
 
 /// What a restarted node recovers from its own disk.
@@ -283,13 +283,9 @@ impl<C: QuorumCrypto> Core<C> {
         }
         // The vote's block names the next leader; a vote that overtook its block is collected (a
         // QC it helps form is checked like any other; proposing still needs the block).
-        let next_leader = match self.tree.get(&vote.block_hash) {
-            Some(block) => leader::after_qc(&self.cfg, vote.round + 1, block),
-            None if self.cfg.leader_election == LeaderElection::RoundRobin => {
-                self.cfg.round_robin_leader(vote.round + 1)
-            }
-            None => self.cfg.me,
-        };
+        let certified = self.tree.get(&vote.block_hash);
+        let next_leader =
+            leader::after_qc_if_held(&self.cfg, vote.round + 1, certified).unwrap_or(self.cfg.me);
         if next_leader != self.cfg.me {
             return self.reject(
                 Some(from),

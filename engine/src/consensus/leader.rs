@@ -62,6 +62,22 @@ pub fn after_qc(cfg: &Config, round: Round, certified: &Block) -> ValidatorIndex
         .expect("index below the candidate count")
 }
 
+/// Like `after_qc` when this node may not hold the certified block: None when it does not and the
+/// rule needs the block (reputation); round-robin needs none.
+pub fn after_qc_if_held(
+    cfg: &Config,
+    round: Round,
+    certified: Option<&Block>,
+) -> Option<ValidatorIndex> {
+    match certified {
+        Some(block) => Some(after_qc(cfg, round, block)),
+        None if cfg.leader_election == LeaderElection::RoundRobin => {
+            Some(round_robin(cfg.validator_count, round))
+        }
+        None => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

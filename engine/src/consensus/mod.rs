@@ -57,7 +57,8 @@ pub const BATCHES_AVAILABLE_MAX: usize = 16_384;
 pub const BLOCKS_IN_MEMORY_MAX: usize = 1024;
 /// Most recent committed blocks kept in memory to serve sync requests: how far behind a node may
 /// fall and still catch up by block sync (about 4.5 minutes of the e2e benchmark's ~60 blocks/s).
-/// A block in the window takes ~0.4 KiB plus 32 bytes per batch digest: at most ~40 MiB.
+/// A block in the window takes ~0.4 KiB plus 32 bytes per batch digest: at most ~40 MiB
+/// (estimated from the record sizes, not measured).
 pub const COMMITTED_WINDOW_MAX: usize = 16_384;
 /// Most blocks in one sync response.
 pub const SYNC_BLOCKS_MAX: usize = 32;

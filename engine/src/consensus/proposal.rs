@@ -7,8 +7,7 @@ use super::core::Core;
 use super::crypto_iface::QuorumCrypto;
 use super::messages::{Block, Message, Proposal};
 use super::{
-    leader, Action, Hash, LeaderElection, RejectReason, ValidatorIndex, BLOCK_DIGESTS_MAX,
-    EQUIVOCATION_ROUNDS_KEPT,
+    leader, Action, Hash, RejectReason, ValidatorIndex, BLOCK_DIGESTS_MAX, EQUIVOCATION_ROUNDS_KEPT,
 };
 
 /// A block that extends a QC of the round just before its own entered that round through the QC
@@ -230,13 +229,7 @@ impl<C: QuorumCrypto> Core<C> {
         if tc.is_none() {
             // Entered through a QC: the certified block names the leader. A node that lacks it
             // cannot tell, and needs the block to vote on the next proposal anyway: it syncs.
-            let leader = match parent {
-                Some(p) => Some(leader::after_qc(&self.cfg, round, p)),
-                None if self.cfg.leader_election == LeaderElection::RoundRobin => {
-                    Some(self.cfg.round_robin_leader(round))
-                }
-                None => None,
-            };
+            let leader = leader::after_qc_if_held(&self.cfg, round, parent);
             if leader.is_some_and(|l| l != self.cfg.me) {
                 return;
             }

@@ -28,7 +28,7 @@ pub const BATCH_STORE_COMMITTED_BYTES_MAX: usize = 32 << 20;
 /// the block log: consensus' sync window, the furthest a laggard can catch up by block sync.
 pub const COMMITTED_INDEX_BLOCKS_MAX: u64 = COMMITTED_WINDOW_MAX as u64;
 /// Most digests in that index, 16 per block of the window on average (about 100 bytes each with
-/// the map and the eviction order: at most ~25 MiB).
+/// the map and the eviction order: at most ~25 MiB; estimated from the entry sizes, not measured).
 pub const COMMITTED_INDEX_DIGESTS_MAX: usize = 262_144;
 /// Most requests in one batch on the wire (a peer sending more is refused).
 pub const BATCH_REQUESTS_MAX: usize = 8192;
