@@ -16,31 +16,28 @@ pub(crate) fn vec_filled<T: Clone>(len: usize, fill: T) -> Vec<T> {
     vector
 }
 
-/// An empty vector whose `capacity` is hinted to huge pages and faulted in (by writing `fill`).
-pub(crate) fn vec_reserved<T: Clone>(capacity: usize, fill: T) -> Vec<T> {
-    let mut vector = vec_filled(capacity, fill);
-    vector.clear();
-    assert!(vector.capacity() >= capacity);
+/// An empty vector with room for exactly `capacity` elements, hinted to huge pages and not
+/// touched: its pages fault in as it fills (or by `populate_spare`).
+pub(crate) fn segment_new<T>(capacity: usize) -> Vec<T> {
+    let vector = Vec::with_capacity(capacity);
+    advise_huge_pages(&vector);
     vector
 }
 
-/// Grows `vector`'s capacity to at least `capacity` in one step (huge-page hint), keeping its
-/// contents. The new pages are not touched: they fault in as the vector fills, a 2 MiB page at a
-/// time, instead of all at once at start (seconds for GiB-sized tables) or by doubling later (a
-/// copy of the whole table on the hot path). A no-op when it is already large enough.
-pub(crate) fn reserve_lazy<T>(vector: &mut Vec<T>, capacity: usize) {
-    if vector.capacity() >= capacity {
-        return;
-    }
-    vector.reserve_exact(capacity - vector.len());
-    advise_huge_pages(vector);
+/// Faults in the first `count` elements' worth of `vector`'s (empty) capacity by writing `fill`
+/// there, and leaves it empty.
+pub(crate) fn fault_in<T: Clone>(vector: &mut Vec<T>, count: usize, fill: T) {
+    assert!(vector.is_empty() && count <= vector.capacity());
+    vector.resize(count, fill);
+    vector.clear();
 }
 
 /// Faults in the pages of `vector`'s spare capacity (its reserved, not yet used tail) without
 /// writing them, so the hot path that fills it later never takes a first-touch fault. On this
 /// class of VM a first touch costs about 3 ms per MiB (the host backs the page), against 0.2 ms
 /// for memory already backed (docs/CAPACITY.md). Returns the bytes populated; 0 where the kernel
-/// lacks `MADV_POPULATE_WRITE` (Linux < 5.14), where the vector is small, or off Linux: the
+/// lacks `MADV_POPULATE_WRITE` (Linux < 5.14), where the spare part spans no whole page, or
+/// off Linux: the
 /// pages then fault in as the vector fills, which is only slower.
 pub(crate) fn populate_spare<T>(vector: &Vec<T>) -> usize {
     let size = std::mem::size_of::<T>();
@@ -53,7 +50,7 @@ pub(crate) fn populate_spare<T>(vector: &Vec<T>) -> usize {
 fn populate(start: usize, bytes: usize) -> usize {
     let start_aligned = start.next_multiple_of(PAGE_BYTES);
     let end_aligned = (start + bytes) / PAGE_BYTES * PAGE_BYTES;
-    if bytes < HUGE_PAGE_HINT_BYTES_MIN || end_aligned <= start_aligned {
+    if end_aligned <= start_aligned {
         return 0;
     }
     // SAFETY: the range lies inside a live allocation the caller borrows and is page-aligned;

@@ -18,6 +18,7 @@ mod positions;
 mod query;
 mod reconcile;
 mod snapshot;
+mod table;
 mod transfers;
 mod two_phase;
 
@@ -34,6 +35,7 @@ pub use jointloan::partner_part;
 pub use map::U128Map;
 pub use reconcile::{statement_digest, IdsDiff};
 pub use snapshot::SnapshotError;
+use table::Table;
 
 /// Marks "no index" in u32 index fields (history links, reserve index).
 pub(crate) const INDEX_NONE: u32 = u32::MAX;
@@ -162,11 +164,11 @@ pub struct Totals {
 /// The ledger: all state in memory, sized by `LedgerConfig`.
 pub struct Ledger {
     pub(crate) config: LedgerConfig,
-    pub(crate) accounts: Vec<Account>,
-    pub(crate) account_meta: Vec<AccountMeta>,
+    pub(crate) accounts: Table<Account>,
+    pub(crate) account_meta: Table<AccountMeta>,
     pub(crate) account_index: U128Map,
-    pub(crate) transfers: Vec<Transfer>,
-    pub(crate) transfer_meta: Vec<TransferMeta>,
+    pub(crate) transfers: Table<Transfer>,
+    pub(crate) transfer_meta: Table<TransferMeta>,
     pub(crate) transfer_index: U128Map,
     /// Pending transfers with a timeout: (expires_at_ns, transfer id), soonest first. Stale entries
     /// (posted, voided, rolled back) are skipped when they surface.
@@ -211,11 +213,11 @@ pub struct TableFill {
 }
 
 impl TableFill {
-    /// The share of a table's capacity at which the node warns that it will soon double.
+    /// The share of a table's capacity at which the node warns that it will soon outgrow it.
     pub const WARN_PER_MILLE: usize = 900;
 
     /// Tables (by name) whose fill crossed `WARN_PER_MILLE` of their capacity going from
-    /// `before` to `self` (the same capacity; a table that doubled in between does not count).
+    /// `before` to `self` (the same capacity; a table resized in between does not count).
     pub fn crossed_warning(&self, before: &TableFill) -> Vec<&'static str> {
         let crossed = |old: usize, new: usize, capacity: usize, old_capacity: usize| {
             let mark = capacity / 1000 * Self::WARN_PER_MILLE;
@@ -248,11 +250,11 @@ impl Ledger {
     pub fn new(config: LedgerConfig) -> Ledger {
         Ledger {
             config,
-            accounts: memory::vec_reserved(config.accounts_capacity, Account::default()),
-            account_meta: memory::vec_reserved(config.accounts_capacity, ACCOUNT_META_NONE),
+            accounts: Table::reserved(config.accounts_capacity, Account::default()),
+            account_meta: Table::reserved(config.accounts_capacity, ACCOUNT_META_NONE),
             account_index: U128Map::with_capacity(config.accounts_capacity),
-            transfers: memory::vec_reserved(config.transfers_capacity, Transfer::default()),
-            transfer_meta: memory::vec_reserved(config.transfers_capacity, TRANSFER_META_NONE),
+            transfers: Table::reserved(config.transfers_capacity, Transfer::default()),
+            transfer_meta: Table::reserved(config.transfers_capacity, TRANSFER_META_NONE),
             transfer_index: U128Map::with_capacity(config.transfers_capacity),
             expiries: BinaryHeap::new(),
             reserves: Vec::new(),
@@ -278,25 +280,27 @@ impl Ledger {
     /// lazily (pages fault in as they fill); the id indexes are allocated and faulted in now, since
     /// their inserts land anywhere. Never shrinks.
     pub fn reserve(&mut self, accounts: usize, transfers: usize) {
-        memory::reserve_lazy(&mut self.accounts, accounts);
-        memory::reserve_lazy(&mut self.account_meta, accounts);
+        self.accounts.reserve_lazy(accounts);
+        self.account_meta.reserve_lazy(accounts);
         self.account_index.reserve(accounts);
-        memory::reserve_lazy(&mut self.transfers, transfers);
-        memory::reserve_lazy(&mut self.transfer_meta, transfers);
+        self.transfers.reserve_lazy(transfers);
+        self.transfer_meta.reserve_lazy(transfers);
         self.transfer_index.reserve(transfers);
         self.config.accounts_capacity = self.config.accounts_capacity.max(accounts);
         self.config.transfers_capacity = self.config.transfers_capacity.max(transfers);
     }
 
-    /// Records held and room reserved in the account and transfer tables. A table that fills
-    /// its capacity doubles on the next insert: a copy of the whole table that stops execution
-    /// (seconds for a GiB-sized table), so operators size `[ledger]` ahead (docs/OPERATIONS.md).
+    /// Records held in the account and transfer tables, and the capacity they were sized and
+    /// faulted in for (`LedgerConfig`, raised by `reserve`). Past that capacity a table still
+    /// grows without stopping (a segment at a time, never a copy: `table`), but its pages fault
+    /// in on the hot path and the id index migrates to a larger table as it goes (`map`), so
+    /// execution is slower until the next restart sizes it (docs/OPERATIONS.md).
     pub fn table_fill(&self) -> TableFill {
         TableFill {
             accounts: self.accounts.len(),
-            accounts_capacity: self.accounts.capacity(),
+            accounts_capacity: self.config.accounts_capacity,
             transfers: self.transfers.len(),
-            transfers_capacity: self.transfers.capacity(),
+            transfers_capacity: self.config.transfers_capacity,
         }
     }
 
@@ -305,10 +309,10 @@ impl Ledger {
     /// bytes populated (0 where the kernel cannot populate ahead: the tables then fault in as
     /// they fill).
     pub fn prefault(&self) -> usize {
-        memory::populate_spare(&self.accounts)
-            + memory::populate_spare(&self.account_meta)
-            + memory::populate_spare(&self.transfers)
-            + memory::populate_spare(&self.transfer_meta)
+        self.accounts.populate_spare()
+            + self.account_meta.populate_spare()
+            + self.transfers.populate_spare()
+            + self.transfer_meta.populate_spare()
     }
 
     /// The running digest: `d' = xxh3_128_with_seed(d ‖ record, tag)` over every state change in
@@ -339,14 +343,16 @@ impl Ledger {
         }
         let mut hasher = xxhash_rust::xxh3::Xxh3::with_seed(digest_tag::TRANSFERS);
         hasher.update(&self.digest.to_le_bytes());
-        transfers_bytes(&self.transfers[first..], |bytes| hasher.update(bytes));
+        for slice in self.transfers.slices_from(first) {
+            transfers_bytes(slice, |bytes| hasher.update(bytes));
+        }
         self.digest = hasher.digest128();
     }
 
     /// Sums of balances over all accounts, modulo 2^128 (O(accounts)).
     pub fn totals(&self) -> Totals {
         let mut totals = Totals::default();
-        for account in &self.accounts {
+        for account in self.accounts.iter() {
             totals.debits_posted = totals.debits_posted.wrapping_add(account.debits_posted);
             totals.credits_posted = totals.credits_posted.wrapping_add(account.credits_posted);
             totals.debits_pending = totals.debits_pending.wrapping_add(account.debits_pending);

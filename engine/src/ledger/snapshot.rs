@@ -356,7 +356,7 @@ impl Ledger {
     /// later post, void or expiry can underflow them.
     fn pending_balances_check(&self) -> Result<(), SnapshotError> {
         let mut pending = vec![(0u128, 0u128); self.accounts.len()];
-        for (transfer, meta) in self.transfers.iter().zip(&self.transfer_meta) {
+        for (transfer, meta) in self.transfers.iter().zip(self.transfer_meta.iter()) {
             if meta.state != PendingState::Pending {
                 continue;
             }

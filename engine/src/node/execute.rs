@@ -150,6 +150,30 @@ pub fn record_batch_frame(
     Ok(Some(out.into()))
 }
 
+/// Splits `digests` over the peers that are `up`, round-robin from `rotation`: one fetch per peer,
+/// each digest asked of exactly one. With no peer up, one fetch asks every peer.
+fn spread_fetches(
+    digests: Vec<Digest>,
+    up: &[ValidatorIndex],
+    rotation: usize,
+) -> Vec<(Option<ValidatorIndex>, Vec<Digest>)> {
+    if digests.is_empty() {
+        return Vec::new();
+    }
+    if up.is_empty() {
+        return vec![(None, digests)];
+    }
+    let mut shares: Vec<Vec<Digest>> = vec![Vec::new(); up.len()];
+    for (position, digest) in digests.into_iter().enumerate() {
+        shares[(position + rotation) % up.len()].push(digest);
+    }
+    up.iter()
+        .zip(shares)
+        .filter(|(_, share)| !share.is_empty())
+        .map(|(peer, share)| (Some(*peer), share))
+        .collect()
+}
+
 /// Batch `digest` of the log's block at `height`, decoded.
 fn log_batch(log: &BlockLog, height: u64, digest: &Digest) -> Result<Option<Batch>, String> {
     let bytes = log.read(height).map_err(|e| e.to_string())?;
@@ -304,9 +328,10 @@ impl Execute {
         }
     }
 
-    /// Publishes the ledger tables' fill, and warns once when a table passes 90 % of its
-    /// capacity: when full it doubles, a copy of the whole table that stops execution on every
-    /// node at the same height (15-20 s for 2 GiB here; docs/CAPACITY.md, session 9).
+    /// Publishes the ledger tables' fill, and warns once when a table passes 90 % of the
+    /// capacity it was sized for. Past it the table still grows without stopping, but page
+    /// faults and the id index's migration land on the execute thread (`ledger::table`,
+    /// `ledger::map`), so execution slows until a restart with a larger `[ledger]` capacity.
     fn note_table_fill(&self, before: &TableFill) {
         let fill = self.ledger.table_fill();
         let m = &self.shared.metrics;
@@ -328,7 +353,7 @@ impl Execute {
                 accounts_capacity = fill.accounts_capacity,
                 transfers = fill.transfers,
                 transfers_capacity = fill.transfers_capacity,
-                "ledger table 90% full: when full it doubles, stopping execution while it copies; raise [ledger] {table}_capacity and restart"
+                "ledger table at 90% of its configured capacity: past it the node grows it as it goes, slower (page faults and index migration on the execute thread); raise [ledger] {table}_capacity at the next restart"
             );
         }
     }
@@ -338,7 +363,10 @@ impl Execute {
     /// One fetch for the whole hand-off (up to a sync response's blocks), so the batches of later
     /// blocks arrive while earlier ones execute, instead of one fetch per block each after
     /// `BATCH_FETCH_RETRY_MS`: a catching-up node went 3.5 blocks/s that way (docs/CAPACITY.md,
-    /// session 9) and never caught up with peers committing 60 blocks/s.
+    /// session 9) and never caught up with peers committing 60 blocks/s. Each digest goes to one
+    /// peer that is up (`spread_fetches`), not to all: every peer asked reads the batch from its
+    /// log and sends it, so asking all of them tripled the reads and the bytes. A batch the peer
+    /// asked does not send is asked of every peer by `resolve` after its wait.
     fn prefetch(&self, blocks: &[Commit]) {
         let (executed_height, _) = self.shared.executed();
         let digests: Vec<Digest> = blocks
@@ -348,16 +376,16 @@ impl Execute {
             .filter(|digest| self.store.locate(digest) == Located::Unknown)
             .copied()
             .collect();
-        if digests.is_empty() {
-            return;
+        let rotation = executed_height as usize;
+        for (from, digests) in spread_fetches(digests, &self.peers.up(), rotation) {
+            let fetch = DisseminationIn::Fetch {
+                digests,
+                from,
+                not_before: Instant::now(),
+            };
+            // Full or gone: `resolve` asks again after its wait.
+            let _ = self.dissemination.try_send(fetch);
         }
-        let fetch = DisseminationIn::Fetch {
-            digests,
-            from: None,
-            not_before: Instant::now(),
-        };
-        // Full or gone: `resolve` asks again after its wait.
-        let _ = self.dissemination.try_send(fetch);
     }
 
     /// Waits for every batch of the block (asking peers while any is missing). A batch ordered
@@ -574,6 +602,31 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn prefetch_asks_each_missing_batch_of_exactly_one_peer_that_is_up() {
+        let digests: Vec<Digest> = (0..10u8).map(|i| [i; 32]).collect();
+        let spread = spread_fetches(digests.clone(), &[1, 2, 3], 4);
+        assert_eq!(spread.len(), 3);
+        let mut asked: Vec<Digest> = spread.iter().flat_map(|(_, d)| d.clone()).collect();
+        asked.sort();
+        assert_eq!(asked, digests, "every digest asked once");
+        let sizes: Vec<usize> = spread.iter().map(|(_, d)| d.len()).collect();
+        assert!(sizes.iter().all(|n| (3..=4).contains(n)), "{sizes:?}");
+        assert!(spread.iter().all(|(from, _)| matches!(from, Some(1..=3))));
+        // The rotation moves who gets the first digest.
+        let first_of = |rotation| spread_fetches(digests[..1].to_vec(), &[1, 2, 3], rotation)[0].0;
+        assert_eq!(
+            (first_of(0), first_of(1), first_of(2)),
+            (Some(1), Some(2), Some(3))
+        );
+        // Nobody up: everyone is asked; nothing missing: nobody is.
+        assert_eq!(
+            spread_fetches(digests[..2].to_vec(), &[], 0),
+            vec![(None, digests[..2].to_vec())]
+        );
+        assert!(spread_fetches(Vec::new(), &[1, 2], 0).is_empty());
     }
 
     fn committed(height: u64, batches: &[Arc<Batch>]) -> CommittedBlock {

@@ -1,0 +1,239 @@
+//! `Table<T>`: an append-only record table stored in fixed-size segments.
+//!
+//! Growth adds one segment (`SEGMENT_LEN` records, allocated untouched) and never moves a record.
+//! A `Vec` that outgrows its capacity copies the whole table instead: for the transfers table of a
+//! busy node that was a 2 GiB copy that stopped execution on every replica at the same height for
+//! 15-20 s (docs/CAPACITY.md, session 9). Here the cost of growth is the first touch of the new
+//! segment's pages, paid a page at a time as records land in it.
+//!
+//! Invariants: every segment has capacity exactly `SEGMENT_LEN`; the segments before the one
+//! holding record `len - 1` are full; the ones after it are empty (reserved capacity). Record `i`
+//! lives in segment `i >> SEGMENT_LOG2` at offset `i & SEGMENT_MASK`, so indexing is a shift, a
+//! mask and one more load (the segment table is small and stays in cache).
+
+use std::ops::{Index, IndexMut};
+
+use super::memory;
+
+/// Records per segment: 2^16. At 128 bytes a record that is 8 MiB, four 2 MiB huge pages.
+pub(crate) const SEGMENT_LOG2: u32 = 16;
+pub(crate) const SEGMENT_LEN: usize = 1 << SEGMENT_LOG2;
+const SEGMENT_MASK: usize = SEGMENT_LEN - 1;
+
+pub(crate) struct Table<T> {
+    segments: Vec<Vec<T>>,
+    len: usize,
+}
+
+impl<T: Clone> Table<T> {
+    /// A table with room for `capacity` records, faulted in now (static allocation at startup:
+    /// the hot path takes no page fault until `capacity` is exceeded).
+    pub(crate) fn reserved(capacity: usize, fill: T) -> Table<T> {
+        let mut table = Table::new();
+        table.reserve_lazy(capacity);
+        let mut left = capacity;
+        for segment in &mut table.segments {
+            let count = left.min(SEGMENT_LEN);
+            memory::fault_in(segment, count, fill.clone());
+            left -= count;
+        }
+        table
+    }
+}
+
+impl<T> Table<T> {
+    pub(crate) fn new() -> Table<T> {
+        Table {
+            segments: Vec::new(),
+            len: 0,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Records the allocated segments hold room for (a multiple of `SEGMENT_LEN`).
+    pub(crate) fn capacity(&self) -> usize {
+        self.segments.len() * SEGMENT_LEN
+    }
+
+    /// Allocates segments (untouched: pages fault in as records land, or by `populate_spare`)
+    /// until there is room for `capacity` records. Never moves a record; never shrinks.
+    pub(crate) fn reserve_lazy(&mut self, capacity: usize) {
+        while self.capacity() < capacity {
+            self.segments.push(memory::segment_new(SEGMENT_LEN));
+        }
+    }
+
+    #[inline]
+    pub(crate) fn push(&mut self, record: T) {
+        let segment = self.len >> SEGMENT_LOG2;
+        if segment == self.segments.len() {
+            self.segments.push(memory::segment_new(SEGMENT_LEN));
+        }
+        let target = &mut self.segments[segment];
+        debug_assert!(target.len() < SEGMENT_LEN);
+        target.push(record);
+        self.len += 1;
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<T> {
+        let last = self.len.checked_sub(1)?;
+        let record = self.segments[last >> SEGMENT_LOG2].pop();
+        debug_assert!(record.is_some());
+        self.len = last;
+        record
+    }
+
+    /// The records from index `first` on, as one slice per segment, in order.
+    pub(crate) fn slices_from(&self, first: usize) -> impl Iterator<Item = &[T]> {
+        assert!(first <= self.len, "table: slice start past the end");
+        let skip = first >> SEGMENT_LOG2;
+        let offset = first & SEGMENT_MASK;
+        self.segments
+            .iter()
+            .skip(skip)
+            .enumerate()
+            .map(move |(position, segment)| {
+                if position == 0 {
+                    &segment[offset.min(segment.len())..]
+                } else {
+                    &segment[..]
+                }
+            })
+            .take_while(|slice| !slice.is_empty())
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.segments.iter().flat_map(|segment| segment.iter())
+    }
+
+    /// Faults in the pages of the reserved, still unused capacity without writing them (see
+    /// `memory::populate_spare`). Returns the bytes populated.
+    pub(crate) fn populate_spare(&self) -> usize {
+        self.segments
+            .iter()
+            .skip(self.len >> SEGMENT_LOG2)
+            .map(memory::populate_spare)
+            .sum()
+    }
+}
+
+impl<T> Index<usize> for Table<T> {
+    type Output = T;
+
+    #[inline]
+    fn index(&self, index: usize) -> &T {
+        // The segments' own bounds checks reject `index >= len`: the segments after the one
+        // holding the last record are empty.
+        &self.segments[index >> SEGMENT_LOG2][index & SEGMENT_MASK]
+    }
+}
+
+impl<T> IndexMut<usize> for Table<T> {
+    #[inline]
+    fn index_mut(&mut self, index: usize) -> &mut T {
+        &mut self.segments[index >> SEGMENT_LOG2][index & SEGMENT_MASK]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Table, SEGMENT_LEN};
+    use proptest::prelude::*;
+
+    #[test]
+    fn growth_past_a_segment_never_moves_a_record() {
+        let mut table = Table::reserved(10, 0u64);
+        assert_eq!(table.capacity(), SEGMENT_LEN);
+        for value in 0..SEGMENT_LEN as u64 {
+            table.push(value);
+        }
+        let first_record = &table[0] as *const u64;
+        table.push(SEGMENT_LEN as u64);
+        assert_eq!(table.capacity(), 2 * SEGMENT_LEN);
+        assert_eq!(
+            &table[0] as *const u64, first_record,
+            "growth moved the first segment"
+        );
+        assert_eq!(table[SEGMENT_LEN], SEGMENT_LEN as u64);
+        assert_eq!(table.len(), SEGMENT_LEN + 1);
+    }
+
+    #[test]
+    fn slices_from_cover_exactly_the_records_from_first_across_segments() {
+        let mut table = Table::new();
+        let count = 2 * SEGMENT_LEN + 17;
+        (0..count as u32).for_each(|value| table.push(value));
+        for first in [
+            0,
+            5,
+            SEGMENT_LEN - 1,
+            SEGMENT_LEN,
+            2 * SEGMENT_LEN,
+            count - 1,
+            count,
+        ] {
+            let joined: Vec<u32> = table.slices_from(first).flatten().copied().collect();
+            let expected: Vec<u32> = (first as u32..count as u32).collect();
+            assert_eq!(joined, expected, "from {first}");
+        }
+        // A segment boundary exactly at the end yields no empty trailing slice.
+        let mut full = Table::new();
+        (0..SEGMENT_LEN as u32).for_each(|value| full.push(value));
+        full.reserve_lazy(3 * SEGMENT_LEN);
+        assert_eq!(full.slices_from(0).count(), 1);
+        assert_eq!(full.slices_from(SEGMENT_LEN).count(), 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "out of bounds")]
+    fn index_past_len_panics_even_inside_reserved_capacity() {
+        let mut table = Table::reserved(100, 0u8);
+        table.push(1);
+        let _ = table[1];
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// The table behaves as a `Vec` under pushes, pops, writes and reserves that cross
+        /// segment boundaries.
+        #[test]
+        fn table_matches_a_vec(
+            operations in proptest::collection::vec((0u8..4, 0usize..3 * SEGMENT_LEN), 1..40)
+        ) {
+            let mut table = Table::new();
+            let mut model: Vec<usize> = Vec::new();
+            for (kind, amount) in operations {
+                match kind {
+                    0 => {
+                        for i in 0..amount % 40_000 {
+                            let value = i ^ model.len();
+                            table.push(value);
+                            model.push(value);
+                        }
+                    }
+                    1 => {
+                        for _ in 0..amount % 30_000 {
+                            prop_assert_eq!(table.pop(), model.pop());
+                        }
+                    }
+                    2 if !model.is_empty() => {
+                        let index = amount % model.len();
+                        table[index] = amount;
+                        model[index] = amount;
+                    }
+                    _ => table.reserve_lazy(amount),
+                }
+                prop_assert_eq!(table.len(), model.len());
+                prop_assert!(table.capacity() >= table.len());
+                prop_assert_eq!(table.capacity() % SEGMENT_LEN, 0);
+            }
+            prop_assert!(table.iter().eq(model.iter()));
+            let first = model.len() / 3;
+            let joined: Vec<usize> = table.slices_from(first).flatten().copied().collect();
+            prop_assert_eq!(&joined[..], &model[first..]);
+        }
+    }
+}
