@@ -485,3 +485,93 @@ fn table_fill_counts_records_and_warns_once_when_a_table_nears_its_capacity() {
         vec!["accounts"]
     );
 }
+
+#[test]
+fn a_ledger_grown_far_past_its_capacity_keeps_records_digest_and_rollback_across_segments() {
+    use crate::codec::Record;
+    let mut world = World::consortium(); // sized for 16 Ki transfers: it must grow
+    let capacity = world.ledger.config().transfers_capacity;
+    let boundary = crate::ledger::table::SEGMENT_LEN;
+    assert!(capacity < boundary);
+    let mut id = 1_000u128;
+    let mut fill = |world: &mut World, count: usize| {
+        let events: Vec<Transfer> = (0..count)
+            .map(|_| {
+                id += 1;
+                t(id, LEAD_CASH, BORROWER, 1)
+            })
+            .collect();
+        world.expect_ok(LEAD, Events::CreateTransfers(events));
+    };
+    while world.ledger.transfers.len() + 5_000 < boundary {
+        fill(&mut world, 5_000);
+    }
+    let last = boundary - 3 - world.ledger.transfers.len();
+    fill(&mut world, last);
+    assert_eq!(world.ledger.transfers.len(), boundary - 3);
+    let first_record = &world.ledger.transfers[0] as *const Transfer;
+
+    // A linked chain that straddles the segment boundary and fails at its end rolls back
+    // through it.
+    let linked = |transfer: Transfer| Transfer {
+        flags: tf::LINKED,
+        ..transfer
+    };
+    let digest = world.ledger.digest();
+    let chain: Vec<Transfer> = (0..6)
+        .map(|i| linked(t(900_000 + i, LEAD_CASH, BORROWER, 1)))
+        .chain([t(900_006, LEAD_CASH, 999, 1)])
+        .collect();
+    let codes = world.codes(LEAD, Events::CreateTransfers(chain));
+    assert_eq!(codes[6], ResultCode::CreditAccountNotFound);
+    assert_eq!(world.ledger.transfers.len(), boundary - 3);
+    assert_eq!(world.ledger.digest(), digest);
+    assert!(world
+        .ledger
+        .lookup_transfers(LEAD, &[900_002, 900_004])
+        .is_empty());
+
+    // A request straddling the boundary is mixed into the digest as one chunk, exactly as the
+    // digest's definition says (records concatenated across the segments).
+    let digest_before = world.ledger.digest();
+    let ids: Vec<u128> = (0..7).map(|i| 900_000 + i).collect();
+    let events: Vec<Transfer> = ids
+        .iter()
+        .map(|&id| t(id, LEAD_CASH, BORROWER, 2))
+        .collect();
+    world.expect_ok(LEAD, Events::CreateTransfers(events));
+    assert_eq!(world.ledger.transfers.len(), boundary + 4);
+    let stored = world.ledger.lookup_transfers(LEAD, &ids);
+    assert_eq!(stored.len(), 7);
+    let mut bytes = digest_before.to_le_bytes().to_vec();
+    stored
+        .iter()
+        .for_each(|transfer| bytes.extend_from_slice(&transfer.to_bytes()));
+    let expected =
+        xxhash_rust::xxh3::xxh3_128_with_seed(&bytes, crate::ledger::digest_tag::TRANSFERS);
+    assert_eq!(world.ledger.digest(), expected);
+    assert_eq!(
+        &world.ledger.transfers[0] as *const Transfer, first_record,
+        "growth moved a record"
+    );
+    assert_eq!(world.ledger.table_fill().transfers, boundary + 4);
+    assert_eq!(world.ledger.table_fill().transfers_capacity, capacity);
+
+    // Every record is still found by id, and a snapshot restores the same state.
+    assert_eq!(
+        world
+            .ledger
+            .lookup_transfers(LEAD, &[1_001, 1_000 + 40_000])
+            .len(),
+        2
+    );
+    let restored = crate::ledger::Ledger::from_snapshot_bytes(&world.ledger.snapshot_bytes())
+        .expect("restore");
+    assert_eq!(restored.digest(), world.ledger.digest());
+    assert_eq!(restored.lookup_transfers(LEAD, &ids), stored);
+    assert_eq!(
+        world.account(BORROWER).credits_posted,
+        (boundary + 4 - 2 - 7) as u128 + 7 * 2
+    );
+    world.assert_conserved();
+}
