@@ -41,6 +41,11 @@ pub struct Args {
     /// Feed the ledger encoded request bodies through `apply_request` (includes decoding).
     #[arg(long)]
     pub wire: bool,
+    /// Transfers the ledger is sized and faulted in for before timing (default: `--transfers`
+    /// plus an eighth). Smaller makes the tables and the id index grow during the run; the
+    /// slowest batch then shows what growth costs the execute thread.
+    #[arg(long)]
+    pub capacity: Option<usize>,
     /// Print the result as one JSON object on the last stdout line.
     #[arg(long)]
     pub json: bool,
@@ -213,7 +218,7 @@ fn ledger_with_accounts(args: &Args) -> Result<Ledger, String> {
     let config = LedgerConfig {
         operator: OPERATOR,
         accounts_capacity: args.accounts,
-        transfers_capacity: args.transfers + args.transfers / 8,
+        transfers_capacity: args.capacity.unwrap_or(args.transfers + args.transfers / 8),
         loans_capacity: 16,
     };
     let mut ledger = Ledger::new(config);
@@ -256,12 +261,14 @@ fn thread_cpu_s() -> f64 {
 }
 
 /// Seconds of wall clock and of this thread's CPU time.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Elapsed {
     wall_s: f64,
     cpu_s: f64,
     /// Minor page faults the thread took (should be ~0: the ledger pre-faults its capacity).
     page_faults: i64,
+    /// Wall time of each batch, in milliseconds (empty for the limit run).
+    batch_ms: Vec<f64>,
 }
 
 fn thread_page_faults() -> i64 {
@@ -307,6 +314,13 @@ fn apply_all(
     let faults_start = thread_page_faults();
     let cpu_start = thread_cpu_s();
     let start = Instant::now();
+    let mut batch_ms = Vec::with_capacity(workload.batches.len());
+    let mut batch_start = start;
+    let mut batch_done = |batch_ms: &mut Vec<f64>| {
+        let now = Instant::now();
+        batch_ms.push((now - batch_start).as_secs_f64() * 1e3);
+        batch_start = now;
+    };
     if wire {
         for (index, body) in bodies.iter().enumerate() {
             let timestamp = timestamp_base + index as u64 * BATCH_GAP_NS;
@@ -319,6 +333,7 @@ fn apply_all(
                 )
                 .map_err(|error| error.to_string())?;
             rejected += reply.results().len();
+            batch_done(&mut batch_ms);
         }
     } else {
         for batch in &batches {
@@ -327,6 +342,7 @@ fn apply_all(
                 .map_err(|error| error.to_string())?
                 .results()
                 .len();
+            batch_done(&mut batch_ms);
         }
     }
     let wall_s = start.elapsed().as_secs_f64();
@@ -335,9 +351,30 @@ fn apply_all(
             wall_s,
             cpu_s: thread_cpu_s() - cpu_start,
             page_faults: thread_page_faults() - faults_start,
+            batch_ms,
         },
         rejected,
     ))
+}
+
+/// Batch wall times: the mean is the same run's yardstick for the slowest batch.
+struct BatchTimes {
+    mean_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+impl BatchTimes {
+    fn of(batch_ms: &[f64]) -> BatchTimes {
+        let mut sorted = batch_ms.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+        BatchTimes {
+            mean_ms: sorted.iter().sum::<f64>() / sorted.len() as f64,
+            p99_ms: at(0.99),
+            max_ms: at(1.0),
+        }
+    }
 }
 
 /// The same-run limit: index insert + record append per transfer, nothing else.
@@ -358,6 +395,7 @@ fn limit_seconds(workload: &Workload) -> Elapsed {
         wall_s: start.elapsed().as_secs_f64(),
         cpu_s: thread_cpu_s() - cpu_start,
         page_faults: 0,
+        batch_ms: Vec::new(),
     };
     assert_eq!(index.len(), records.len());
     std::hint::black_box(&records);
@@ -387,6 +425,8 @@ pub fn run(args: Args) -> Result<(), String> {
     let ns_per_transfer = elapsed.cpu_s * 1e9 / n;
     let limit_ns = limit.cpu_s * 1e9 / n;
     let cpu_share = elapsed.cpu_s / elapsed.wall_s;
+    let capacity = ledger.config().transfers_capacity;
+    let batch = BatchTimes::of(&elapsed.batch_ms);
     println!("SUMMARY ledger apply (one core, in memory)");
     println!(" + CONFIG:");
     println!(
@@ -411,6 +451,7 @@ pub fn run(args: Args) -> Result<(), String> {
             "apply (typed batches)"
         }
     );
+    println!("   ledger sized for {capacity} transfers before timing");
     println!("   workload generated in {generate_s:.2} s (not timed)");
     println!(" + RESULTS:");
     println!("   apply: {transfers_per_s:.0} transfers/s, {ns_per_transfer:.1} ns/transfer (thread CPU time {:.3} s)", elapsed.cpu_s);
@@ -423,6 +464,13 @@ pub fn run(args: Args) -> Result<(), String> {
     println!(
         "   limit (index insert + record append): {limit_ns:.1} ns/transfer; apply / limit = {:.2}",
         ns_per_transfer / limit_ns
+    );
+    println!(
+        "   batch wall time: mean {:.2} ms, p99 {:.2} ms, max {:.2} ms (max / mean = {:.1})",
+        batch.mean_ms,
+        batch.p99_ms,
+        batch.max_ms,
+        batch.max_ms / batch.mean_ms
     );
     println!(
         "   rejected events: {rejected}; page faults during apply: {}; digest {:032x}",
@@ -444,6 +492,11 @@ pub fn run(args: Args) -> Result<(), String> {
             "wire": args.wire,
             "ids": format!("{:?}", args.ids).to_lowercase(),
             "rejected": rejected,
+            "capacity": capacity,
+            "page_faults": elapsed.page_faults,
+            "batch_mean_ms": batch.mean_ms,
+            "batch_p99_ms": batch.p99_ms,
+            "batch_max_ms": batch.max_ms,
         });
         println!("{json}");
     }
