@@ -74,8 +74,9 @@ fn populate(_start: usize, _bytes: usize) -> usize {
     0
 }
 
+/// Hints `vector`'s allocation to transparent huge pages (large vectors only; a no-op off Linux).
 #[cfg(target_os = "linux")]
-fn advise_huge_pages<T>(vector: &Vec<T>) {
+pub(crate) fn advise_huge_pages<T>(vector: &Vec<T>) {
     let bytes = vector.capacity() * std::mem::size_of::<T>();
     if bytes < HUGE_PAGE_HINT_BYTES_MIN {
         return;
@@ -98,7 +99,7 @@ fn advise_huge_pages<T>(vector: &Vec<T>) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise_huge_pages<T>(_vector: &Vec<T>) {}
+pub(crate) fn advise_huge_pages<T>(_vector: &Vec<T>) {}
 
 /// Cache line size the prefetch hints assume.
 const CACHE_LINE_BYTES: usize = 64;

@@ -32,7 +32,7 @@ use crate::types::{Account, InstitutionId, Loan, Reconciliation, Reserve, Statem
 
 pub use batch::{Batch, BatchError, Events, RequestError};
 pub use jointloan::partner_part;
-pub use map::U128Map;
+pub use map::{GrowthPhase, MapGrowth, U128Map};
 pub use reconcile::{statement_digest, IdsDiff};
 pub use snapshot::SnapshotError;
 use table::Table;
