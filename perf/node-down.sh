@@ -3,9 +3,9 @@
 # the timed run, restarts it DOWN seconds later with its own command line, and prints node 0's and
 # node 3's `reckon_height` every 5 s, then the benchmark's summary (digests must agree).
 #   perf/node-down.sh [BIN_DIR] [OUT_DIR]      env: DOWN=25 DURATION=80 POLLS=10 LEDGER_TRANSFERS=
-# The harness sizes each ledger for at most 16 Mi transfers; a run that commits more (about 100 s
-# at full rate) stalls every node at once while the transfers table doubles (stop-the-world).
-# Set LEDGER_TRANSFERS (passed as --ledger-transfers) for longer runs, memory permitting.
+# The harness sizes each ledger for at most 12,000,000 transfers; a run that commits more (about
+# 70 s at full rate) grows the tables as it goes, slower than within capacity. Set LEDGER_TRANSFERS
+# (passed as --ledger-transfers) to size them for longer runs, memory permitting.
 # BIN_DIR holds release `bench-harness` and `reckon` (default target/release, built if missing).
 # Writes OUT_DIR/{e2e.txt,e2e.err,node-*.log,node-3.restart.log,heights.txt} (default perf/out/node-down-<UTC>).
 set -euo pipefail

@@ -25,6 +25,10 @@ use loadgen::workload::{TransfersConfig, Workload};
 /// Signatures in the pairing-limit probe.
 const PAIRING_PROBE_SIGS: usize = 2_000;
 
+/// The default ledger size's cap: below 3/8 of a 2^25-slot id index (768 MiB). At 16 Mi
+/// transfers the index would take 2^26 slots (1.5 GiB a node; `U128Map` sizing).
+const E2E_LEDGER_TRANSFERS_MAX: usize = 12_000_000;
+
 #[derive(clap::Args)]
 pub struct Args {
     #[arg(long, default_value_t = 4)]
@@ -50,7 +54,8 @@ pub struct Args {
     #[arg(long, default_value_t = 10_000)]
     pub accounts: u64,
     /// Transfers each node's ledger is sized for at start (default: 300,000/s x duration, at
-    /// most 16 Mi): the tables are allocated before the run, not doubled during it.
+    /// most 12,000,000, about 2.4 GiB a node): the tables are allocated before the run. A run that
+    /// commits more grows them as it goes (slower, never stopping).
     #[arg(long)]
     pub ledger_transfers: Option<usize>,
     /// Nodes' `verify.batch_deadline_us` (default: 500 with batches of 1,024 events or more,
@@ -280,9 +285,9 @@ pub fn run(args: Args) -> Result<(), String> {
     let ceiling = cores as f64 * pairing_before / args.nodes as f64;
     let args = args.with_run_defaults(ceiling);
     let tune = Tuning {
-        transfers_capacity: args
-            .ledger_transfers
-            .unwrap_or(((PRESIGN_TRANSFERS_PER_S * args.duration) as usize).min(16 << 20)),
+        transfers_capacity: args.ledger_transfers.unwrap_or(
+            ((PRESIGN_TRANSFERS_PER_S * args.duration) as usize).min(E2E_LEDGER_TRANSFERS_MAX),
+        ),
         verify_deadline_us: args.verify_deadline_us,
         batch_deadline_ms: args.batch_deadline_ms,
     };

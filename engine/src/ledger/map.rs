@@ -37,11 +37,10 @@
 //!   it is finished then in one go: a fallback this arithmetic never reaches.
 //! - Values are indexes below `u32::MAX` (asserted): `u32::MAX` marks a tombstone.
 //!
-//! `with_capacity` and `reserve` (startup) still allocate and fault in at once, and no switch
-//! happens within the capacity asked for. Preparing, though, follows the table, not that
-//! capacity: a map sized for more than 3/8 of its slots (e.g. 2^k keys, 2^(k+1) slots) allocates
-//! and faults in the next table (twice its own memory) once 3/8 full, even if it never outgrows
-//! the capacity. That memory and faulting buy the runway that spreads the faulting.
+//! `with_capacity` and `reserve` (startup) still allocate and fault in at once, and size the table
+//! so that the capacity asked for stays below the preparing mark: a ledger sized for its records
+//! never allocates a next table (static allocation, at 8/3 to 16/3 slots per key). Past that
+//! capacity growth is incremental as above.
 //!
 //! The hash is not keyed (replicas must agree), so a member could craft ids that cluster; its
 //! request rate is bounded upstream (signature verification, mempool fairness).
@@ -103,12 +102,19 @@ fn hash(key: u128) -> u64 {
     (block_hash << BLOCK_SLOTS_LOG2) | (key as u64 & ((1 << BLOCK_SLOTS_LOG2) - 1))
 }
 
-/// The table size (slots) that holds `capacity` keys at most half full.
+/// The table size (slots) that holds `capacity` keys without any growth work: below its
+/// preparing mark, so a node sized for its records never allocates or faults in a next table
+/// (static allocation at startup; the price is 8/3 to 16/3 slots per key instead of 2 to 4).
 fn slots_for(capacity: usize) -> usize {
-    capacity
-        .saturating_mul(2)
+    let mut slots = capacity
+        .saturating_mul(8)
+        .div_ceil(3)
         .next_power_of_two()
-        .max(SLOTS_MIN)
+        .max(SLOTS_MIN);
+    while preparing_mark(slots) <= capacity {
+        slots *= 2;
+    }
+    slots
 }
 
 /// The `len` at which a table of `slots_count` slots starts preparing the next one.
@@ -719,6 +725,31 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::HashMap;
 
+    /// A map of exactly `slots` slots (a power of two, at least 16), empty.
+    fn with_slots(slots: usize) -> U128Map {
+        let map = U128Map::with_capacity(slots * 3 / 16 + 1);
+        assert_eq!(map.growth_state().slots, slots);
+        map
+    }
+
+    #[test]
+    fn a_map_filled_to_the_capacity_it_was_sized_for_does_no_growth_work() {
+        for capacity in [1usize, 5, 6, 7, 100, 1 << 12, (1 << 12) + 1, 3 << 12] {
+            let mut map = U128Map::with_capacity(capacity);
+            let slots = map.growth_state().slots;
+            for n in 0..capacity as u64 {
+                map.insert_new(id_of(n), n as u32);
+            }
+            let state = map.growth_state();
+            assert_eq!(state.phase, GrowthPhase::Idle, "capacity {capacity}");
+            assert_eq!((state.slots, state.pages_faulted), (slots, 0));
+            assert!(slots <= (capacity * 16 / 3).max(16).next_power_of_two());
+            // One more key than asked for may start preparing, never a rebuild at once.
+            map.insert_new(id_of(capacity as u64), capacity as u32);
+            assert_eq!(map.growth_state().slots, slots);
+        }
+    }
+
     #[test]
     fn reserve_keeps_every_key_and_stops_growth() {
         let mut map = U128Map::with_capacity(4);
@@ -886,7 +917,7 @@ mod tests {
 
     #[test]
     fn remove_and_reinsert_while_migrating() {
-        let mut map = U128Map::with_capacity(64);
+        let mut map = with_slots(128);
         assert_eq!(map.growth_state().slots, 128);
         let mut model = HashMap::new();
         for n in 0..65u64 {
@@ -945,7 +976,7 @@ mod tests {
 
     #[test]
     fn reserve_during_growth_keeps_every_key() {
-        let mut map = U128Map::with_capacity(64);
+        let mut map = with_slots(128);
         let mut model = HashMap::new();
         let mut n = 0u64;
         while phase_kind(map.growth_state().phase) != 1 {
@@ -967,7 +998,7 @@ mod tests {
             assert_eq!(map.remove(id_of(removed)), model.remove(&id_of(removed)));
         }
         let before = map.growth_state();
-        map.reserve(100); // within the current 256 slots: the migration goes on
+        map.reserve(80); // within the current 256 slots: the migration goes on
         assert_eq!(map.growth_state(), before);
         assert_matches(&map, &model);
         map.reserve(5_000);
@@ -992,7 +1023,7 @@ mod tests {
     fn growth_work_per_insert_is_bounded() {
         const PAGES_PER_CHUNK: u64 = (FAULT_CHUNK_BYTES / PAGE_BYTES) as u64;
         let slot_bytes = std::mem::size_of::<super::Slot>();
-        let mut map = U128Map::with_capacity(1 << 15);
+        let mut map = with_slots(1 << 16);
         assert_eq!(map.growth_state().slots, 1 << 16);
         let mut before = map.growth_state();
         let mut transitions = Vec::new();
@@ -1110,7 +1141,7 @@ mod tests {
 
     #[test]
     fn preparing_spreads_faulting_over_the_way_to_half_full() {
-        let mut map = U128Map::with_capacity(1 << 19);
+        let mut map = with_slots(1 << 20);
         let slots = map.growth_state().slots;
         assert_eq!(slots, 1 << 20);
         let mut n = 0u64;
