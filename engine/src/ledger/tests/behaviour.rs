@@ -389,9 +389,19 @@ fn debit_of_an_account_of_another_institution_is_refused_for_every_requester_but
     );
 }
 
+/// The digest after a create_transfers request that stored `stored`, by the digest's definition:
+/// `xxh3_128_with_seed(digest_before ‖ records, TRANSFERS)`.
+fn transfers_digest(digest_before: u128, stored: &[Transfer]) -> u128 {
+    use crate::codec::Record;
+    let mut bytes = digest_before.to_le_bytes().to_vec();
+    stored
+        .iter()
+        .for_each(|transfer| bytes.extend_from_slice(&transfer.to_bytes()));
+    xxhash_rust::xxh3::xxh3_128_with_seed(&bytes, crate::ledger::digest_tag::TRANSFERS)
+}
+
 #[test]
 fn a_transfer_request_is_mixed_into_the_digest_as_one_chunk_of_wire_records() {
-    use crate::codec::Record;
     let mut world = World::consortium();
     let digest_before = world.ledger.digest();
     let events = vec![
@@ -401,13 +411,10 @@ fn a_transfer_request_is_mixed_into_the_digest_as_one_chunk_of_wire_records() {
     ];
     world.codes(LEAD, Events::CreateTransfers(events));
     let stored = world.ledger.lookup_transfers(LEAD, &[5, 7]);
-    let mut bytes = digest_before.to_le_bytes().to_vec();
-    stored
-        .iter()
-        .for_each(|transfer| bytes.extend_from_slice(&transfer.to_bytes()));
-    let expected =
-        xxhash_rust::xxh3::xxh3_128_with_seed(&bytes, crate::ledger::digest_tag::TRANSFERS);
-    assert_eq!(world.ledger.digest(), expected);
+    assert_eq!(
+        world.ledger.digest(),
+        transfers_digest(digest_before, &stored)
+    );
 }
 
 #[test]
@@ -488,7 +495,6 @@ fn table_fill_counts_records_and_warns_once_when_a_table_nears_its_capacity() {
 
 #[test]
 fn a_ledger_grown_far_past_its_capacity_keeps_records_digest_and_rollback_across_segments() {
-    use crate::codec::Record;
     let mut world = World::consortium(); // sized for 16 Ki transfers: it must grow
     let capacity = world.ledger.config().transfers_capacity;
     let boundary = crate::ledger::table::SEGMENT_LEN;
@@ -543,13 +549,10 @@ fn a_ledger_grown_far_past_its_capacity_keeps_records_digest_and_rollback_across
     assert_eq!(world.ledger.transfers.len(), boundary + 4);
     let stored = world.ledger.lookup_transfers(LEAD, &ids);
     assert_eq!(stored.len(), 7);
-    let mut bytes = digest_before.to_le_bytes().to_vec();
-    stored
-        .iter()
-        .for_each(|transfer| bytes.extend_from_slice(&transfer.to_bytes()));
-    let expected =
-        xxhash_rust::xxh3::xxh3_128_with_seed(&bytes, crate::ledger::digest_tag::TRANSFERS);
-    assert_eq!(world.ledger.digest(), expected);
+    assert_eq!(
+        world.ledger.digest(),
+        transfers_digest(digest_before, &stored)
+    );
     assert_eq!(
         &world.ledger.transfers[0] as *const Transfer, first_record,
         "growth moved a record"
