@@ -363,6 +363,7 @@ impl Ledger {
         totals
     }
 
+    #[inline]
     pub(crate) fn account_get(&self, id: u128) -> Option<u32> {
         if id == 0 {
             return None;
@@ -370,6 +371,7 @@ impl Ledger {
         self.account_index.get(id)
     }
 
+    #[inline]
     pub(crate) fn transfer_get(&self, id: u128) -> Option<u32> {
         if id == 0 {
             return None;

@@ -70,12 +70,18 @@ impl<T> Table<T> {
     pub(crate) fn push(&mut self, record: T) {
         let segment = self.len >> SEGMENT_LOG2;
         if segment == self.segments.len() {
-            self.segments.push(memory::segment_new(SEGMENT_LEN));
+            self.segment_add();
         }
         let target = &mut self.segments[segment];
         debug_assert!(target.len() < SEGMENT_LEN);
         target.push(record);
         self.len += 1;
+    }
+
+    /// Growth: one more segment (out of line: once per `SEGMENT_LEN` pushes).
+    #[inline(never)]
+    fn segment_add(&mut self) {
+        self.segments.push(memory::segment_new(SEGMENT_LEN));
     }
 
     pub(crate) fn pop(&mut self) -> Option<T> {
