@@ -108,12 +108,19 @@ fn kill9_one_node_under_load_then_restart_catches_up_and_agrees() {
     let progressed = wait_until(Duration::from_secs(30), || {
         (committed.load(Ordering::Relaxed) >= before + 20).then_some(())
     });
-    assert!(
-        progressed.is_some(),
-        "3 of 4 nodes keep committing at full rate: {} in 30 s:\n{}",
-        committed.load(Ordering::Relaxed) - before,
-        cluster.log(0)
-    );
+    if progressed.is_none() {
+        // Tell a stalled cluster from a load thread that stopped (its error is in the join).
+        let statuses: Vec<Option<serde_json::Value>> = (0..3).map(|i| cluster.status(i)).collect();
+        let load_finished = loader.is_finished();
+        let load_outcome = load_finished.then(|| loader.join());
+        panic!(
+            "3 of 4 nodes keep committing at full rate: {} in 30 s (node 0 was at height {height}; \
+             load thread finished: {load_finished}, outcome {load_outcome:?}); statuses of nodes \
+             0-2: {statuses:?}\nnode 0's log:\n{}",
+            committed.load(Ordering::Relaxed) - before,
+            cluster.log(0)
+        );
+    }
     assert!(cluster.height(0).expect("up") > height);
     cluster.start(3);
     stop.store(true, Ordering::Release);

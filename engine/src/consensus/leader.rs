@@ -11,6 +11,12 @@
 //!   author rotates the role among the active validators.
 //! - A round entered through a TC (the happy path broke) falls back to round-robin, and so does a
 //!   block whose QC has no signers (the genesis QC).
+//! - The round after a block that extended a TC (its QC is not of the round before it) is led by
+//!   that block's author again. Such a block carries the newest QC there was, which may predate
+//!   the failure and name a validator that is now down: picking among its signers could pick that
+//!   validator round after round, each timeout doubling the round timer (a 4-node cluster sat 30 s
+//!   at one round in the kill -9 test), and round-robin would name the same validator for the
+//!   round's QC path and then again for its TC path. The author has just proposed, so it is up.
 //!
 //! Invariant: the leader of a round is a function of (round, certified parent block) only. Voters of
 //! B know B when they send their vote to the leader of B.round + 1; a replica checking a proposal
@@ -46,6 +52,16 @@ pub fn after_qc(cfg: &Config, round: Round, certified: &Block) -> ValidatorIndex
         return fallback;
     }
     let n = cfg.validator_count;
+    let extended_tc = certified.justify.round.saturating_add(1) != certified.round;
+    if extended_tc && certified.justify.signers.count() > 0 {
+        // `certified` extended a TC: its QC is older than the break and may name a validator
+        // that has since gone down. Its author has just shown it is up: it leads again.
+        return if (certified.author as usize) < n {
+            certified.author
+        } else {
+            fallback
+        };
+    }
     let candidates = || {
         certified
             .justify
@@ -89,6 +105,7 @@ mod tests {
         let mut b = genesis_block();
         b.author = author;
         b.round = 9;
+        b.justify.round = 8; // a QC of the round before: the reputation rule applies
         for s in signers {
             b.justify.signers.insert(*s);
         }
@@ -117,6 +134,17 @@ mod tests {
         assert_eq!(after_qc(&c, 10, &b), 0);
         assert_eq!(after_qc(&c, 11, &b), 1);
         // Round-robin would pick the silent validator 3 for round 11.
+        assert_eq!(after_qc(&cfg(4, LeaderElection::RoundRobin), 11, &b), 3);
+    }
+
+    #[test]
+    fn after_a_block_that_extended_a_tc_its_author_leads_again() {
+        let c = cfg(4, LeaderElection::Reputation);
+        // Round 9's block extends the QC of round 5 (a TC broke the chain); validator 3 signed
+        // that QC and may be down since. Every round after it goes back to its author.
+        let mut b = block(2, &[0, 1, 3]);
+        b.justify.round = 5;
+        assert!((10..20).all(|round| after_qc(&c, round, &b) == 2));
         assert_eq!(after_qc(&cfg(4, LeaderElection::RoundRobin), 11, &b), 3);
     }
 
