@@ -275,10 +275,10 @@ impl Ledger {
         self.config
     }
 
-    /// Sizes the account and transfer tables for at least this many records now, so that they
-    /// never double (a copy of the whole table) on the hot path. Record tables are reserved
-    /// lazily (pages fault in as they fill); the id indexes are allocated and faulted in now, since
-    /// their inserts land anywhere. Never shrinks.
+    /// Sizes the account and transfer tables for at least this many records now, so that the hot
+    /// path does no growth work (segments, index migration) below them. Record tables are
+    /// reserved lazily (pages fault in as they fill, or by `prefault`); the id indexes are
+    /// allocated and faulted in now, since their inserts land anywhere. Never shrinks.
     pub fn reserve(&mut self, accounts: usize, transfers: usize) {
         self.accounts.reserve_lazy(accounts);
         self.account_meta.reserve_lazy(accounts);

@@ -64,8 +64,8 @@ pub struct Metrics {
     pub fsync_latency_s: Histogram,
     pub peer_connected: IntGaugeVec,
     pub peer_dropped: IntCounterVec,
-    /// Records in each ledger table (`table`: accounts, transfers) and the capacity it holds
-    /// before it doubles (a stop-the-world copy; size `[ledger]` ahead).
+    /// Records in each ledger table (`table`: accounts, transfers) and the capacity it was sized
+    /// for (`[ledger]`); past it the table grows as it goes, slower (size `[ledger]` ahead).
     pub ledger_records: IntGaugeVec,
     pub ledger_capacity: IntGaugeVec,
 }
@@ -230,7 +230,7 @@ impl Metrics {
                 IntGaugeVec::new(
                     Opts::new(
                         "ledger_capacity",
-                        "Records the ledger table holds before it doubles (a stop-the-world copy)",
+                        "Records the ledger table was sized for; past it it grows as it goes, slower",
                     ),
                     &["table"],
                 ),
