@@ -202,6 +202,23 @@ impl Cluster {
         self.status(i)?.get("height")?.as_u64()
     }
 
+    /// Node `i`'s Prometheus metrics: GET /metrics over plain HTTP on its metrics port (`reckon
+    /// init` puts it at base port + 200 + i), bounded by socket timeouts.
+    pub fn metrics(&self, i: usize) -> String {
+        use std::io::{Read, Write};
+        let port = self.base_port + 200 + i as u16;
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .expect("request");
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        text
+    }
+
     /// The node's log so far (for assertion messages).
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("node-{i}.log"))).unwrap_or_default()

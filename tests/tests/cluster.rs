@@ -185,7 +185,7 @@ fn four_nodes_commit_requests_of_several_kinds_and_agree() {
         serde_json::from_str(&cluster.status_cli(3)).expect("status JSON");
     assert_eq!(printed["ledger_digest"].as_str(), Some(digest.as_str()));
     assert_eq!(printed["node"].as_str(), Some("node-3"));
-    let metrics = metrics_text(cluster.base_port + 200);
+    let metrics = cluster.metrics(0);
     assert!(metrics.contains("reckon_height"), "{metrics}");
     assert!(
         metrics.contains("reckon_events_committed_total"),
@@ -194,7 +194,7 @@ fn four_nodes_commit_requests_of_several_kinds_and_agree() {
     // Node 1 answered the lead bank's requests: each one's time from its frame to admission is
     // counted, and its ordering latency is split where node 1 voted for the block carrying it
     // (every node votes for every block in a healthy cluster).
-    let metrics = metrics_text(cluster.base_port + 201);
+    let metrics = cluster.metrics(1);
     let count = |phase: &str| latency_count(&metrics, phase);
     assert!(count("ordering") >= 2, "{metrics}");
     assert_eq!(count("inclusion"), count("ordering"), "{metrics}");
@@ -451,19 +451,4 @@ fn measure_submit_latency_and_pipelined_throughput() {
         "SUMMARY pipelined requests={PIPELINED} seconds={seconds:.2} requests_per_s={:.0}",
         PIPELINED as f64 / seconds
     );
-}
-
-/// GET /metrics over plain HTTP (bounded by socket timeouts).
-fn metrics_text(port: u16) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .expect("request");
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    text
 }

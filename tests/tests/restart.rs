@@ -166,6 +166,14 @@ fn two_of_four_down_stops_commits_without_divergence_and_recovers() {
         now <= stalled + 1,
         "height moved from {stalled} to {now} without a quorum"
     );
+    // Without a quorum only round timers move node 0; operators see each one.
+    let metrics = cluster.metrics(0);
+    let timeouts: u64 = metrics
+        .lines()
+        .find(|line| line.starts_with("reckon_round_timeouts_total"))
+        .and_then(|line| line.split_whitespace().last()?.parse().ok())
+        .unwrap_or(0);
+    assert!(timeouts >= 1, "no round timeout counted:\n{metrics}");
     cluster.start(2);
     cluster.start(3);
     client.timeout = Duration::from_secs(60);

@@ -292,12 +292,30 @@ impl ConsensusStage {
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             while let Some(event) = timer.take_due() {
+                if let Event::Timer { round } = event {
+                    self.note_round_timeout(round);
+                }
                 self.step(event, &mut timer);
                 if self.stop.load(Ordering::Acquire) {
                     return;
                 }
             }
         }
+    }
+
+    /// Counts and logs a round timer that expires in the round it was armed for (the core then
+    /// broadcasts a timeout). A run of them with a node down is what the timer's doubling turns
+    /// into a long stall, so operators see each one.
+    fn note_round_timeout(&self, round: Round) {
+        if round != self.core.round() {
+            return; // armed for a round already left: the core ignores it
+        }
+        self.shared.metrics.round_timeouts.inc();
+        tracing::info!(
+            round,
+            timeouts = self.shared.metrics.round_timeouts.get(),
+            "round timed out: no QC or TC in time; sending a timeout"
+        );
     }
 
     fn step(&mut self, event: Event, timer: &mut Timers) {

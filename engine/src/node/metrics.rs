@@ -34,6 +34,9 @@ pub struct Metrics {
     pub registry: Registry,
     pub height: IntGauge,
     pub round: IntGauge,
+    /// Round timers that expired here (each broadcasts a timeout; the timer doubles per timeout
+    /// in a row until a QC).
+    pub round_timeouts: IntCounter,
     pub commits: IntCounter,
     pub transfers_committed: IntCounter,
     /// Peers' batch fetches answered from the block log (the batch had left memory).
@@ -117,6 +120,14 @@ impl Metrics {
                 r,
                 "round",
                 IntGauge::new("round", "Current consensus round"),
+            )?,
+            round_timeouts: reg(
+                r,
+                "round_timeouts",
+                IntCounter::new(
+                    "round_timeouts_total",
+                    "Round timers that expired here without a QC or TC in time (each sends a timeout)",
+                ),
             )?,
             commits: reg(
                 r,
