@@ -54,7 +54,7 @@ pub struct Args {
     #[arg(long, default_value_t = 10_000)]
     pub accounts: u64,
     /// Transfers each node's ledger is sized for at start (default: 300,000/s x duration, at
-    /// most 12,000,000, about 2.4 GiB a node): the tables are allocated before the run. A run that
+    /// most 12,000,000: about 2.4 GiB a node by the record sizes): the tables are allocated before the run. A run that
     /// commits more grows them as it goes (slower, never stopping).
     #[arg(long)]
     pub ledger_transfers: Option<usize>,
