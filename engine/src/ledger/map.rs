@@ -632,17 +632,11 @@ impl U128Map {
     }
 
     fn rebuild(&mut self, slots_count: usize) {
+        self.migrate(usize::MAX); // Every live key into the current table first.
         let mut slots = slots_faulted(slots_count);
         for slot in &self.slots {
             if !slot.is_empty() {
                 slots_insert(&mut slots, slot.key(), slot.value);
-            }
-        }
-        if let Growth::Migrating { old, cursor } = &self.growth {
-            for slot in &old[*cursor..] {
-                if !slot.is_empty() && slot.value != TOMBSTONE {
-                    slots_insert(&mut slots, slot.key(), slot.value);
-                }
             }
         }
         self.slots = slots;

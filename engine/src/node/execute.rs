@@ -376,6 +376,9 @@ impl Execute {
             .filter(|digest| self.store.locate(digest) == Located::Unknown)
             .copied()
             .collect();
+        if digests.is_empty() {
+            return; // the usual case: no `peers.up()` lookup per hand-off
+        }
         let rotation = executed_height as usize;
         for (from, digests) in spread_fetches(digests, &self.peers.up(), rotation) {
             let fetch = DisseminationIn::Fetch {
