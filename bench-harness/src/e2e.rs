@@ -41,8 +41,13 @@ pub struct Args {
     pub batch: usize,
     /// Requests in flight (closed loop; default: 2 with batches of 1,024 events or more, else
     /// the target's connections x pipeline).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "rate")]
     pub in_flight: Option<usize>,
+    /// Open loop: offer this many transfers/s at a fixed pace, one request every batch / rate
+    /// seconds, whatever the replies do; latency runs from each request's intended send time
+    /// (coordinated-omission corrected). Without it the run is a closed loop (the ceiling).
+    #[arg(long)]
+    pub rate: Option<f64>,
     /// Client connections in all (default 4 x nodes).
     #[arg(long)]
     pub connections: Option<usize>,
@@ -110,6 +115,15 @@ const LARGE_BATCH_DEADLINE_MS: u64 = 1;
 const INSTITUTION_COUNT: usize = 4;
 
 impl Args {
+    /// The driver's schedule, as the summary names it.
+    fn mode(&self) -> &'static str {
+        if self.rate.is_some() {
+            "open"
+        } else {
+            "closed"
+        }
+    }
+
     /// A generator that does not map and sign on the nodes' cores during the run. One-signature
     /// requests measure the nodes' signature throughput, so they also need enough of them in
     /// flight to keep every verifier busy. Large requests (thousands of transfers each) run at
@@ -139,8 +153,12 @@ fn run_config(args: &Args, in_flight: usize) -> Result<RunConfig, String> {
     if !(args.duration > 0.0 && args.duration.is_finite()) {
         return Err("--duration must be > 0".into());
     }
+    let schedule = match args.rate {
+        Some(events_per_s) => Schedule::Open { events_per_s },
+        None => Schedule::Closed { in_flight },
+    };
     let config = RunConfig {
-        schedule: Schedule::Closed { in_flight },
+        schedule,
         batch_events: args.batch,
         duration: Some(Duration::from_secs_f64(args.duration)),
         events_max: None,
@@ -184,7 +202,7 @@ fn drive(args: &Args, cluster: &LocalCluster) -> Result<Driven, String> {
         .unwrap_or_else(|| loadgen::output::default_out_dir(SystemTime::now()));
     let config_json = serde_json::json!({
         "workload": "transfers", "accounts": args.accounts, "nodes": args.nodes,
-        "target": "tcp", "mode": "closed", "in_flight": in_flight, "presign": args.presign.unwrap_or(0),
+        "target": "tcp", "mode": args.mode(), "offered_events_per_s": args.rate, "in_flight": in_flight, "presign": args.presign.unwrap_or(0),
         "warmup_s": args.warmup,
     });
     let source: loadgen::driver::EventSource<'_> = Box::new(workload.map(Ok));
@@ -277,6 +295,9 @@ pub fn run(args: Args) -> Result<(), String> {
     if !(args.warmup >= 0.0 && args.warmup.is_finite()) {
         return Err("--warmup must be >= 0 seconds".into());
     }
+    if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        return Err("--rate must be > 0 transfers/s".into());
+    }
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -328,10 +349,16 @@ fn report(
     let s = &driven.stats;
     let agree = digests_agree(digests);
     let ratio = (args.batch == 1).then(|| r.requests_per_s / sig_limit.max(1e-9));
-    println!(
-        "SUMMARY e2e (closed loop, transfers workload, {} nodes on 127.0.0.1)",
-        args.nodes
-    );
+    match args.rate {
+        Some(rate) => println!(
+            "SUMMARY e2e (open loop at {rate:.0} transfers/s offered, transfers workload, {} nodes on 127.0.0.1)",
+            args.nodes
+        ),
+        None => println!(
+            "SUMMARY e2e (closed loop, transfers workload, {} nodes on 127.0.0.1)",
+            args.nodes
+        ),
+    }
     println!("  batch                  {} events/request", args.batch);
     println!("  committed transfers/s  {:.0}", r.committed_events_per_s);
     println!("  requests/s             {:.0}", r.requests_per_s);
@@ -391,7 +418,8 @@ fn report(
     if args.json {
         let json = serde_json::json!({
             "bench": "e2e", "nodes": args.nodes, "batch": args.batch,
-            "mode": "closed",
+            "mode": args.mode(),
+            "offered_transfers_per_s": args.rate,
             "transfers_per_s": r.committed_events_per_s,
             "requests_per_s": r.requests_per_s,
             "p50_ms": l.p50, "p99_ms": l.p99, "p999_ms": l.p99_9, "max_ms": l.max,
