@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
 
-use engine::consensus::bls::{BlsCrypto, VerifyCache};
+use engine::consensus::validator_crypto::{ValidatorCrypto, VerifyCache};
 use engine::consensus::{
     Action, Config, Core, Event, Message, Recipient, ValidatorIndex, BLOCK_DIGESTS_MAX,
 };
@@ -36,7 +36,7 @@ pub struct Args {
 const ROUTER_MESSAGES_MAX: usize = 1_000_000;
 
 struct Cluster {
-    cores: Vec<Core<BlsCrypto>>,
+    cores: Vec<Core<ValidatorCrypto>>,
     queue: VecDeque<(ValidatorIndex, ValidatorIndex, Message)>,
     committed: Vec<u64>,
     messages: u64,
@@ -63,12 +63,13 @@ impl Cluster {
     }
 
     fn new(nodes: usize) -> Self {
-        let (secrets, publics) = BlsCrypto::committee(1, nodes);
+        let (secrets, publics) = ValidatorCrypto::committee(1, nodes);
         let cores = secrets
             .into_iter()
             .enumerate()
             .map(|(i, sk)| {
-                let crypto = BlsCrypto::new(Some(sk), Rc::clone(&publics), VerifyCache::shared());
+                let crypto =
+                    ValidatorCrypto::new(Some(sk), Rc::clone(&publics), VerifyCache::shared());
                 let mut cfg = Config::new(1, nodes, i as ValidatorIndex);
                 cfg.min_idle_block_interval_ms = 0; // the ceiling: no idle pacing (no clock here)
                 Core::new(cfg, crypto, None)

@@ -31,7 +31,7 @@ use std::time::Instant;
 use self::window::{precheck, Checked, Pending, WINDOW_BLOCKS_MAX, WINDOW_BYTES_MAX};
 use crate::codec::decode_results;
 use crate::consensus::audit::audit_chain;
-use crate::consensus::bls::{BlsCrypto, VerifyCache};
+use crate::consensus::validator_crypto::{ValidatorCrypto, VerifyCache};
 use crate::consensus::{genesis_block, genesis_qc, CommittedBlock, Config};
 use crate::crypto::{BatchVerifier, ValidatorSet};
 use crate::ledger::Ledger;
@@ -126,7 +126,7 @@ pub fn digest_hex(digest: u128) -> String {
 
 /// Everything the per-record checks need.
 struct Auditor {
-    crypto: BlsCrypto,
+    crypto: ValidatorCrypto,
     /// The same validator set, shareable across the verify threads.
     set: Arc<ValidatorSet>,
     config: Config,
@@ -297,12 +297,9 @@ pub fn audit(options: &AuditOptions) -> Result<AuditOutcome, AuditError> {
     let genesis = Genesis::load(&options.genesis)?;
     let g = &genesis.genesis;
     let keys = g.validator_keys()?;
-    let set =
-        ValidatorSet::from_validated(keys).map_err(|e| AuditError::Validators(e.to_string()))?;
-    let validators = set.len();
-    let crypto = BlsCrypto::new(None, Rc::new(set), VerifyCache::shared());
-    let shared_set = ValidatorSet::from_validated(g.validator_keys()?)
-        .map_err(|e| AuditError::Validators(e.to_string()))?;
+    let shared_set = ValidatorSet::new(keys).map_err(|e| AuditError::Validators(e.to_string()))?;
+    let validators = shared_set.len();
+    let crypto = ValidatorCrypto::new(None, Rc::new(shared_set.clone()), VerifyCache::shared());
     let config = Config::new(genesis.consensus_chain_id(), validators, 0);
     let verifier = if options.verify_requests {
         Some(BatchVerifier::new(Arc::new(g.registry()?), g.chain_id))

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 
 use crate::codec::{encode_body, Record};
-use crate::crypto::{load_key_file, DecodeError, KeyKind, KeyPair, Request, SignedRequest};
+use crate::crypto::{load_institution_key, DecodeError, KeyPair, Request, SignedRequest};
 use crate::net::frame::FRAME_KIND_NET_ERROR;
 use crate::net::{tls, ConnectOptions, Connection, IssuedCert, NetError, NetErrorFrame};
 use crate::node::protocol::{
@@ -85,7 +85,7 @@ pub struct Signer {
 
 impl Signer {
     pub fn load(institution: u32, chain_id: u64, key_file: &Path) -> Result<Signer, ClientError> {
-        let key = load_key_file(key_file, KeyKind::Institution).map_err(|e| ClientError::File {
+        let key = load_institution_key(key_file).map_err(|e| ClientError::File {
             path: key_file.to_path_buf(),
             message: e.to_string(),
         })?;

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use engine::crypto::{
-    load_key_file, KeyError, KeyFileError, KeyKind, KeyPair, Registry, RegistryError, Request,
+    load_institution_key, KeyError, KeyFileError, KeyPair, Registry, RegistryError, Request,
     SignedRequest,
 };
 use engine::types::{ChainId, InstitutionId, Operation};
@@ -114,7 +114,7 @@ impl Keyring {
         institution: InstitutionId,
         path: &Path,
     ) -> Result<(), SigningError> {
-        let pair = load_key_file(path, KeyKind::Institution)?;
+        let pair = load_institution_key(path)?;
         self.insert(institution, pair)
     }
 

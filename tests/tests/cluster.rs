@@ -323,11 +323,8 @@ fn bad_requests_get_precise_errors_and_the_node_keeps_serving() {
     let other_chain = engine::client::Signer {
         institution: LEAD,
         chain_id: 2,
-        key: engine::crypto::load_key_file(
-            &cluster.out().join("keys/institution-1.bls"),
-            engine::crypto::KeyKind::Institution,
-        )
-        .expect("key"),
+        key: engine::crypto::load_institution_key(&cluster.out().join("keys/institution-1.bls"))
+            .expect("key"),
     };
     let wrong = other_chain
         .create_transfers(

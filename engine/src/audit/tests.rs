@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::*;
 use crate::client::Signer;
 use crate::consensus::{vote_message, Block, QuorumCert, SignerBitmap};
-use crate::crypto::{aggregate_signatures, load_key_file, KeyKind, KeyPair, SignedRequest};
+use crate::crypto::{load_validator_key, SignedRequest, ValidatorKey};
 use crate::node::batches::Batch;
 use crate::node::execute::encode_record;
 use crate::node::init::{
@@ -121,7 +121,7 @@ fn requests(height: u64, signers: &[Signer]) -> Vec<SignedRequest> {
     }
 }
 
-fn qc_for(block: &Block, chain: u64, validators: &[KeyPair], forge: bool) -> QuorumCert {
+fn qc_for(block: &Block, chain: u64, validators: &[ValidatorKey], forge: bool) -> QuorumCert {
     let hash = block.hash();
     let height = if forge {
         block.height + 1
@@ -134,9 +134,9 @@ fn qc_for(block: &Block, chain: u64, validators: &[KeyPair], forge: bool) -> Quo
         .iter()
         .enumerate()
         .take(3)
-        .map(|(i, pair)| {
+        .map(|(i, key)| {
             signers.insert(i as u16);
-            pair.sign_consensus(&msg)
+            key.sign(&msg)
         })
         .collect();
     QuorumCert {
@@ -144,7 +144,7 @@ fn qc_for(block: &Block, chain: u64, validators: &[KeyPair], forge: bool) -> Quo
         round: block.round,
         height: block.height,
         signers,
-        signature: aggregate_signatures(&sigs).expect("aggregate"),
+        signatures: sigs,
     }
 }
 
@@ -176,10 +176,9 @@ fn build(tampers: &[Tamper], encrypted: bool) -> Fixture {
     .expect("init");
     let genesis_path = out.join("genesis.toml");
     let genesis = Genesis::load(&genesis_path).expect("genesis");
-    let validators: Vec<KeyPair> = (0..4)
+    let validators: Vec<ValidatorKey> = (0..4)
         .map(|i| {
-            load_key_file(&out.join(format!("keys/node-{i}.bls")), KeyKind::Validator)
-                .expect("validator key")
+            load_validator_key(&out.join(format!("keys/node-{i}.ed25519"))).expect("validator key")
         })
         .collect();
     let signers: Vec<Signer> = (0..3u32)

@@ -1,12 +1,12 @@
 //! The checks of a window of decoded blocks that need no ledger state, on all cores (rayon):
-//! batch digests, each commit QC's aggregate pairing check, request decoding and request
+//! batch digests, each commit QC's signatures, request decoding and request
 //! signatures (one batched verification for the whole window). The auditor then walks the window
 //! in height order and reports the first fault, so parallelism never changes which fault is named.
 
 use rayon::prelude::*;
 
 use super::{AuditFault, Location};
-use crate::consensus::bls::BlsCrypto;
+use crate::consensus::validator_crypto::ValidatorCrypto;
 use crate::consensus::{vote_message, CommittedBlock, QuorumCrypto, Sig, SignerBitmap};
 use crate::crypto::{self, BatchVerifier, DigestedRef, ValidatorSet, VerifyCode};
 use crate::node::batches::Batch;
@@ -23,11 +23,11 @@ pub(super) struct Pending {
     pub batches: Vec<Batch>,
 }
 
-/// The QC check of one block: the exact inputs and the pairing check's verdict.
+/// The QC check of one block: the exact inputs and the verdict on its signatures.
 pub(super) struct QcVerdict {
     signers: SignerBitmap,
     msg: Vec<u8>,
-    signature: Sig,
+    signatures: Vec<Sig>,
     ok: bool,
 }
 
@@ -44,19 +44,17 @@ pub(super) struct Prechecked {
 fn qc_verdict(set: &ValidatorSet, chain: u64, c: &CommittedBlock) -> QcVerdict {
     let msg = vote_message(chain, &c.block.hash(), c.qc.round, c.height);
     let signers = c.qc.signers;
-    let mut bitmap = crypto::SignerBitmap::new();
-    let members = signers.count() > 0
-        && signers.within(set.len())
-        && signers.iter().all(|i| bitmap.insert(i).is_ok());
-    let quorum = crypto::QuorumSignature {
-        signers: bitmap,
-        signature: c.qc.signature,
-    };
-    let ok = members && set.verify_aggregate(&msg, &quorum).is_ok();
+    let indices: Vec<usize> = signers.iter().map(usize::from).collect();
+    let members = !indices.is_empty() && signers.within(set.len());
+    let messages = vec![msg.as_slice(); indices.len()];
+    let ok = members
+        && set
+            .verify_all(&indices, &messages, &c.qc.signatures)
+            .is_ok();
     QcVerdict {
         signers,
         msg,
-        signature: c.qc.signature,
+        signatures: c.qc.signatures.clone(),
         ok,
     }
 }
@@ -136,9 +134,9 @@ pub(super) fn precheck(
 }
 
 /// `audit_chain`'s crypto for one block: the verdict computed in the parallel pass for exactly
-/// these inputs, anything else through the real `BlsCrypto`.
+/// these inputs, anything else through the real `ValidatorCrypto`.
 pub(super) struct Checked<'a> {
-    pub inner: &'a BlsCrypto,
+    pub inner: &'a ValidatorCrypto,
     pub known: &'a QcVerdict,
 }
 
@@ -152,21 +150,18 @@ impl QuorumCrypto for Checked<'_> {
     fn verify_one(&self, signer: crate::consensus::ValidatorIndex, msg: &[u8], sig: &Sig) -> bool {
         self.inner.verify_one(signer, msg, sig)
     }
-    fn aggregate(&self, sigs: &[Sig]) -> Option<Sig> {
-        self.inner.aggregate(sigs)
-    }
-    fn verify_same_msg(&self, signers: &SignerBitmap, msg: &[u8], agg: &Sig) -> bool {
+    fn verify_same_msg(&self, signers: &SignerBitmap, msg: &[u8], sigs: &[Sig]) -> bool {
         let k = self.known;
-        if k.signers == *signers && k.msg == msg && k.signature == *agg {
+        if k.signers == *signers && k.msg == msg && k.signatures == sigs {
             return k.ok;
         }
-        self.inner.verify_same_msg(signers, msg, agg)
+        self.inner.verify_same_msg(signers, msg, sigs)
     }
     fn verify_distinct(
         &self,
         signed: &[(crate::consensus::ValidatorIndex, Vec<u8>)],
-        agg: &Sig,
+        sigs: &[Sig],
     ) -> bool {
-        self.inner.verify_distinct(signed, agg)
+        self.inner.verify_distinct(signed, sigs)
     }
 }

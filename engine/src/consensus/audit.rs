@@ -1,6 +1,6 @@
 //! Offline re-verification of a committed chain (for the audit tool): every block must link to its
 //! predecessor by hash, heights must be consecutive, and every QC must certify its block and verify
-//! (quorum size, members only, one aggregate pairing check).
+//! (quorum size, members only, every signer's signature).
 
 use thiserror::Error;
 
@@ -60,7 +60,7 @@ pub fn audit_chain<C: QuorumCrypto>(
             });
         }
         let msg = vote_message(cfg.chain_id, &hash, c.qc.round, height);
-        if !crypto.verify_same_msg(&c.qc.signers, &msg, &c.qc.signature) {
+        if !crypto.verify_same_msg(&c.qc.signers, &msg, &c.qc.signatures) {
             return Err(AuditError::QcInvalid { height });
         }
         prev_hash = hash;

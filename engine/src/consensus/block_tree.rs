@@ -32,7 +32,7 @@ pub fn genesis_block() -> Block {
         round: 0,
         height: 0,
         signers: SignerBitmap::default(),
-        signature: [0; 48],
+        signatures: Vec::new(),
     };
     Block {
         author: 0,
@@ -51,7 +51,7 @@ pub fn genesis_qc() -> QuorumCert {
         round: 0,
         height: 0,
         signers: SignerBitmap::default(),
-        signature: [0; 48],
+        signatures: Vec::new(),
     }
 }
 

@@ -214,7 +214,7 @@ impl<C: QuorumCrypto> Core<C> {
         self.loopback.push_back(msg);
     }
 
-    /// Check a QC: genesis by equality, otherwise quorum size, membership and one aggregate pairing.
+    /// Check a QC: genesis by equality, otherwise quorum size, membership and every signer's signature.
     pub(super) fn verify_qc(&self, qc: &QuorumCert) -> Result<(), RejectReason> {
         if qc.round == 0 {
             return if *qc == genesis_qc() {
@@ -233,7 +233,7 @@ impl<C: QuorumCrypto> Core<C> {
         let msg = vote_message(self.cfg.chain_id, &qc.block_hash, qc.round, qc.height);
         if !self
             .crypto
-            .verify_same_msg(&qc.signers, &msg, &qc.signature)
+            .verify_same_msg(&qc.signers, &msg, &qc.signatures)
         {
             return Err(RejectReason::QcInvalidSignature);
         }

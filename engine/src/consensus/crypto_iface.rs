@@ -1,14 +1,17 @@
-//! The crypto boundary of consensus. The `crypto` module (BLS12-381 `min_sig` via blst) implements
-//! `QuorumCrypto`; `bls::BlsCrypto` implements it over `crypto::ValidatorSet` and `crypto::KeyPair`.
+//! The crypto boundary of consensus: `validator_crypto::ValidatorCrypto` implements `QuorumCrypto`
+//! over `crypto::ValidatorSet` and `crypto::ValidatorKey` (Ed25519).
 //!
 //! Consensus builds the exact bytes to sign (domain-separated, chain-bound) and hands them over; the
 //! implementation signs for "my" validator index and verifies by validator index over the genesis set.
+//! A QC or TC carries one signature per signer, in ascending signer order.
 
 use super::wire::{DecodeError, Reader, Writer};
 use super::{ChainId, Hash, Round, ValidatorIndex, VALIDATORS_MAX};
 
-/// A compressed BLS12-381 G1 signature (min_sig): one vote, one timeout or an aggregate.
-pub type Sig = [u8; 48];
+/// One validator's Ed25519 signature: a vote or a timeout.
+pub type Sig = [u8; SIG_BYTES];
+/// Bytes of one `Sig`.
+pub const SIG_BYTES: usize = 64;
 
 /// Which validators contributed to an aggregate signature: bit i = validator index i.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
@@ -70,12 +73,12 @@ pub trait QuorumCrypto {
     fn sign(&self, msg: &[u8]) -> Sig;
     /// Verify one signature by validator `signer` over `msg`.
     fn verify_one(&self, signer: ValidatorIndex, msg: &[u8], sig: &Sig) -> bool;
-    /// Aggregate signatures into one (no verification). None when a signature does not decode.
-    fn aggregate(&self, sigs: &[Sig]) -> Option<Sig>;
-    /// Verify an aggregate of `signers` all over the same `msg` (a QC): one pairing check.
-    fn verify_same_msg(&self, signers: &SignerBitmap, msg: &[u8], agg: &Sig) -> bool;
-    /// Verify an aggregate over distinct messages, one per signer (a TC).
-    fn verify_distinct(&self, signed: &[(ValidatorIndex, Vec<u8>)], agg: &Sig) -> bool;
+    /// Verify `sigs[k]` as the k-th signer's (ascending) signature over `msg` (a QC). False when
+    /// the counts differ, a signer is not a member, or any signature fails.
+    fn verify_same_msg(&self, signers: &SignerBitmap, msg: &[u8], sigs: &[Sig]) -> bool;
+    /// Verify `sigs[k]` as signer `signed[k].0`'s signature over `signed[k].1` (a TC; signers
+    /// ascending and distinct).
+    fn verify_distinct(&self, signed: &[(ValidatorIndex, Vec<u8>)], sigs: &[Sig]) -> bool;
 }
 
 const VOTE_DOMAIN: &[u8] = b"reckon/consensus/vote/v1";

@@ -3,30 +3,60 @@
 //! Encoding: little-endian fixed-size integers, u32 length prefixes bounded by named maxima, one tag
 //! byte per `Message` variant, no trailing bytes. `decode` never panics on arbitrary input.
 
-use super::crypto_iface::{Sig, SignerBitmap};
+use super::crypto_iface::{Sig, SignerBitmap, SIG_BYTES};
 use super::wire::{DecodeError, Reader, Writer};
 use super::{
     Digest, Hash, Round, ValidatorIndex, BLOCK_DIGESTS_MAX, SYNC_BLOCKS_MAX, VALIDATORS_MAX,
 };
 
-/// A quorum certificate: 2f+1 votes on (block hash, round, height) as one aggregate signature.
+/// A quorum certificate: 2f+1 votes on (block hash, round, height); `signatures[k]` is the k-th
+/// signer's (ascending index order), so there are exactly `signers.count()` of them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QuorumCert {
     pub block_hash: Hash,
     pub round: Round,
     pub height: u64,
     pub signers: SignerBitmap,
-    pub signature: Sig,
+    pub signatures: Vec<Sig>,
 }
 
-/// A timeout certificate: 2f+1 timeouts for `round`; `high_qc_rounds[i]` belongs to the i-th signer
-/// in ascending index order, and each signer signed its own (round, high_qc_round, index) message.
+/// A timeout certificate: 2f+1 timeouts for `round`; `high_qc_rounds[k]` and `signatures[k]` belong
+/// to the k-th signer in ascending index order, and each signer signed its own (round,
+/// high_qc_round, index) message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TimeoutCert {
     pub round: Round,
     pub signers: SignerBitmap,
     pub high_qc_rounds: Vec<Round>,
-    pub signature: Sig,
+    pub signatures: Vec<Sig>,
+}
+
+/// Bytes of the largest QC on the wire: hash, round, height, bitmap, one signature per validator.
+pub const QC_BYTES_MAX: usize = 32 + 8 + 8 + SignerBitmap::BYTES + VALIDATORS_MAX * SIG_BYTES;
+/// Bytes of the largest TC: round, bitmap, a length, one high-QC round and one signature each.
+pub const TC_BYTES_MAX: usize = 8 + SignerBitmap::BYTES + 4 + VALIDATORS_MAX * (8 + SIG_BYTES);
+/// Bytes of the largest block: author, round, height, timestamp, its QC, a length, the digests.
+pub const BLOCK_BYTES_MAX: usize = 2 + 8 + 8 + 8 + QC_BYTES_MAX + 4 + BLOCK_DIGESTS_MAX * 32;
+/// Bytes of the largest message: a full sync response (every other kind is smaller). QCs and
+/// TCs grow with the signers, so this bounds what a peer frame must carry.
+pub const MESSAGE_BYTES_MAX: usize = 1 + 4 + SYNC_BLOCKS_MAX * BLOCK_BYTES_MAX + 1 + QC_BYTES_MAX;
+const _: () = assert!(1 + BLOCK_BYTES_MAX + 1 + TC_BYTES_MAX < MESSAGE_BYTES_MAX);
+const _: () = assert!(1 + 8 + 2 + QC_BYTES_MAX + SIG_BYTES + 1 + TC_BYTES_MAX < MESSAGE_BYTES_MAX);
+
+/// One signature per signer, in signer order; the count is the bitmap's, so it is not written.
+fn encode_signatures(signers: &SignerBitmap, signatures: &[Sig], w: &mut Writer) {
+    assert_eq!(
+        signatures.len(),
+        signers.count(),
+        "one signature per signer"
+    );
+    signatures.iter().for_each(|sig| w.raw(sig));
+}
+
+fn decode_signatures(signers: &SignerBitmap, r: &mut Reader) -> Result<Vec<Sig>, DecodeError> {
+    let count = signers.count();
+    assert!(count <= VALIDATORS_MAX, "a bitmap has VALIDATORS_MAX bits");
+    (0..count).map(|_| r.array()).collect()
 }
 
 /// A block: ordering only. The payload is batch digests; batch contents travel separately.
@@ -101,15 +131,20 @@ impl QuorumCert {
         w.u64(self.round);
         w.u64(self.height);
         self.signers.encode(w);
-        w.raw(&self.signature);
+        encode_signatures(&self.signers, &self.signatures, w);
     }
     pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        let block_hash = r.array()?;
+        let round = r.u64()?;
+        let height = r.u64()?;
+        let signers = SignerBitmap::decode(r)?;
+        let signatures = decode_signatures(&signers, r)?;
         Ok(QuorumCert {
-            block_hash: r.array()?,
-            round: r.u64()?,
-            height: r.u64()?,
-            signers: SignerBitmap::decode(r)?,
-            signature: r.array()?,
+            block_hash,
+            round,
+            height,
+            signers,
+            signatures,
         })
     }
     /// Identity of this exact certificate (for verification caches).
@@ -128,7 +163,7 @@ impl TimeoutCert {
         for round in &self.high_qc_rounds {
             w.u64(*round);
         }
-        w.raw(&self.signature);
+        encode_signatures(&self.signers, &self.signatures, w);
     }
     pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
         let round = r.u64()?;
@@ -138,11 +173,12 @@ impl TimeoutCert {
         for _ in 0..count {
             high_qc_rounds.push(r.u64()?);
         }
+        let signatures = decode_signatures(&signers, r)?;
         Ok(TimeoutCert {
             round,
             signers,
             high_qc_rounds,
-            signature: r.array()?,
+            signatures,
         })
     }
     pub fn max_high_qc_round(&self) -> Round {
@@ -349,5 +385,81 @@ impl CommittedBlock {
             return Err(DecodeError::OutOfRange("committed height"));
         }
         Ok(committed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full_qc(round: Round) -> QuorumCert {
+        let mut signers = SignerBitmap::default();
+        (0..VALIDATORS_MAX).for_each(|i| signers.insert(i as ValidatorIndex));
+        QuorumCert {
+            block_hash: [7; 32],
+            round,
+            height: round,
+            signers,
+            signatures: vec![[9; SIG_BYTES]; VALIDATORS_MAX],
+        }
+    }
+
+    /// The size bounds are the sizes of the largest messages, not estimates.
+    #[test]
+    fn the_largest_sync_response_is_exactly_message_bytes_max_and_round_trips() {
+        let block = |round| Block {
+            author: 3,
+            round,
+            height: round,
+            timestamp_ms: 1,
+            justify: full_qc(round - 1),
+            payload: vec![[1; 32]; BLOCK_DIGESTS_MAX],
+        };
+        let mut w = Writer::default();
+        full_qc(1).encode(&mut w);
+        assert_eq!(w.bytes.len(), QC_BYTES_MAX);
+        let mut w = Writer::default();
+        block(2).encode(&mut w);
+        assert_eq!(w.bytes.len(), BLOCK_BYTES_MAX);
+        let response = Message::SyncResponse(SyncResponse {
+            blocks: (2..2 + SYNC_BLOCKS_MAX as u64).map(block).collect(),
+            last_qc: Some(full_qc(40)),
+        });
+        let bytes = response.encode();
+        assert_eq!(bytes.len(), MESSAGE_BYTES_MAX);
+        assert_eq!(Message::decode(&bytes), Ok(response));
+        let tc = TimeoutCert {
+            round: 9,
+            signers: full_qc(1).signers,
+            high_qc_rounds: vec![1; VALIDATORS_MAX],
+            signatures: vec![[2; SIG_BYTES]; VALIDATORS_MAX],
+        };
+        let mut w = Writer::default();
+        tc.encode(&mut w);
+        assert_eq!(w.bytes.len(), TC_BYTES_MAX);
+    }
+
+    /// A QC's signature count is its bitmap's: bytes cut inside the signatures do not decode, and
+    /// there is no length field to disagree with the bitmap.
+    #[test]
+    fn qc_signatures_follow_the_bitmap_and_cut_bytes_are_refused() {
+        let mut signers = SignerBitmap::default();
+        [0, 2, 3].iter().for_each(|i| signers.insert(*i));
+        let qc = QuorumCert {
+            block_hash: [1; 32],
+            round: 4,
+            height: 3,
+            signers,
+            signatures: vec![[5; SIG_BYTES], [6; SIG_BYTES], [7; SIG_BYTES]],
+        };
+        let mut w = Writer::default();
+        qc.encode(&mut w);
+        assert_eq!(
+            w.bytes.len(),
+            32 + 8 + 8 + SignerBitmap::BYTES + 3 * SIG_BYTES
+        );
+        assert_eq!(QuorumCert::decode(&mut Reader::new(&w.bytes)), Ok(qc));
+        let cut = &w.bytes[..w.bytes.len() - 1];
+        assert!(QuorumCert::decode(&mut Reader::new(cut)).is_err());
     }
 }

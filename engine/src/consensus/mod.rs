@@ -7,7 +7,6 @@
 
 pub mod audit;
 mod block_tree;
-pub mod bls;
 mod core;
 pub mod crypto_iface;
 pub mod leader;
@@ -18,6 +17,7 @@ mod proposal;
 pub mod safety;
 mod sync;
 mod timeouts;
+pub mod validator_crypto;
 mod votes;
 pub mod wire;
 
@@ -26,7 +26,7 @@ mod tests;
 
 pub use self::core::{Core, Recovered};
 pub use block_tree::{genesis_block, genesis_qc};
-pub use crypto_iface::{timeout_message, vote_message, QuorumCrypto, Sig, SignerBitmap};
+pub use crypto_iface::{timeout_message, vote_message, QuorumCrypto, Sig, SignerBitmap, SIG_BYTES};
 pub use leader::LeaderElection;
 pub use messages::{
     Block, CommittedBlock, Message, Proposal, QuorumCert, SyncRequest, SyncResponse, Timeout,

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::crypto_iface::{QuorumCrypto, SignerBitmap};
+use super::crypto_iface::SignerBitmap;
 use super::messages::{Timeout, TimeoutCert};
 use super::{Round, ValidatorIndex, ROUND_TIMEOUT_MS_MAX, TIMEOUT_BACKOFF_EXPONENT_MAX};
 
@@ -68,12 +68,7 @@ impl Pacemaker {
     }
 
     /// Add a verified timeout; returns a TC when this one completes a quorum for its round.
-    pub fn add_timeout<C: QuorumCrypto>(
-        &mut self,
-        timeout: Timeout,
-        quorum: usize,
-        crypto: &C,
-    ) -> Option<TimeoutCert> {
+    pub fn add_timeout(&mut self, timeout: Timeout, quorum: usize) -> Option<TimeoutCert> {
         let round = timeout.round;
         assert!(
             round >= self.round,
@@ -90,14 +85,14 @@ impl Pacemaker {
         let mut signers = SignerBitmap::default();
         by_author.keys().for_each(|i| signers.insert(*i));
         let high_qc_rounds: Vec<Round> = by_author.values().map(|t| t.high_qc.round).collect();
-        let sigs: Vec<_> = by_author.values().map(|t| t.signature).collect();
-        let signature = crypto.aggregate(&sigs)?;
+        let signatures: Vec<_> = by_author.values().map(|t| t.signature).collect();
         assert_eq!(high_qc_rounds.len(), signers.count());
+        assert_eq!(signatures.len(), signers.count());
         Some(TimeoutCert {
             round,
             signers,
             high_qc_rounds,
-            signature,
+            signatures,
         })
     }
 }

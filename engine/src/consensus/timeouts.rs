@@ -85,10 +85,7 @@ impl<C: QuorumCrypto> Core<C> {
             return self.reject(Some(from), RejectReason::TimeoutInvalidSignature);
         }
         let round = timeout.round;
-        if let Some(tc) = self
-            .pacemaker
-            .add_timeout(timeout, self.cfg.quorum(), &self.crypto)
-        {
+        if let Some(tc) = self.pacemaker.add_timeout(timeout, self.cfg.quorum()) {
             assert!(self.verify_tc(&tc).is_ok(), "self-formed TC must verify");
             return self.process_tc(&tc);
         }
@@ -101,8 +98,8 @@ impl<C: QuorumCrypto> Core<C> {
         }
     }
 
-    /// Check a TC: quorum of members, one high-QC round per signer below the TC round, and one
-    /// aggregate check over the signers' distinct messages.
+    /// Check a TC: quorum of members, one high-QC round per signer below the TC round, and every
+    /// signer's signature over its own message.
     pub(super) fn verify_tc(&self, tc: &TimeoutCert) -> Result<(), RejectReason> {
         let signers = tc.signers.count();
         if signers < self.cfg.quorum() || !tc.signers.within(self.cfg.validator_count) {
@@ -117,8 +114,8 @@ impl<C: QuorumCrypto> Core<C> {
             .zip(&tc.high_qc_rounds)
             .map(|(i, hqc)| (i, timeout_message(self.cfg.chain_id, tc.round, *hqc, i)))
             .collect();
-        if !self.crypto.verify_distinct(&signed, &tc.signature) {
-            return Err(RejectReason::TcInvalid("aggregate signature invalid"));
+        if !self.crypto.verify_distinct(&signed, &tc.signatures) {
+            return Err(RejectReason::TcInvalid("a signature is invalid"));
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
-//! Vote collection at the next leader. Votes are aggregated optimistically: at quorum, one aggregate
-//! check; only if it fails are votes verified one by one and the invalid ones discarded.
+//! Vote collection at the next leader. Votes are checked optimistically: at quorum, the quorum's
+//! signatures are checked as a QC; only if that fails is each vote checked alone (cached) and the
+//! invalid ones discarded.
 //!
 //! Bound: rounds within `ROUNDS_AHEAD_MAX` of the current round, one vote per voter per round.
 
@@ -67,7 +68,7 @@ impl VoteCollector {
         if votes.len() < quorum {
             return outcome;
         }
-        if let Some(qc) = aggregate_checked(&votes, &msg, crypto, hash, round, height) {
+        if let Some(qc) = certify(&votes, &msg, crypto, hash, round, height) {
             round_votes.certified = true;
             outcome.qc = Some(qc);
             return outcome;
@@ -83,7 +84,7 @@ impl VoteCollector {
         }
         let votes = matching(round_votes);
         if votes.len() >= quorum {
-            if let Some(qc) = aggregate_checked(&votes, &msg, crypto, hash, round, height) {
+            if let Some(qc) = certify(&votes, &msg, crypto, hash, round, height) {
                 round_votes.certified = true;
                 outcome.qc = Some(qc);
             }
@@ -97,7 +98,7 @@ impl VoteCollector {
     }
 }
 
-fn aggregate_checked<C: QuorumCrypto>(
+fn certify<C: QuorumCrypto>(
     votes: &[Vote],
     msg: &[u8],
     crypto: &C,
@@ -108,9 +109,9 @@ fn aggregate_checked<C: QuorumCrypto>(
     let mut signers = SignerBitmap::default();
     votes.iter().for_each(|v| signers.insert(v.voter));
     assert_eq!(signers.count(), votes.len(), "one vote per voter");
-    let sigs: Vec<_> = votes.iter().map(|v| v.signature).collect();
-    let signature = crypto.aggregate(&sigs)?;
-    if !crypto.verify_same_msg(&signers, msg, &signature) {
+    // `votes` come from a map ordered by voter: the signatures are in signer order.
+    let signatures: Vec<_> = votes.iter().map(|v| v.signature).collect();
+    if !crypto.verify_same_msg(&signers, msg, &signatures) {
         return None;
     }
     Some(QuorumCert {
@@ -118,6 +119,6 @@ fn aggregate_checked<C: QuorumCrypto>(
         round,
         height,
         signers,
-        signature,
+        signatures,
     })
 }

@@ -48,27 +48,6 @@ pub(crate) fn hash_to_g1(msg: &[u8], dst: &[u8]) -> blst_p1_affine {
     affine
 }
 
-/// sk·H for a message point H already hashed (`hash_to_g1`), compressed: the same bytes blst's
-/// `SecretKey::sign` gives for that message, without hashing it again.
-pub(crate) fn sign_hashed(secret_be: &[u8; 32], hashed: &blst_p1_affine) -> [u8; SIGNATURE_BYTES] {
-    let mut scalar = blst::blst_scalar::default();
-    let mut point = blst_p1::default();
-    let mut signature = blst_p1::default();
-    let mut out = [0u8; SIGNATURE_BYTES];
-    // SAFETY: every pointer is a valid local or borrowed value of the type blst expects; the
-    // scalar is read from exactly 32 bytes; `out` holds a compressed G1 point (48 bytes).
-    unsafe {
-        blst::blst_scalar_from_bendian(&mut scalar, secret_be.as_ptr());
-        blst::blst_p1_from_affine(&mut point, hashed);
-        blst::blst_sign_pk_in_g2(&mut signature, &point, &scalar);
-        blst::blst_p1_compress(out.as_mut_ptr(), &signature);
-    }
-    // The scalar copy is secret: clear it before the stack slot is reused.
-    scalar = blst::blst_scalar::default();
-    std::hint::black_box(&scalar);
-    out
-}
-
 /// Σ scalars[i]·points[i] with `SCALAR_BYTES`-byte little-endian scalars, on the calling thread
 /// (blst's own `mult` would hand the work to its internal pool).
 pub(crate) fn multi_scalar_mult(points: &[blst_p1_affine], scalars: &[u8]) -> blst_p1 {

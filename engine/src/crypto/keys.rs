@@ -69,23 +69,6 @@ fn decode_public_key(public: &[u8]) -> Result<PublicKey, KeyError> {
     }
 }
 
-/// A consensus message hashed to G1 under the consensus DST: a pure function of the message
-/// bytes, computed once and reused by `KeyPair::sign_consensus_hashed` and
-/// `ValidatorSet::verify_aggregate_hashed`. Only `consensus` makes one, so it always matches the
-/// bytes it was made from.
-#[derive(Clone, Copy, Debug)]
-pub struct HashedMessage(blst::blst_p1_affine);
-
-impl HashedMessage {
-    pub fn consensus(msg: &[u8]) -> Self {
-        Self(super::curve::hash_to_g1(msg, super::CONSENSUS_DST))
-    }
-
-    pub(crate) fn point(&self) -> &blst::blst_p1_affine {
-        &self.0
-    }
-}
-
 /// A secret key with its public key and proof of possession.
 #[derive(Clone)]
 pub struct KeyPair {
@@ -140,23 +123,6 @@ impl KeyPair {
     }
 
     /// Signs `msg` under `dst` (callers pass one of the module's DSTs).
-    /// Signs a consensus message (vote, timeout, or any message consensus defines) under the
-    /// consensus domain-separation tag.
-    pub fn sign_consensus(&self, msg: &[u8]) -> SignatureBytes {
-        self.sign(msg, super::CONSENSUS_DST)
-    }
-
-    /// `sign_consensus`, also returning the message's hash to G1 so a later check of an
-    /// aggregate over the same message (a QC over this vote) need not hash it again.
-    pub fn sign_consensus_hashed(&self, msg: &[u8]) -> (SignatureBytes, HashedMessage) {
-        let hashed = HashedMessage::consensus(msg);
-        let mut secret = self.secret.to_bytes();
-        let signature = super::curve::sign_hashed(&secret, hashed.point());
-        secret.fill(0);
-        std::hint::black_box(&secret);
-        (signature, hashed)
-    }
-
     pub(crate) fn sign(&self, msg: &[u8], dst: &[u8]) -> SignatureBytes {
         self.secret.sign(msg, dst, &[]).to_bytes()
     }

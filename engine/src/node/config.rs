@@ -89,7 +89,8 @@ pub struct NetworkSection {
 #[serde(deny_unknown_fields)]
 pub struct FilesSection {
     pub genesis: PathBuf,
-    pub bls_key: PathBuf,
+    /// This validator's Ed25519 consensus key (`reckon init` writes `keys/node-<i>.ed25519`, 0600).
+    pub validator_key: PathBuf,
     pub tls_ca: PathBuf,
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
@@ -283,7 +284,7 @@ impl NodeConfig {
         };
         fix(&mut self.node.data_dir);
         fix(&mut self.files.genesis);
-        fix(&mut self.files.bls_key);
+        fix(&mut self.files.validator_key);
         fix(&mut self.files.tls_ca);
         fix(&mut self.files.tls_cert);
         fix(&mut self.files.tls_key);
@@ -422,7 +423,7 @@ mod tests {
             },
             files: FilesSection {
                 genesis: "genesis.toml".into(),
-                bls_key: "node-0.bls".into(),
+                validator_key: "node-0.ed25519".into(),
                 tls_ca: "ca.pem".into(),
                 tls_cert: "node-0.pem".into(),
                 tls_key: "node-0.key".into(),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
-use crate::consensus::bls::BlsCrypto;
+use crate::consensus::validator_crypto::ValidatorCrypto;
 use crate::consensus::wire::{Reader, Writer};
 use crate::consensus::{
     Action, Block, CommittedBlock, Core, Digest, Event, Message, Recipient, Round, SafetyState,
@@ -28,6 +28,11 @@ use super::peers::{wall_ms, Peers, PEER_KIND_CONSENSUS};
 use super::state::Shared;
 
 /// Capacity of the queue into consensus (peer messages and batch events).
+// The largest consensus message (a full sync response with 256-signer QCs) fits one peer frame.
+const _: () = assert!(
+    crate::consensus::messages::MESSAGE_BYTES_MAX
+        <= crate::net::frame::FRAME_PAYLOAD_BYTES_MAX as usize
+);
 pub const CONSENSUS_QUEUE_MAX: usize = 4096;
 /// Capacity of the queue from consensus to execute, in commit actions (each ≤ a few blocks).
 pub const EXECUTE_QUEUE_COMMITS_MAX: usize = 1024;
@@ -53,7 +58,7 @@ pub enum ConsensusIn {
 }
 
 pub struct ConsensusStage {
-    pub core: Core<BlsCrypto>,
+    pub core: Core<ValidatorCrypto>,
     pub journal: ConsensusJournal,
     pub input: Receiver<ConsensusIn>,
     pub peers: Arc<Peers>,

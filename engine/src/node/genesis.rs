@@ -7,7 +7,7 @@
 //! same ledger digest.
 
 use crate::codec::encode_body;
-use crate::crypto::{Registry, ValidatedPublicKey};
+use crate::crypto::{Registry, ValidatedPublicKey, ValidatorPublicKey};
 use crate::ledger::{Ledger, LedgerConfig};
 use crate::types::{Account, InstitutionId, Operation, Reply, Reserve};
 use serde::{Deserialize, Serialize};
@@ -54,10 +54,8 @@ pub struct Genesis {
 pub struct GenesisValidator {
     pub index: u32,
     pub name: String,
-    /// 96-byte compressed G2 public key, hex.
-    pub bls_public_key: String,
-    /// 48-byte proof of possession, hex.
-    pub bls_pop: String,
+    /// 32-byte Ed25519 public key that signs this validator's votes and timeouts, hex.
+    pub consensus_public_key: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -119,6 +117,14 @@ fn key_from_hex(what: &str, public: &str, pop: &str) -> Result<ValidatedPublicKe
     let pop = hex_decode(pop).ok_or_else(|| bad("bls_pop"))?;
     ValidatedPublicKey::new(&public, &pop)
         .map_err(|e| GenesisError::Invalid(format!("{what}: BLS key refused: {e}")))
+}
+
+fn validator_key_from_hex(index: u32, public: &str) -> Result<ValidatorPublicKey, GenesisError> {
+    let what = format!("validator {index}");
+    let bytes = hex_decode(public)
+        .ok_or_else(|| GenesisError::Invalid(format!("{what}: consensus_public_key is not hex")))?;
+    ValidatorPublicKey::from_bytes(&bytes)
+        .map_err(|e| GenesisError::Invalid(format!("{what}: consensus_public_key refused: {e}")))
 }
 
 impl Genesis {
@@ -184,17 +190,11 @@ impl Genesis {
         Ok(())
     }
 
-    /// Validated validator keys in index order (each PoP checked).
-    pub fn validator_keys(&self) -> Result<Vec<ValidatedPublicKey>, GenesisError> {
+    /// Validated validator consensus keys in index order.
+    pub fn validator_keys(&self) -> Result<Vec<ValidatorPublicKey>, GenesisError> {
         self.validators
             .iter()
-            .map(|v| {
-                key_from_hex(
-                    &format!("validator {}", v.index),
-                    &v.bls_public_key,
-                    &v.bls_pop,
-                )
-            })
+            .map(|v| validator_key_from_hex(v.index, &v.consensus_public_key))
             .collect()
     }
 

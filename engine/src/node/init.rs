@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use crate::crypto::{save_key_file, KeyKind, KeyPair};
+use crate::crypto::{save_institution_key, save_validator_key, KeyPair, ValidatorKey};
 use crate::net::tls;
 
 use super::config::{
@@ -133,16 +133,18 @@ pub fn init(o: &InitOptions) -> Result<Vec<String>, InitError> {
         "tls/ca.pem".to_string(),
         "tls/ca.key (keep offline)".to_string(),
     ]);
-    let save_key = |rel: &str, kind: KeyKind, pair: &KeyPair| {
-        save_key_file(&dir.join(rel), kind, pair).map_err(|e| InitError::Write {
-            path: dir.join(rel),
+    let key_err = |rel: &str| {
+        let path = dir.join(rel);
+        move |e: crate::crypto::KeyFileError| InitError::Write {
+            path,
             message: e.to_string(),
-        })
+        }
     };
     let mut validators = Vec::new();
     for i in 0..o.nodes {
-        let pair = KeyPair::generate();
-        save_key(&format!("keys/node-{i}.bls"), KeyKind::Validator, &pair)?;
+        let key = ValidatorKey::generate();
+        let rel = format!("keys/node-{i}.ed25519");
+        save_validator_key(&dir.join(&rel), &key).map_err(key_err(&rel))?;
         let cert = tls::issue_node_cert(
             &ca,
             i as u32,
@@ -156,13 +158,12 @@ pub fn init(o: &InitOptions) -> Result<Vec<String>, InitError> {
         )?;
         write(&dir.join(format!("tls/node-{i}.key")), &cert.key_pem, true)?;
         written.push(format!(
-            "keys/node-{i}.bls, tls/node-{i}.pem, tls/node-{i}.key"
+            "keys/node-{i}.ed25519, tls/node-{i}.pem, tls/node-{i}.key"
         ));
         validators.push(GenesisValidator {
             index: i as u32,
             name: format!("node-{i}"),
-            bls_public_key: hex_encode(&pair.public().to_bytes()),
-            bls_pop: hex_encode(pair.pop()),
+            consensus_public_key: hex_encode(&key.public().to_bytes()),
         });
     }
     let names: Vec<String> = std::iter::once("consortium-operator".to_string())
@@ -171,11 +172,8 @@ pub fn init(o: &InitOptions) -> Result<Vec<String>, InitError> {
     let mut institutions = Vec::new();
     for (id, name) in names.iter().enumerate() {
         let pair = KeyPair::generate();
-        save_key(
-            &format!("keys/institution-{id}.bls"),
-            KeyKind::Institution,
-            &pair,
-        )?;
+        let rel = format!("keys/institution-{id}.bls");
+        save_institution_key(&dir.join(&rel), &pair).map_err(key_err(&rel))?;
         let cert = tls::issue_client_cert(&ca, id as u32).map_err(tls_err)?;
         write(
             &dir.join(format!("tls/institution-{id}.pem")),
@@ -292,7 +290,7 @@ fn node_config(o: &InitOptions, i: usize) -> NodeConfig {
         },
         files: FilesSection {
             genesis: "genesis.toml".into(),
-            bls_key: format!("keys/node-{i}.bls").into(),
+            validator_key: format!("keys/node-{i}.ed25519").into(),
             tls_ca: "tls/ca.pem".into(),
             tls_cert: format!("tls/node-{i}.pem").into(),
             tls_key: format!("tls/node-{i}.key").into(),

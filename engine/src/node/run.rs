@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::{bounded, Receiver, Sender};
 
-use crate::consensus::bls::{BlsCrypto, VerifyCache};
+use crate::consensus::validator_crypto::{ValidatorCrypto, VerifyCache};
 use crate::consensus::{Config, Core, ValidatorIndex};
-use crate::crypto::{load_key_file, BatchVerifier, KeyKind, KeyPair, Registry, ValidatorSet};
+use crate::crypto::{load_validator_key, BatchVerifier, Registry, ValidatorKey, ValidatorSet};
 use crate::mempool::{Mempool, MempoolConfig};
 use crate::net::{tls, Inbound, IssuedCert, Server, ServerOptions};
 use crate::storage::{BlockLog, Cipher, EncryptionConfig, LogConfig, WriteBackend};
@@ -85,13 +85,13 @@ fn read(path: &Path) -> Result<String, NodeError> {
 }
 
 struct Keys {
-    pair: KeyPair,
+    pair: ValidatorKey,
     validators: Option<ValidatorSet>,
 }
 
 fn load_keys(config: &NodeConfig, genesis: &LoadedGenesis) -> Result<Keys, NodeError> {
-    let pair = load_key_file(&config.files.bls_key, KeyKind::Validator)
-        .map_err(|e| start_err("BLS key")(e.to_string()))?;
+    let pair = load_validator_key(&config.files.validator_key)
+        .map_err(|e| start_err("validator key")(e.to_string()))?;
     let keys = genesis.genesis.validator_keys()?;
     let index = config.node.index as usize;
     let Some(mine) = keys.get(index) else {
@@ -100,14 +100,14 @@ fn load_keys(config: &NodeConfig, genesis: &LoadedGenesis) -> Result<Keys, NodeE
             keys.len()
         )));
     };
-    if mine.to_bytes() != pair.public().to_bytes() {
-        return Err(start_err("BLS key")(format!(
+    if mine != pair.public() {
+        return Err(start_err("validator key")(format!(
             "{} is not validator {index}'s key in the genesis",
-            config.files.bls_key.display()
+            config.files.validator_key.display()
         )));
     }
-    let validators = ValidatorSet::from_validated(keys)
-        .map_err(|e| start_err("genesis validators")(e.to_string()))?;
+    let validators =
+        ValidatorSet::new(keys).map_err(|e| start_err("genesis validators")(e.to_string()))?;
     Ok(Keys {
         pair,
         validators: Some(validators),
@@ -313,7 +313,7 @@ fn spawn_consensus(
         stop.clone(),
     );
     spawn("consensus", l.layout.core_of(Stage::Consensus), move || {
-        let crypto = BlsCrypto::new(Some(pair), Rc::new(validators), VerifyCache::shared());
+        let crypto = ValidatorCrypto::new(Some(pair), Rc::new(validators), VerifyCache::shared());
         let core = Core::new(cfg, crypto, recovered);
         ConsensusStage {
             core,

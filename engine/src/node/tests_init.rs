@@ -25,7 +25,7 @@ fn init_writes_a_consortium_that_loads_and_refuses_a_non_empty_dir() {
     for private in [
         "tls/ca.key",
         "tls/node-0.key",
-        "keys/node-3.bls",
+        "keys/node-3.ed25519",
         "keys/institution-2.bls",
     ] {
         let mode = std::fs::metadata(out.join(private))
@@ -89,6 +89,21 @@ fn genesis_refusals_are_specific() {
     let mut swapped = g.clone();
     swapped.institutions[1].bls_pop = g.institutions[2].bls_pop.clone();
     assert!(matches!(swapped.registry(), Err(GenesisError::Invalid(m)) if m.contains("refused")));
+    let mut validator_hex = g.clone();
+    validator_hex.validators[2].consensus_public_key = "zz".into();
+    assert!(
+        matches!(validator_hex.validator_keys(), Err(GenesisError::Invalid(m)) if m.contains("validator 2: consensus_public_key is not hex"))
+    );
+    let mut weak = g.clone();
+    weak.validators[0].consensus_public_key = format!("01{}", "00".repeat(31));
+    assert!(
+        matches!(weak.validator_keys(), Err(GenesisError::Invalid(m)) if m.contains("validator 0") && m.contains("weak"))
+    );
+    let mut short = g.clone();
+    short.validators[3].consensus_public_key = "abcd".into();
+    assert!(
+        matches!(short.validator_keys(), Err(GenesisError::Invalid(m)) if m.contains("validator 3") && m.contains("32 bytes"))
+    );
     let path = dir.path().join("typo.toml");
     std::fs::write(&path, text.replace("chain_id", "chain_idd")).expect("write");
     assert!(matches!(

@@ -10,7 +10,9 @@ use rand::Rng;
 use super::faults::BYZANTINE_ACT_PER_MILLE;
 use super::node::SIM_CHAIN_ID;
 use super::runner::Sim;
-use crate::consensus::{genesis_qc, vote_message, Message, Proposal, Sig, SignerBitmap, Vote};
+use crate::consensus::{
+    genesis_qc, vote_message, Message, Proposal, QuorumCert, Sig, SignerBitmap, Vote,
+};
 
 impl Sim {
     /// The messages a Byzantine `node` actually sends to `peer` instead of `msg`.
@@ -25,7 +27,7 @@ impl Sim {
         }
         let mut bad = msg.clone();
         let identity = self.nodes[node].identity;
-        let garbage = self.secrets[identity].sign_consensus(&self.rng.gen::<[u8; 32]>());
+        let garbage = self.secrets[identity].sign(&self.rng.gen::<[u8; 32]>());
         match &mut bad {
             Message::Proposal(p) => {
                 if self.rewrite_proposal(p, peer, identity, garbage) {
@@ -40,7 +42,7 @@ impl Sim {
                     // A validly signed second vote in the same round, for another block.
                     let twin_hash: [u8; 32] = self.rng.gen();
                     let signed = vote_message(SIM_CHAIN_ID, &twin_hash, v.round, v.height);
-                    let signature = self.secrets[identity].sign_consensus(&signed);
+                    let signature = self.secrets[identity].sign(&signed);
                     let twin = Vote {
                         block_hash: twin_hash,
                         signature,
@@ -51,13 +53,13 @@ impl Sim {
             },
             Message::Timeout(t) => match self.rng.gen_range(0..2) {
                 0 => t.timeout.signature = garbage,
-                _ => t.timeout.high_qc.signature = garbage,
+                _ => forge(&mut t.timeout.high_qc, identity, garbage),
             },
             Message::SyncResponse(s) => {
                 if s.blocks.len() > 2 {
                     s.blocks.remove(1);
                 } else if let Some(qc) = s.last_qc.as_mut() {
-                    qc.signature = garbage;
+                    forge(qc, identity, garbage);
                 }
             }
             Message::SyncRequest(_) => {}
@@ -90,7 +92,7 @@ impl Sim {
                     .truncate(crate::consensus::BLOCK_DIGESTS_MAX - 1);
                 p.block.payload.push(self.rng.gen());
             }
-            2 => p.block.justify.signature = garbage,
+            2 => forge(&mut p.block.justify, identity, garbage),
             5 => {
                 // Extend an old branch: re-parent on genesis (fails the lock or the TC rule).
                 p.block.justify = genesis_qc();
@@ -98,10 +100,27 @@ impl Sim {
                 p.tc = None;
             }
             _ => {
-                p.block.justify.signers = SignerBitmap::default();
-                p.block.justify.signers.insert(identity as u16);
+                // A "QC" signed by this validator alone: valid signature, too few signers.
+                let qc = &mut p.block.justify;
+                let msg = vote_message(SIM_CHAIN_ID, &qc.block_hash, qc.round, qc.height);
+                qc.signers = SignerBitmap::default();
+                qc.signers.insert(identity as u16);
+                qc.signatures = vec![self.secrets[identity].sign(&msg)];
             }
         }
         false
     }
+}
+
+/// Replaces one of `qc`'s signatures with `garbage` (or, for the genesis QC, which has none, adds
+/// `identity` with it), so the forgery stays encodable: one signature per signer.
+fn forge(qc: &mut QuorumCert, identity: usize, garbage: Sig) {
+    match qc.signatures.first_mut() {
+        Some(first) => *first = garbage,
+        None => {
+            qc.signers.insert(identity as u16);
+            qc.signatures.push(garbage);
+        }
+    }
+    assert_eq!(qc.signatures.len(), qc.signers.count());
 }

@@ -12,7 +12,7 @@ use super::network::{NetMsg, SimEvent};
 use super::runner::Sim;
 use super::state_machine::StateMachine;
 use super::store::{MemStore, NodeStore, TornWrite};
-use crate::consensus::bls::BlsCrypto;
+use crate::consensus::validator_crypto::ValidatorCrypto;
 use crate::consensus::{
     genesis_block, genesis_qc, Action, CommittedBlock, Config, Core, Digest, Event, Message,
     Recipient, Recovered, ValidatorIndex, COMMITTED_WINDOW_MAX,
@@ -26,7 +26,7 @@ pub struct SimNode {
     pub identity: usize,
     /// Identities this node exchanges messages with (None: everyone). Twins split the peers.
     pub reach: Option<Vec<bool>>,
-    pub core: Option<Core<BlsCrypto>>,
+    pub core: Option<Core<ValidatorCrypto>>,
     pub store: MemStore,
     pub ledger: LedgerMachine,
     /// Batches this node holds in full (volatile: lost on crash, like a mempool).
@@ -389,7 +389,7 @@ impl Sim {
         config.min_idle_block_interval_ms = self.cfg.min_idle_block_interval_ms;
         config.leader_election = self.cfg.leader_election;
         config.testing_quorum_too_small = self.cfg.testing_quorum_too_small;
-        let crypto = BlsCrypto::new(
+        let crypto = ValidatorCrypto::new(
             Some(self.secrets[identity].clone()),
             Rc::clone(&self.publics),
             Rc::clone(&self.cache),

@@ -15,9 +15,9 @@ use super::network::{EventQueue, Links, SimEvent};
 use super::node::SimNode;
 use super::state_machine::StateMachine;
 use super::{SimConfig, SimReport};
-use crate::consensus::bls::{BlsCrypto, VerifyCache};
+use crate::consensus::validator_crypto::{ValidatorCrypto, VerifyCache};
 use crate::consensus::{Digest, Round};
-use crate::crypto::{KeyPair, ValidatorSet};
+use crate::crypto::{ValidatorKey, ValidatorSet};
 
 pub struct Probe {
     pub digest: Digest,
@@ -37,7 +37,7 @@ pub struct Sim {
     pub checker: Checker,
     pub probes: Vec<Probe>,
     pub healed: bool,
-    pub secrets: Vec<KeyPair>,
+    pub secrets: Vec<ValidatorKey>,
     pub publics: Rc<ValidatorSet>,
     pub cache: Rc<std::cell::RefCell<VerifyCache>>,
     pub report: SimReport,
@@ -47,7 +47,7 @@ pub struct Sim {
 impl Sim {
     pub fn new(cfg: SimConfig) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let (secrets, publics) = BlsCrypto::committee(cfg.seed, cfg.nodes);
+        let (secrets, publics) = ValidatorCrypto::committee(cfg.seed, cfg.nodes);
         let faults_max = (cfg.nodes - 1) / 3;
         let mut order: Vec<usize> = (0..cfg.nodes).collect();
         order.shuffle(&mut rng);

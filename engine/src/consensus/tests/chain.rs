@@ -12,7 +12,7 @@ fn commit_requires_a_direct_two_chain_in_consecutive_rounds() {
         round: block.round,
         height: block.height,
         signers: SignerBitmap::default(),
-        signature: [0; 48],
+        signatures: Vec::new(),
     };
     let child = |parent: &Block, round: Round| Block {
         author: 0,

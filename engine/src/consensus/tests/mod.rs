@@ -1,11 +1,11 @@
 //! Unit tests of the core (cluster behaviour here, single rules in `rules.rs`): a tiny in-test router delivers messages instantly (FIFO); each test
-//! asserts one rule, with real BLS signatures.
+//! asserts one rule, with real validator (Ed25519) signatures.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
 
 use super::block_tree::{genesis_block, genesis_qc};
-use super::bls::{BlsCrypto, VerifyCache};
+use super::validator_crypto::{ValidatorCrypto, VerifyCache};
 use super::*;
 
 mod chain;
@@ -17,18 +17,18 @@ mod sync;
 pub(super) const CHAIN: ChainId = 7;
 
 /// Cores for single-rule tests: no idle pacing, so a leader proposes as soon as it can.
-pub(super) fn cores(n: usize) -> Vec<Core<BlsCrypto>> {
+pub(super) fn cores(n: usize) -> Vec<Core<ValidatorCrypto>> {
     cores_with(n, |cfg| cfg.min_idle_block_interval_ms = 0)
 }
 
-pub(super) fn cores_with(n: usize, adjust: impl Fn(&mut Config)) -> Vec<Core<BlsCrypto>> {
-    let (secrets, publics) = BlsCrypto::committee(42, n);
+pub(super) fn cores_with(n: usize, adjust: impl Fn(&mut Config)) -> Vec<Core<ValidatorCrypto>> {
+    let (secrets, publics) = ValidatorCrypto::committee(42, n);
     let cache = VerifyCache::shared();
     secrets
         .into_iter()
         .enumerate()
         .map(|(i, sk)| {
-            let crypto = BlsCrypto::new(Some(sk), Rc::clone(&publics), Rc::clone(&cache));
+            let crypto = ValidatorCrypto::new(Some(sk), Rc::clone(&publics), Rc::clone(&cache));
             let mut cfg = Config::new(CHAIN, n, i as ValidatorIndex);
             adjust(&mut cfg);
             Core::new(cfg, crypto, None)
@@ -37,7 +37,7 @@ pub(super) fn cores_with(n: usize, adjust: impl Fn(&mut Config)) -> Vec<Core<Bls
 }
 
 pub(super) struct Router {
-    cores: Vec<Core<BlsCrypto>>,
+    cores: Vec<Core<ValidatorCrypto>>,
     queue: VecDeque<(ValidatorIndex, ValidatorIndex, Message)>,
     commits: Vec<Vec<CommittedBlock>>,
     rejects: Vec<(usize, RejectReason)>,
@@ -106,8 +106,9 @@ impl Router {
     }
     /// Replace `node` by a fresh core built only from what it persisted, then start it.
     fn restart(&mut self, node: usize) {
-        let (secrets, publics) = BlsCrypto::committee(42, self.cores.len());
-        let crypto = BlsCrypto::new(Some(secrets[node].clone()), publics, VerifyCache::shared());
+        let (secrets, publics) = ValidatorCrypto::committee(42, self.cores.len());
+        let crypto =
+            ValidatorCrypto::new(Some(secrets[node].clone()), publics, VerifyCache::shared());
         let genesis = CommittedBlock {
             height: 0,
             block: genesis_block(),
@@ -426,7 +427,6 @@ fn consensus_never_touches_a_socket_clock_or_file() {
     let sources = [
         include_str!("../audit.rs"),
         include_str!("../block_tree.rs"),
-        include_str!("../bls.rs"),
         include_str!("../core.rs"),
         include_str!("../crypto_iface.rs"),
         include_str!("../leader.rs"),
@@ -438,6 +438,7 @@ fn consensus_never_touches_a_socket_clock_or_file() {
         include_str!("../safety.rs"),
         include_str!("../sync.rs"),
         include_str!("../timeouts.rs"),
+        include_str!("../validator_crypto.rs"),
         include_str!("../votes.rs"),
         include_str!("../wire.rs"),
     ];

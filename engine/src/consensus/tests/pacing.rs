@@ -27,7 +27,7 @@ fn propose_timers(actions: &[Action]) -> Vec<(Round, u64)> {
 }
 
 /// Node 1 leads round 1 (default config: pacing on).
-fn paced_leader() -> Core<bls::BlsCrypto> {
+fn paced_leader() -> Core<validator_crypto::ValidatorCrypto> {
     cores_with(4, |_| {}).remove(1)
 }
 

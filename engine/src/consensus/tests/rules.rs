@@ -132,7 +132,7 @@ fn rejects_qc_with_too_few_or_invalid_signatures() {
         })
     );
     let mut bad = good.clone();
-    bad.signature = r.cores[1].crypto.sign(b"something else");
+    bad.signatures[0] = r.cores[1].crypto.sign(b"something else");
     assert_eq!(
         r.cores[1].verify_qc(&bad),
         Err(RejectReason::QcInvalidSignature)
@@ -243,8 +243,8 @@ fn restart_from_recovered_state_refuses_to_vote_twice() {
     else {
         panic!("persisted")
     };
-    let (secrets, publics) = BlsCrypto::committee(42, 4);
-    let crypto = BlsCrypto::new(Some(secrets[2].clone()), publics, VerifyCache::shared());
+    let (secrets, publics) = ValidatorCrypto::committee(42, 4);
+    let crypto = ValidatorCrypto::new(Some(secrets[2].clone()), publics, VerifyCache::shared());
     let tip = CommittedBlock {
         height: 0,
         block: genesis_block(),
@@ -291,8 +291,8 @@ fn a_restarted_leader_does_not_propose_again_in_its_recovery_round() {
     let mut all = cores(4);
     let first = first_proposal(&all[1].handle(10, Event::Start));
     assert_eq!((first.block.round, first.block.author), (1, 1));
-    let (secrets, publics) = BlsCrypto::committee(42, 4);
-    let crypto = BlsCrypto::new(Some(secrets[1].clone()), publics, VerifyCache::shared());
+    let (secrets, publics) = ValidatorCrypto::committee(42, 4);
+    let crypto = ValidatorCrypto::new(Some(secrets[1].clone()), publics, VerifyCache::shared());
     let tip = CommittedBlock {
         height: 0,
         block: genesis_block(),
@@ -356,7 +356,7 @@ fn safety_rule_blocks_that_do_not_extend_the_lock() {
         round: 6,
         signers: SignerBitmap::default(),
         high_qc_rounds: vec![5, 4, 5],
-        signature: [0; 48],
+        signatures: Vec::new(),
     };
     assert_eq!(state.check_vote(&block, Some(&tc)), Ok(()));
     let tc_higher = TimeoutCert {
@@ -397,7 +397,7 @@ fn messages_round_trip_through_the_canonical_encoding() {
         round: 9,
         signers: qc.signers,
         high_qc_rounds: vec![1, 2, 3],
-        signature: [3; 48],
+        signatures: vec![[3; 64]; 3],
     };
     let block = Block {
         author: 1,
@@ -417,14 +417,14 @@ fn messages_round_trip_through_the_canonical_encoding() {
             round: 3,
             height: 2,
             voter: 1,
-            signature: [2; 48],
+            signature: [2; 64],
         }),
         Message::Timeout(TimeoutMsg {
             timeout: Timeout {
                 round: 4,
                 author: 2,
                 high_qc: qc.clone(),
-                signature: [4; 48],
+                signature: [4; 64],
             },
             last_tc: Some(tc),
         }),

@@ -55,7 +55,7 @@ fn sync_responses_are_verified_before_anything_is_applied() {
         (vec![RejectReason::SyncInvalid("hash linkage")], 0, false)
     );
     let mut forged = good.clone();
-    forged.last_qc.as_mut().expect("qc").signature = cores(4)[0].crypto.sign(b"not a vote");
+    forged.last_qc.as_mut().expect("qc").signatures[0] = cores(4)[0].crypto.sign(b"not a vote");
     assert_eq!(
         feed(forged),
         (vec![RejectReason::QcInvalidSignature], 0, false)
@@ -121,7 +121,7 @@ fn audit_accepts_a_committed_chain_and_rejects_any_tampering() {
     payload[3].block.payload.push([1; 32]);
     assert_eq!(audit(&payload), Err(AuditError::QcMismatch { height: 4 }));
     let mut forged = chain.clone();
-    forged[1].qc.signature = auditor.crypto.sign(b"forged");
+    forged[1].qc.signatures[0] = auditor.crypto.sign(b"forged");
     assert_eq!(audit(&forged), Err(AuditError::QcInvalid { height: 2 }));
     let mut bytes_round_trip = Vec::new();
     for c in &chain {
@@ -192,8 +192,8 @@ fn recovered_window_keeps_only_the_chain_that_links_to_the_tip() {
     r.run(400);
     let log = r.commits[0].clone();
     assert!(log.len() >= 6, "{}", log.len());
-    let (secrets, publics) = BlsCrypto::committee(42, 4);
-    let crypto = BlsCrypto::new(Some(secrets[0].clone()), publics, VerifyCache::shared());
+    let (secrets, publics) = ValidatorCrypto::committee(42, 4);
+    let crypto = ValidatorCrypto::new(Some(secrets[0].clone()), publics, VerifyCache::shared());
     let mut history = log[..log.len() - 1].to_vec();
     history[1].block.payload.push([9; 32]); // height 2 no longer matches its QC: cut below 3
     let mut core = Core::new(
