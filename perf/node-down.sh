@@ -21,7 +21,9 @@ fi
 mkdir -p "$out"
 sizing=()
 if [ -n "${LEDGER_TRANSFERS:-}" ]; then sizing=(--ledger-transfers "$LEDGER_TRANSFERS"); fi
-"$bin/bench-harness" e2e --nodes 4 --duration "$duration" --batch 8190 "${sizing[@]}" --out "$out/e2e" \
+# --in-flight 2: one closed-loop phase, as in session 9 (the default batched run is two phases,
+# an open loop at 220,000 transfers/s and then the closed-loop ceiling).
+"$bin/bench-harness" e2e --nodes 4 --duration "$duration" --batch 8190 --in-flight 2 "${sizing[@]}" --out "$out/e2e" \
   >"$out/e2e.txt" 2>"$out/e2e.err" &
 bench=$!
 # The timed run starts after presigning; the harness prints the log mapping line first.

@@ -292,10 +292,19 @@ impl TcpTarget {
         self.sched.stats()
     }
 
+    /// Returns the counters so far and starts them again from zero, so a benchmark that drives
+    /// one target through several timed runs gets each run's own counters (in its
+    /// `summary.json` too).
+    pub fn take_stats(&mut self) -> TcpStats {
+        self.sched.take_stats()
+    }
+
     /// Maps, numbers and signs (on every core) the first requests the run will send, so the
     /// timed run sends them without signing (`outbox::Outbox::presign`). Untimed: call it after
     /// `setup`, if any, and before the driver starts; hand the driver the stream it returns, with
-    /// the batch size and event limit of `config`. Refuses a stream with statements.
+    /// the batch size and event limit of `config`. Refuses a stream with statements. Before a
+    /// later run on the same target, call it again with the stream the earlier run left: it
+    /// first drops the presigned requests that run did not reach (`presigned_unsent`).
     pub fn presign<'a>(
         &mut self,
         source: EventSource<'a>,

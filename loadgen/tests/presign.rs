@@ -1,15 +1,17 @@
 //! Presigning (`tcp::outbox`): the requests presigned before a run are byte-identical to those
 //! the live path signs at send time (same ids, bodies and valid signatures), in the batches the
 //! real driver cuts; streams with statements and batches other than the presigned ones are
-//! refused.
+//! refused; a second presign before a second run drops what the first left unsent.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use engine::codec::Record;
 use engine::crypto::SignedRequest;
+use engine::types::{Operation, Transfer, EVENT_BYTES};
 use loadgen::driver::{self, EventSource, RunConfig, Schedule};
 use loadgen::engine_map::{MapConfig, Mapper};
-use loadgen::op::TraceEvent;
+use loadgen::op::{Op, TraceEvent};
 use loadgen::progress::Progress;
 use loadgen::signing::Keyring;
 use loadgen::target::{Completion, Outcome, Target, TargetError, Ticket};
@@ -222,4 +224,118 @@ fn a_submitted_batch_other_than_the_presigned_one_is_refused() {
         o.next_batch(&other),
         Err(OutboxError::PresignMismatch { index: 0 })
     ));
+}
+
+/// (debit, credit, amount) of every transfer record `sent` carries, sorted, and whether their
+/// transfer ids are all distinct.
+fn transfers_sent(sent: &[Sent]) -> (Vec<(u128, u128, u128)>, bool) {
+    let mut legs = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    let mut distinct = true;
+    for s in sent {
+        let request = SignedRequest::decode(&s.payload).expect("decode").request;
+        if request.operation != Operation::CreateTransfers as u8 {
+            continue;
+        }
+        for record in request.body.chunks_exact(EVENT_BYTES) {
+            let t = Transfer::decode(record.try_into().expect("record")).expect("transfer");
+            distinct &= ids.insert(t.id);
+            legs.push((t.debit_account_id, t.credit_account_id, t.amount));
+        }
+    }
+    legs.sort_unstable();
+    (legs, distinct)
+}
+
+/// (debit, credit, amount) of every transfer among `events`, sorted (ids base 0).
+fn transfers_of(events: &[TraceEvent]) -> Vec<(u128, u128, u128)> {
+    let mut legs: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e.op {
+            Op::Transfer {
+                debit,
+                credit,
+                amount,
+            } => Some((u128::from(debit), u128::from(credit), u128::from(amount))),
+            _ => None,
+        })
+        .collect();
+    legs.sort_unstable();
+    legs
+}
+
+#[test]
+fn a_second_presign_drops_what_the_first_run_left_unsent_and_every_event_goes_out_once() {
+    let batch_events = 7;
+    let presign = |requests| PresignConfig {
+        requests,
+        batch_events,
+        events_max: None,
+    };
+    let (run1_events, run2_events) = (20 * batch_events as u64, 40 * batch_events as u64);
+    let mut o = outbox();
+    let (first, mut source) = o
+        .presign(Box::new(transfers().map(Ok)), &presign(200))
+        .expect("first presign");
+    assert!(first.events > run1_events, "{first:?}");
+    assert_eq!(first.requests_discarded, 0);
+    // Run 1 ends before it reaches every presigned batch...
+    let (sent1, mut o) = drive(
+        o,
+        Box::new(&mut source),
+        run_config(batch_events, run1_events),
+    );
+    let unsent = o.presigned_requests_left();
+    assert!(
+        unsent > 0 && unsent < first.requests,
+        "{unsent} of {first:?}"
+    );
+    assert!(sent1.iter().all(|s| s.presigned));
+    // ... and a duration-bound driver drops the batch it read ahead at the deadline.
+    let dropped: Vec<TraceEvent> = source
+        .by_ref()
+        .take(batch_events)
+        .map(|e| e.expect("event"))
+        .collect();
+    assert_eq!(dropped.len(), batch_events);
+    let (second, source) = o.presign(source, &presign(30)).expect("second presign");
+    assert_eq!(second.requests_discarded, unsent);
+    assert!(second.requests >= 30, "{second:?}");
+    let (sent2, o) = drive(o, source, run_config(batch_events, run2_events));
+    assert_eq!(o.presigned_requests_left(), 0);
+    let presigned2 = sent2.iter().take_while(|s| s.presigned).count();
+    assert_eq!(presigned2 as u64, second.requests);
+    assert!(
+        sent2[presigned2..].iter().all(|s| !s.presigned),
+        "then live"
+    );
+
+    // Ids: consecutive within each run; the dropped requests' ids stay used (a gap, no reuse).
+    let ids = |sent: &[Sent]| sent.iter().map(|s| s.request_id).collect::<Vec<_>>();
+    let first_id2 = REQUEST_ID_FIRST + sent1.len() as u128 + u128::from(unsent);
+    assert_eq!(
+        ids(&sent1),
+        (0..sent1.len() as u128)
+            .map(|i| REQUEST_ID_FIRST + i)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        ids(&sent2),
+        (0..sent2.len() as u128)
+            .map(|i| first_id2 + i)
+            .collect::<Vec<_>>()
+    );
+    let all: Vec<Sent> = sent1.into_iter().chain(sent2).collect();
+    assert_signatures_valid(&all);
+    // Every transfer the two runs submitted went out exactly once (the dropped presigned
+    // copies never did), with distinct transfer ids; the read-ahead batch never went out.
+    let events: Vec<TraceEvent> = transfers()
+        .take((run1_events + run2_events) as usize + batch_events)
+        .collect();
+    let (r1, r2) = (run1_events as usize, run1_events as usize + batch_events);
+    assert_eq!(&events[r1..r2], &dropped[..]);
+    let submitted: Vec<TraceEvent> = events[..r1].iter().chain(&events[r2..]).copied().collect();
+    let (legs, ids_distinct) = transfers_sent(&all);
+    assert!(ids_distinct, "a transfer id went out twice");
+    assert_eq!(legs, transfers_of(&submitted));
 }

@@ -83,6 +83,9 @@ pub struct PresignReport {
     pub sign_s: f64,
     /// Stopped at `PRESIGN_BODY_BYTES_MAX` before `requests_asked`.
     pub capped: bool,
+    /// Requests an earlier presign prepared that its run did not reach, dropped first
+    /// (`Outbox::discard_presigned`).
+    pub requests_discarded: u64,
 }
 
 impl PresignReport {
@@ -102,6 +105,12 @@ impl PresignReport {
         );
         if self.capped {
             s += &format!("  stopped at the {PRESIGN_BODY_BYTES_MAX}-byte body bound\n");
+        }
+        if self.requests_discarded > 0 {
+            s += &format!(
+                "  dropped first: {} presigned requests the previous run did not reach\n",
+                self.requests_discarded
+            );
         }
         s
     }
@@ -162,6 +171,26 @@ impl Outbox {
         self.presigned_requests_left
     }
 
+    /// Drops the presigned requests not handed out (a run ended before it reached them) and
+    /// returns how many. None of them was sent, so the mapping undoes what they booked as if the
+    /// ledger had refused every event (`Mapper::settle`, as for a failed request); their ids
+    /// stay used (a gap, never a duplicate). Their events may then be mapped again, as new
+    /// requests: the stream a duration-bound run leaves still holds them, less the batch the
+    /// driver read ahead and dropped at the deadline, which is why they cannot be kept.
+    pub fn discard_presigned(&mut self) -> Result<u64, OutboxError> {
+        let dropped = self.presigned_requests_left;
+        // Newest first: each undo sees the mapping as it was right after that request.
+        while let Some(batch) = self.presigned.pop_back() {
+            for numbered in batch.requests.iter().rev() {
+                let request = &numbered.request;
+                self.mapper
+                    .settle(request, &super::sched::all_refused(request))?;
+            }
+        }
+        self.presigned_requests_left = 0;
+        Ok(dropped)
+    }
+
     fn number(&mut self, requests: Vec<EngineRequest>) -> Vec<Numbered> {
         requests
             .into_iter()
@@ -212,8 +241,11 @@ impl Outbox {
     /// Takes the first batches of `source` exactly as the driver would cut them (`config`), maps
     /// and numbers them, and signs them on every core, until at least `config.requests` requests,
     /// the stream's end, or `PRESIGN_BODY_BYTES_MAX`. Returns the stream to hand the driver: the
-    /// taken events again, then the rest. Call it once, after any setup phase; on error the
-    /// outbox has mapped part of the stream and the run cannot go on.
+    /// taken events again, then the rest. Call it after any setup phase, before a run; called
+    /// again before a later run, it first drops what the earlier presign left unsent
+    /// (`discard_presigned`, counted in `PresignReport::requests_discarded`), so hand it the
+    /// stream that run left. On error the outbox has mapped part of the stream and the run
+    /// cannot go on.
     pub fn presign<'a>(
         &mut self,
         source: EventSource<'a>,
@@ -225,12 +257,10 @@ impl Outbox {
         if !(1..=BATCH_EVENTS_MAX).contains(&config.batch_events) {
             return Err(OutboxError::PresignBatch(config.batch_events));
         }
-        assert!(
-            self.presigned.is_empty(),
-            "presign runs once, before the run"
-        );
+        let discarded = self.discard_presigned()?;
         let started = Instant::now();
         let (mut report, source) = self.presign_map(source, config)?;
+        report.requests_discarded = discarded;
         report.map_s = started.elapsed().as_secs_f64();
         let started = Instant::now();
         self.presign_sign()?;

@@ -127,8 +127,8 @@ pub(super) fn run_salt() -> u128 {
     nanos << 20
 }
 
-/// All events of `request` refused (it got no ledger result).
-fn all_refused(request: &EngineRequest) -> Vec<EventResult> {
+/// All events of `request` refused (it got no ledger result, or was never sent).
+pub(super) fn all_refused(request: &EngineRequest) -> Vec<EventResult> {
     (0..request.events() as u32)
         .map(|index| EventResult {
             index,
@@ -174,6 +174,10 @@ impl Scheduler {
 
     pub fn stats(&self) -> &TcpStats {
         &self.stats
+    }
+
+    pub fn take_stats(&mut self) -> TcpStats {
+        std::mem::take(&mut self.stats)
     }
 
     pub fn outbox(&self) -> &Outbox {
