@@ -1,6 +1,6 @@
 //! `bench-harness consensus`: the ordering layer's own ceiling. N consensus cores run in this one
 //! thread with no network: a FIFO router hands every `Send` straight to its recipient. Votes, QCs and
-//! timeouts are real BLS12-381 signatures (blst min_sig), signed and verified; each node has its own
+//! timeouts are real validator signatures (Ed25519, `crypto::ValidatorKey`), signed and verified; each node has its own
 //! verification cache, so every node really verifies every QC once. Every block carries
 //! `--digests-per-block` batch digests that all nodes already hold (dissemination is not measured).
 //!
@@ -157,7 +157,7 @@ pub fn run(args: Args) -> Result<(), String> {
     let blocks = cluster.committed[0];
     let blocks_per_s = blocks as f64 / elapsed_s;
     let rounds_per_s = rounds as f64 / elapsed_s;
-    println!("SUMMARY consensus (in-process, no network, real BLS votes and QCs, one thread)");
+    println!("SUMMARY consensus (in-process, no network, real Ed25519 votes and QCs, one thread)");
     println!(
         "  nodes: {}  digests per block: {}",
         args.nodes, args.digests_per_block

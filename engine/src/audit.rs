@@ -7,7 +7,7 @@
 //! 2. the record decodes (`node::execute::decode_record`) and its batches are the ones the block
 //!    orders (batch digests equal the block's payload);
 //! 3. consensus: the block extends the previous one and its commit QC certifies it with a quorum
-//!    of the genesis validators' aggregate BLS signature — `consensus::audit::audit_chain`;
+//!    of the genesis validators, every signer's Ed25519 signature checked — `consensus::audit::audit_chain`;
 //! 4. every request's BLS signature against the genesis institution registry (batched);
 //! 5. re-execution: the block's requests through the real ledger from the genesis ledger
 //!    (`node::execute::apply_block`, i.e. `exec`), and at every snapshot height the re-executed

@@ -113,6 +113,10 @@ pub struct RunResult {
     pub target_name: String,
     /// The target's own counters at the end of the run (`Target::stats_json`).
     pub target_stats: Option<serde_json::Value>,
+    /// The batch the driver had read ahead but not submitted when sending stopped (empty when
+    /// the source ended). A caller that runs again on the same stream puts it back in front, so
+    /// no event is skipped (and presigned batches stay aligned with the stream).
+    pub unsent_batch: Vec<TraceEvent>,
 }
 
 #[derive(Clone, Copy)]
@@ -237,7 +241,9 @@ pub fn run(
     d.recorder.finish(elapsed_ns);
     progress.finish();
     let target_stats = d.target.stats_json();
+    let unsent_batch = std::mem::take(&mut d.batch);
     Ok(RunResult {
+        unsent_batch,
         requests_unfinished: d.in_flight.len() as u64,
         recorder: d.recorder,
         started_at,

@@ -214,3 +214,73 @@ fn bad_run_configs_are_refused() {
     let source = Box::new(transfers().map(Ok));
     assert!(driver::run(source, &mut target, c, &Progress::new(false)).is_err());
 }
+
+/// Records every submitted batch and completes it at once.
+struct Recording {
+    batches: Vec<Vec<TraceEvent>>,
+    ready: Vec<Completion>,
+}
+
+impl Target for Recording {
+    fn name(&self) -> &str {
+        "recording"
+    }
+    fn in_flight_max(&self) -> usize {
+        4
+    }
+    fn submit(&mut self, ticket: Ticket, batch: &[TraceEvent]) -> Result<(), TargetError> {
+        self.batches.push(batch.to_vec());
+        self.ready.push(Completion {
+            ticket,
+            outcome: Outcome::Executed {
+                events_committed: batch.len() as u32,
+                rejections: Vec::new(),
+            },
+        });
+        Ok(())
+    }
+    fn poll(&mut self, out: &mut Vec<Completion>, _timeout: Duration) -> Result<(), TargetError> {
+        out.append(&mut self.ready);
+        Ok(())
+    }
+}
+
+/// A run that stops at its duration hands back the batch it had read ahead, so a second run on
+/// the same stream, with that batch put back in front, sends every event exactly once, in order.
+#[test]
+fn a_run_stopped_by_its_duration_hands_back_the_batch_it_read_ahead() {
+    let mut stream = transfers().map(Ok);
+    let mut target = Recording {
+        batches: Vec::new(),
+        ready: Vec::new(),
+    };
+    let mut cfg = config(
+        Schedule::Open {
+            events_per_s: 20_000.0,
+        },
+        Some(Duration::from_millis(100)),
+        None,
+    );
+    cfg.batch_events = 7;
+    let first = driver::run(
+        Box::new(&mut stream),
+        &mut target,
+        cfg.clone(),
+        &Progress::new(false),
+    )
+    .expect("first run");
+    assert_eq!(first.unsent_batch.len(), 7, "a full batch was read ahead");
+    let sent_first = target.batches.len();
+    assert!(
+        sent_first > 100,
+        "{sent_first} batches in 100 ms at 20,000/s"
+    );
+    let resumed = first.unsent_batch.clone().into_iter().map(Ok).chain(stream);
+    let second = driver::run(Box::new(resumed), &mut target, cfg, &Progress::new(false))
+        .expect("second run");
+    assert_eq!(target.batches[sent_first], first.unsent_batch);
+    let sent: Vec<TraceEvent> = target.batches.concat();
+    let expected: Vec<TraceEvent> = transfers().take(sent.len()).collect();
+    assert_eq!(sent, expected, "no event skipped or repeated");
+    assert_eq!(second.unsent_batch.len(), 7);
+}

@@ -4,10 +4,11 @@
 
 use loadgen::driver::Schedule;
 
-use super::{
-    mode, target_met, Args, Driven, Judged, PhaseResult, Role, BATCH1_TARGET_RATIO,
-    BATCHED_TARGET_TRANSFERS_PER_S, LARGE_BATCH_EVENTS, TARGET_P99_MS, TARGET_RATE_OFFERED,
+use super::plan::{
+    mode, target_met, Judged, Role, BATCH1_TARGET_RATIO, BATCHED_TARGET_TRANSFERS_PER_S,
+    LARGE_BATCH_EVENTS, TARGET_P99_MS, TARGET_RATE_OFFERED,
 };
+use super::{Args, Driven, PhaseResult};
 
 /// The run's same-run limits and sizing, stated beside the phases.
 pub(super) struct Limits {

@@ -1,5 +1,5 @@
 //! The auditor on logs built in-process the way a node writes them: `reckon init` material (real
-//! BLS validator and institution keys, a real genesis), blocks with real aggregate QCs, signed
+//! Ed25519 validator and BLS institution keys, a real genesis), blocks with real QCs, signed
 //! requests, records appended to a real `BlockLog`, snapshots from the real ledger. Then one fault
 //! at a time, each of which must be found and named.
 
@@ -24,7 +24,7 @@ const SNAPSHOT_EVERY: u64 = 8;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Tamper {
     None,
-    /// The QC of this height aggregates signatures over another message.
+    /// The QC of this height carries signatures over another message.
     ForgeQc(u64),
     /// One request of this height carries a signature that does not verify.
     RequestSignature(u64),

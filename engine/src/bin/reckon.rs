@@ -44,7 +44,8 @@ enum Command {
     /// reserves, loans, top-ups, disbursements, repayments and statements, and print the partner
     /// banks' reserve positions, the reconciliation report and a throughput figure.
     LedgerDemo(ledger_demo::Args),
-    /// Write a consortium: CA, node and client certificates, BLS keys, genesis, node configs.
+    /// Write a consortium: CA, node and client certificates, validator (Ed25519) and institution
+    /// (BLS) keys, genesis, node configs.
     Init(node_cmds::InitArgs),
     /// Run a validator node until SIGTERM/SIGINT (then drain and exit 0).
     Node(node_cmds::NodeArgs),
@@ -55,7 +56,7 @@ enum Command {
     /// checking safety, conservation and liveness. Exits 1 on any invariant violation.
     Sim(engine::sim::cli::SimArgs),
     /// Audit a node's data directory offline: every record checksum, the hash chain, every QC's
-    /// aggregate BLS signature and every request signature against the genesis, and re-execution
+    /// validator signatures and every request signature against the genesis, and re-execution
     /// from genesis compared with the recorded ledger snapshots. Exit 0 clean, 3 on a fault.
     Audit(audit_cmd::AuditArgs),
     /// Create, show and list the history of accounts (as the institution of `--client`).

@@ -13,7 +13,7 @@ pub type Sig = [u8; SIG_BYTES];
 /// Bytes of one `Sig`.
 pub const SIG_BYTES: usize = 64;
 
-/// Which validators contributed to an aggregate signature: bit i = validator index i.
+/// Which validators signed a QC or TC: bit i = validator index i.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
 pub struct SignerBitmap {
     words: [u64; VALIDATORS_MAX / 64],
@@ -40,7 +40,7 @@ impl SignerBitmap {
     pub fn count(&self) -> usize {
         self.words.iter().map(|w| w.count_ones() as usize).sum()
     }
-    /// Signers in ascending index order (the order of aggregation and of TC rounds).
+    /// Signers in ascending index order (the order of a certificate's signatures and of TC rounds).
     pub fn iter(&self) -> impl Iterator<Item = ValidatorIndex> + '_ {
         (0..VALIDATORS_MAX)
             .filter(|i| self.contains(*i as ValidatorIndex))

@@ -1,5 +1,6 @@
-//! `reckon init`: a consortium CA, node and client certificates, BLS keys with proofs of
-//! possession, a genesis with the members' accounts, and one config file per node.
+//! `reckon init`: a consortium CA, node and client certificates, validators' Ed25519 consensus
+//! keys, institutions' BLS keys with proofs of possession, a genesis with the members' accounts,
+//! and one config file per node.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
