@@ -31,6 +31,22 @@ impl Drop for LocalCluster {
 }
 
 impl LocalCluster {
+    /// Stops the nodes (SIGKILL) and copies their logs (`node-<i>.log`: the slow-request and
+    /// slow-block lines among them) into `dest`, before the temporary directory goes.
+    pub(crate) fn stop_keeping_logs(mut self, dest: &std::path::Path) -> Result<(), String> {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        std::fs::create_dir_all(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+        for i in 0..self.children.len() {
+            let name = format!("node-{i}.log");
+            std::fs::copy(self.dir.path().join(&name), dest.join(&name))
+                .map_err(|e| format!("copy {name}: {e}"))?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn out(&self) -> PathBuf {
         self.dir.path().join("consortium")
     }
@@ -143,6 +159,9 @@ impl Tuning {
             if let Some(ms) = self.batch_deadline_ms {
                 config.consensus.batch_deadline_ms = ms;
             }
+            // Every request slower than the target's p99 is logged with its phases.
+            config.log.slow_request_ms = crate::e2e::TARGET_P99_MS as u64;
+            config.log.slow_block_ms = 30;
         })
         .map_err(|e| e.to_string())
     }

@@ -33,6 +33,7 @@ use loadgen::progress::Progress;
 use loadgen::target::Target;
 use loadgen::tcp::{PresignConfig, PresignReport, TcpConfig, TcpStats, TcpTarget};
 use loadgen::workload::{TransfersConfig, Workload};
+pub(crate) use plan::TARGET_P99_MS;
 use plan::{ledger_transfers, mode, phases, presign_requests, Phase};
 
 /// Signatures in the pairing-limit probe.
@@ -150,11 +151,14 @@ struct PhaseResult {
     presigned_unsent: u64,
     /// Hypervisor steal over the phase (None where `/proc/stat` cannot be read).
     steal: Option<crate::steal::Steal>,
+    /// The fsync probe beside the nodes' data over the phase (None where it could not run).
+    disk: Option<crate::disk_probe::DiskProbe>,
 }
 
-/// Every timed phase, in order (never empty).
+/// Every timed phase, in order (never empty), and the results directory.
 struct Driven {
     phases: Vec<PhaseResult>,
+    out: PathBuf,
 }
 
 /// Sets the cluster up and runs every timed phase on it, each after presigning and a warm-up on
@@ -202,11 +206,14 @@ fn drive(args: &Args, cluster: &LocalCluster, ceiling: f64) -> Result<Driven, St
             phase,
             (presign_asked, presign),
             &mut source,
-            &out,
+            (&out, &cluster.out()),
         )?;
         results.push(result);
     }
-    Ok(Driven { phases: results })
+    Ok(Driven {
+        phases: results,
+        out,
+    })
 }
 
 /// Creates the workload's accounts, untimed (as `loadgen run --target tcp` does): in a timed run
@@ -231,15 +238,16 @@ fn set_up(args: &Args, target: &mut TcpTarget) -> Result<EventSource<'static>, S
     Ok(rest)
 }
 
-/// Runs one timed phase into its results directory, with its own target counters and steal
-/// sampler; `presign` is what was asked and done before it.
+/// Runs one timed phase into its results directory, with its own target counters, steal
+/// sampler and fsync probe (in `dirs.1`, the cluster's directory); `presign` is what was asked
+/// and done before it.
 fn run_phase(
     args: &Args,
     target: &mut TcpTarget,
     phase: Phase,
     presign: (usize, Option<PresignReport>),
     source: &mut EventSource<'_>,
-    out: &Path,
+    (out, cluster_dir): (&Path, &Path),
 ) -> Result<PhaseResult, String> {
     let config = run_config(args, phase.schedule, phase.seconds)?;
     let (presign_asked, presign) = presign;
@@ -262,6 +270,7 @@ fn run_phase(
         "warmup_s": args.warmup,
     });
     let sampler = crate::steal::Sampler::start();
+    let prober = crate::disk_probe::Prober::start(cluster_dir);
     let summary = loadgen::commands::run_to_dir(
         Box::new(&mut *source),
         target,
@@ -272,6 +281,7 @@ fn run_phase(
     )
     .map_err(|e| e.to_string())?;
     let steal = sampler.finish();
+    let disk = prober.and_then(crate::disk_probe::Prober::finish);
     eprintln!("loadgen results in {}", dir.display());
     Ok(PhaseResult {
         phase,
@@ -281,6 +291,7 @@ fn run_phase(
         presign,
         presigned_unsent: target.presigned_unsent(),
         steal,
+        disk,
     })
 }
 
@@ -400,7 +411,9 @@ pub fn run(args: Args) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(250));
         digests = cluster.digests()?;
     }
-    drop(cluster);
+    let logs = driven.out.join("nodes");
+    cluster.stop_keeping_logs(&logs)?;
+    eprintln!("node logs in {}", logs.display());
     // Probed again once the cluster is gone: the machine is shared, and one probe can land in a
     // busy moment. The higher of the two is the limit, so a noisy probe never flatters the ratio.
     eprintln!("probing the single-core pairing limit again...");

@@ -6,6 +6,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cluster;
 mod consensus;
+mod disk_probe;
 mod e2e;
 mod ledger;
 mod limits;

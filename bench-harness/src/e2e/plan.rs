@@ -14,7 +14,7 @@ pub(super) const E2E_LEDGER_TRANSFERS_MAX: usize = 12_000_000;
 /// The batched target: at least this many committed transfers/s sustained...
 pub(super) const BATCHED_TARGET_TRANSFERS_PER_S: f64 = 200_000.0;
 /// ... at a p99 latency of at most this many milliseconds.
-pub(super) const TARGET_P99_MS: f64 = 100.0;
+pub(crate) const TARGET_P99_MS: f64 = 100.0;
 /// The target-rate phase offers this many percent more than the target: an open loop commits at
 /// most what it offers, and its committed rate counts the drain after the last send, so offering
 /// the target itself would report just under it.

@@ -144,6 +144,18 @@ fn print_phase(args: &Args, p: &PhaseResult) {
         ),
         None => println!("    hypervisor steal       unknown (/proc/stat unreadable)"),
     }
+    match &p.disk {
+        Some(d) => println!(
+            "    disk (fsync probe)     4 KiB + fdatasync every 10 ms beside the nodes' logs: \
+             p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; seconds with a sync over {} ms: {:?}",
+            d.p50_ms,
+            d.p99_ms,
+            d.max_ms,
+            crate::disk_probe::STALL_MS,
+            d.stall_seconds
+        ),
+        None => println!("    disk (fsync probe)     did not run"),
+    }
 }
 
 /// The lines about the whole run: limits, warm-up, ledger sizing, target, digests.
@@ -224,6 +236,10 @@ fn phase_json(p: &PhaseResult) -> serde_json::Value {
         "presigned_unsent": p.presigned_unsent,
         "steal_share": p.steal.map(|st| st.share),
         "steal_worst_second_share": p.steal.map(|st| st.worst_second_share),
+        "fsync_probe": p.disk.as_ref().map(|d| serde_json::json!({
+            "syncs": d.syncs, "p50_ms": d.p50_ms, "p99_ms": d.p99_ms, "max_ms": d.max_ms,
+            "stall_ms": crate::disk_probe::STALL_MS, "stall_seconds": d.stall_seconds,
+        })),
     })
 }
 

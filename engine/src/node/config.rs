@@ -224,6 +224,14 @@ pub struct LogSection {
     pub format: LogFormat,
     /// A `tracing` filter such as `info` or `reckon=debug,info`.
     pub filter: String,
+    /// A request answered more than this many milliseconds after it was admitted is logged at
+    /// `warn` with where its time went (admission, inclusion, commit, durability and reply); 0
+    /// turns the log off.
+    pub slow_request_ms: u64,
+    /// A committed block that takes the execute stage longer than this many milliseconds
+    /// (resolving its batches, appending it to the log, applying it) is logged at `warn` with the
+    /// split; 0 turns the log off.
+    pub slow_block_ms: u64,
 }
 
 impl Default for LogSection {
@@ -231,6 +239,8 @@ impl Default for LogSection {
         LogSection {
             format: LogFormat::Human,
             filter: "info".into(),
+            slow_request_ms: 1_000,
+            slow_block_ms: 250,
         }
     }
 }

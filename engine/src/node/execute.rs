@@ -282,6 +282,9 @@ pub struct Execute {
     pub reply: Sender<ExecutedBlock>,
     pub shared: Arc<Shared>,
     pub stop: Arc<AtomicBool>,
+    /// Blocks whose execution (from taking the commit to handing it to reply) takes longer are
+    /// logged with where the time went.
+    pub slow_block: Option<Duration>,
 }
 
 impl Execute {
@@ -500,8 +503,10 @@ impl Execute {
             }
         };
         drop(record);
+        let appended = Instant::now();
         let fill_before = self.ledger.table_fill();
         let items = apply_block(&mut self.ledger, &committed, &batches);
+        let applied = Instant::now();
         self.note_table_fill(&fill_before);
         // The block's batches are committed: they leave memory after the store's window (once
         // durable) and fetches of them are then served from the log.
@@ -529,11 +534,30 @@ impl Execute {
             .metrics
             .transfers_committed
             .inc_by(events as u64);
+        let finished = Instant::now();
         self.shared
             .metrics
             .stage_latency_s
             .with_label_values(&["execute"])
-            .observe(started.elapsed().as_secs_f64());
+            .observe(finished.saturating_duration_since(started).as_secs_f64());
+        if self
+            .slow_block
+            .is_some_and(|limit| finished.saturating_duration_since(committed_at) > limit)
+        {
+            let ms =
+                |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64() * 1e3;
+            tracing::warn!(
+                height = committed.height,
+                batches = batches.len(),
+                requests = items.len(),
+                events,
+                resolve_ms = ms(committed_at, started),
+                append_ms = ms(started, appended),
+                apply_ms = ms(appended, applied),
+                after_ms = ms(applied, finished),
+                "slow block execution"
+            );
+        }
         self.maybe_snapshot(committed.height, ticket.as_ref());
         let ok = ticket.is_some();
         let block = ExecutedBlock {

@@ -2,7 +2,7 @@
 //! committed, tells the mempool, and answers the clients that submitted here.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::Receiver;
 
@@ -16,6 +16,8 @@ use super::state::Shared;
 pub struct Reply {
     pub input: Receiver<ExecutedBlock>,
     pub shared: Arc<Shared>,
+    /// Requests answered later than this after admission are logged with their phases.
+    pub slow_request: Option<Duration>,
 }
 
 impl Reply {
@@ -36,10 +38,11 @@ impl Reply {
                 Some(ticket) => ticket.wait().map_err(|e| e.to_string()),
                 None => Err("block log append failed".to_string()),
             };
+            let durable_at = Instant::now();
             self.shared
                 .metrics
                 .fsync_latency_s
-                .observe(started.elapsed().as_secs_f64());
+                .observe(durable_at.saturating_duration_since(started).as_secs_f64());
             if let Err(error) = &durable {
                 tracing::error!(height = block.height, %error, "block not durable; clients get `internal`");
             }
@@ -76,6 +79,26 @@ impl Reply {
                 }
                 after_commit.observe(seconds(block.committed_at, now));
                 total.observe(seconds(admitted, now));
+                if self
+                    .slow_request
+                    .is_some_and(|limit| now.saturating_duration_since(admitted) > limit)
+                {
+                    let ms = |from: Instant, to: Instant| seconds(from, to) * 1e3;
+                    tracing::warn!(
+                        height = block.height,
+                        institution = item.key.institution,
+                        request_id = item.key.request_id,
+                        admission_ms = ms(waiter.received, admitted),
+                        inclusion_ms = block.voted_at.map(|v| ms(admitted, v)),
+                        commit_ms = block.voted_at.map(|v| ms(v, block.committed_at)),
+                        ordering_ms = ms(admitted, block.committed_at),
+                        execute_ms = ms(block.committed_at, started),
+                        durable_ms = ms(started, durable_at),
+                        reply_ms = ms(durable_at, now),
+                        total_ms = ms(admitted, now),
+                        "slow request"
+                    );
+                }
                 match (&durable, item.result) {
                     (Err(error), _) => reject(
                         &self.shared,

@@ -350,6 +350,8 @@ fn spawn_back(
         reply: q.reply.0.clone(),
         shared: l.shared.clone(),
         stop: stop.clone(),
+        slow_block: (l.config.log.slow_block_ms > 0)
+            .then(|| Duration::from_millis(l.config.log.slow_block_ms)),
     };
     let execute = spawn("execute", l.layout.core_of(Stage::Execute), move || {
         execute.run()
@@ -357,6 +359,8 @@ fn spawn_back(
     let reply = Reply {
         input: q.reply.1.clone(),
         shared: l.shared.clone(),
+        slow_request: (l.config.log.slow_request_ms > 0)
+            .then(|| Duration::from_millis(l.config.log.slow_request_ms)),
     };
     let reply = spawn("reply", l.layout.core_of(Stage::Reply), move || reply.run())?;
     Ok(vec![consensus, execute, reply])
