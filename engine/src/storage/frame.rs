@@ -175,8 +175,6 @@ pub(crate) fn payload<'a>(bytes: &'a [u8], header: &FrameHeader) -> &'a [u8] {
     &bytes[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + header.payload_bytes as usize]
 }
 
-/// Payloads at least this long are hashed on two threads (left and right BLAKE3 subtrees).
-pub(crate) const PARALLEL_HASH_BYTES_MIN: usize = 512 << 10;
 const HASH_PREFIX_BYTES: usize = 64;
 const HASH_DOMAIN: &[u8; 16] = b"reckon-block-v1\0";
 
@@ -195,31 +193,14 @@ fn hash_prefix(
 
 /// The block hash: BLAKE3 over (domain, height, plaintext length, parent hash) and the plaintext
 /// payload. It does not depend on encryption, batching or placement, so every node computes the
-/// same hash. Large payloads are hashed as two BLAKE3 subtrees on two threads (same result).
+/// same hash. It is computed on the calling thread (the execute thread, pinned): an earlier
+/// version hashed payloads of 512 KiB or more as two subtrees on a scoped thread, which spawned
+/// and tore down an OS thread per large block, pinned to the caller's one core by inheritance,
+/// so it ran no faster and cost a thread stack's map and unmap each time (docs/CAPACITY.md,
+/// session 12).
 pub fn block_hash(height: u64, parent_hash: &BlockHash, plaintext: &[u8]) -> BlockHash {
     let prefix = hash_prefix(height, parent_hash, plaintext.len());
-    if plaintext.len() < PARALLEL_HASH_BYTES_MIN {
-        return block_hash_serial(&prefix, plaintext);
-    }
-    use blake3::hazmat::{left_subtree_len, merge_subtrees_root, HasherExt, Mode};
-    let total = (HASH_PREFIX_BYTES + plaintext.len()) as u64;
-    let left_bytes = left_subtree_len(total) as usize;
-    assert!(left_bytes > HASH_PREFIX_BYTES && left_bytes < total as usize);
-    let (left, right) = plaintext.split_at(left_bytes - HASH_PREFIX_BYTES);
-    let (left_cv, right_cv) = std::thread::scope(|scope| {
-        let left_cv = scope.spawn(|| {
-            blake3::Hasher::new()
-                .update(&prefix)
-                .update(left)
-                .finalize_non_root()
-        });
-        let right_cv = blake3::Hasher::new()
-            .set_input_offset(left_bytes as u64)
-            .update(right)
-            .finalize_non_root();
-        (left_cv.join().expect("left subtree hash thread"), right_cv)
-    });
-    *merge_subtrees_root(&left_cv, &right_cv, Mode::Hash).as_bytes()
+    block_hash_serial(&prefix, plaintext)
 }
 
 fn block_hash_serial(prefix: &[u8; HASH_PREFIX_BYTES], plaintext: &[u8]) -> BlockHash {
@@ -257,36 +238,31 @@ mod tests {
     }
 
     #[test]
-    fn two_thread_block_hash_equals_serial_hash() {
+    fn block_hash_is_blake3_of_the_prefix_and_payload() {
         let data: Vec<u8> = (0..3_000_000u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
             .collect();
-        let lens = [
-            0,
-            1,
-            1023,
-            1024,
-            PARALLEL_HASH_BYTES_MIN - 1,
-            PARALLEL_HASH_BYTES_MIN,
-        ];
-        let more = [
-            PARALLEL_HASH_BYTES_MIN + 1,
-            (1 << 20) - 64,
-            1 << 20,
-            (1 << 20) + 1,
-            2_999_999,
-        ];
-        for &len in lens.iter().chain(more.iter()) {
-            let prefix = hash_prefix(9, &[4; 32], len);
-            let serial = block_hash_serial(&prefix, &data[..len]);
+        for len in [0, 1, 1023, 1024, 1025, (1 << 20) - 64, 1 << 20, 2_999_999] {
+            let mut plain = blake3::Hasher::new();
+            plain
+                .update(HASH_DOMAIN)
+                .update(&9u64.to_le_bytes())
+                .update(&(len as u64).to_le_bytes())
+                .update(&[4; 32])
+                .update(&data[..len]);
             assert_eq!(
                 block_hash(9, &[4; 32], &data[..len]),
-                serial,
+                *plain.finalize().as_bytes(),
                 "length {len}"
             );
-            let mut plain = blake3::Hasher::new();
-            plain.update(&prefix).update(&data[..len]);
-            assert_eq!(serial, *plain.finalize().as_bytes());
         }
+        assert_ne!(
+            block_hash(9, &[4; 32], &data[..64]),
+            block_hash(10, &[4; 32], &data[..64])
+        );
+        assert_ne!(
+            block_hash(9, &[4; 32], &data[..64]),
+            block_hash(9, &[5; 32], &data[..64])
+        );
     }
 }
