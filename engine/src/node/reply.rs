@@ -47,6 +47,9 @@ impl Reply {
                 tracing::error!(height = block.height, %error, "block not durable; clients get `internal`");
             }
             let keys: Vec<RequestKey> = block.items.iter().map(|i| i.key).collect();
+            // Requests of this block answered later than `slow_request`, and the slowest one.
+            let mut slow = 0usize;
+            let mut slowest: Option<(RequestKey, Duration, Instant, Instant, Instant)> = None;
             for item in block.items {
                 if durable.is_ok() {
                     self.shared
@@ -79,25 +82,12 @@ impl Reply {
                 }
                 after_commit.observe(seconds(block.committed_at, now));
                 total.observe(seconds(admitted, now));
-                if self
-                    .slow_request
-                    .is_some_and(|limit| now.saturating_duration_since(admitted) > limit)
-                {
-                    let ms = |from: Instant, to: Instant| seconds(from, to) * 1e3;
-                    tracing::warn!(
-                        height = block.height,
-                        institution = item.key.institution,
-                        request_id = item.key.request_id,
-                        admission_ms = ms(waiter.received, admitted),
-                        inclusion_ms = block.voted_at.map(|v| ms(admitted, v)),
-                        commit_ms = block.voted_at.map(|v| ms(v, block.committed_at)),
-                        ordering_ms = ms(admitted, block.committed_at),
-                        execute_ms = ms(block.committed_at, started),
-                        durable_ms = ms(started, durable_at),
-                        reply_ms = ms(durable_at, now),
-                        total_ms = ms(admitted, now),
-                        "slow request"
-                    );
+                let waited = now.saturating_duration_since(admitted);
+                if self.slow_request.is_some_and(|limit| waited > limit) {
+                    slow += 1;
+                    if slowest.as_ref().is_none_or(|s| waited > s.1) {
+                        slowest = Some((item.key, waited, waiter.received, admitted, now));
+                    }
                 }
                 match (&durable, item.result) {
                     (Err(error), _) => reject(
@@ -114,6 +104,29 @@ impl Reply {
                     }
                     (Ok(()), Err(rejected)) => reject(&self.shared, &waiter.writer, rejected),
                 }
+            }
+            if let Some((key, _, received, admitted, answered)) = slowest {
+                // One line per block, however many of its requests were slow: a stall that holds
+                // thousands of requests logs once per block, not once per request.
+                let ms = |from: Instant, to: Instant| {
+                    to.saturating_duration_since(from).as_secs_f64() * 1e3
+                };
+                tracing::warn!(
+                    height = block.height,
+                    slow_requests = slow,
+                    block_requests = keys.len(),
+                    institution = key.institution,
+                    request_id = key.request_id,
+                    admission_ms = ms(received, admitted),
+                    inclusion_ms = block.voted_at.map(|v| ms(admitted, v)),
+                    commit_ms = block.voted_at.map(|v| ms(v, block.committed_at)),
+                    ordering_ms = ms(admitted, block.committed_at),
+                    execute_ms = ms(block.committed_at, started),
+                    durable_ms = ms(started, durable_at),
+                    reply_ms = ms(durable_at, answered),
+                    total_ms = ms(admitted, answered),
+                    "slow request"
+                );
             }
             self.shared.mempool.mark_committed(&keys);
             self.shared
