@@ -325,23 +325,25 @@ fn await_unfinished(target: &mut TcpTarget, unfinished: u64) -> Result<(), Strin
     let mut done = 0u64;
     let mut completions = Vec::new();
     target.set_untimed(true);
-    while done < unfinished {
-        if Instant::now() >= deadline {
-            target.set_untimed(false);
-            return Err(format!(
-                "{} requests of the previous phase still unfinished after {UNFINISHED_WAIT_MAX:?}",
-                unfinished - done
-            ));
+    let outcome = (|| {
+        while done < unfinished {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{} requests of the previous phase still unfinished after \
+                     {UNFINISHED_WAIT_MAX:?}",
+                    unfinished - done
+                ));
+            }
+            completions.clear();
+            target
+                .poll(&mut completions, Duration::from_millis(20))
+                .map_err(|e| e.to_string())?;
+            done += completions.len() as u64;
         }
-        completions.clear();
-        if let Err(e) = target.poll(&mut completions, Duration::from_millis(20)) {
-            target.set_untimed(false);
-            return Err(e.to_string());
-        }
-        done += completions.len() as u64;
-    }
+        Ok(())
+    })();
     target.set_untimed(false);
-    Ok(())
+    outcome
 }
 
 /// Runs `schedule` for `args.warmup` seconds, untimed (its figures are printed, not kept), and

@@ -46,10 +46,9 @@ fn qc_verdict(set: &ValidatorSet, chain: u64, c: &CommittedBlock) -> QcVerdict {
     let signers = c.qc.signers;
     let indices: Vec<usize> = signers.iter().map(usize::from).collect();
     let members = !indices.is_empty() && signers.within(set.len());
-    let messages = vec![msg.as_slice(); indices.len()];
     let ok = members
         && set
-            .verify_all(&indices, &messages, &c.qc.signatures)
+            .verify_same_message(&indices, &msg, &c.qc.signatures)
             .is_ok();
     QcVerdict {
         signers,

@@ -90,10 +90,9 @@ impl ValidatorCrypto {
         *hasher.finalize().as_bytes()
     }
 
-    /// Signer k over `messages[k]` with `sigs[k]`, every index a member.
-    fn verify_all(&self, signers: &[usize], messages: &[&[u8]], sigs: &[Sig]) -> bool {
+    /// Every index a member: refused before any signature is checked.
+    fn members(&self, signers: &[usize]) -> bool {
         signers.iter().all(|i| *i < self.set.len())
-            && self.set.verify_all(signers, messages, sigs).is_ok()
     }
 }
 
@@ -124,8 +123,7 @@ impl QuorumCrypto for ValidatorCrypto {
         let key = Self::key(2, &parts);
         self.cached(key, || {
             let indices: Vec<usize> = signers.iter().map(usize::from).collect();
-            let messages = vec![msg; indices.len()];
-            self.verify_all(&indices, &messages, sigs)
+            self.members(&indices) && self.set.verify_same_message(&indices, msg, sigs).is_ok()
         })
     }
 
@@ -145,7 +143,7 @@ impl QuorumCrypto for ValidatorCrypto {
         self.cached(key, || {
             let signers: Vec<usize> = signed.iter().map(|(i, _)| usize::from(*i)).collect();
             let messages: Vec<&[u8]> = signed.iter().map(|(_, m)| m.as_slice()).collect();
-            self.verify_all(&signers, &messages, sigs)
+            self.members(&signers) && self.set.verify_all(&signers, &messages, sigs).is_ok()
         })
     }
 }

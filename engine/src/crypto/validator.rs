@@ -202,24 +202,49 @@ impl ValidatorSet {
         }
     }
 
-    /// Signer k (`signers` ascending) signed `messages[k]` with `signatures[k]`: a QC passes the
-    /// same message for every signer, a TC each signer's own. The quorum size is the caller's
-    /// rule (consensus owns it); this checks membership, counts and every signature.
+    /// Signer k (`signers` ascending) signed `messages[k]` with `signatures[k]` (a TC: each
+    /// signer its own timeout message). The quorum size is the caller's rule (consensus owns it);
+    /// this checks membership, counts and every signature.
     pub fn verify_all(
         &self,
         signers: &[usize],
         messages: &[&[u8]],
         signatures: &[ValidatorSignature],
     ) -> Result<(), ValidatorSetError> {
-        if signatures.len() != signers.len() || messages.len() != signers.len() {
+        if messages.len() != signers.len() {
+            return Err(ValidatorSetError::SignatureCount {
+                signatures: signatures.len(),
+                signers: signers.len(),
+            });
+        }
+        self.verify_each(signers, signatures, |k| messages[k])
+    }
+
+    /// Every signer (ascending) signed the same `msg`, signer k with `signatures[k]`: a QC.
+    pub fn verify_same_message(
+        &self,
+        signers: &[usize],
+        msg: &[u8],
+        signatures: &[ValidatorSignature],
+    ) -> Result<(), ValidatorSetError> {
+        self.verify_each(signers, signatures, |_| msg)
+    }
+
+    fn verify_each<'m>(
+        &self,
+        signers: &[usize],
+        signatures: &[ValidatorSignature],
+        message: impl Fn(usize) -> &'m [u8],
+    ) -> Result<(), ValidatorSetError> {
+        if signatures.len() != signers.len() {
             return Err(ValidatorSetError::SignatureCount {
                 signatures: signatures.len(),
                 signers: signers.len(),
             });
         }
         assert!(signers.windows(2).all(|w| w[0] < w[1]), "signers ascending");
-        for ((index, msg), signature) in signers.iter().zip(messages).zip(signatures) {
-            self.verify(*index, msg, signature)?;
+        for (k, (index, signature)) in signers.iter().zip(signatures).enumerate() {
+            self.verify(*index, message(k), signature)?;
         }
         Ok(())
     }

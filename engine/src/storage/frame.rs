@@ -199,13 +199,8 @@ fn hash_prefix(
 /// so it ran no faster and cost a thread stack's map and unmap each time (docs/CAPACITY.md,
 /// session 12).
 pub fn block_hash(height: u64, parent_hash: &BlockHash, plaintext: &[u8]) -> BlockHash {
-    let prefix = hash_prefix(height, parent_hash, plaintext.len());
-    block_hash_serial(&prefix, plaintext)
-}
-
-fn block_hash_serial(prefix: &[u8; HASH_PREFIX_BYTES], plaintext: &[u8]) -> BlockHash {
     let mut hasher = blake3::Hasher::new();
-    hasher.update(prefix);
+    hasher.update(&hash_prefix(height, parent_hash, plaintext.len()));
     hasher.update(plaintext);
     *hasher.finalize().as_bytes()
 }
