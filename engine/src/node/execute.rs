@@ -29,6 +29,7 @@ use super::ingress::{reject, VerifyJob};
 use super::peers::{Peers, PEER_KIND_BATCH};
 use super::protocol::{Outcome, RejectCode, Rejected, KIND_QUERY_RESULT};
 use super::state::Shared;
+use super::thread_usage::ThreadUsage;
 
 /// Capacity of the queue from execute to reply, in blocks.
 pub const REPLY_QUEUE_BLOCKS_MAX: usize = 1024;
@@ -290,21 +291,22 @@ pub struct Execute {
 impl Execute {
     /// Runs until consensus is gone or the node stops, then flushes the log.
     pub fn run(mut self) {
-        self.serve();
+        let usage = ThreadUsage::for_current_thread();
+        self.serve(&usage);
         match self.log.wait_durable() {
             Ok(height) => tracing::info!(?height, "block log flushed"),
             Err(error) => tracing::error!(%error, "block log flush failed"),
         }
     }
 
-    fn serve(&mut self) {
+    fn serve(&mut self, usage: &ThreadUsage) {
         loop {
             select! {
                 recv(self.commits) -> blocks => match blocks {
                     Ok(blocks) => {
                         self.prefetch(&blocks);
                         for commit in blocks {
-                            if !self.execute_block(commit) {
+                            if !self.execute_block(commit, usage) {
                                 return;
                             }
                         }
@@ -470,7 +472,7 @@ impl Execute {
         }
     }
 
-    fn execute_block(&mut self, commit: Commit) -> bool {
+    fn execute_block(&mut self, commit: Commit, usage: &ThreadUsage) -> bool {
         let Commit {
             block: committed,
             voted_at,
@@ -503,10 +505,10 @@ impl Execute {
             }
         };
         drop(record);
-        let appended = Instant::now();
+        let appended = usage.sample();
         let fill_before = self.ledger.table_fill();
         let items = apply_block(&mut self.ledger, &committed, &batches);
-        let applied = Instant::now();
+        let applied = usage.sample();
         self.note_table_fill(&fill_before);
         // The block's batches are committed: they leave memory after the store's window (once
         // durable) and fetches of them are then served from the log.
@@ -546,15 +548,22 @@ impl Execute {
         {
             let ms =
                 |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64() * 1e3;
+            let apply = appended.span_to(&applied);
             tracing::warn!(
                 height = committed.height,
                 batches = batches.len(),
                 requests = items.len(),
                 events,
                 resolve_ms = ms(committed_at, started),
-                append_ms = ms(started, appended),
-                apply_ms = ms(appended, applied),
-                after_ms = ms(applied, finished),
+                append_ms = ms(started, appended.at()),
+                apply_ms = apply.wall_ms,
+                apply_on_cpu_ms = apply.on_cpu_ms,
+                apply_runnable_wait_ms = apply.runnable_wait_ms,
+                apply_blocked_or_stolen_ms = apply.blocked_or_stolen_ms(),
+                apply_system_ms = apply.system_ms,
+                apply_minor_faults = apply.minor_faults,
+                apply_involuntary_switches = apply.involuntary_switches,
+                after_ms = ms(applied.at(), finished),
                 "slow block execution"
             );
         }

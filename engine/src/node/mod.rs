@@ -20,6 +20,7 @@ pub mod recover;
 pub mod reply;
 pub mod run;
 pub mod state;
+pub mod thread_usage;
 pub mod verify;
 
 #[cfg(test)]
