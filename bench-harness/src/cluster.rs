@@ -124,8 +124,8 @@ impl LocalCluster {
         }
     }
 
-    /// Every node's ledger digest (None for a node that does not answer).
-    pub(crate) fn digests(&self) -> Result<Vec<Option<String>>, String> {
+    /// Every node's executed height and ledger digest (None for a node that does not answer).
+    pub(crate) fn digests(&self) -> Result<Vec<Option<(u64, String)>>, String> {
         let file = ClientFile::load(&self.out().join("clients/institution-0.toml"))
             .map_err(|e| e.to_string())?;
         let tls = file.tls().map_err(|e| e.to_string())?;
@@ -136,7 +136,8 @@ impl LocalCluster {
                 let mut client = Client::connect(*addr, &tls).ok()?;
                 client.timeout = Duration::from_secs(2);
                 let status = client.status().ok()?;
-                Some(status.get("ledger_digest")?.as_str()?.to_string())
+                let height = status.get("height")?.as_u64()?;
+                Some((height, status.get("ledger_digest")?.as_str()?.to_string()))
             })
             .collect())
     }

@@ -406,12 +406,16 @@ pub fn run(args: Args) -> Result<(), String> {
     };
     let cluster = LocalCluster::start(args.nodes, &tune)?;
     let driven = drive(&args, &cluster, ceiling)?;
-    // Nodes apply the last blocks at slightly different moments: wait (bounded) for agreement.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut digests = cluster.digests()?;
-    while !digests_agree(&digests) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(250));
-        digests = cluster.digests()?;
+    let digests = await_agreement(&cluster)?;
+    if !digests_agree(&digests) {
+        for (node, status) in digests.iter().enumerate() {
+            match status {
+                Some((height, digest)) => {
+                    eprintln!("node {node}: height {height}, ledger digest {digest}")
+                }
+                None => eprintln!("node {node}: no status answer"),
+            }
+        }
     }
     let logs = driven.out.join("nodes");
     cluster.stop_keeping_logs(&logs)?;
@@ -428,6 +432,43 @@ pub fn run(args: Args) -> Result<(), String> {
     report::report(&args, &driven, &limits, digests_agree(&digests))
 }
 
-fn digests_agree(digests: &[Option<String>]) -> bool {
-    digests.iter().all(|d| d.is_some() && *d == digests[0])
+/// Seconds to wait for agreement after the lowest node's height last rose.
+const AGREEMENT_STALL: Duration = Duration::from_secs(15);
+/// Longest wait for agreement in all: a node restarted during the run may still be catching up
+/// when the load stops (it replays a few hundred blocks a second), and is given the time as long
+/// as it makes progress.
+const AGREEMENT_MAX: Duration = Duration::from_secs(300);
+
+/// Nodes apply the last blocks at slightly different moments, and one restarted during the run
+/// may be catching up: polls every node's status until the digests agree, for as long as the
+/// lowest height keeps rising (`AGREEMENT_STALL` without progress, `AGREEMENT_MAX` in all).
+fn await_agreement(cluster: &LocalCluster) -> Result<Vec<Option<(u64, String)>>, String> {
+    let started = Instant::now();
+    let lowest = |digests: &[Option<(u64, String)>]| {
+        digests
+            .iter()
+            .map(|d| d.as_ref().map_or(0, |(height, _)| *height))
+            .min()
+            .unwrap_or(0)
+    };
+    let mut digests = cluster.digests()?;
+    let mut progress = (lowest(&digests), Instant::now());
+    while !digests_agree(&digests)
+        && progress.1.elapsed() < AGREEMENT_STALL
+        && started.elapsed() < AGREEMENT_MAX
+    {
+        std::thread::sleep(Duration::from_millis(250));
+        digests = cluster.digests()?;
+        if lowest(&digests) > progress.0 {
+            progress = (lowest(&digests), Instant::now());
+        }
+    }
+    Ok(digests)
+}
+
+fn digests_agree(digests: &[Option<(u64, String)>]) -> bool {
+    let digest = |d: &Option<(u64, String)>| d.as_ref().map(|(_, digest)| digest.clone());
+    digests
+        .iter()
+        .all(|d| d.is_some() && digest(d) == digest(&digests[0]))
 }
