@@ -459,16 +459,34 @@ fn await_agreement(cluster: &LocalCluster) -> Result<Vec<Option<(u64, String)>>,
     {
         std::thread::sleep(Duration::from_millis(250));
         digests = cluster.digests()?;
-        if lowest(&digests) > progress.0 {
-            progress = (lowest(&digests), Instant::now());
+        let low = lowest(&digests);
+        if low > progress.0 {
+            progress = (low, Instant::now());
         }
     }
     Ok(digests)
 }
 
 fn digests_agree(digests: &[Option<(u64, String)>]) -> bool {
-    let digest = |d: &Option<(u64, String)>| d.as_ref().map(|(_, digest)| digest.clone());
+    fn digest(status: &Option<(u64, String)>) -> Option<&str> {
+        status.as_ref().map(|(_, digest)| digest.as_str())
+    }
     digests
         .iter()
         .all(|d| d.is_some() && digest(d) == digest(&digests[0]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::digests_agree;
+
+    #[test]
+    fn digests_agree_only_when_every_node_answers_the_same_digest() {
+        let status = |height: u64, digest: &str| Some((height, digest.to_string()));
+        // The digest decides; nodes idling at different heights may still agree.
+        assert!(digests_agree(&[status(10, "a"), status(11, "a")]));
+        assert!(!digests_agree(&[status(10, "a"), status(10, "b")]));
+        assert!(!digests_agree(&[status(10, "a"), None]));
+        assert!(!digests_agree(&[None, None]));
+    }
 }

@@ -291,7 +291,12 @@ pub struct Execute {
 impl Execute {
     /// Runs until consensus is gone or the node stops, then flushes the log.
     pub fn run(mut self) {
-        let usage = ThreadUsage::for_current_thread();
+        // The apply's usage split is read only for the slow-block log.
+        let usage = if self.slow_block.is_some() {
+            ThreadUsage::for_current_thread()
+        } else {
+            ThreadUsage::disabled()
+        };
         self.serve(&usage);
         match self.log.wait_durable() {
             Ok(height) => tracing::info!(?height, "block log flushed"),
