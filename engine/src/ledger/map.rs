@@ -137,10 +137,18 @@ fn chunk_due(len_start: usize, threshold: usize, chunks: usize, chunk: usize) ->
     len_start + chunk * way / chunks + 1
 }
 
-/// Empty slots, written one by one so the pages are faulted in now, not on the hot path
-/// (`vec![zero; n]` would map lazily-zeroed pages).
+/// Empty slots with their pages faulted in now, not on the hot path (`vec![zero; n]` would map
+/// lazily-zeroed pages). Startup only (`with_capacity`, `reserve`): a large table is populated
+/// on every core (`memory::populate_parallel`); where the kernel cannot populate ahead, it is
+/// written instead.
 fn slots_faulted(slots_count: usize) -> Vec<Slot> {
-    super::memory::vec_filled(slots_count, Slot::default())
+    let mut slots = slots_lazy(slots_count);
+    let bytes = std::mem::size_of_val(slots.as_slice());
+    let populated = super::memory::populate_parallel(&[(slots.as_ptr() as usize, bytes)]);
+    if populated < bytes / 2 {
+        slots.fill(Slot::default());
+    }
+    slots
 }
 
 /// Empty slots, lazily zeroed: the allocator maps fresh pages without touching them (they are

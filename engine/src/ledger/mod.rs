@@ -305,14 +305,18 @@ impl Ledger {
     }
 
     /// Faults in the reserved, still unused capacity of the record tables (see `reserve`), so
-    /// the execute thread never pays a first-touch page fault while it appends. Returns the
-    /// bytes populated (0 where the kernel cannot populate ahead: the tables then fault in as
-    /// they fill).
+    /// the execute thread never pays a first-touch page fault while it appends, on every core
+    /// (startup only: `memory::populate_parallel`). Returns the bytes populated (0 where the
+    /// kernel cannot populate ahead: the tables then fault in as they fill).
     pub fn prefault(&self) -> usize {
-        self.accounts.populate_spare()
-            + self.account_meta.populate_spare()
-            + self.transfers.populate_spare()
-            + self.transfer_meta.populate_spare()
+        let ranges: Vec<(usize, usize)> = self
+            .accounts
+            .spare_ranges()
+            .chain(self.account_meta.spare_ranges())
+            .chain(self.transfers.spare_ranges())
+            .chain(self.transfer_meta.spare_ranges())
+            .collect();
+        memory::populate_parallel(&ranges)
     }
 
     /// The running digest: `d' = xxh3_128_with_seed(d ‖ record, tag)` over every state change in

@@ -58,7 +58,7 @@ impl<T> Table<T> {
         self.segments.len() * SEGMENT_LEN
     }
 
-    /// Allocates segments (untouched: pages fault in as records land, or by `populate_spare`)
+    /// Allocates segments (untouched: pages fault in as records land, or by `Ledger::prefault`)
     /// until there is room for `capacity` records. Never moves a record; never shrinks.
     pub(crate) fn reserve_lazy(&mut self, capacity: usize) {
         while self.capacity() < capacity {
@@ -115,14 +115,13 @@ impl<T> Table<T> {
         self.segments.iter().flat_map(|segment| segment.iter())
     }
 
-    /// Faults in the pages of the reserved, still unused capacity without writing them (see
-    /// `memory::populate_spare`). Returns the bytes populated.
-    pub(crate) fn populate_spare(&self) -> usize {
+    /// The address ranges of the reserved, still unused capacity: (start, bytes), one per
+    /// segment past the filled ones (`Ledger::prefault` populates them).
+    pub(crate) fn spare_ranges(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
         self.segments
             .iter()
             .skip(self.len >> SEGMENT_LOG2)
-            .map(memory::populate_spare)
-            .sum()
+            .map(memory::spare_range)
     }
 }
 
