@@ -192,14 +192,18 @@ fn four_nodes_commit_requests_of_several_kinds_and_agree() {
         "{metrics}"
     );
     // Node 1 answered the lead bank's requests: each one's time from its frame to admission is
-    // counted, and its ordering latency is split where node 1 voted for the block carrying it
-    // (every node votes for every block in a healthy cluster).
+    // counted, and its ordering latency is split into inclusion and commit where node 1 voted
+    // for the block carrying it. A node votes for most blocks, but not necessarily all: one
+    // whose vote waited for a batch may see the quorum form from the other three first.
     let metrics = cluster.metrics(1);
     let count = |phase: &str| latency_count(&metrics, phase);
     assert!(count("ordering") >= 2, "{metrics}");
-    assert_eq!(count("inclusion"), count("ordering"), "{metrics}");
-    assert_eq!(count("commit"), count("ordering"), "{metrics}");
     assert_eq!(count("admission"), count("ordering"), "{metrics}");
+    assert!(
+        (1..=count("ordering")).contains(&count("inclusion")),
+        "{metrics}"
+    );
+    assert_eq!(count("commit"), count("inclusion"), "{metrics}");
     // The ledger tables' fill: the genesis accounts and the transfers are counted, and each
     // table's capacity (before it doubles) is at least what it holds.
     let gauge = |name: &str, table: &str| -> u64 {
