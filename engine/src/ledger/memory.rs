@@ -31,7 +31,8 @@ pub(crate) fn spare_range<T>(vector: &Vec<T>) -> (usize, usize) {
     (start, (vector.capacity() - vector.len()) * size)
 }
 
-/// Ranges smaller than this are populated on the calling thread.
+/// The unit of work `populate_parallel` hands to its threads (chunk boundaries are multiples of
+/// it); ranges that make one chunk in all are populated on the calling thread.
 const POPULATE_CHUNK_BYTES: usize = 64 << 20;
 /// Most threads `populate_parallel` starts.
 const POPULATE_THREADS_MAX: usize = 16;
@@ -40,7 +41,7 @@ const POPULATE_THREADS_MAX: usize = 16;
 /// `POPULATE_CHUNK_BYTES` spread over one thread per available core (at most
 /// `POPULATE_THREADS_MAX`). For startup only, on a thread not pinned to one core: the host backs
 /// a first touch at about 430 MiB/s per vCPU on this VM, and two threads populate fresh memory
-/// 1.85x as fast as one (docs/CAPACITY.md, session 13). Returns the bytes populated.
+/// 1.8-1.9x as fast as one (docs/CAPACITY.md, session 13). Returns the bytes populated.
 ///
 /// The ranges must lie inside live allocations the caller borrows for the whole call.
 pub(crate) fn populate_parallel(ranges: &[(usize, usize)]) -> usize {

@@ -6,7 +6,7 @@
 //!
 //! Sources (Linux): `/proc/thread-self/schedstat` (nanoseconds on a core, nanoseconds runnable on
 //! a run queue, timeslices), kept open and re-read from offset 0, and `getrusage(RUSAGE_THREAD)`
-//! (user and system CPU, minor faults, voluntary and involuntary context switches). Each sample is
+//! (system CPU, minor faults, voluntary and involuntary context switches). Each sample is
 //! two system calls. Where a source is missing (another OS, a restricted `/proc`) its figures are
 //! absent and nothing else changes.
 
@@ -30,7 +30,6 @@ struct SchedStat {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Rusage {
-    user_us: u64,
     system_us: u64,
     minor_faults: u64,
     voluntary_switches: u64,
@@ -38,7 +37,7 @@ struct Rusage {
 }
 
 /// Where the wall time between two samples went (milliseconds), and what happened in it.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct UsageSpan {
     pub wall_ms: f64,
     /// On a core (schedstat).
@@ -149,7 +148,6 @@ fn rusage_thread() -> Option<Rusage> {
     let usage = unsafe { usage.assume_init() };
     let us = |t: libc::timeval| (t.tv_sec as u64) * 1_000_000 + t.tv_usec as u64;
     Some(Rusage {
-        user_us: us(usage.ru_utime),
         system_us: us(usage.ru_stime),
         minor_faults: usage.ru_minflt as u64,
         voluntary_switches: usage.ru_nvcsw as u64,
