@@ -22,8 +22,14 @@ use super::NetError;
 
 /// Most connections served at once; further connections are closed at accept.
 pub const SERVER_CONNECTIONS_MAX: usize = 256;
-/// How often the accept loop polls its non-blocking listener (and its shutdown flag).
-pub const ACCEPT_POLL_MS: u64 = 10;
+/// Longest the accept loop waits in `poll(2)` on its listener before it looks at its shutdown
+/// flag again. A connection wakes it at once, and so does `stop` (it connects to the listener),
+/// so this bounds only how late a stop whose wake-up connection failed is noticed.
+pub const ACCEPT_POLL_MS: u64 = 100;
+/// How long a served connection's read waits before it looks at the shutdown flag again. Shutdown
+/// also shuts every live socket down, which wakes a blocked read at once, so this is only a
+/// backstop; a short poll cost every idle connection 20 wake-ups a second.
+pub const SERVER_READ_POLL_MS: u64 = 1_000;
 /// How long a connection waits on a full inbound channel before answering `Busy`.
 pub const INBOUND_WAIT_MS: u64 = 100;
 
@@ -38,7 +44,10 @@ impl Default for ServerOptions {
     fn default() -> ServerOptions {
         ServerOptions {
             connections_max: SERVER_CONNECTIONS_MAX,
-            connection: ConnectOptions::default(),
+            connection: ConnectOptions {
+                read_poll: Duration::from_millis(SERVER_READ_POLL_MS),
+                ..ConnectOptions::default()
+            },
             inbound_wait: Duration::from_millis(INBOUND_WAIT_MS),
         }
     }
@@ -152,6 +161,12 @@ impl Server {
     fn stop(&mut self) {
         self.shutdown.store(true, Ordering::Release);
         if let Some(acceptor) = self.acceptor.take() {
+            // Wakes the accept loop out of its poll now; if this fails it wakes within
+            // `ACCEPT_POLL_MS` anyway.
+            let _ = TcpStream::connect_timeout(
+                &wake_address(self.local_addr),
+                Duration::from_millis(ACCEPT_POLL_MS),
+            );
             if acceptor.join().is_err() {
                 tracing::error!("net: accept thread panicked");
             }
@@ -171,6 +186,9 @@ fn accept_loop(listener: TcpListener, context: Arc<Context>) {
     while !context.shutdown.load(Ordering::Acquire) {
         match listener.accept() {
             Ok((tcp, _)) => {
+                if context.shutdown.load(Ordering::Acquire) {
+                    break; // most likely `stop`'s own wake-up connection
+                }
                 reap(&mut workers);
                 connection_id += 1;
                 if let Some(worker) = admit(tcp, &context, workers.len(), connection_id) {
@@ -180,7 +198,7 @@ fn accept_loop(listener: TcpListener, context: Arc<Context>) {
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 reap(&mut workers);
-                thread::sleep(Duration::from_millis(ACCEPT_POLL_MS));
+                wait_readable(&listener, ACCEPT_POLL_MS);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "net: accept failed");
@@ -197,6 +215,35 @@ fn accept_loop(listener: TcpListener, context: Arc<Context>) {
             tracing::error!("net: connection thread panicked");
         }
     }
+}
+
+/// Blocks until `listener` has a connection to accept (or an error to report), at most
+/// `timeout_ms`. A failed poll sleeps the timeout instead: the caller polls again either way.
+fn wait_readable(listener: &TcpListener, timeout_ms: u64) {
+    use std::os::fd::AsRawFd;
+    let mut pollfd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let timeout = i32::try_from(timeout_ms).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd for a descriptor `listener` keeps open during the call.
+    let ready = unsafe { libc::poll(&mut pollfd, 1, timeout) };
+    if ready < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+        thread::sleep(Duration::from_millis(timeout_ms));
+    }
+}
+
+/// Where `stop` connects to wake the accept loop: the bound address, or loopback for a wildcard.
+fn wake_address(bound: SocketAddr) -> SocketAddr {
+    let mut address = bound;
+    if address.ip().is_unspecified() {
+        address.set_ip(match bound {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    address
 }
 
 fn reap(workers: &mut Vec<Worker>) {

@@ -124,6 +124,11 @@ pub struct VerifySection {
     pub batch_requests_max: usize,
     /// ... or this long after its first request arrived, whichever comes first.
     pub batch_deadline_us: u64,
+    /// A window that holds a peer's batch closes at most this long after that batch arrived (and
+    /// never past `batch_deadline_us`): long enough for the batches peers cut at about the same
+    /// time to share one signature check, short against the round. 0: it takes only what is
+    /// already queued.
+    pub peer_batch_wait_us: u64,
     /// Bound of the ingress → verify queue; a full queue answers `busy`.
     pub queue_requests_max: usize,
 }
@@ -133,6 +138,7 @@ impl Default for VerifySection {
         VerifySection {
             batch_requests_max: 256,
             batch_deadline_us: 2_000,
+            peer_batch_wait_us: 500,
             queue_requests_max: 8_192,
         }
     }

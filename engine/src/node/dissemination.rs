@@ -136,6 +136,43 @@ fn local_batch(items: Vec<Item<RequestBytes>>) -> Batch {
     }
 }
 
+/// When to cut the next batch of this node's requests: at once when the mempool holds requests
+/// and the last cut is at least `batch_deadline` old, else `batch_deadline` after the last cut.
+/// So a request reaching an idle node leaves in a batch of its own without waiting, a burst
+/// within one deadline leaves together in the next batch, and a node cuts at most one batch per
+/// deadline. Pure bookkeeping (no clock of its own), so the tests drive it with made-up times.
+#[derive(Debug)]
+pub struct CutPacer {
+    deadline: Duration,
+    last_cut: Option<Instant>,
+}
+
+impl CutPacer {
+    pub fn new(deadline: Duration) -> Self {
+        Self {
+            deadline,
+            last_cut: None,
+        }
+    }
+
+    /// When the next batch is due, if any: None while the mempool holds nothing (`pending`
+    /// false), so an idle loop waits for a wake-up rather than ticking.
+    pub fn next_cut(&self, now: Instant, pending: bool) -> Option<Instant> {
+        if !pending {
+            return None;
+        }
+        Some(
+            self.last_cut
+                .map_or(now, |last| (last + self.deadline).max(now)),
+        )
+    }
+
+    /// A batch was cut at `now` (whether or not it took anything).
+    pub fn cut(&mut self, now: Instant) {
+        self.last_cut = Some(now);
+    }
+}
+
 pub enum DisseminationIn {
     PeerBatch {
         from: ValidatorIndex,
@@ -152,6 +189,9 @@ pub enum DisseminationIn {
         from: Option<ValidatorIndex>,
         not_before: Instant,
     },
+    /// The verify stage admitted requests into the mempool (sent with `try_send`: a full queue
+    /// means this loop is busy and looks at the mempool after each message anyway).
+    Admitted,
 }
 
 pub struct Dissemination {
@@ -173,14 +213,27 @@ pub struct Dissemination {
 
 impl Dissemination {
     pub fn run(self) {
-        let mut next_batch = Instant::now() + self.batch_deadline;
+        let mut pacer = CutPacer::new(self.batch_deadline);
         let mut fetches = DeferredFetches::default();
         while !self.stop.load(Ordering::Acquire) {
-            let wake = fetches
-                .next_due()
-                .map_or(next_batch, |due| due.min(next_batch));
-            let wait = wake.saturating_duration_since(Instant::now());
-            match self.input.recv_timeout(wait) {
+            let now = Instant::now();
+            // The mempool only grows by the verify stage's admissions, and verify wakes this loop
+            // (`Admitted`) after each window that admitted any, so an idle node sleeps until a
+            // message, a due fetch or the stop poll instead of ticking every deadline.
+            let cut = pacer.next_cut(now, !self.shared.mempool.is_empty());
+            if cut.is_some_and(|at| at <= now) {
+                pacer.cut(now);
+                if !self.form_batch() {
+                    return;
+                }
+                continue;
+            }
+            let wake = [fetches.next_due(), cut, Some(now + STOP_POLL)]
+                .into_iter()
+                .flatten()
+                .min()
+                .expect("the stop poll is always there");
+            match self.input.recv_timeout(wake.saturating_duration_since(now)) {
                 Ok(message) => {
                     if !self.on_message(message, &mut fetches) {
                         return;
@@ -191,12 +244,6 @@ impl Dissemination {
             }
             for (from, digests) in fetches.take_due(Instant::now(), |d| self.store.contains(d)) {
                 self.fetch(from, &digests);
-            }
-            if Instant::now() >= next_batch {
-                next_batch = Instant::now() + self.batch_deadline;
-                if !self.form_batch() {
-                    return;
-                }
             }
         }
     }
@@ -214,6 +261,8 @@ impl Dissemination {
                 from,
                 not_before,
             } => fetches.push(not_before, digests, from),
+            // Only a wake-up: the loop looks at the mempool after every message.
+            DisseminationIn::Admitted => {}
         }
         true
     }
@@ -347,6 +396,43 @@ mod tests_fetch {
 
     fn d(byte: u8) -> Digest {
         [byte; 32]
+    }
+
+    #[test]
+    fn an_idle_node_waits_for_requests_and_cuts_the_first_at_once() {
+        let deadline = Duration::from_millis(1);
+        let start = Instant::now();
+        let mut pacer = CutPacer::new(deadline);
+        // Nothing pending: no cut is ever due, however much time passes.
+        assert_eq!(pacer.next_cut(start, false), None);
+        assert_eq!(pacer.next_cut(start + Duration::from_secs(5), false), None);
+        // The first request of a node that never cut leaves at once.
+        assert_eq!(pacer.next_cut(start, true), Some(start));
+        pacer.cut(start);
+        // After a cut that emptied the mempool, idle again.
+        assert_eq!(pacer.next_cut(start + deadline / 2, false), None);
+    }
+
+    #[test]
+    fn cuts_are_at_least_a_deadline_apart_and_a_late_request_is_not_held_back() {
+        let deadline = Duration::from_millis(5);
+        let start = Instant::now();
+        let mut pacer = CutPacer::new(deadline);
+        pacer.cut(start);
+        // A request admitted 1 ms after a cut waits for the deadline: requests admitted meanwhile
+        // leave with it, in one batch.
+        let soon = start + Duration::from_millis(1);
+        assert_eq!(pacer.next_cut(soon, true), Some(start + deadline));
+        // Exactly at the deadline it is due.
+        assert_eq!(
+            pacer.next_cut(start + deadline, true),
+            Some(start + deadline)
+        );
+        // One admitted long after the last cut is due when it is seen, not in the past.
+        let late = start + Duration::from_millis(40);
+        assert_eq!(pacer.next_cut(late, true), Some(late));
+        pacer.cut(late);
+        assert_eq!(pacer.next_cut(late, true), Some(late + deadline));
     }
 
     #[test]

@@ -408,12 +408,14 @@ fn spawn_front(
         peer_batches: q.peer_batches.1.clone(),
         queries: q.query.0.clone(),
         consensus: q.consensus.0.clone(),
+        dissemination: q.dissemination.0.clone(),
         store: l.store.clone(),
         shared: l.shared.clone(),
         verifier: BatchVerifier::new(l.registry.clone(), g.chain_id),
         pool: l.pool.clone(),
         batch_requests_max: c.verify.batch_requests_max,
         batch_deadline: Duration::from_micros(c.verify.batch_deadline_us),
+        peer_batch_wait: Duration::from_micros(c.verify.peer_batch_wait_us),
         stop: stop.clone(),
     };
     // The window loop runs on a worker of the verify pool (this thread only waits for it): a

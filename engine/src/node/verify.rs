@@ -2,9 +2,9 @@
 //! and the peers' batches dissemination decoded, and checks all their signatures in one
 //! `BatchVerifier` call on the layout's verify pool: one call per window is what makes a check
 //! cheap (its Miller loops and final exponentiation are shared by every signature in it). A window
-//! waits up to the deadline for client requests only; once it holds a peer batch it takes what is
-//! queued and closes, so a peer batch is never held back for a deadline (a leader may be about to
-//! propose it).
+//! waits up to the deadline for client requests; once it holds a peer batch it waits at most the
+//! shorter `peer_batch_wait` (a leader may be about to propose that batch, and this node's vote
+//! needs it), so peers' batches cut at about the same time share one window.
 //! Client requests: invalid → `Rejected` with the precise code; valid creates go to the mempool
 //! (the submitter waits for the commit), valid queries to execute. Peer batches: a batch whose
 //! requests all verify and whose digest is the one its peer claimed is stored and announced to
@@ -23,6 +23,7 @@ use crate::mempool::{Item, MempoolError, RequestKey};
 
 use super::batches::{Batch, BatchStore};
 use super::consensus_stage::ConsensusIn;
+use super::dissemination::DisseminationIn;
 use super::ingress::{reject, VerifyJob};
 use super::protocol::{RejectCode, Rejected};
 use super::state::{Shared, Waiter};
@@ -49,12 +50,16 @@ pub struct Verify {
     pub peer_batches: Receiver<PeerBatchJob>,
     pub queries: Sender<VerifyJob>,
     pub consensus: Sender<ConsensusIn>,
+    /// Woken after a window admitted requests (dissemination cuts batches only when told).
+    pub dissemination: Sender<DisseminationIn>,
     pub store: Arc<BatchStore>,
     pub shared: Arc<Shared>,
     pub verifier: BatchVerifier,
     pub pool: Arc<rayon::ThreadPool>,
     pub batch_requests_max: usize,
     pub batch_deadline: Duration,
+    /// How long a window that holds a peer batch waits for more (`verify.peer_batch_wait_us`).
+    pub peer_batch_wait: Duration,
     pub stop: Arc<AtomicBool>,
 }
 
@@ -89,19 +94,21 @@ impl Verify {
                 Received::Nothing => continue,
                 item => self.add(&mut window, item, &mut carried),
             }
-            let deadline = Instant::now() + self.batch_deadline;
+            let opened = Instant::now();
+            let mut first_peer = (!window.peer.is_empty()).then_some(opened);
             while window.requests < self.batch_requests_max && carried.is_none() {
-                // A peer batch is a batch already (its owner closed it by size or deadline), and
-                // the leader may be about to propose it: once one is in, the window takes only
-                // what is queued and never waits for more.
-                let wait = if window.peer.is_empty() {
-                    deadline.saturating_duration_since(Instant::now())
-                } else {
-                    Duration::ZERO
-                };
-                match self.receive(wait) {
+                let until = window_closes(
+                    opened,
+                    first_peer,
+                    self.batch_deadline,
+                    self.peer_batch_wait,
+                );
+                match self.receive(until.saturating_duration_since(Instant::now())) {
                     Received::Nothing | Received::Closed => break,
                     item => self.add(&mut window, item, &mut carried),
+                }
+                if first_peer.is_none() && !window.peer.is_empty() {
+                    first_peer = Some(Instant::now());
                 }
             }
             self.verify_window(window);
@@ -164,7 +171,11 @@ impl Verify {
             .metrics
             .verify_batch_requests
             .observe(requests as f64);
-        self.settle_clients(jobs, codes);
+        if self.settle_clients(jobs, codes) > 0 {
+            // A full queue means dissemination is busy, and it looks at the mempool after every
+            // message; a closed one means the node is stopping.
+            let _ = self.dissemination.try_send(DisseminationIn::Admitted);
+        }
         for (job, verdict) in fresh.into_iter().zip(verdicts) {
             match verdict {
                 Ok(()) => {
@@ -198,8 +209,10 @@ impl Verify {
             .install(|| check_together(&self.verifier, clients, &batches))
     }
 
-    fn settle_clients(&self, jobs: Vec<VerifyJob>, codes: Vec<VerifyCode>) {
+    /// Answers or forwards every client job; how many requests entered the mempool.
+    fn settle_clients(&self, jobs: Vec<VerifyJob>, codes: Vec<VerifyCode>) -> usize {
         assert_eq!(codes.len(), jobs.len());
+        let mut admitted = 0;
         for (job, code) in jobs.into_iter().zip(codes) {
             let request = job.request();
             let key = (request.institution(), request.request_id());
@@ -216,10 +229,11 @@ impl Verify {
             }
             if job.query {
                 self.forward_query(job);
-            } else {
-                self.admit(job);
+            } else if self.admit(job) {
+                admitted += 1;
             }
         }
+        admitted
     }
 
     fn forward_query(&self, job: VerifyJob) {
@@ -240,8 +254,9 @@ impl Verify {
     }
 
     /// Registers the submitter as waiting, then inserts into the mempool (the digest is the one
-    /// ingress computed and the signature was checked against; nothing is hashed here).
-    fn admit(&self, job: VerifyJob) {
+    /// ingress computed and the signature was checked against; nothing is hashed here). False
+    /// when the request was answered with a rejection instead.
+    fn admit(&self, job: VerifyJob) -> bool {
         let digested = job.digested();
         let request = digested.view();
         let key = RequestKey {
@@ -262,7 +277,8 @@ impl Verify {
                 RejectCode::DuplicatePending,
                 "already waiting, or too many waiting",
             );
-            return reject(&self.shared, &job.writer, rejected);
+            reject(&self.shared, &job.writer, rejected);
+            return false;
         }
         let item = Item {
             institution: key.institution,
@@ -283,8 +299,22 @@ impl Verify {
                 &job.writer,
                 Rejected::new(pair, code, error.to_string()),
             );
+            return false;
         }
+        true
     }
+}
+
+/// When a window opened at `opened` closes: `deadline` after it opened, or, once it holds a peer
+/// batch (the first arrived at `first_peer`), `peer_wait` after that batch if that is sooner.
+fn window_closes(
+    opened: Instant,
+    first_peer: Option<Instant>,
+    deadline: Duration,
+    peer_wait: Duration,
+) -> Instant {
+    let client = opened + deadline;
+    first_peer.map_or(client, |at| (at + peer_wait).min(client))
 }
 
 /// One verifier call over the client requests and every request of the peer batches: the client
@@ -382,6 +412,25 @@ fn first_bad(counts: &[usize], codes: &[VerifyCode]) -> Vec<Option<(usize, Verif
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_waits_the_deadline_for_clients_and_less_once_it_holds_a_peer_batch() {
+        let opened = Instant::now();
+        let ms = Duration::from_millis;
+        // Client requests only: the deadline.
+        assert_eq!(window_closes(opened, None, ms(2), ms(1)), opened + ms(2));
+        // A peer batch 300 us in: it waits at most the peer wait from that batch.
+        let at = opened + Duration::from_micros(300);
+        assert_eq!(window_closes(opened, Some(at), ms(2), ms(1)), at + ms(1));
+        // ... but never past the client deadline.
+        let late = opened + Duration::from_micros(1_800);
+        assert_eq!(
+            window_closes(opened, Some(late), ms(2), ms(1)),
+            opened + ms(2)
+        );
+        // A zero peer wait closes the window once the queue is drained.
+        assert_eq!(window_closes(opened, Some(at), ms(2), ms(0)), at);
+    }
 
     #[test]
     fn batches_verified_together_are_judged_one_by_one() {
