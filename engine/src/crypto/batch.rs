@@ -7,9 +7,11 @@
 //! Both sums are multi-scalar multiplications (Pippenger), so a batch needs one Miller loop per
 //! (signer, chunk) plus one, instead of one per request, and one final exponentiation. The G2
 //! sides (institution keys, the generator) are fixed, so every Miller loop runs from precomputed
-//! lines (`Registry::lines_at`, `curve::g2_generator_lines`).
+//! lines (`Registry::lines_at`, `curve::g2_generator_lines`), and the loops of one chunk run as
+//! one (`curve::miller_loop_lines_n`: the accumulator's squarings are shared; a batch of one
+//! chunk also takes the generator's pair into it, as e(-Σ r_i σ_i, g2) · Π_j ... == 1).
 
-use super::curve::{self, PointError, SCALAR_BYTES};
+use super::curve::{self, G2Lines, PointError, SCALAR_BYTES};
 use super::registry::{Registry, SignerSlot};
 use super::request::{body_events, SignedEnvelope, DIGEST_BYTES};
 use super::REQUEST_DST;
@@ -236,6 +238,19 @@ impl BatchVerifier {
 
     fn holds_grouped(&self, items: &[Prepared], scalars: &[u8]) -> bool {
         let chunk = Self::chunk_items(items.len());
+        if items.len() <= chunk {
+            // One chunk (every window under `CHECK_CHUNK_ITEMS_MIN` per thread): the generator's
+            // pair joins the signers' in the same Miller loop, as
+            // e(-Σ r_i σ_i, g2) · Π_j e(Σ r_i H_i, pk_j) == 1.
+            let (mut pairs, signatures) = self.grouped_pairs(items, scalars);
+            let signature_sum = curve::to_affine(&signatures);
+            // Σ r_i σ_i is infinity only with negligible probability; it then contributes 1.
+            if !curve::is_infinity(&signature_sum) {
+                pairs.push((curve::g2_generator_lines(), curve::negate(&signature_sum)));
+            }
+            return pairs.is_empty()
+                || curve::pairing_product_is_one(&curve::miller_loop_lines_n(&pairs));
+        }
         let identity = || (blst_fp12::default(), blst_p1::default());
         let (messages, signatures) = items
             .par_chunks(chunk)
@@ -253,15 +268,31 @@ impl BatchVerifier {
         curve::pairings_equal(&lhs, &messages)
     }
 
-    /// For one chunk (sorted by signer): Π_j ML(pk_j, Σ r_i H_i) and Σ r_i σ_i.
+    /// For one chunk (sorted by signer): Π_j ML(pk_j, Σ r_i H_i), in one loop, and Σ r_i σ_i.
     fn grouped_terms(&self, items: &[Prepared], scalars: &[u8]) -> (blst_fp12, blst_p1) {
+        let (pairs, signature_sum) = self.grouped_pairs(items, scalars);
+        let product = if pairs.is_empty() {
+            blst_fp12::default() // one
+        } else {
+            curve::miller_loop_lines_n(&pairs)
+        };
+        (product, signature_sum)
+    }
+
+    /// For one chunk (sorted by signer): each signer's lines with Σ r_i H_i over its items, and
+    /// Σ r_i σ_i over all of them.
+    fn grouped_pairs(
+        &self,
+        items: &[Prepared],
+        scalars: &[u8],
+    ) -> (Vec<(&G2Lines, blst_p1_affine)>, blst_p1) {
         assert_eq!(items.len() * SCALAR_BYTES, scalars.len());
         let signatures: Vec<blst_p1_affine> = items
             .iter()
             .map(|item| *<&blst_p1_affine>::from(&item.signature))
             .collect();
         let signature_sum = curve::multi_scalar_mult(&signatures, scalars);
-        let mut product = blst_fp12::default();
+        let mut pairs = Vec::new();
         let mut start = 0;
         while start < items.len() {
             let slot = items[start].slot;
@@ -278,11 +309,11 @@ impl BatchVerifier {
             ));
             // Σ r_i H_i is infinity only with negligible probability; it then contributes 1.
             if !curve::is_infinity(&sum) {
-                product *= curve::miller_loop_lines(self.registry.lines_at(slot), &sum);
+                pairs.push((self.registry.lines_at(slot), sum));
             }
             start = end;
         }
-        (product, signature_sum)
+        (pairs, signature_sum)
     }
 
     fn holds_pairing_chunks(&self, items: &[Prepared], scalars: &[u8]) -> bool {

@@ -3,7 +3,9 @@
 
 use super::SIGNATURE_BYTES;
 use blst::min_sig::Signature;
-use blst::{blst_fp12, blst_fp6, blst_p1, blst_p1_affine, blst_p2_affine, BLST_ERROR};
+use blst::{
+    blst_fp, blst_fp12, blst_fp2, blst_fp6, blst_p1, blst_p1_affine, blst_p2_affine, BLST_ERROR,
+};
 use std::sync::OnceLock;
 
 /// Bytes of one batch scalar in the flat scalar buffer.
@@ -133,6 +135,101 @@ pub(crate) fn miller_loop_lines(lines: &G2Lines, p: &blst_p1_affine) -> blst_fp1
     // SAFETY: `lines` points to the 68 initialised `blst_fp6` blst reads; `out` and `p` are valid.
     unsafe { blst::blst_miller_loop_lines(&mut out, lines.lines.as_ptr(), p) };
     out
+}
+
+/// The doubling runs of the Miller loop over |z| = 0xd201000000010000 as blst walks the 68 lines:
+/// line 0 starts the loop, then each run is one addition line followed by that many doublings
+/// (blst `miller_loop_lines`: lines 1-3, 4-7, 8-17, 18-50, 51-67).
+const MILLER_RUNS: [(usize, usize); 5] = [(1, 2), (4, 3), (8, 9), (18, 32), (51, 16)];
+
+/// Π_k ML(p_k, q_k) for fixed G2 points given by their lines, in one loop: the accumulator is
+/// squared once per doubling step for all pairs together, where separate loops square it once per
+/// pair (63 Fp12 squarings each). Equal, as an Fp12 element, to the product of
+/// `miller_loop_lines` over the pairs (it runs the same line evaluations and multiplications).
+/// No `p` may be infinity (see `miller_loop_lines`); `pairs` must not be empty.
+pub(crate) fn miller_loop_lines_n(pairs: &[(&G2Lines, blst_p1_affine)]) -> blst_fp12 {
+    assert!(!pairs.is_empty());
+    // Per pair, (-2·x, 2·y) of p: what blst's line evaluation multiplies the lines by.
+    let scaled: Vec<(blst_fp, blst_fp)> = pairs
+        .iter()
+        .map(|(_, p)| {
+            assert!(!is_infinity(p));
+            let (mut x2, mut y2) = (blst_fp::default(), blst_fp::default());
+            // SAFETY: valid in/out pointers to initialised field elements.
+            unsafe {
+                blst::blst_fp_add(&mut x2, &p.x, &p.x);
+                let doubled = x2;
+                blst::blst_fp_cneg(&mut x2, &doubled, true);
+                blst::blst_fp_add(&mut y2, &p.y, &p.y);
+            }
+            (x2, y2)
+        })
+        .collect();
+    let line_at = |pair: usize, index: usize| -> blst_fp6 {
+        let line = &pairs[pair].0.lines[index];
+        let (x2, y2) = &scaled[pair];
+        let mut out = *line;
+        for (row, factor) in [(1, x2), (2, y2)] {
+            for half in 0..2 {
+                // SAFETY: valid in/out pointers to initialised field elements.
+                unsafe {
+                    blst::blst_fp_mul(&mut out.fp2[row].fp[half], &line.fp2[row].fp[half], factor)
+                };
+            }
+        }
+        out
+    };
+    let times_line = |f: &mut blst_fp12, line: &blst_fp6| {
+        let a = *f;
+        // SAFETY: valid in/out pointers; `line` is the sparse "xy00z0" form blst expects.
+        unsafe { blst::blst_fp12_mul_by_xy00z0(f, &a, line) };
+    };
+    // The loop starts from 1² · line: the first pair's line as an Fp12, the others multiplied in.
+    let first = line_at(0, 0);
+    let zero = blst_fp2::default();
+    let mut f = blst_fp12 {
+        fp6: [
+            blst_fp6 {
+                fp2: [first.fp2[0], first.fp2[1], zero],
+            },
+            blst_fp6 {
+                fp2: [zero, first.fp2[2], zero],
+            },
+        ],
+    };
+    for pair in 1..pairs.len() {
+        times_line(&mut f, &line_at(pair, 0));
+    }
+    for (start, doublings) in MILLER_RUNS {
+        for pair in 0..pairs.len() {
+            times_line(&mut f, &line_at(pair, start));
+        }
+        for step in 1..=doublings {
+            let a = f;
+            // SAFETY: valid in/out pointers.
+            unsafe { blst::blst_fp12_sqr(&mut f, &a) };
+            for pair in 0..pairs.len() {
+                times_line(&mut f, &line_at(pair, start + step));
+            }
+        }
+    }
+    // SAFETY: valid pointer; z is negative, as in blst.
+    unsafe { blst::blst_fp12_conjugate(&mut f) };
+    f
+}
+
+/// -p (p is affine: the same x, the negated y).
+pub(crate) fn negate(p: &blst_p1_affine) -> blst_p1_affine {
+    let mut out = *p;
+    // SAFETY: valid in/out pointers to initialised field elements.
+    unsafe { blst::blst_fp_cneg(&mut out.y, &p.y, true) };
+    out
+}
+
+/// True iff the final exponentiation of `f` is 1, i.e. the product of pairings whose Miller loops
+/// multiplied to `f` is 1.
+pub(crate) fn pairing_product_is_one(f: &blst_fp12) -> bool {
+    blst_fp12::finalverify(&blst_fp12::default(), f) // `default` is one
 }
 
 /// The G2 generator, affine.

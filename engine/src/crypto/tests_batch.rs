@@ -339,3 +339,37 @@ fn precomputed_lines_equal_the_plain_miller_loop() {
         plain
     );
 }
+
+#[test]
+fn one_loop_over_several_pairs_is_the_product_of_their_miller_loops() {
+    let f = fixture(3);
+    let points: Vec<blst_p1_affine> = (0..4u8)
+        .map(|i| curve::hash_to_g1(&[i; 32], REQUEST_DST))
+        .collect();
+    let generator = curve::g2_generator_lines();
+    let slots: Vec<_> = (0..3)
+        .map(|i| f.registry.slot(INSTITUTION_FIRST + i).expect("registered"))
+        .collect();
+    let mut pairs = vec![(generator, points[0])];
+    pairs.extend((0..3).map(|i| (f.registry.lines_at(slots[i]), points[i + 1])));
+    // One pair: exactly blst's own loop.
+    for (lines, p) in &pairs {
+        assert!(curve::miller_loop_lines_n(&[(lines, *p)]) == curve::miller_loop_lines(lines, p));
+    }
+    // Several: the product of the single loops, for every prefix.
+    for n in 2..=pairs.len() {
+        let product = pairs[..n]
+            .iter()
+            .map(|(lines, p)| curve::miller_loop_lines(lines, p))
+            .reduce(|a, b| a * b)
+            .expect("at least two pairs");
+        assert!(
+            curve::miller_loop_lines_n(&pairs[..n]) == product,
+            "{n} pairs"
+        );
+    }
+    // And a different point changes it.
+    let mut other = pairs.clone();
+    other[1].1 = points[0];
+    assert!(curve::miller_loop_lines_n(&other) != curve::miller_loop_lines_n(&pairs));
+}
