@@ -24,7 +24,8 @@ use super::NetError;
 pub const SERVER_CONNECTIONS_MAX: usize = 256;
 /// Longest the accept loop waits in `poll(2)` on its listener before it looks at its shutdown
 /// flag again. A connection wakes it at once, and so does `stop` (it connects to the listener),
-/// so this bounds only how late a stop whose wake-up connection failed is noticed.
+/// so this bounds only how late a stop whose wake-up connection failed is noticed. It is also the
+/// back-off after a failed accept.
 pub const ACCEPT_POLL_MS: u64 = 100;
 /// How long a served connection's read waits before it looks at the shutdown flag again. Shutdown
 /// also shuts every live socket down, which wakes a blocked read at once, so this is only a
