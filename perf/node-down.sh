@@ -2,7 +2,10 @@
 # One node down under load: runs the e2e benchmark's cluster, kill -9s node 3 a few seconds into
 # the timed run, restarts it DOWN seconds later with its own command line, and prints node 0's and
 # node 3's `reckon_height` every 5 s, then the benchmark's summary (digests must agree).
-#   perf/node-down.sh [BIN_DIR] [OUT_DIR]      env: DOWN=25 DURATION=80 POLLS=10 LEDGER_TRANSFERS=
+#   perf/node-down.sh [BIN_DIR] [OUT_DIR]      env: DOWN=25 DURATION=80 POLLS=10 LEDGER_TRANSFERS= RATE=
+# RATE (transfers/s) runs one open-loop phase at that rate instead of the closed loop: a long
+# outage (DOWN=180, more blocks than the 16,384-block sync window at ~100 blocks/s) within the
+# default ledger sizing.
 # The harness sizes each ledger for at most 12,000,000 transfers; a run that commits more (about
 # 70 s at full rate) grows the tables as it goes, slower than within capacity. Set LEDGER_TRANSFERS
 # (passed as --ledger-transfers) to size them for longer runs, memory permitting.
@@ -21,9 +24,11 @@ fi
 mkdir -p "$out"
 sizing=()
 if [ -n "${LEDGER_TRANSFERS:-}" ]; then sizing=(--ledger-transfers "$LEDGER_TRANSFERS"); fi
+load=(--in-flight 2)
+if [ -n "${RATE:-}" ]; then load=(--rate "$RATE"); fi
 # --in-flight 2: one closed-loop phase, as in session 9 (the default batched run is two phases,
 # an open loop at 220,000 transfers/s and then the closed-loop ceiling).
-"$bin/bench-harness" e2e --nodes 4 --duration "$duration" --batch 8190 --in-flight 2 "${sizing[@]}" --out "$out/e2e" \
+"$bin/bench-harness" e2e --nodes 4 --duration "$duration" --batch 8190 "${load[@]}" "${sizing[@]}" --out "$out/e2e" \
   >"$out/e2e.txt" 2>"$out/e2e.err" &
 bench=$!
 # The timed run starts after presigning; the harness prints the log mapping line first.

@@ -18,7 +18,13 @@ const LEAD: u32 = 1;
 const LOAD_REQUESTS_MAX: u128 = 2_000;
 
 fn started() -> Cluster {
+    started_with(|_| {})
+}
+
+/// A 4-node cluster whose config files `adjust` edits before any node starts.
+fn started_with(adjust: impl Fn(&Cluster)) -> Cluster {
     let mut cluster = Cluster::init(Path::new(BIN), 4);
+    adjust(&cluster);
     cluster.start_all();
     let ok = wait_until(Duration::from_secs(30), || {
         (0..4)
@@ -85,9 +91,22 @@ fn agree(cluster: &Cluster, nodes: &[usize], height: u64) -> bool {
     .is_some()
 }
 
+/// Committed blocks each node keeps in memory to serve block sync in the kill -9 test: far fewer
+/// than the blocks the others commit while node 3 is down, so the restarted node is served from
+/// their block logs first (`Action::ServeSyncFromLog`), then from their windows.
+const SMALL_COMMITTED_WINDOW: usize = 8;
+
 #[test]
 fn kill9_one_node_under_load_then_restart_catches_up_and_agrees() {
-    let mut cluster = started();
+    let mut cluster = started_with(|cluster| {
+        for i in 0..4 {
+            cluster.edit_config(
+                i,
+                "committed_window_blocks = 16384",
+                &format!("committed_window_blocks = {SMALL_COMMITTED_WINDOW}"),
+            );
+        }
+    });
     let (stop, committed) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicU64::new(0)),
@@ -121,7 +140,7 @@ fn kill9_one_node_under_load_then_restart_catches_up_and_agrees() {
             cluster.log(0)
         );
     }
-    assert!(cluster.height(0).expect("up") > height);
+    assert!(cluster.height(0).expect("up") > height + SMALL_COMMITTED_WINDOW as u64);
     cluster.start(3);
     stop.store(true, Ordering::Release);
     let outcome = loader.join().expect("load thread");
@@ -132,6 +151,31 @@ fn kill9_one_node_under_load_then_restart_catches_up_and_agrees() {
         "node 3 catches up and agrees:\n{}",
         cluster.log(3)
     );
+    let from_logs: u64 = (0..3)
+        .map(|i| {
+            metric(
+                &cluster.metrics(i),
+                "reckon_sync_blocks_served_from_log_total",
+            )
+        })
+        .sum();
+    assert!(
+        from_logs > 0,
+        "node 3 was further behind than every window, so its peers served it from their logs; \
+         heights {:?}",
+        (0..4).map(|i| cluster.height(i)).collect::<Vec<_>>()
+    );
+}
+
+/// The value of a counter in a node's Prometheus text (`name{node="..."} value`; 0 when absent).
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{'))
+        })
+        .find_map(|line| line.rsplit(' ').next()?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
 }
 
 #[test]

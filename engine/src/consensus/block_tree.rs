@@ -22,6 +22,8 @@ pub struct BlockTree {
     tip_height: u64,
     tip_round: Round,
     pub high_qc: QuorumCert,
+    /// Most committed blocks kept in `committed` (`Config::committed_window`).
+    window_max: usize,
     /// Skip the conflicting-commit assertion (only with the test-only broken quorum).
     pub(crate) tolerate_conflicts: bool,
 }
@@ -68,6 +70,7 @@ impl BlockTree {
             tip_height: tip.height,
             tip_round: tip.block.round,
             high_qc: tip.qc.clone(),
+            window_max: COMMITTED_WINDOW_MAX,
             tolerate_conflicts: false,
         };
         tree.blocks.insert(hash, tip.block.clone());
@@ -104,7 +107,7 @@ impl BlockTree {
     fn refill_window(&mut self, mut history: Vec<CommittedBlock>) {
         history.sort_by_key(|c| std::cmp::Reverse(c.height));
         for c in history {
-            if self.committed.len() >= COMMITTED_WINDOW_MAX {
+            if self.committed.len() >= self.window_max {
                 break;
             }
             let (&lowest, above) = self.committed.first_key_value().expect("holds the tip");
@@ -120,7 +123,22 @@ impl BlockTree {
             }
             self.committed.insert(c.height, c);
         }
-        assert!(self.committed.len() <= COMMITTED_WINDOW_MAX);
+        assert!(self.committed.len() <= self.window_max);
+    }
+
+    /// Keeps at most `max` (at least 1: the tip) committed blocks in the window from now on,
+    /// dropping the oldest beyond it.
+    pub fn set_window_max(&mut self, max: usize) {
+        self.window_max = max.max(1);
+        while self.committed.len() > self.window_max {
+            self.committed.pop_first();
+        }
+    }
+
+    /// The lowest committed height still in the window (the tip's when the window holds only it).
+    pub fn window_start(&self) -> u64 {
+        let (&start, _) = self.committed.first_key_value().expect("holds the tip");
+        start
     }
 
     pub fn genesis() -> Self {
@@ -240,7 +258,7 @@ impl BlockTree {
             self.tip_round = c.block.round;
             self.committed.insert(c.height, c.clone());
         }
-        while self.committed.len() > COMMITTED_WINDOW_MAX {
+        while self.committed.len() > self.window_max {
             self.committed.pop_first();
         }
         let (tip_hash, tip_round) = (self.tip_hash, self.tip_round);
@@ -250,7 +268,8 @@ impl BlockTree {
     }
 
     /// Blocks from `from_height` up along the committed chain then to the high QC's block, with the
-    /// QC certifying the last one. Empty when `from_height` left the committed window.
+    /// QC certifying the last one. Empty when `from_height` left the committed window (the core
+    /// then has the shell serve it from the block log: `Action::ServeSyncFromLog`).
     pub fn serve_sync(&self, from_height: u64) -> SyncResponse {
         let empty = SyncResponse {
             blocks: Vec::new(),

@@ -86,6 +86,7 @@ impl<C: QuorumCrypto> Core<C> {
             Some(r) => (r.safety, BlockTree::recovered(r.tip, r.history, r.blocks)),
         };
         tree.tolerate_conflicts = cfg.testing_quorum_too_small;
+        tree.set_window_max(cfg.committed_window);
         let mut safety = safety;
         let round = (tree.high_qc.round + 1)
             .max(safety.voted_round)

@@ -33,6 +33,7 @@ pub use messages::{
     TimeoutCert, TimeoutMsg, Vote,
 };
 pub use safety::SafetyState;
+pub use sync::sync_response_from_log;
 
 use thiserror::Error;
 
@@ -55,8 +56,9 @@ pub const LOCAL_BATCHES_PENDING_MAX: usize = 4096;
 pub const BATCHES_AVAILABLE_MAX: usize = 16_384;
 /// Most uncommitted blocks (plus the committed tip) held in the block tree.
 pub const BLOCKS_IN_MEMORY_MAX: usize = 1024;
-/// Most recent committed blocks kept in memory to serve sync requests: how far behind a node may
-/// fall and still catch up by block sync (about 4.5 minutes of the e2e benchmark's ~60 blocks/s).
+/// Most recent committed blocks kept in memory to serve sync requests (`Config::committed_window`
+/// defaults to it and may not exceed it). A laggard further behind is served from the block log
+/// (`Action::ServeSyncFromLog`), so the window bounds memory, not how far behind a node may fall.
 /// A block in the window takes ~0.4 KiB plus 32 bytes per batch digest: at most ~40 MiB
 /// (estimated from the record sizes, not measured).
 pub const COMMITTED_WINDOW_MAX: usize = 16_384;
@@ -99,6 +101,9 @@ pub struct Config {
     pub min_idle_block_interval_ms: u64,
     /// Who leads a round entered through a QC (`leader.rs`); the same on every validator.
     pub leader_election: LeaderElection,
+    /// Committed blocks kept in memory to serve block sync (1..=`COMMITTED_WINDOW_MAX`); a request
+    /// from below the window is served from the block log by the shell.
+    pub committed_window: usize,
     /// Test-only fault injection: use a quorum of f+1 instead of 2f+1 (breaks quorum intersection).
     /// Exists so the simulator's negative tests can prove the fork checker fires. Never set in production.
     pub(crate) testing_quorum_too_small: bool,
@@ -118,6 +123,7 @@ impl Config {
             block_digests_max: BLOCK_DIGESTS_MAX,
             min_idle_block_interval_ms: MIN_IDLE_BLOCK_INTERVAL_MS_DEFAULT,
             leader_election: LeaderElection::default(),
+            committed_window: COMMITTED_WINDOW_MAX,
             testing_quorum_too_small: false,
         }
     }
@@ -134,6 +140,9 @@ impl Config {
         }
         if self.min_idle_block_interval_ms.saturating_mul(2) > self.round_timeout_ms {
             return Err("min_idle_block_interval_ms must be at most half of round_timeout_ms");
+        }
+        if !(1..=COMMITTED_WINDOW_MAX).contains(&self.committed_window) {
+            return Err("committed_window must be in 1..=COMMITTED_WINDOW_MAX");
         }
         Ok(())
     }
@@ -206,6 +215,17 @@ pub enum Action {
     SetProposeTimer {
         round: Round,
         duration_ms: u64,
+    },
+    /// Validator `to` asked for committed blocks from `from_height`, which left the committed
+    /// window (it starts at `window_start`): send it, from the block log, a
+    /// `Message::SyncResponse` of the committed blocks from `from_height` up (at most
+    /// `SYNC_BLOCKS_MAX`, consecutive), with the QC certifying the last one. Every block in the
+    /// log is committed and carries its QC, so no safety state is involved; the requester
+    /// verifies the response like any other. Nothing to send when the log lacks `from_height`.
+    ServeSyncFromLog {
+        to: ValidatorIndex,
+        from_height: u64,
+        window_start: u64,
     },
     /// Ask `from` (the proposer) for batches this node lacks; answer with `Event::BatchAvailable`.
     FetchBatches {

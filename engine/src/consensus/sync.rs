@@ -5,7 +5,31 @@
 use super::core::Core;
 use super::crypto_iface::QuorumCrypto;
 use super::messages::{Message, SyncRequest, SyncResponse};
-use super::{RejectReason, ValidatorIndex, SYNC_BLOCKS_MAX, SYNC_RETRY_MS};
+use super::{Action, CommittedBlock, RejectReason, ValidatorIndex, SYNC_BLOCKS_MAX, SYNC_RETRY_MS};
+
+/// The answer to a sync request from below the committed window, read from a block log:
+/// the committed blocks `from_height`, `from_height + 1`, ... as long as `read` has them (at most
+/// `SYNC_BLOCKS_MAX`), with the QC certifying the last one. `read(height)` gives the committed
+/// block at that height with its certifying QC, or None (not in the log, unreadable). Empty when
+/// the log lacks `from_height`. The shell answers `Action::ServeSyncFromLog` with it.
+pub fn sync_response_from_log(
+    from_height: u64,
+    mut read: impl FnMut(u64) -> Option<CommittedBlock>,
+) -> SyncResponse {
+    let mut blocks = Vec::new();
+    let mut last_qc = None;
+    for height in (from_height.max(1)..).take(SYNC_BLOCKS_MAX) {
+        let Some(committed) = read(height) else {
+            break;
+        };
+        if committed.height != height || committed.block.height != height {
+            break; // a log that disagrees with itself serves nothing past it
+        }
+        last_qc = Some(committed.qc);
+        blocks.push(committed.block);
+    }
+    SyncResponse { blocks, last_qc }
+}
 
 impl<C: QuorumCrypto> Core<C> {
     pub(super) fn request_sync(&mut self, peer: ValidatorIndex) {
@@ -23,6 +47,16 @@ impl<C: QuorumCrypto> Core<C> {
     }
 
     pub(super) fn on_sync_request(&mut self, from: ValidatorIndex, request: SyncRequest) {
+        let window_start = self.tree.window_start();
+        if (1..window_start).contains(&request.from_height) {
+            // Below the window: the block log has them (a height 0 request asks for nothing).
+            self.out.push(Action::ServeSyncFromLog {
+                to: from,
+                from_height: request.from_height,
+                window_start,
+            });
+            return;
+        }
         let response = self.tree.serve_sync(request.from_height);
         assert!(response.blocks.len() <= SYNC_BLOCKS_MAX);
         self.send(from, Message::SyncResponse(response));

@@ -25,7 +25,9 @@ pub const BATCH_STORE_COMMITTED_BLOCKS_MAX: u64 = 32;
 /// allocator recycles the buffers of a steady stream of batches instead of touching fresh pages.
 pub const BATCH_STORE_COMMITTED_BYTES_MAX: usize = 32 << 20;
 /// Committed blocks whose batch digests are indexed (digest -> height) for fetches served from
-/// the block log: consensus' sync window, the furthest a laggard can catch up by block sync.
+/// the block log, by default: consensus' sync window (`BatchStore::with_index_blocks` sets the
+/// node's configured one). Older batches are still served from the log when the fetch names the
+/// block's height (a committed-batch fetch, `PEER_KIND_BATCH_FETCH_COMMITTED`).
 pub const COMMITTED_INDEX_BLOCKS_MAX: u64 = COMMITTED_WINDOW_MAX as u64;
 /// Most digests in that index, 16 per block of the window on average (about 100 bytes each with
 /// the map and the eviction order: at most ~25 MiB; estimated from the entry sizes, not measured).
@@ -255,6 +257,8 @@ pub struct BatchStore {
     bytes_max: usize,
     committed_blocks_max: u64,
     committed_bytes_max: usize,
+    /// Newest committed blocks whose digests stay indexed (at most `COMMITTED_INDEX_BLOCKS_MAX`).
+    index_blocks_max: u64,
 }
 
 impl Default for BatchStore {
@@ -287,7 +291,15 @@ impl BatchStore {
             bytes_max,
             committed_blocks_max,
             committed_bytes_max,
+            index_blocks_max: COMMITTED_INDEX_BLOCKS_MAX,
         }
+    }
+
+    /// Indexes the digests of the newest `blocks` committed blocks only (1..=
+    /// `COMMITTED_INDEX_BLOCKS_MAX`): the node passes its configured committed window.
+    pub fn with_index_blocks(mut self, blocks: u64) -> BatchStore {
+        self.index_blocks_max = blocks.clamp(1, COMMITTED_INDEX_BLOCKS_MAX);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -406,7 +418,7 @@ impl BatchStore {
             inner.committed.pop_front();
         }
         while let Some(&(height, digest)) = inner.index_order.front() {
-            let past = height + COMMITTED_INDEX_BLOCKS_MAX <= inner.tip
+            let past = height + self.index_blocks_max <= inner.tip
                 || inner.index_order.len() > COMMITTED_INDEX_DIGESTS_MAX;
             if !past {
                 break;
@@ -670,5 +682,13 @@ mod tests {
         assert_eq!(store.committed_height(&digest_at(10)), None);
         assert_eq!(store.committed_height(&digest_at(11)), Some(11));
         assert_eq!(store.committed_height(&digest_at(last)), Some(last));
+        // A node configured with a small committed window indexes only that many blocks.
+        let small = BatchStore::default().with_index_blocks(8);
+        for height in 1..=20 {
+            small.committed(height, &[digest_at(height)], height);
+        }
+        assert_eq!(small.indexed(), 8);
+        assert_eq!(small.locate(&digest_at(12)), Located::Unknown);
+        assert_eq!(small.locate(&digest_at(13)), Located::Log(13));
     }
 }

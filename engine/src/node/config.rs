@@ -158,6 +158,10 @@ pub struct ConsensusSection {
     pub batch_requests_max: usize,
     pub batch_bytes_max: usize,
     pub batch_deadline_ms: u64,
+    /// Committed blocks kept in memory to serve peers' block sync (1..=16,384); a peer further
+    /// behind is served from the block log, so this bounds memory, not how far behind a node may
+    /// fall.
+    pub committed_window_blocks: usize,
 }
 
 impl Default for ConsensusSection {
@@ -170,6 +174,7 @@ impl Default for ConsensusSection {
             batch_requests_max: 512,
             batch_bytes_max: 4 << 20,
             batch_deadline_ms: 5,
+            committed_window_blocks: crate::consensus::COMMITTED_WINDOW_MAX,
         }
     }
 }
@@ -367,6 +372,12 @@ impl NodeConfig {
                 ),
             ));
         }
+        if !(1..=crate::consensus::COMMITTED_WINDOW_MAX).contains(&c.committed_window_blocks) {
+            return Err(invalid(
+                "consensus.committed_window_blocks",
+                format!("must be in 1..={}", crate::consensus::COMMITTED_WINDOW_MAX),
+            ));
+        }
         if c.min_idle_block_interval_ms.saturating_mul(2) > c.round_timeout_ms {
             return Err(invalid(
                 "consensus.min_idle_block_interval_ms",
@@ -510,6 +521,12 @@ mod tests {
             }),
             ("consensus.min_idle_block_interval_ms", |c| {
                 c.consensus.min_idle_block_interval_ms = 501
+            }),
+            ("consensus.committed_window_blocks", |c| {
+                c.consensus.committed_window_blocks = 0
+            }),
+            ("consensus.committed_window_blocks", |c| {
+                c.consensus.committed_window_blocks = 16_385
             }),
         ] {
             let mut c = sample();

@@ -24,6 +24,7 @@ use crate::consensus::{
 use crate::storage::Journal;
 
 use super::dissemination::{DisseminationIn, BATCH_FETCH_GRACE};
+use super::execute::LogRead;
 use super::peers::{wall_ms, Peers, PEER_KIND_CONSENSUS};
 use super::state::Shared;
 
@@ -64,6 +65,8 @@ pub struct ConsensusStage {
     pub peers: Arc<Peers>,
     pub execute: Sender<Vec<Commit>>,
     pub dissemination: Sender<DisseminationIn>,
+    /// Sync requests from below the committed window, for execute to serve from the block log.
+    pub log_reads: Sender<LogRead>,
     pub shared: Arc<Shared>,
     pub stop: Arc<AtomicBool>,
     /// When this node voted for each uncommitted block it voted for, by round (one vote per
@@ -407,6 +410,23 @@ impl ConsensusStage {
                     not_before: Instant::now() + BATCH_FETCH_GRACE,
                 };
                 if let Err(TrySendError::Disconnected(_)) = self.dissemination.try_send(fetch) {
+                    return false;
+                }
+            }
+            Action::ServeSyncFromLog {
+                to,
+                from_height,
+                window_start,
+            } => {
+                tracing::debug!(
+                    to,
+                    from_height,
+                    window_start,
+                    "sync request served from the log"
+                );
+                let read = LogRead::Sync { to, from_height };
+                // Full: the peer asks again after `SYNC_RETRY_MS`.
+                if let Err(TrySendError::Disconnected(_)) = self.log_reads.try_send(read) {
                     return false;
                 }
             }

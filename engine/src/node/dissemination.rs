@@ -22,7 +22,7 @@ use crate::net::frame;
 
 use super::batches::{Batch, BatchStore, Located};
 use super::consensus_stage::ConsensusIn;
-use super::execute::LogFetch;
+use super::execute::{LogFetch, LogRead};
 use super::peers::{encode_fetch, Peers, PEER_KIND_BATCH, PEER_KIND_BATCH_FETCH};
 use super::state::{RequestBytes, Shared};
 use super::verify::PeerBatchJob;
@@ -178,9 +178,12 @@ pub enum DisseminationIn {
         from: ValidatorIndex,
         payload: Vec<u8>,
     },
+    /// A peer's fetch: each digest with the height of the block that ordered it when the peer
+    /// knows it (a committed-batch fetch), so a batch neither in memory nor in the index of
+    /// committed digests is still served from the log.
     PeerFetch {
         from: ValidatorIndex,
-        digests: Vec<Digest>,
+        wanted: Vec<(Digest, Option<u64>)>,
     },
     /// Ask `from` (or every peer when None) for those of these batches still not held at
     /// `not_before`.
@@ -203,7 +206,7 @@ pub struct Dissemination {
     pub consensus: Sender<ConsensusIn>,
     pub store: Arc<BatchStore>,
     /// Fetches of committed batches that left memory, to execute (which owns the log).
-    pub log_fetches: Sender<LogFetch>,
+    pub log_fetches: Sender<LogRead>,
     pub peers: Arc<Peers>,
     pub shared: Arc<Shared>,
     /// Decoded peer batches, to be verified (blocking when full: nothing is dropped).
@@ -255,7 +258,7 @@ impl Dissemination {
             DisseminationIn::PeerBatch { from, payload } => {
                 return self.on_peer_batch(from, &payload)
             }
-            DisseminationIn::PeerFetch { from, digests } => self.on_peer_fetch(from, &digests),
+            DisseminationIn::PeerFetch { from, wanted } => self.on_peer_fetch(from, &wanted),
             DisseminationIn::Fetch {
                 digests,
                 from,
@@ -358,31 +361,52 @@ impl Dissemination {
     }
 
     /// Serves a peer's fetch: from memory, or, for a committed batch that left memory, through
-    /// execute, which reads the log between blocks. Never blocks: a full queue drops the fetch
-    /// (the peer asks again every `BATCH_FETCH_RETRY_MS`); unknown digests are ignored.
-    fn on_peer_fetch(&self, from: ValidatorIndex, digests: &[Digest]) {
-        for digest in digests {
-            match self.store.locate(digest) {
-                Located::Memory(batch) => {
+    /// execute, which reads the log between blocks (`fetch_source`). Never blocks: a full queue
+    /// drops the fetch (the peer asks again every `BATCH_FETCH_RETRY_MS`); digests found nowhere
+    /// are ignored.
+    fn on_peer_fetch(&self, from: ValidatorIndex, wanted: &[(Digest, Option<u64>)]) {
+        for (digest, hint) in wanted {
+            match fetch_source(self.store.locate(digest), *hint) {
+                FetchSource::Memory(batch) => {
                     self.peers.send_encoded(
                         from,
                         PEER_KIND_BATCH,
                         self.batch_frame(&batch, digest),
                     );
                 }
-                Located::Log(height) => {
-                    let fetch = LogFetch {
+                FetchSource::Log(height) => {
+                    let fetch = LogRead::Batch(LogFetch {
                         from,
                         digest: *digest,
                         height,
-                    };
+                    });
                     if let Err(TrySendError::Full(_)) = self.log_fetches.try_send(fetch) {
                         tracing::debug!(from, height, "log fetch queue full; fetch dropped");
                     }
                 }
-                Located::Unknown => {}
+                FetchSource::Nowhere => {}
             }
         }
+    }
+}
+
+/// Where a fetched batch is served from.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FetchSource {
+    Memory(Arc<Batch>),
+    /// The log's block at this height (execute checks the block orders the digest).
+    Log(u64),
+    Nowhere,
+}
+
+/// Memory first, then the height the index of committed digests gives, then the height the peer
+/// named (a block older than the index's window: it is still in the log).
+pub fn fetch_source(located: Located, hint: Option<u64>) -> FetchSource {
+    match (located, hint) {
+        (Located::Memory(batch), _) => FetchSource::Memory(batch),
+        (Located::Log(height), _) => FetchSource::Log(height),
+        (Located::Unknown, Some(height)) if height > 0 => FetchSource::Log(height),
+        (Located::Unknown, _) => FetchSource::Nowhere,
     }
 }
 
@@ -393,6 +417,27 @@ mod tests_digest;
 #[cfg(test)]
 mod tests_fetch {
     use super::*;
+
+    #[test]
+    fn a_fetch_is_served_from_memory_then_the_index_then_the_height_the_peer_names() {
+        let batch = Arc::new(Batch {
+            requests: vec![Arc::<[u8]>::from(vec![1u8; 40].into_boxed_slice()).into()],
+        });
+        let memory = Located::Memory(batch.clone());
+        assert_eq!(
+            fetch_source(memory.clone(), Some(9)),
+            FetchSource::Memory(batch)
+        );
+        assert_eq!(fetch_source(Located::Log(7), Some(9)), FetchSource::Log(7));
+        assert_eq!(fetch_source(Located::Log(7), None), FetchSource::Log(7));
+        // Older than the index: the peer's height still finds it in the log.
+        assert_eq!(fetch_source(Located::Unknown, Some(9)), FetchSource::Log(9));
+        assert_eq!(fetch_source(Located::Unknown, None), FetchSource::Nowhere);
+        assert_eq!(
+            fetch_source(Located::Unknown, Some(0)),
+            FetchSource::Nowhere
+        );
+    }
 
     fn d(byte: u8) -> Digest {
         [byte; 32]

@@ -3,17 +3,20 @@
 //! log alone re-executes and audits; appended first, so its fdatasync overlaps the apply), applies
 //! every request with the block's timestamp, takes a
 //! snapshot every K blocks, and hands the durability ticket and the replies to the reply stage.
-//! Queries, and peers' fetches of committed batches that left the batch store, are answered
-//! here, between blocks, from committed state and from the log.
+//! Queries, peers' fetches of committed batches that left the batch store, and peers' block sync
+//! requests from below consensus' committed window are answered here, between blocks, from
+//! committed state and from the log.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{never, select, Receiver, Sender, TrySendError};
+use crossbeam::channel::{never, select, Receiver, Sender};
 
 use crate::codec::encode_reply;
-use crate::consensus::{CommittedBlock, Digest, ValidatorIndex};
+use crate::consensus::{
+    sync_response_from_log, CommittedBlock, Digest, Message, SyncResponse, ValidatorIndex,
+};
 use crate::crypto::REQUEST_HEADER_BYTES;
 use crate::exec::{execute, request_timestamp_ns, ExecRequest};
 use crate::ledger::{Ledger, TableFill};
@@ -24,9 +27,11 @@ use crate::types::EVENT_BYTES;
 
 use super::batches::{Batch, BatchStore, Located};
 use super::consensus_stage::Commit;
-use super::dissemination::DisseminationIn;
 use super::ingress::{reject, VerifyJob};
-use super::peers::{Peers, PEER_KIND_BATCH};
+use super::peers::{
+    encode_fetch_committed, Peers, PEER_KIND_BATCH, PEER_KIND_BATCH_FETCH_COMMITTED,
+    PEER_KIND_CONSENSUS,
+};
 use super::protocol::{Outcome, RejectCode, Rejected, KIND_QUERY_RESULT};
 use super::state::Shared;
 use super::thread_usage::ThreadUsage;
@@ -35,9 +40,23 @@ use super::thread_usage::ThreadUsage;
 pub const REPLY_QUEUE_BLOCKS_MAX: usize = 1024;
 /// How long execute waits for a missing batch before asking peers again.
 pub const BATCH_FETCH_RETRY_MS: u64 = 500;
-/// Capacity of the queue of peers' fetches of committed batches to serve from the log
-/// (dissemination -> execute, one digest each; a full queue drops the fetch, the peer retries).
+/// Capacity of the queue of reads to serve from the log (peers' fetches of committed batches from
+/// dissemination, one digest each; peers' sync requests from consensus): a full queue drops the
+/// read, the peer asks again.
 pub const LOG_FETCH_QUEUE_MAX: usize = 256;
+
+/// A read of the log on a peer's behalf, served by execute between blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogRead {
+    /// A committed batch that left the batch store (dissemination).
+    Batch(LogFetch),
+    /// Committed blocks from `from_height`, below consensus' committed window
+    /// (`Action::ServeSyncFromLog`): answered with a `SyncResponse` on the consensus lane.
+    Sync {
+        to: ValidatorIndex,
+        from_height: u64,
+    },
+}
 
 /// A peer's fetch of a committed batch that left the batch store: `digest` was ordered by the
 /// block at `height`.
@@ -151,20 +170,31 @@ pub fn record_batch_frame(
     Ok(Some(out.into()))
 }
 
+/// The committed blocks from `from_height` in the log, as a sync response (at most
+/// `SYNC_BLOCKS_MAX`, stopping at the first height the log does not hold durably or cannot decode).
+pub fn log_sync_response(log: &BlockLog, from_height: u64) -> SyncResponse {
+    sync_response_from_log(from_height, |height| {
+        let bytes = log.read(height).ok()?;
+        decode_record_block(&bytes)
+            .ok()
+            .map(|(committed, _)| committed)
+    })
+}
+
 /// Splits `digests` over the peers that are `up`, round-robin from `rotation`: one fetch per peer,
 /// each digest asked of exactly one. With no peer up, one fetch asks every peer.
-fn spread_fetches(
-    digests: Vec<Digest>,
+fn spread_fetches<T: Clone>(
+    digests: Vec<T>,
     up: &[ValidatorIndex],
     rotation: usize,
-) -> Vec<(Option<ValidatorIndex>, Vec<Digest>)> {
+) -> Vec<(Option<ValidatorIndex>, Vec<T>)> {
     if digests.is_empty() {
         return Vec::new();
     }
     if up.is_empty() {
         return vec![(None, digests)];
     }
-    let mut shares: Vec<Vec<Digest>> = vec![Vec::new(); up.len()];
+    let mut shares: Vec<Vec<T>> = vec![Vec::new(); up.len()];
     for (position, digest) in digests.into_iter().enumerate() {
         shares[(position + rotation) % up.len()].push(digest);
     }
@@ -273,13 +303,12 @@ pub struct Execute {
     pub log: BlockLog,
     pub commits: Receiver<Vec<Commit>>,
     pub queries: Receiver<VerifyJob>,
-    /// Fetches of committed batches to serve from the log (from dissemination).
-    pub log_fetches: Receiver<LogFetch>,
+    /// Reads to serve from the log: batch fetches (dissemination), sync requests (consensus).
+    pub log_reads: Receiver<LogRead>,
     pub store: Arc<BatchStore>,
     pub peers: Arc<Peers>,
     /// Consensus chain id, in every batch peer frame.
     pub chain: u64,
-    pub dissemination: Sender<DisseminationIn>,
     pub reply: Sender<ExecutedBlock>,
     pub shared: Arc<Shared>,
     pub stop: Arc<AtomicBool>,
@@ -322,10 +351,11 @@ impl Execute {
                     Ok(job) => self.answer_query(job),
                     Err(_) => return,
                 },
-                recv(self.log_fetches) -> fetch => match fetch {
-                    Ok(fetch) => self.serve_log_fetch(&fetch),
-                    // Dissemination stopped first: no more fetches, keep executing.
-                    Err(_) => self.log_fetches = never(),
+                recv(self.log_reads) -> read => match read {
+                    Ok(LogRead::Batch(fetch)) => self.serve_log_fetch(&fetch),
+                    Ok(LogRead::Sync { to, from_height }) => self.serve_log_sync(to, from_height),
+                    // Dissemination and consensus stopped first: no more reads, keep executing.
+                    Err(_) => self.log_reads = never(),
                 },
                 default(Duration::from_millis(100)) => {
                     let durable = self.log.durable_height().unwrap_or(0);
@@ -376,28 +406,37 @@ impl Execute {
     /// session 9) and never caught up with peers committing 60 blocks/s. Each digest goes to one
     /// peer that is up (`spread_fetches`), not to all: every peer asked reads the batch from its
     /// log and sends it, so asking all of them tripled the reads and the bytes. A batch the peer
-    /// asked does not send is asked of every peer by `resolve` after its wait.
+    /// asked does not send is asked of every peer by `resolve` after its wait. Each digest goes
+    /// with its block's height, so a peer serves it from its log however old the block is.
     fn prefetch(&self, blocks: &[Commit]) {
         let (executed_height, _) = self.shared.executed();
-        let digests: Vec<Digest> = blocks
+        let wanted: Vec<(u64, Digest)> = blocks
             .iter()
             .filter(|c| c.voted_at.is_none() && c.block.height > executed_height)
-            .flat_map(|c| c.block.block.payload.iter())
-            .filter(|digest| self.store.locate(digest) == Located::Unknown)
-            .copied()
+            .flat_map(|c| c.block.block.payload.iter().map(|d| (c.block.height, *d)))
+            .filter(|(_, digest)| self.store.locate(digest) == Located::Unknown)
             .collect();
-        if digests.is_empty() {
+        if wanted.is_empty() {
             return; // the usual case: no `peers.up()` lookup per hand-off
         }
         let rotation = executed_height as usize;
-        for (from, digests) in spread_fetches(digests, &self.peers.up(), rotation) {
-            let fetch = DisseminationIn::Fetch {
-                digests,
-                from,
-                not_before: Instant::now(),
-            };
-            // Full or gone: `resolve` asks again after its wait.
-            let _ = self.dissemination.try_send(fetch);
+        for (from, wanted) in spread_fetches(wanted, &self.peers.up(), rotation) {
+            self.fetch_committed(from, &wanted);
+        }
+    }
+
+    /// Asks `from` (every peer when None) for committed batches, each with its block's height.
+    fn fetch_committed(&self, from: Option<ValidatorIndex>, wanted: &[(u64, Digest)]) {
+        for chunk in wanted.chunks(super::peers::FETCH_DIGESTS_MAX) {
+            let payload = encode_fetch_committed(chunk);
+            match from {
+                Some(peer) => self
+                    .peers
+                    .send(peer, PEER_KIND_BATCH_FETCH_COMMITTED, &payload),
+                None => self
+                    .peers
+                    .broadcast(PEER_KIND_BATCH_FETCH_COMMITTED, &payload),
+            }
         }
     }
 
@@ -443,14 +482,9 @@ impl Execute {
                 missing = missing.len(),
                 "fetching batches of a committed block"
             );
-            let fetch = DisseminationIn::Fetch {
-                digests: missing,
-                from: None,
-                not_before: Instant::now(), // it waited `BATCH_FETCH_RETRY_MS` already
-            };
-            if let Err(TrySendError::Disconnected(_)) = self.dissemination.try_send(fetch) {
-                return None;
-            }
+            let wanted: Vec<(u64, Digest)> =
+                missing.iter().map(|d| (committed.height, *d)).collect();
+            self.fetch_committed(None, &wanted);
         }
     }
 
@@ -466,15 +500,39 @@ impl Execute {
                 self.peers.send_encoded(fetch.from, PEER_KIND_BATCH, frame);
                 self.shared.metrics.batches_served_from_log.inc();
             }
-            Ok(None) => tracing::warn!(
+            // The peer's height was wrong, or (from the index) a bug: nothing to send.
+            Ok(None) => tracing::debug!(
+                from = fetch.from,
                 height = fetch.height,
-                "a fetched batch is not in the block the index names"
+                "a fetched batch is not in the block at the height named"
             ),
             // Not durable yet (the peer retries) or unreadable.
             Err(error) => {
                 tracing::debug!(height = fetch.height, %error, "fetch not served from the log")
             }
         }
+    }
+
+    /// Answers a peer's sync request from below consensus' committed window with the committed
+    /// blocks from its log (`log_sync_response`); nothing when the log does not hold the height yet
+    /// (the peer asks again after `SYNC_RETRY_MS`).
+    fn serve_log_sync(&self, to: ValidatorIndex, from_height: u64) {
+        let response = log_sync_response(&self.log, from_height);
+        if response.blocks.is_empty() {
+            tracing::debug!(
+                to,
+                from_height,
+                "sync request: the log does not hold that height"
+            );
+            return;
+        }
+        let served = response.blocks.len() as u64;
+        let bytes = Message::SyncResponse(response).encode();
+        self.peers.send(to, PEER_KIND_CONSENSUS, &bytes);
+        self.shared
+            .metrics
+            .sync_blocks_served_from_log
+            .inc_by(served);
     }
 
     fn execute_block(&mut self, commit: Commit, usage: &ThreadUsage) -> bool {
@@ -667,7 +725,7 @@ mod tests {
             spread_fetches(digests[..2].to_vec(), &[], 0),
             vec![(None, digests[..2].to_vec())]
         );
-        assert!(spread_fetches(Vec::new(), &[1, 2], 0).is_empty());
+        assert!(spread_fetches(Vec::<Digest>::new(), &[1, 2], 0).is_empty());
     }
 
     fn committed(height: u64, batches: &[Arc<Batch>]) -> CommittedBlock {
@@ -743,5 +801,21 @@ mod tests {
             let _ = record_batch_frame(&bytes[..cut], chain, &digest);
         }
         assert!(record_batch_frame(&bytes[..bytes.len() - 1], chain, &digest).is_err());
+
+        // A peer syncing from below consensus' window gets the log's blocks with their QCs.
+        let response = log_sync_response(&log, 2);
+        let heights: Vec<u64> = response.blocks.iter().map(|b| b.height).collect();
+        assert_eq!(heights, vec![2, 3, 4, 5]);
+        let block_5 = decode_record_block(&log.read(5).expect("read"))
+            .expect("decodes")
+            .0;
+        assert_eq!(response.last_qc, Some(block_5.qc));
+        assert_eq!(response.blocks[3], block_5.block);
+        assert!(log_sync_response(&log, 6).blocks.is_empty(), "past the log");
+        assert_eq!(
+            log_sync_response(&log, 0).blocks.len(),
+            5,
+            "height 0 starts at 1"
+        );
     }
 }

@@ -41,6 +41,9 @@ pub struct Metrics {
     pub transfers_committed: IntCounter,
     /// Peers' batch fetches answered from the block log (the batch had left memory).
     pub batches_served_from_log: IntCounter,
+    /// Committed blocks sent to peers in sync responses read from the block log (the peer asked
+    /// from below consensus' committed window).
+    pub sync_blocks_served_from_log: IntCounter,
     /// Batch digests a proposal named before this node held them: its vote waited for them.
     pub batches_awaited: IntCounter,
     /// Batch digests this node asked peers for: still not held `BATCH_FETCH_GRACE` after a
@@ -148,6 +151,14 @@ impl Metrics {
                 IntCounter::new(
                     "batches_served_from_log_total",
                     "Peer batch fetches answered from the block log",
+                ),
+            )?,
+            sync_blocks_served_from_log: reg(
+                r,
+                "sync_blocks_served_from_log",
+                IntCounter::new(
+                    "sync_blocks_served_from_log_total",
+                    "Committed blocks sent to peers syncing from below the committed window, read from the block log",
                 ),
             )?,
             batches_awaited: reg(

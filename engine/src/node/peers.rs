@@ -20,9 +20,12 @@ use super::dissemination::DisseminationIn;
 pub const PEER_KIND_CONSENSUS: u8 = 0x10;
 pub const PEER_KIND_BATCH: u8 = 0x11;
 pub const PEER_KIND_BATCH_FETCH: u8 = 0x12;
+/// A fetch of committed batches, each digest with the height of the block that ordered it (so the
+/// peer can serve it from its log however old the block is).
+pub const PEER_KIND_BATCH_FETCH_COMMITTED: u8 = 0x13;
 /// A peer counts as up when a frame from it arrived within this long.
 pub const PEER_UP_WINDOW_MS: u64 = 5_000;
-/// Most digests one fetch frame may ask for.
+/// Most digests one fetch frame (either kind) may ask for.
 pub const FETCH_DIGESTS_MAX: usize = 256;
 
 pub fn wall_ms() -> u64 {
@@ -171,6 +174,37 @@ pub fn decode_fetch(payload: &[u8]) -> Option<Vec<[u8; 32]>> {
     )
 }
 
+/// A committed-batch fetch: `height u64 LE | digest [32]` per batch, at most `FETCH_DIGESTS_MAX`.
+pub fn encode_fetch_committed(wanted: &[(u64, [u8; 32])]) -> Vec<u8> {
+    let wanted = &wanted[..wanted.len().min(FETCH_DIGESTS_MAX)];
+    let mut out = Vec::with_capacity(wanted.len() * FETCH_COMMITTED_ENTRY_BYTES);
+    for (height, digest) in wanted {
+        out.extend_from_slice(&height.to_le_bytes());
+        out.extend_from_slice(digest);
+    }
+    out
+}
+
+const FETCH_COMMITTED_ENTRY_BYTES: usize = 8 + 32;
+
+/// None when the payload is not whole entries or asks for more than `FETCH_DIGESTS_MAX`.
+pub fn decode_fetch_committed(payload: &[u8]) -> Option<Vec<(u64, [u8; 32])>> {
+    if !payload.len().is_multiple_of(FETCH_COMMITTED_ENTRY_BYTES)
+        || payload.len() / FETCH_COMMITTED_ENTRY_BYTES > FETCH_DIGESTS_MAX
+    {
+        return None;
+    }
+    Some(
+        payload
+            .chunks_exact(FETCH_COMMITTED_ENTRY_BYTES)
+            .map(|c| {
+                let height = u64::from_le_bytes(c[..8].try_into().expect("8 bytes"));
+                (height, c[8..].try_into().expect("32 bytes"))
+            })
+            .collect(),
+    )
+}
+
 /// The peer-port dispatcher thread: authenticated validator frames only.
 pub fn run_dispatch(
     inbound: Receiver<Inbound>,
@@ -207,9 +241,23 @@ pub fn run_dispatch(
             }
             PEER_KIND_BATCH_FETCH => match decode_fetch(&payload) {
                 Some(digests) => {
-                    forward(&dissemination, DisseminationIn::PeerFetch { from, digests })
+                    let wanted = digests.into_iter().map(|d| (d, None)).collect();
+                    forward(&dissemination, DisseminationIn::PeerFetch { from, wanted })
                 }
-                None => true,
+                None => {
+                    tracing::warn!(from, bytes = payload.len(), "peer: malformed batch fetch");
+                    true
+                }
+            },
+            PEER_KIND_BATCH_FETCH_COMMITTED => match decode_fetch_committed(&payload) {
+                Some(entries) => {
+                    let wanted = entries.into_iter().map(|(h, d)| (d, Some(h))).collect();
+                    forward(&dissemination, DisseminationIn::PeerFetch { from, wanted })
+                }
+                None => {
+                    tracing::warn!(from, bytes = payload.len(), "peer: malformed batch fetch");
+                    true
+                }
             },
             kind => {
                 tracing::warn!(from, kind, "peer: unknown frame kind");
@@ -232,5 +280,36 @@ fn forward<T>(to: &Sender<T>, item: T) -> bool {
             true
         }
         Err(TrySendError::Disconnected(_)) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_fetches_round_trip_and_malformed_ones_are_refused() {
+        let wanted: Vec<(u64, [u8; 32])> =
+            (0..5u8).map(|i| (1 + i as u64 * 70_000, [i; 32])).collect();
+        let payload = encode_fetch_committed(&wanted);
+        assert_eq!(payload.len(), 5 * 40);
+        assert_eq!(decode_fetch_committed(&payload), Some(wanted.clone()));
+        assert_eq!(decode_fetch_committed(&[]), Some(Vec::new()));
+        // Not whole entries: refused, not truncated.
+        assert_eq!(decode_fetch_committed(&payload[..payload.len() - 1]), None);
+        assert_eq!(decode_fetch_committed(&payload[..39]), None);
+        // More than a frame may ask: refused on decode, capped on encode.
+        let many: Vec<(u64, [u8; 32])> = (0..FETCH_DIGESTS_MAX as u64 + 1)
+            .map(|h| (h, [1; 32]))
+            .collect();
+        let too_big: Vec<u8> = many
+            .iter()
+            .flat_map(|(h, d)| h.to_le_bytes().into_iter().chain(d.iter().copied()))
+            .collect();
+        assert_eq!(decode_fetch_committed(&too_big), None);
+        assert_eq!(encode_fetch_committed(&many).len(), FETCH_DIGESTS_MAX * 40);
+        // The digest-only kind is a different layout: 40 digests' bytes are not 32-multiples
+        // of entries there, and vice versa.
+        assert_eq!(decode_fetch(&payload).map(|d| d.len()), None);
     }
 }

@@ -26,7 +26,7 @@ use super::consensus_stage::{
 };
 use super::dissemination::{Dissemination, DisseminationIn, DISSEMINATION_QUEUE_MAX};
 use super::execute::{
-    Execute, ExecutedBlock, LogFetch, LOG_FETCH_QUEUE_MAX, REPLY_QUEUE_BLOCKS_MAX,
+    Execute, ExecutedBlock, LogRead, LOG_FETCH_QUEUE_MAX, REPLY_QUEUE_BLOCKS_MAX,
 };
 use super::genesis::{Genesis, LoadedGenesis};
 use super::ingress::{Ingress, VerifyJob};
@@ -206,7 +206,9 @@ fn load(config_path: &Path) -> Result<(Loaded, MetricsServer), NodeError> {
         mempool(&config, g.institutions_count()),
         metrics,
     ));
-    let store = Arc::new(BatchStore::default());
+    let store = Arc::new(
+        BatchStore::default().with_index_blocks(config.consensus.committed_window_blocks as u64),
+    );
     let log = open_log(&config)?;
     let consensus_dir = config.node.data_dir.join("consensus");
     let restored = restore(&log, g, &consensus_dir, &config.ledger, &shared, &store)
@@ -240,7 +242,7 @@ struct Queues {
     query: (Sender<VerifyJob>, Receiver<VerifyJob>),
     consensus: (Sender<ConsensusIn>, Receiver<ConsensusIn>),
     dissemination: (Sender<DisseminationIn>, Receiver<DisseminationIn>),
-    log_fetch: (Sender<LogFetch>, Receiver<LogFetch>),
+    log_fetch: (Sender<LogRead>, Receiver<LogRead>),
     execute: (Sender<Vec<Commit>>, Receiver<Vec<Commit>>),
     reply: (Sender<ExecutedBlock>, Receiver<ExecutedBlock>),
 }
@@ -293,6 +295,7 @@ fn spawn_consensus(
     cfg.round_timeout_ms_max = c.round_timeout_ms_max;
     cfg.block_digests_max = c.block_batches_max;
     cfg.min_idle_block_interval_ms = c.min_idle_block_interval_ms;
+    cfg.committed_window = c.committed_window_blocks;
     let recovered = l.restored.consensus.take();
     let pair = l.keys.pair.clone();
     let validators = l
@@ -305,7 +308,11 @@ fn spawn_consensus(
         .journal
         .take()
         .expect("the consensus stage starts once");
-    let (input, execute) = (q.consensus.1.clone(), q.execute.0.clone());
+    let (input, execute, log_reads) = (
+        q.consensus.1.clone(),
+        q.execute.0.clone(),
+        q.log_fetch.0.clone(),
+    );
     let (peers, dissemination, shared, stop) = (
         peers.clone(),
         q.dissemination.0.clone(),
@@ -322,6 +329,7 @@ fn spawn_consensus(
             peers,
             execute,
             dissemination,
+            log_reads,
             shared,
             stop,
             voted_at: BTreeMap::new(),
@@ -342,11 +350,10 @@ fn spawn_back(
         log: l.log,
         commits: q.execute.1.clone(),
         queries: q.query.1.clone(),
-        log_fetches: q.log_fetch.1.clone(),
+        log_reads: q.log_fetch.1.clone(),
         store: l.store.clone(),
         peers: peers.clone(),
         chain: l.genesis.consensus_chain_id(),
-        dissemination: q.dissemination.0.clone(),
         reply: q.reply.0.clone(),
         shared: l.shared.clone(),
         stop: stop.clone(),

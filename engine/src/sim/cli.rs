@@ -1,6 +1,7 @@
 //! `reckon sim`: run many seeds (or replay one) and print a SUMMARY block, or JSON.
 
 use super::{run_many, FaultSet, SimConfig, SIM_NODES_MAX};
+use crate::consensus::COMMITTED_WINDOW_MAX;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimArgs {
@@ -18,6 +19,10 @@ pub struct SimArgs {
     /// Faults to inject: `all`, `none`, or a comma list (see `FaultSet::parse`).
     #[arg(long, default_value = "all", value_parser = FaultSet::parse)]
     pub faults: FaultSet,
+    /// Committed blocks each node keeps in memory for block sync; a laggard further behind is
+    /// served from its peers' logs. Small values exercise that path.
+    #[arg(long, default_value_t = COMMITTED_WINDOW_MAX as u64, value_parser = clap::value_parser!(u64).range(1..=COMMITTED_WINDOW_MAX as u64))]
+    pub committed_window: u64,
     /// Print the summary as one JSON object on the last stdout line.
     #[arg(long)]
     pub json: bool,
@@ -26,11 +31,12 @@ pub struct SimArgs {
 /// Runs the seeds and prints the summary. Returns false when any invariant was violated (the
 /// failing seeds and their replay commands were printed to stderr as they failed).
 pub fn run(args: &SimArgs) -> bool {
-    let cfg = SimConfig::new(
+    let mut cfg = SimConfig::new(
         args.seed.unwrap_or(args.first_seed),
         args.nodes as usize,
         args.faults,
     );
+    cfg.committed_window = args.committed_window as usize;
     let seeds = match args.seed {
         Some(seed) => seed..seed + 1,
         None => args.first_seed..args.first_seed.saturating_add(args.seeds),

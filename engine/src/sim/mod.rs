@@ -49,6 +49,10 @@ pub struct SimConfig {
     pub probes: u32,
     /// Hard stop for one seed (simulated ms after healing).
     pub after_heal_ms_max: u64,
+    /// Committed blocks each node keeps in memory for block sync
+    /// (`consensus::Config::committed_window`); requests from below it are served from the
+    /// node's log. Small windows make the simulator exercise that path.
+    pub committed_window: usize,
     /// Test-only: every node uses a quorum of f+1 (breaks safety on purpose; negative tests).
     pub(crate) testing_quorum_too_small: bool,
     /// Test-only: the log's sync is a no-op that claims success (a lying fsync; negative tests).
@@ -79,6 +83,7 @@ impl SimConfig {
             client_batch_interval_ms: 40,
             probes: 3,
             after_heal_ms_max: 120_000,
+            committed_window: crate::consensus::COMMITTED_WINDOW_MAX,
             testing_quorum_too_small: false,
             testing_lying_sync: false,
             testing_partition: None,
@@ -87,8 +92,13 @@ impl SimConfig {
 
     /// The exact command that replays this seed.
     pub fn replay_command(&self) -> String {
+        let window = if self.committed_window == crate::consensus::COMMITTED_WINDOW_MAX {
+            String::new()
+        } else {
+            format!(" --committed-window {}", self.committed_window)
+        };
         format!(
-            "cargo run -p reckon-engine --bin reckon -- sim --seed {} --nodes {} --faults {}",
+            "cargo run -p reckon-engine --bin reckon -- sim --seed {} --nodes {} --faults {}{window}",
             self.seed, self.nodes, self.faults
         )
     }
@@ -118,6 +128,8 @@ pub struct SimReport {
     pub timeouts: u64,
     pub crashes: u64,
     pub torn_crashes: u64,
+    /// Sync requests from below a node's committed window that it answered from its log.
+    pub syncs_served_from_log: u64,
     pub replay: String,
     /// On failure: each node's final round, commit height, high QC, safety state and timer.
     pub node_states: Vec<String>,
@@ -147,6 +159,7 @@ pub struct SimSummary {
     pub equivocations: u64,
     pub crashes: u64,
     pub torn_crashes: u64,
+    pub syncs_served_from_log: u64,
 }
 
 impl SimSummary {
@@ -162,7 +175,7 @@ impl SimSummary {
         format!(
             "SUMMARY sim\n  nodes: {}  faults: {}  seeds: {}\n  rounds: {}  commits: {}  batches committed: {}\n  \
              violations: {}  failed seeds: {:?}\n  rejects: {}  equivocations: {}  crashes: {} (torn {})\n  \
-             simulated s: {:.1}  wall s: {:.2}  simulated s per wall s: {:.1}",
+             syncs served from a log: {}\n  simulated s: {:.1}  wall s: {:.2}  simulated s per wall s: {:.1}",
             self.nodes,
             self.faults,
             self.seeds,
@@ -175,6 +188,7 @@ impl SimSummary {
             self.equivocations,
             self.crashes,
             self.torn_crashes,
+            self.syncs_served_from_log,
             self.sim_s,
             self.wall_s,
             self.sim_s_per_wall_s
@@ -227,6 +241,7 @@ pub fn run_many(cfg: &SimConfig, seeds: impl IntoIterator<Item = u64>) -> SimSum
         summary.equivocations += report.equivocations;
         summary.crashes += report.crashes;
         summary.torn_crashes += report.torn_crashes;
+        summary.syncs_served_from_log += report.syncs_served_from_log;
     }
     summary.sim_s_per_wall_s = if summary.wall_s > 0.0 {
         summary.sim_s / summary.wall_s

@@ -14,8 +14,8 @@ use super::state_machine::StateMachine;
 use super::store::{MemStore, NodeStore, TornWrite};
 use crate::consensus::validator_crypto::ValidatorCrypto;
 use crate::consensus::{
-    genesis_block, genesis_qc, Action, CommittedBlock, Config, Core, Digest, Event, Message,
-    Recipient, Recovered, ValidatorIndex, COMMITTED_WINDOW_MAX,
+    genesis_block, genesis_qc, sync_response_from_log, Action, CommittedBlock, Config, Core,
+    Digest, Event, Message, Recipient, Recovered, ValidatorIndex, COMMITTED_WINDOW_MAX,
 };
 
 /// Chain id of every simulated cluster.
@@ -223,6 +223,15 @@ impl Sim {
                     let token = self.arm_timer(node, duration_ms);
                     self.nodes[node].propose_timer = Some((token, round));
                 }
+                Action::ServeSyncFromLog {
+                    to, from_height, ..
+                } => {
+                    let store = &self.nodes[node].store;
+                    let response =
+                        sync_response_from_log(from_height, |height| store.committed_block(height));
+                    self.report.syncs_served_from_log += 1;
+                    self.send_consensus(node, Recipient::One(to), Message::SyncResponse(response));
+                }
                 Action::FetchBatches { digests, from } => {
                     let identity = self.nodes[node].identity;
                     for digest in digests {
@@ -389,6 +398,7 @@ impl Sim {
         config.min_idle_block_interval_ms = self.cfg.min_idle_block_interval_ms;
         config.leader_election = self.cfg.leader_election;
         config.testing_quorum_too_small = self.cfg.testing_quorum_too_small;
+        config.committed_window = self.cfg.committed_window;
         let crypto = ValidatorCrypto::new(
             Some(self.secrets[identity].clone()),
             Rc::clone(&self.publics),

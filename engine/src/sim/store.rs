@@ -143,6 +143,12 @@ impl MemStore {
         }
     }
 
+    /// The committed block at `height` from the log (buffered appends included), if it holds it.
+    pub fn committed_block(&self, height: u64) -> Option<CommittedBlock> {
+        let bytes = self.log.read(height).ok()?;
+        CommittedBlock::decode(&bytes).ok()
+    }
+
     fn committed_blocks(&self) -> Vec<CommittedBlock> {
         let (Some(first), Some((last, _))) = (self.log.first_height(), self.log.last()) else {
             return Vec::new();

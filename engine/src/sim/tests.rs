@@ -500,3 +500,19 @@ fn sim_never_touches_a_socket_clock_or_file() {
         .sum();
     assert_eq!(wall_clock_reads, 1);
 }
+
+/// Nodes that keep only two committed blocks in memory: a laggard (partitioned, crashed) is
+/// served from its peers' logs (`Action::ServeSyncFromLog`), and every seed stays safe and live.
+#[test]
+fn small_committed_windows_serve_laggards_from_the_logs() {
+    let mut cfg = SimConfig::new(0, 4, FaultSet::ALL);
+    cfg.committed_window = 2;
+    cfg.fault_phase_ms = 10_000;
+    let summary = run_many(&cfg, 4000..4012);
+    assert_clean(&summary, 3);
+    assert!(
+        summary.syncs_served_from_log > 0,
+        "no laggard fell below a window: {}",
+        summary.to_text()
+    );
+}

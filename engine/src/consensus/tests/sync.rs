@@ -136,17 +136,8 @@ fn audit_accepts_a_committed_chain_and_rejects_any_tampering() {
 #[test]
 fn laggard_catches_up_after_every_up_to_date_peer_restarted() {
     let mut r = Router::new(4);
-    r.down = vec![3];
-    r.start();
-    // Short runs: the three commit without timeouts (validator 3 never leads), and the laggard
-    // must stay within the peers' committed window (`COMMITTED_WINDOW_MAX`).
-    for _ in 0..10 {
-        r.run(200);
-        r.timeout_all();
-    }
-    let ahead = r.commits[0].len();
-    assert!(ahead >= 5, "three nodes progress: {ahead}");
-    assert_eq!(r.commits[3].len(), 0);
+    // The laggard stays within the peers' committed window (`COMMITTED_WINDOW_MAX`).
+    let ahead = r.leave_validator_3_behind();
     r.queue.clear();
     for node in 0..3 {
         r.restart(node);
@@ -222,7 +213,22 @@ fn recovered_window_keeps_only_the_chain_that_links_to_the_tip() {
             _ => None,
         })
     };
-    assert_eq!(first_served(&actions), Some(None), "height 1 is not held");
+    assert_eq!(
+        first_served(&actions),
+        None,
+        "height 1 is not in the window"
+    );
+    assert!(
+        matches!(
+            actions[..],
+            [Action::ServeSyncFromLog {
+                to: 1,
+                from_height: 1,
+                window_start: 3
+            }]
+        ),
+        "below the window: served from the log, {actions:?}"
+    );
     let actions = core.handle(
         r.now_ms,
         Event::Message {
@@ -354,4 +360,91 @@ fn next_leader_keeps_a_late_block_its_qc_certifies_and_proposes_on_it() {
     assert!(rejected(&actions).is_empty(), "{:?}", rejected(&actions));
     let mine = super::first_proposal(&actions);
     assert_eq!((mine.block.round, mine.block.justify.block_hash), (2, hash));
+}
+
+/// A request from below the committed window is handed to the shell to serve from its block log;
+/// one from inside the window is answered from memory as before; what the log serves verifies and
+/// commits on a fresh node like any response.
+#[test]
+fn a_sync_request_from_below_the_committed_window_is_served_from_the_log() {
+    let mut r = Router::with(4, |cfg| cfg.committed_window = 4);
+    r.start();
+    r.run(600);
+    let committed = r.cores[0].committed_height();
+    assert!(
+        committed >= 8,
+        "a chain longer than the window: {committed}"
+    );
+    let request = |r: &mut Router, from_height| {
+        let now = r.now_ms;
+        r.cores[0].handle(
+            now,
+            Event::Message {
+                from: 1,
+                msg: Message::SyncRequest(SyncRequest { from_height }),
+            },
+        )
+    };
+    let below = request(&mut r, 1);
+    let window_start = committed - 3;
+    assert!(
+        matches!(below[..], [Action::ServeSyncFromLog { to: 1, from_height: 1, window_start: w }] if w == window_start),
+        "{below:?}"
+    );
+    let inside = request(&mut r, window_start);
+    let served = inside.iter().find_map(|a| match a {
+        Action::Send {
+            to: Recipient::One(1),
+            msg: Message::SyncResponse(s),
+        } => Some(s.blocks.len()),
+        _ => None,
+    });
+    assert!(served.is_some_and(|n| n >= 4), "{inside:?}");
+
+    let log = r.commits[0].clone();
+    let response = sync_response_from_log(1, |h| log.get(h as usize - 1).cloned());
+    assert_eq!(
+        response.blocks.len(),
+        log.len().min(SYNC_BLOCKS_MAX),
+        "consecutive blocks from the log"
+    );
+    assert_eq!(
+        sync_response_from_log(log.len() as u64 + 1, |h| log.get(h as usize - 1).cloned())
+            .blocks
+            .len(),
+        0,
+        "nothing past the log's end"
+    );
+    let mut fresh = cores(4).remove(3);
+    let actions = fresh.handle(
+        r.now_ms,
+        Event::Message {
+            from: 0,
+            msg: Message::SyncResponse(response),
+        },
+    );
+    assert!(rejected(&actions).is_empty(), "{:?}", rejected(&actions));
+    assert!(
+        fresh.committed_height() + 1 >= log.len().min(SYNC_BLOCKS_MAX) as u64,
+        "the log's blocks commit: {}",
+        fresh.committed_height()
+    );
+}
+
+/// A node that fell further behind than every peer's committed window catches up from their
+/// logs (before, every peer answered it with nothing and it could never vote again).
+#[test]
+fn laggard_behind_every_window_catches_up_from_the_logs() {
+    let mut r = Router::with(4, |cfg| cfg.committed_window = 2);
+    // At least 5 blocks ahead: node 3's next height is below every 2-block window.
+    let ahead = r.leave_validator_3_behind();
+    r.rejoin(3);
+    assert!(r.served_from_log > 0, "the peers served it from their logs");
+    assert!(
+        r.commits[3].len() >= ahead,
+        "node 3 caught up: {} of {ahead}",
+        r.commits[3].len()
+    );
+    r.assert_no_invalid_sync();
+    assert_prefix_consistent(&r.commits);
 }
