@@ -2,10 +2,12 @@
 # One node down under load: runs the e2e benchmark's cluster, kill -9s node 3 a few seconds into
 # the timed run, restarts it DOWN seconds later with its own command line, and prints node 0's and
 # node 3's `reckon_height` every 5 s, then the benchmark's summary (digests must agree).
-#   perf/node-down.sh [BIN_DIR] [OUT_DIR]      env: DOWN=25 DURATION=80 POLLS=10 LEDGER_TRANSFERS= RATE=
-# RATE (transfers/s) runs one open-loop phase at that rate instead of the closed loop: a long
-# outage (DOWN=180, more blocks than the 16,384-block sync window at ~100 blocks/s) within the
-# default ledger sizing.
+#   perf/node-down.sh [BIN_DIR] [OUT_DIR]  env: DOWN=25 DURATION=80 POLLS=10 LEDGER_TRANSFERS= RATE= BATCH=8190
+# RATE (transfers/s) runs one open-loop phase at that rate instead of the closed loop, so a long
+# outage stays within the default ledger sizing. Blocks come at ~92/s only while requests keep
+# every round's payload non-empty: at RATE=35000 with 8,190-event requests (4 requests/s) the
+# cluster made ~19 blocks/s. To leave node 3 more blocks behind than the 16,384-block sync window,
+# use smaller requests, e.g. BATCH=128 RATE=30000 DOWN=220 DURATION=360 POLLS=26.
 # The harness sizes each ledger for at most 12,000,000 transfers; a run that commits more (about
 # 70 s at full rate) grows the tables as it goes, slower than within capacity. Set LEDGER_TRANSFERS
 # (passed as --ledger-transfers) to size them for longer runs, memory permitting.
@@ -28,7 +30,7 @@ load=(--in-flight 2)
 if [ -n "${RATE:-}" ]; then load=(--rate "$RATE"); fi
 # --in-flight 2: one closed-loop phase, as in session 9 (the default batched run is two phases,
 # an open loop at 220,000 transfers/s and then the closed-loop ceiling).
-"$bin/bench-harness" e2e --nodes 4 --duration "$duration" --batch 8190 "${load[@]}" "${sizing[@]}" --out "$out/e2e" \
+"$bin/bench-harness" e2e --nodes 4 --duration "$duration" --batch "${BATCH:-8190}" "${load[@]}" "${sizing[@]}" --out "$out/e2e" \
   >"$out/e2e.txt" 2>"$out/e2e.err" &
 bench=$!
 # The timed run starts after presigning; the harness prints the log mapping line first.
@@ -46,6 +48,7 @@ port() { grep -h metrics_listen "$1" | sed 's/.*:\([0-9]*\)".*/\1/'; }
 port0=$(port "$(node_line 0 | awk '{print $NF}')")
 port3=$(port "$(echo "$args3" | awk '{print $NF}')")
 height() { curl -s --max-time 1 "localhost:$1/metrics" | grep '^reckon_height' | awk '{print $2}'; }
+round() { curl -s --max-time 1 "localhost:$1/metrics" | grep '^reckon_round' | awk '{print $2}'; }
 say() { echo "$*" | tee -a "$out/heights.txt"; }
 say "before kill: node0 $(height "$port0") node3 $(height "$port3")"
 kill -9 "$pid3"
@@ -56,9 +59,10 @@ nohup $args3 >"$out/node-3.restart.log" 2>&1 &
 restarted=$!
 for k in $(seq 1 "$polls"); do
   sleep 5
-  say "+$((k * 5))s node0 $(height "$port0") node3 $(height "$port3")"
+  say "+$((k * 5))s node0 $(height "$port0") node3 $(height "$port3") (round $(round "$port3"))"
   cp "$logdir"/node-*.log "$out/" 2>/dev/null || true # the harness removes its directory at exit
   curl -s --max-time 1 "localhost:$port0/metrics" >"$out/node-0.metrics.$((k * 5))s" || true
+  curl -s --max-time 1 "localhost:$port3/metrics" >"$out/node-3.metrics.$((k * 5))s" || true
 done
 wait "$bench" || true
 kill "$restarted" 2>/dev/null || true

@@ -34,8 +34,8 @@ pub use batch::{Batch, BatchError, Events, RequestError};
 pub use jointloan::partner_part;
 pub use map::{GrowthPhase, MapGrowth, U128Map};
 pub use reconcile::{statement_digest, IdsDiff};
-pub use snapshot::SnapshotError;
-use table::Table;
+pub use snapshot::{SnapshotError, SnapshotSource};
+use table::{CowTable, Table};
 
 /// Marks "no index" in u32 index fields (history links, reserve index).
 pub(crate) const INDEX_NONE: u32 = u32::MAX;
@@ -167,8 +167,8 @@ pub struct Ledger {
     pub(crate) accounts: Table<Account>,
     pub(crate) account_meta: Table<AccountMeta>,
     pub(crate) account_index: U128Map,
-    pub(crate) transfers: Table<Transfer>,
-    pub(crate) transfer_meta: Table<TransferMeta>,
+    pub(crate) transfers: CowTable<Transfer>,
+    pub(crate) transfer_meta: CowTable<TransferMeta>,
     pub(crate) transfer_index: U128Map,
     /// Pending transfers with a timeout: (expires_at_ns, transfer id), soonest first. Stale entries
     /// (posted, voided, rolled back) are skipped when they surface.

@@ -11,6 +11,7 @@
 
 use std::cmp::Reverse;
 
+use super::table::Frozen;
 use super::{
     AccountMeta, Ledger, LedgerConfig, LoanState, PendingState, ReserveState, TransferMeta,
     INDEX_NONE,
@@ -95,12 +96,84 @@ fn invariant(holds: bool, what: &'static str) -> Result<(), SnapshotError> {
     }
 }
 
+/// The transfer records, then one pending-state byte per transfer.
+fn encode_transfers<'a>(
+    out: &mut Vec<u8>,
+    transfers: impl Iterator<Item = &'a Transfer>,
+    meta: impl Iterator<Item = &'a TransferMeta>,
+) {
+    transfers.for_each(|transfer| out.extend_from_slice(&transfer.to_bytes()));
+    meta.for_each(|meta| out.push(meta.state as u8));
+}
+
+/// A ledger's state at one moment, ready to encode off the ledger's thread
+/// (`Ledger::snapshot_source`).
+pub struct SnapshotSource {
+    /// Header, counts and accounts, encoded.
+    head: Vec<u8>,
+    transfers: Frozen<Transfer>,
+    transfer_meta: Frozen<TransferMeta>,
+    /// Reserves, loans, statements, encoded.
+    rest: Vec<u8>,
+}
+
+impl SnapshotSource {
+    /// The snapshot body (`Ledger::snapshot_body` at the moment the source was taken).
+    pub fn encode(&self) -> Vec<u8> {
+        let transfers = self.transfers.len();
+        let bytes = self.head.len() + transfers * (EVENT_BYTES + 1) + self.rest.len();
+        let mut out = Vec::with_capacity(bytes + CHECKSUM_BYTES);
+        out.extend_from_slice(&self.head);
+        encode_transfers(&mut out, self.transfers.iter(), self.transfer_meta.iter());
+        out.extend_from_slice(&self.rest);
+        out
+    }
+}
+
 impl Ledger {
     /// Encodes the whole state (see the module docs for the layout).
     pub fn snapshot_bytes(&self) -> Vec<u8> {
+        Ledger::seal_snapshot(self.snapshot_body())
+    }
+
+    /// Appends the checksum to a `snapshot_body`, giving `snapshot_bytes`. Apart so that a node
+    /// hashes on a background thread: only the encoding needs the ledger.
+    pub fn seal_snapshot(mut body: Vec<u8>) -> Vec<u8> {
+        let checksum = blake3::hash(&body);
+        body.extend_from_slice(checksum.as_bytes());
+        body
+    }
+
+    /// The snapshot without its trailing checksum (`seal_snapshot` adds it).
+    pub fn snapshot_body(&self) -> Vec<u8> {
         let bytes_estimate =
             HEADER_BYTES + (self.accounts.len() + self.transfers.len()) * (EVENT_BYTES + 1);
         let mut out = Vec::with_capacity(bytes_estimate + CHECKSUM_BYTES);
+        self.encode_head(&mut out);
+        encode_transfers(&mut out, self.transfers.iter(), self.transfer_meta.iter());
+        self.encode_rest(&mut out);
+        out
+    }
+
+    /// What a snapshot needs, taken now at the cost of a copy of the accounts and the small tables
+    /// and of at most one segment of each transfer table (`Table::freeze`); the transfers are
+    /// encoded later, on any thread, by `SnapshotSource::encode`, into the same bytes
+    /// `snapshot_body` would have given now.
+    pub fn snapshot_source(&mut self) -> SnapshotSource {
+        let mut head = Vec::with_capacity(HEADER_BYTES + self.accounts.len() * EVENT_BYTES);
+        self.encode_head(&mut head);
+        let mut rest = Vec::new();
+        self.encode_rest(&mut rest);
+        SnapshotSource {
+            head,
+            transfers: self.transfers.freeze(),
+            transfer_meta: self.transfer_meta.freeze(),
+            rest,
+        }
+    }
+
+    /// Header, counts and the account records.
+    fn encode_head(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&SNAPSHOT_MAGIC);
         out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
         out.extend_from_slice(&self.config.operator.to_le_bytes());
@@ -116,16 +189,13 @@ impl Ledger {
         for count in counts {
             out.extend_from_slice(&(count as u64).to_le_bytes());
         }
-        assert_eq!(out.len(), HEADER_BYTES);
         self.accounts
             .iter()
             .for_each(|account| out.extend_from_slice(&account.to_bytes()));
-        self.transfers
-            .iter()
-            .for_each(|transfer| out.extend_from_slice(&transfer.to_bytes()));
-        self.transfer_meta
-            .iter()
-            .for_each(|meta| out.push(meta.state as u8));
+    }
+
+    /// Reserves, loans, statements and reconciliations.
+    fn encode_rest(&self, out: &mut Vec<u8>) {
         for reserve in &self.reserves {
             out.extend_from_slice(&reserve.record.to_bytes());
             out.extend_from_slice(&reserve.committed.to_le_bytes());
@@ -146,9 +216,6 @@ impl Ledger {
             out.extend_from_slice(&statement.to_bytes());
             out.extend_from_slice(&reconciliation.to_bytes());
         }
-        let checksum = blake3::hash(&out);
-        out.extend_from_slice(checksum.as_bytes());
-        out
     }
 
     /// Decodes a snapshot into a ledger with the same state and digest.

@@ -179,11 +179,19 @@ impl Default for ConsensusSection {
     }
 }
 
+/// Default pace of the snapshot writer: a 500 MB snapshot (about 4 M transfers) in 8 s.
+pub const SNAPSHOT_WRITE_MIB_PER_S_DEFAULT: u64 = 64;
+/// Highest accepted `storage.snapshot_write_mib_per_s`.
+pub const SNAPSHOT_WRITE_MIB_PER_S_MAX: u64 = 1 << 20;
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSection {
     pub segment_bytes: u64,
     pub snapshot_every_blocks: u64,
+    /// Most MiB/s the background snapshot writer writes on average (0: unpaced), so a snapshot
+    /// takes a bounded share of the disk the block log and the consensus journal sync on.
+    pub snapshot_write_mib_per_s: u64,
     /// `false` forces the pwrite + fdatasync path even where io_uring works.
     pub io_uring: bool,
 }
@@ -193,6 +201,7 @@ impl Default for StorageSection {
         StorageSection {
             segment_bytes: 1 << 30,
             snapshot_every_blocks: 10_000,
+            snapshot_write_mib_per_s: SNAPSHOT_WRITE_MIB_PER_S_DEFAULT,
             io_uring: true,
         }
     }
@@ -424,6 +433,12 @@ impl NodeConfig {
                 "must be positive".into(),
             ));
         }
+        if self.storage.snapshot_write_mib_per_s > SNAPSHOT_WRITE_MIB_PER_S_MAX {
+            return Err(invalid(
+                "storage.snapshot_write_mib_per_s",
+                format!("must be at most {SNAPSHOT_WRITE_MIB_PER_S_MAX} (0: unpaced)"),
+            ));
+        }
         Ok(())
     }
 }
@@ -527,6 +542,9 @@ mod tests {
             }),
             ("consensus.committed_window_blocks", |c| {
                 c.consensus.committed_window_blocks = 16_385
+            }),
+            ("storage.snapshot_write_mib_per_s", |c| {
+                c.storage.snapshot_write_mib_per_s = SNAPSHOT_WRITE_MIB_PER_S_MAX + 1
             }),
         ] {
             let mut c = sample();

@@ -33,6 +33,7 @@ use super::peers::{
     PEER_KIND_CONSENSUS,
 };
 use super::protocol::{Outcome, RejectCode, Rejected, KIND_QUERY_RESULT};
+use super::snapshots::SnapshotWriter;
 use super::state::Shared;
 use super::thread_usage::ThreadUsage;
 
@@ -310,6 +311,8 @@ pub struct Execute {
     /// Consensus chain id, in every batch peer frame.
     pub chain: u64,
     pub reply: Sender<ExecutedBlock>,
+    /// Writes the snapshots this thread encodes (`snapshots`).
+    pub snapshots: SnapshotWriter,
     pub shared: Arc<Shared>,
     pub stop: Arc<AtomicBool>,
     /// Blocks whose execution (from taking the commit to handing it to reply) takes longer are
@@ -331,6 +334,7 @@ impl Execute {
             Ok(height) => tracing::info!(?height, "block log flushed"),
             Err(error) => tracing::error!(%error, "block log flush failed"),
         }
+        self.snapshots.finish();
     }
 
     fn serve(&mut self, usage: &ThreadUsage) {
@@ -642,20 +646,23 @@ impl Execute {
         self.reply.send(block).is_ok() && ok
     }
 
-    fn maybe_snapshot(&self, height: u64, ticket: Option<&Ticket>) {
+    /// Every `snapshot_every_blocks`, once the block is durable: takes the ledger's state here
+    /// (`Ledger::snapshot_source`, no encoding) and hands it to the snapshot writer thread.
+    fn maybe_snapshot(&mut self, height: u64, ticket: Option<&Ticket>) {
         let Some(ticket) = ticket else { return };
         if !self.log.snapshot_due(height) || ticket.wait().is_err() {
             return;
         }
+        let started = Instant::now();
         let mut digest = [0u8; 32];
         digest[..16].copy_from_slice(&self.ledger.digest().to_le_bytes());
-        match self
-            .log
-            .write_snapshot(height, digest, &self.ledger.snapshot_bytes())
-        {
-            Ok(()) => tracing::info!(height, "ledger snapshot written"),
-            Err(error) => tracing::warn!(height, %error, "ledger snapshot failed"),
-        }
+        let source = self.ledger.snapshot_source();
+        self.shared
+            .metrics
+            .stage_latency_s
+            .with_label_values(&["snapshot_take"])
+            .observe(started.elapsed().as_secs_f64());
+        self.snapshots.submit(height, digest, source);
     }
 
     fn answer_query(&mut self, job: VerifyJob) {
@@ -687,7 +694,7 @@ impl Execute {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::consensus::{genesis_qc, Block};
     use crate::net::frame::{decode, FRAME_PAYLOAD_BYTES_MAX};
@@ -728,7 +735,8 @@ mod tests {
         assert!(spread_fetches(Vec::<Digest>::new(), &[1, 2], 0).is_empty());
     }
 
-    fn committed(height: u64, batches: &[Arc<Batch>]) -> CommittedBlock {
+    /// A committed block at `height` ordering `batches` (genesis QCs: the log does not check them).
+    pub(in crate::node) fn committed(height: u64, batches: &[Arc<Batch>]) -> CommittedBlock {
         CommittedBlock {
             height,
             block: Block {

@@ -44,6 +44,10 @@ pub struct Metrics {
     /// Committed blocks sent to peers in sync responses read from the block log (the peer asked
     /// from below consensus' committed window).
     pub sync_blocks_served_from_log: IntCounter,
+    /// Height of the newest ledger snapshot written (0: none since start).
+    pub snapshot_height: IntGauge,
+    /// Snapshots that fell due while the previous one was still being written (not taken).
+    pub snapshots_skipped: IntCounter,
     /// Batch digests a proposal named before this node held them: its vote waited for them.
     pub batches_awaited: IntCounter,
     /// Batch digests this node asked peers for: still not held `BATCH_FETCH_GRACE` after a
@@ -159,6 +163,22 @@ impl Metrics {
                 IntCounter::new(
                     "sync_blocks_served_from_log_total",
                     "Committed blocks sent to peers syncing from below the committed window, read from the block log",
+                ),
+            )?,
+            snapshot_height: reg(
+                r,
+                "snapshot_height",
+                IntGauge::new(
+                    "snapshot_height",
+                    "Height of the newest ledger snapshot written since start",
+                ),
+            )?,
+            snapshots_skipped: reg(
+                r,
+                "snapshots_skipped",
+                IntCounter::new(
+                    "snapshots_skipped_total",
+                    "Ledger snapshots not taken: the previous one was still being written",
                 ),
             )?,
             batches_awaited: reg(

@@ -37,11 +37,17 @@ fn read_record(
     decode_record(&bytes).map_err(|e| format!("log height {height}: {e}"))
 }
 
-/// The committed blocks below the log's last one that refill consensus' sync window (newest
-/// `COMMITTED_WINDOW_MAX - 1`); only each record's block is decoded, not its batches.
-fn committed_history(log: &BlockLog, last: u64) -> Result<Vec<CommittedBlock>, String> {
+/// The committed blocks below the log's last one that refill consensus' sync window (the newest
+/// `window - 1`, `window` at most `COMMITTED_WINDOW_MAX`); only each record's block is decoded,
+/// not its batches.
+fn committed_history(
+    log: &BlockLog,
+    last: u64,
+    window: usize,
+) -> Result<Vec<CommittedBlock>, String> {
+    let window = window.clamp(1, COMMITTED_WINDOW_MAX) as u64;
     let first = log.first_height().unwrap_or(1).max(1);
-    let from = first.max(last.saturating_sub(COMMITTED_WINDOW_MAX as u64 - 1));
+    let from = first.max(last.saturating_sub(window - 1));
     let mut history = Vec::new();
     for height in from..last {
         let bytes = log
@@ -82,12 +88,14 @@ fn remember_committed(log: &BlockLog, snapshot_height: u64, shared: &Shared) -> 
 }
 
 /// Loads the newest usable snapshot, replays the log tail after it, restores the batch store
-/// and the committed-id table from the tail, and assembles the consensus recovery input.
+/// and the committed-id table from the tail, and assembles the consensus recovery input with the
+/// newest `committed_window` committed blocks (`consensus.committed_window_blocks`).
 pub fn restore(
     log: &BlockLog,
     genesis: &Genesis,
     consensus_dir: &Path,
     capacity: &LedgerSection,
+    committed_window: usize,
     shared: &Shared,
     store: &BatchStore,
 ) -> Result<Restored, String> {
@@ -135,7 +143,7 @@ pub fn restore(
     tracing::info!(snapshot_height = start, replayed = last - start, height = last, digest = %format!("{:032x}", ledger.digest()), "ledger restored");
     // The committed batches stay in the log, not in memory: the store indexes the digests of
     // the sync window's blocks so peers' fetches of them are served from the log.
-    let history = committed_history(log, last)?;
+    let history = committed_history(log, last, committed_window)?;
     for committed in history.iter().chain(&tip) {
         store.committed(committed.height, &committed.block.payload, last);
     }
@@ -161,4 +169,46 @@ pub fn restore(
         consensus,
         journal: Some(journal),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{LogConfig, WriteBackend};
+
+    fn log_of(dir: &Path, blocks: u64) -> BlockLog {
+        let mut config = LogConfig::for_tests(64 << 10);
+        config.write_backend = WriteBackend::Pwrite;
+        config.direct_io = false;
+        let mut log = BlockLog::open(dir, config).expect("open log");
+        let mut parent = [0u8; 32];
+        for height in 1..=blocks {
+            let committed = super::super::execute::tests::committed(height, &[]);
+            let record = super::super::execute::encode_record(&committed, &[]);
+            let ticket = log.append(height, &parent, &record).expect("append");
+            parent = ticket.hash();
+            ticket.wait().expect("durable");
+        }
+        log
+    }
+
+    /// A restart reads back only the configured window's blocks below the tip (the tip itself is
+    /// read apart), not `COMMITTED_WINDOW_MAX` whatever the configuration.
+    #[test]
+    fn the_restored_history_is_the_configured_window() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = log_of(dir.path(), 10);
+        let heights = |window| -> Vec<u64> {
+            committed_history(&log, 10, window)
+                .expect("history")
+                .iter()
+                .map(|c| c.height)
+                .collect()
+        };
+        assert_eq!(heights(4), vec![7, 8, 9]);
+        assert_eq!(heights(1), Vec::<u64>::new());
+        assert_eq!(heights(COMMITTED_WINDOW_MAX), (1..10).collect::<Vec<_>>());
+        // Out-of-range windows are clamped, not trusted.
+        assert_eq!(heights(0), Vec::<u64>::new());
+    }
 }

@@ -35,6 +35,7 @@ use super::metrics::{Metrics, MetricsServer};
 use super::peers::{run_dispatch, Peers};
 use super::recover::{restore, Restored};
 use super::reply::Reply;
+use super::snapshots::SnapshotWriter;
 use super::state::Shared;
 use super::verify::{PeerBatchJob, Verify, PEER_BATCH_QUEUE_MAX, QUERY_QUEUE_MAX};
 
@@ -211,8 +212,17 @@ fn load(config_path: &Path) -> Result<(Loaded, MetricsServer), NodeError> {
     );
     let log = open_log(&config)?;
     let consensus_dir = config.node.data_dir.join("consensus");
-    let restored = restore(&log, g, &consensus_dir, &config.ledger, &shared, &store)
-        .map_err(start_err("restore"))?;
+    let window = config.consensus.committed_window_blocks;
+    let restored = restore(
+        &log,
+        g,
+        &consensus_dir,
+        &config.ledger,
+        window,
+        &shared,
+        &store,
+    )
+    .map_err(start_err("restore"))?;
     shared.set_executed(restored.executed_height, restored.ledger.digest());
     let registry = Arc::new(g.registry()?);
     let pool = verify_pool(&layout)?;
@@ -345,9 +355,18 @@ fn spawn_back(
     stop: &Arc<AtomicBool>,
 ) -> Result<Vec<JoinHandle<()>>, NodeError> {
     let consensus = spawn_consensus(&mut l, q, peers, stop)?;
+    let pace = l.config.storage.snapshot_write_mib_per_s;
+    let snapshots =
+        SnapshotWriter::start(l.log.snapshot_store(), pace, l.shared.clone()).map_err(|e| {
+            NodeError::Start {
+                what: "spawning the snapshot writer",
+                message: e.to_string(),
+            }
+        })?;
     let execute = Execute {
         ledger: l.restored.ledger,
         log: l.log,
+        snapshots,
         commits: q.execute.1.clone(),
         queries: q.query.1.clone(),
         log_reads: q.log_fetch.1.clone(),

@@ -384,6 +384,11 @@ impl BlockLog {
         self.snapshots.write(height, state_digest, bytes)
     }
 
+    /// The snapshot directory, for a writer on another thread.
+    pub fn snapshot_store(&self) -> SnapshotStore {
+        self.snapshots.clone()
+    }
+
     pub fn load_latest_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
         self.snapshots.load_latest()
     }

@@ -35,7 +35,8 @@ pub use mem::{MemBlockStore, MEM_STORE_BYTES_MAX_DEFAULT};
 pub use recovery::{DroppedTail, RecoveryReport};
 pub use segment::SEGMENT_HEADER_BYTES;
 pub use snapshot::{
-    write_file_atomic, write_file_atomic_parts, Snapshot, SnapshotStore, SNAPSHOTS_KEPT,
+    write_file_atomic, write_file_atomic_paced, write_file_atomic_parts, Snapshot, SnapshotStore,
+    ATOMIC_WRITE_SYNC_BYTES, SNAPSHOTS_KEPT,
 };
 pub use ticket::Ticket;
 pub use writer::WritePath;

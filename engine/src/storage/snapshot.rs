@@ -36,16 +36,36 @@ pub struct Snapshot {
     pub bytes: Vec<u8>,
 }
 
+/// Bytes written between two `fdatasync`s of a large file: the page cache never holds more of
+/// it dirty, so writeback comes in bounded steps instead of one burst at the final fsync that
+/// the block log's own fsyncs (same disk) would queue behind.
+pub const ATOMIC_WRITE_SYNC_BYTES: usize = 8 << 20;
+
 /// Writes `parts` (concatenated) to `dir/name` atomically: temp file, fsync, rename, fsync dir.
-/// After a crash the file holds either the old or the new content, never a mix.
+/// After a crash the file holds either the old or the new content, never a mix. A large file is
+/// made durable `ATOMIC_WRITE_SYNC_BYTES` at a time as it is written.
 pub fn write_file_atomic_parts(
     dir: &Path,
     name: &str,
     parts: &[&[u8]],
 ) -> Result<(), StorageError> {
+    write_file_atomic_paced(dir, name, parts, None)
+}
+
+/// `write_file_atomic_parts` at most `bytes_per_s` on average (None: as fast as the disk takes
+/// it): after each synced chunk it sleeps until the bytes written so far are due. A background
+/// writer (ledger snapshots) so takes a bounded share of a disk that the block log's and the
+/// consensus journal's fsyncs share.
+pub fn write_file_atomic_paced(
+    dir: &Path,
+    name: &str,
+    parts: &[&[u8]],
+    bytes_per_s: Option<u64>,
+) -> Result<(), StorageError> {
     assert!(!name.is_empty() && !name.contains('/'), "a plain file name");
     let path = dir.join(name);
     let temp = dir.join(format!("{name}{TEMP_SUFFIX}"));
+    let started = std::time::Instant::now();
     let result = (|| {
         let mut file = OpenOptions::new()
             .write(true)
@@ -53,9 +73,24 @@ pub fn write_file_atomic_parts(
             .truncate(true)
             .open(&temp)
             .map_err(|e| StorageError::io(&temp, e))?;
+        let (mut unsynced, mut written) = (0usize, 0u64);
         for part in parts {
-            file.write_all(part)
-                .map_err(|e| StorageError::io(&temp, e))?;
+            for chunk in part.chunks(ATOMIC_WRITE_SYNC_BYTES) {
+                file.write_all(chunk)
+                    .map_err(|e| StorageError::io(&temp, e))?;
+                unsynced += chunk.len();
+                written += chunk.len() as u64;
+                if unsynced >= ATOMIC_WRITE_SYNC_BYTES {
+                    file.sync_data().map_err(|e| StorageError::io(&temp, e))?;
+                    unsynced = 0;
+                    if let Some(rate) = bytes_per_s.filter(|r| *r > 0) {
+                        let due = std::time::Duration::from_secs_f64(written as f64 / rate as f64);
+                        if let Some(wait) = due.checked_sub(started.elapsed()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
+                }
+            }
         }
         file.sync_all().map_err(|e| StorageError::io(&temp, e))?;
         std::fs::rename(&temp, &path).map_err(|e| StorageError::io(&path, e))?;
@@ -165,8 +200,20 @@ impl SnapshotStore {
         state_digest: [u8; 32],
         bytes: &[u8],
     ) -> Result<(), StorageError> {
+        self.write_paced(height, state_digest, bytes, None)
+    }
+
+    /// `write` at most `bytes_per_s` on average (`write_file_atomic_paced`).
+    pub fn write_paced(
+        &self,
+        height: u64,
+        state_digest: [u8; 32],
+        bytes: &[u8],
+        bytes_per_s: Option<u64>,
+    ) -> Result<(), StorageError> {
         let header = encode_header(height, &state_digest, bytes);
-        write_file_atomic_parts(&self.dir, &snapshot_name(height), &[&header, bytes])?;
+        let name = snapshot_name(height);
+        write_file_atomic_paced(&self.dir, &name, &[&header, bytes], bytes_per_s)?;
         let heights = self.heights()?;
         assert!(
             heights.contains(&height),

@@ -311,3 +311,61 @@ proptest! {
         prop_assert_eq!(decoded.to_bytes(), record);
     }
 }
+
+/// A snapshot source taken now encodes to the snapshot of now, however the ledger changes after:
+/// more transfers, and the post of a pending transfer whose record sits in a segment the source
+/// shares (the write copies that segment; the source keeps the pending state).
+#[test]
+fn a_snapshot_source_is_the_state_when_taken_across_shared_segments() {
+    use crate::types::transfer_flags as tf;
+    let mut world = World::consortium();
+    let pending = Transfer {
+        flags: tf::PENDING,
+        ..transfer(1_000_001, LEAD_CASH, BORROWER, 50, LEAD)
+    };
+    let at = world.ledger.transfers.len();
+    world.expect_ok(LEAD, Events::CreateTransfers(vec![pending]));
+    // Past one full segment of the transfer tables (65,536 records), so the source shares one.
+    let mut id = 2_000_000u128;
+    while world.ledger.transfers.len() < super::super::table::SEGMENT_LEN + 100 {
+        let chunk = (0..8_000)
+            .map(|_| {
+                id += 1;
+                transfer(id, LEAD_CASH, BORROWER, 1, LEAD)
+            })
+            .collect();
+        world.expect_ok(LEAD, Events::CreateTransfers(chunk));
+    }
+    let body_then = world.ledger.snapshot_body();
+    let source = world.ledger.snapshot_source();
+    assert_eq!(source.encode(), body_then);
+    let post = Transfer {
+        flags: tf::POST_PENDING,
+        pending_id: 1_000_001,
+        ..transfer(1_000_002, 0, 0, 0, LEAD)
+    };
+    world.expect_ok(LEAD, Events::CreateTransfers(vec![post]));
+    world.expect_ok(
+        LEAD,
+        Events::CreateTransfers(vec![transfer(1_000_003, LEAD_CASH, BORROWER, 1, LEAD)]),
+    );
+    assert_ne!(
+        world.ledger.snapshot_body(),
+        body_then,
+        "the ledger moved on"
+    );
+    let encoded = source.encode();
+    assert!(
+        encoded == body_then,
+        "the source still encodes the old state"
+    );
+    let restored = Ledger::from_snapshot_bytes(&Ledger::seal_snapshot(encoded)).expect("loads");
+    assert_eq!(
+        restored.transfer_meta[at].state,
+        crate::ledger::PendingState::Pending
+    );
+    assert_ne!(
+        world.ledger.transfer_meta[at].state,
+        crate::ledger::PendingState::Pending
+    );
+}
