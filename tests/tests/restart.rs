@@ -165,6 +165,14 @@ fn kill9_one_node_under_load_then_restart_catches_up_and_agrees() {
          heights {:?}",
         (0..4).map(|i| cluster.height(i)).collect::<Vec<_>>()
     );
+    // The batches it fetched for those committed blocks were stored on their certified digests,
+    // not verified again signature by signature.
+    let certified = metric(&cluster.metrics(3), "reckon_batches_certified_total");
+    assert!(
+        certified > 0,
+        "node 3 fetched the batches of the blocks it missed as certified; its log:\n{}",
+        cluster.log(3)
+    );
 }
 
 /// The value of a counter in a node's Prometheus text (`name{node="..."} value`; 0 when absent).

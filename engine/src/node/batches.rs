@@ -4,7 +4,8 @@
 //! block is durable in the log, and then only its digest's height is remembered (bounded) so a
 //! fetch for it is served from the log.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,10 @@ pub const COMMITTED_INDEX_BLOCKS_MAX: u64 = COMMITTED_WINDOW_MAX as u64;
 /// Most digests in that index, 16 per block of the window on average (about 100 bytes each with
 /// the map and the eviction order: at most ~25 MiB; estimated from the entry sizes, not measured).
 pub const COMMITTED_INDEX_DIGESTS_MAX: usize = 262_144;
+/// Most news `BatchStore::defer_news` keeps for consensus.
+pub const DEFERRED_NEWS_MAX: usize = 65_536;
+/// Most digests `BatchStore::expect_certified` notes at once (a catching-up node's fetches).
+pub const CERTIFIED_AWAITED_MAX: usize = 65_536;
 /// Most requests in one batch on the wire (a peer sending more is refused).
 pub const BATCH_REQUESTS_MAX: usize = 8192;
 const BATCH_DIGEST_CONTEXT: &[u8] = b"reckon.v2.batch.digest";
@@ -219,6 +224,11 @@ struct Inner {
     /// Committed batch digest -> height of the block that ordered it (bounded, oldest out).
     index: HashMap<Digest, u64>,
     index_order: VecDeque<(u64, Digest)>,
+    /// Digests of batches that committed blocks order and execute is fetching
+    /// (`expect_certified`): a copy that hashes to one of them needs no signature check.
+    certified: HashSet<Digest>,
+    /// News for consensus that found its queue full (`defer_news`): (digest, local batch).
+    news: Vec<(Digest, bool)>,
 }
 
 impl Inner {
@@ -253,6 +263,8 @@ pub enum Located {
 /// batches, marks batches committed).
 pub struct BatchStore {
     inner: Mutex<Inner>,
+    /// Whether `Inner::news` holds anything (checked without the lock every consensus turn).
+    news_waiting: AtomicBool,
     arrived: Condvar,
     bytes_max: usize,
     committed_blocks_max: u64,
@@ -287,6 +299,7 @@ impl BatchStore {
     ) -> BatchStore {
         BatchStore {
             inner: Mutex::default(),
+            news_waiting: AtomicBool::new(false),
             arrived: Condvar::new(),
             bytes_max,
             committed_blocks_max,
@@ -308,8 +321,55 @@ impl BatchStore {
 
     /// Inserts a batch (idempotent); returns false when it was already held, or was committed
     /// and left memory (it is in the log: keeping it again would only take memory).
+    /// Notes that committed blocks order these batches and execute is fetching them: the
+    /// verify stage stores a copy whose digest (`Batch::digest`, binding every byte) is one of
+    /// these without checking its signatures again. Sound because the block is committed: a QC
+    /// certified it, so at least one honest validator held every batch it orders, and a node
+    /// holds a batch only after every signature in it verified. At most
+    /// `CERTIFIED_AWAITED_MAX` are noted; past that a fetched batch is verified as any other.
+    pub fn expect_certified(&self, digests: impl IntoIterator<Item = Digest>) {
+        let mut inner = self.lock();
+        for digest in digests {
+            if inner.certified.len() >= CERTIFIED_AWAITED_MAX {
+                break;
+            }
+            if !inner.batches.contains_key(&digest) {
+                inner.certified.insert(digest);
+            }
+        }
+    }
+
+    /// Whether a committed block orders the batch `digest` names and execute awaits it
+    /// (`expect_certified`). The caller must still check that the batch hashes to `digest`.
+    pub fn is_certified(&self, digest: &Digest) -> bool {
+        self.lock().certified.contains(digest)
+    }
+
+    /// Keeps news for consensus whose queue was full (`consensus_stage::tell_consensus`), so
+    /// that no stage ever blocks on consensus: a stage that did could close a cycle (execute
+    /// waits for a batch from verify, verify for consensus' queue, consensus for execute's).
+    /// At most `DEFERRED_NEWS_MAX` are kept (past it the oldest news are the least useful: a
+    /// proposal that needed them has timed out).
+    pub fn defer_news(&self, digest: Digest, local: bool) {
+        let mut inner = self.lock();
+        if inner.news.len() >= DEFERRED_NEWS_MAX {
+            inner.news.remove(0);
+        }
+        inner.news.push((digest, local));
+        self.news_waiting.store(true, Ordering::Release);
+    }
+
+    /// The deferred news, oldest first (empty without taking the lock when there are none).
+    pub fn take_news(&self) -> Vec<(Digest, bool)> {
+        if !self.news_waiting.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        std::mem::take(&mut self.lock().news)
+    }
+
     pub fn insert(&self, digest: Digest, batch: Arc<Batch>) -> bool {
         let mut inner = self.lock();
+        inner.certified.remove(&digest);
         if inner.batches.contains_key(&digest) || inner.index.contains_key(&digest) {
             return false;
         }
@@ -488,6 +548,38 @@ impl BatchStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A digest noted as certified is known until its batch is stored, a held batch is never
+    /// noted, and the set stops growing at its bound.
+    #[test]
+    fn certified_digests_are_noted_until_their_batch_is_stored() {
+        let store = BatchStore::default();
+        let held = Batch {
+            requests: vec![vec![1u8; 8].into()],
+        };
+        let awaited = Batch {
+            requests: vec![vec![2u8; 8].into()],
+        };
+        assert!(store.insert(held.digest(), Arc::new(held.clone())));
+        store.expect_certified([held.digest(), awaited.digest()]);
+        assert!(
+            !store.is_certified(&held.digest()),
+            "already held: nothing to await"
+        );
+        assert!(store.is_certified(&awaited.digest()));
+        assert!(store.insert(awaited.digest(), Arc::new(awaited.clone())));
+        assert!(
+            !store.is_certified(&awaited.digest()),
+            "stored: no longer awaited"
+        );
+        let many = (0..CERTIFIED_AWAITED_MAX as u32 + 10).map(|i| {
+            let mut digest = [0u8; 32];
+            digest[..4].copy_from_slice(&i.to_le_bytes());
+            digest
+        });
+        store.expect_certified(many);
+        assert_eq!(store.lock().certified.len(), CERTIFIED_AWAITED_MAX);
+    }
 
     #[test]
     fn peer_encoding_round_trips_and_refuses_damage() {

@@ -23,6 +23,7 @@ use crate::consensus::{
 };
 use crate::storage::Journal;
 
+use super::batches::BatchStore;
 use super::dissemination::{DisseminationIn, BATCH_FETCH_GRACE};
 use super::execute::LogRead;
 use super::peers::{wall_ms, Peers, PEER_KIND_CONSENSUS};
@@ -58,6 +59,30 @@ pub enum ConsensusIn {
     BatchAvailable(Digest),
 }
 
+/// Tells consensus that a batch is held (`local`: this node's own, cut by dissemination), never
+/// blocking: a full queue defers the news to the batch store, which the consensus stage drains
+/// every turn (`BatchStore::defer_news` says why). False when consensus is gone.
+pub fn tell_consensus(
+    consensus: &Sender<ConsensusIn>,
+    store: &BatchStore,
+    digest: Digest,
+    local: bool,
+) -> bool {
+    let news = if local {
+        ConsensusIn::LocalBatchReady(digest)
+    } else {
+        ConsensusIn::BatchAvailable(digest)
+    };
+    match consensus.try_send(news) {
+        Ok(()) => true,
+        Err(TrySendError::Full(_)) => {
+            store.defer_news(digest, local);
+            true
+        }
+        Err(TrySendError::Disconnected(_)) => false,
+    }
+}
+
 pub struct ConsensusStage {
     pub core: Core<ValidatorCrypto>,
     pub journal: ConsensusJournal,
@@ -73,6 +98,10 @@ pub struct ConsensusStage {
     /// round); taken at commit, older rounds pruned then, and at most `VOTED_AT_ROUNDS_MAX` kept
     /// while nothing commits.
     pub voted_at: BTreeMap<Round, Instant>,
+    /// When this node last sent a sync request (for the sync round-trip figure).
+    pub sync_sent_at: Option<Instant>,
+    /// Holds the batch news other stages deferred when this stage's queue was full.
+    pub store: Arc<BatchStore>,
 }
 
 /// A committed block on its way to execute, with when this node voted for it (None: it did not,
@@ -288,6 +317,9 @@ impl ConsensusStage {
             let wait = timer.wait();
             match self.input.recv_timeout(wait) {
                 Ok(ConsensusIn::Peer { from, msg }) => {
+                    if let Message::SyncResponse(response) = &msg {
+                        self.note_sync_response(response.blocks.len());
+                    }
                     self.step(Event::Message { from, msg }, &mut timer)
                 }
                 Ok(ConsensusIn::LocalBatchReady(d)) => {
@@ -298,6 +330,14 @@ impl ConsensusStage {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
+            }
+            for (digest, local) in self.store.take_news() {
+                let event = if local {
+                    Event::LocalBatchReady(digest)
+                } else {
+                    Event::BatchAvailable(digest)
+                };
+                self.step(event, &mut timer);
             }
             while let Some(event) = timer.take_due() {
                 if let Event::Timer { round } = event {
@@ -324,6 +364,18 @@ impl ConsensusStage {
             timeouts = self.shared.metrics.round_timeouts.get(),
             "round timed out: no QC or TC in time; sending a timeout"
         );
+    }
+
+    /// Counts the blocks a sync response brings and how long after this node's last request
+    /// it came (`sync_round_trip`: the peer's queue and read, both hops, this node's queue).
+    fn note_sync_response(&mut self, blocks: usize) {
+        let m = &self.shared.metrics;
+        m.sync_blocks_received.inc_by(blocks as u64);
+        if let Some(sent) = self.sync_sent_at.take() {
+            m.stage_latency_s
+                .with_label_values(&["sync_round_trip"])
+                .observe(sent.elapsed().as_secs_f64());
+        }
     }
 
     fn step(&mut self, event: Event, timer: &mut Timers) {
@@ -371,6 +423,9 @@ impl ConsensusStage {
                 // leader's own vote that follows it syncs.
                 if self.journal.must_sync_before(&msg) && !self.sync_journal() {
                     return false;
+                }
+                if matches!(msg, Message::SyncRequest(_)) {
+                    self.sync_sent_at = Some(Instant::now());
                 }
                 let bytes = msg.encode();
                 match to {
@@ -463,6 +518,26 @@ impl ConsensusStage {
 mod tests {
     use super::*;
     use crate::consensus::genesis_block;
+
+    /// Batch news never blocks the sender: with consensus' queue full it waits in the store, in
+    /// order, for the consensus stage to take; nothing is lost.
+    #[test]
+    fn batch_news_for_a_full_consensus_queue_is_deferred_not_blocked_on() {
+        let (tx, rx) = crossbeam::channel::bounded(1);
+        let store = BatchStore::default();
+        assert!(store.take_news().is_empty());
+        assert!(tell_consensus(&tx, &store, [1; 32], false));
+        assert!(tell_consensus(&tx, &store, [2; 32], true)); // full: deferred
+        assert!(tell_consensus(&tx, &store, [3; 32], false)); // full: deferred
+        assert!(matches!(rx.try_recv(), Ok(ConsensusIn::BatchAvailable(d)) if d == [1; 32]));
+        assert_eq!(store.take_news(), vec![([2; 32], true), ([3; 32], false)]);
+        assert!(store.take_news().is_empty(), "taken once");
+        drop(rx);
+        assert!(
+            !tell_consensus(&tx, &store, [4; 32], false),
+            "consensus gone"
+        );
+    }
 
     fn block(round: Round, height: u64) -> Block {
         Block {

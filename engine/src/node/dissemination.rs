@@ -21,7 +21,7 @@ use crate::mempool::Item;
 use crate::net::frame;
 
 use super::batches::{Batch, BatchStore, Located};
-use super::consensus_stage::ConsensusIn;
+use super::consensus_stage::{tell_consensus, ConsensusIn};
 use super::execute::{LogFetch, LogRead};
 use super::peers::{encode_fetch, Peers, PEER_KIND_BATCH, PEER_KIND_BATCH_FETCH};
 use super::state::{RequestBytes, Shared};
@@ -308,9 +308,7 @@ impl Dissemination {
         self.peers
             .broadcast_encoded(PEER_KIND_BATCH, self.batch_frame(&batch, &digest));
         self.store.insert(digest, Arc::new(batch));
-        self.consensus
-            .send(ConsensusIn::LocalBatchReady(digest))
-            .is_ok()
+        tell_consensus(&self.consensus, &self.store, digest, true)
     }
 
     /// Decodes a peer's batch. One already held (in memory, or committed and in the log) is
@@ -320,8 +318,7 @@ impl Dissemination {
     fn on_peer_batch(&self, from: ValidatorIndex, payload: &[u8]) -> bool {
         match Batch::decode_peer(payload, self.chain) {
             Ok((digest, _)) if self.store.contains(&digest) => {
-                let _ = self.consensus.send(ConsensusIn::BatchAvailable(digest));
-                true
+                tell_consensus(&self.consensus, &self.store, digest, false)
             }
             Ok((digest, batch)) => {
                 let mut job = PeerBatchJob {

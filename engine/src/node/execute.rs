@@ -46,6 +46,21 @@ pub const BATCH_FETCH_RETRY_MS: u64 = 500;
 /// read, the peer asks again.
 pub const LOG_FETCH_QUEUE_MAX: usize = 256;
 
+/// Blocks executed in one turn before the queries and log reads that came meanwhile are served.
+pub const EXECUTE_BLOCKS_PER_TURN: usize = 32;
+/// Batch digests of pending blocks whose fetches may be in flight at once (`prefetch_ahead`):
+/// at most about a third of them asked of each of three peers, below their log-read queue
+/// (`LOG_FETCH_QUEUE_MAX`), which drops what does not fit.
+pub const PREFETCH_DIGESTS_AHEAD: usize = 384;
+
+/// Committed blocks taken from consensus and not executed yet, in height order.
+#[derive(Default)]
+struct Pending {
+    blocks: std::collections::VecDeque<Commit>,
+    /// Highest height whose batches `prefetch_ahead` asked for.
+    prefetched_through: u64,
+}
+
 /// A read of the log on a peer's behalf, served by execute between blocks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogRead {
@@ -338,15 +353,22 @@ impl Execute {
     }
 
     fn serve(&mut self, usage: &ThreadUsage) {
+        let mut pending = Pending::default();
         loop {
+            if !pending.blocks.is_empty() {
+                // Catching up (or a burst): reads that came meanwhile first, then a few blocks.
+                self.serve_reads_waiting();
+                if !self.execute_pending(&mut pending, usage) {
+                    return;
+                }
+                continue;
+            }
             select! {
                 recv(self.commits) -> blocks => match blocks {
                     Ok(blocks) => {
-                        self.prefetch(&blocks);
-                        for commit in blocks {
-                            if !self.execute_block(commit, usage) {
-                                return;
-                            }
+                        pending.blocks.extend(blocks);
+                        if !self.execute_pending(&mut pending, usage) {
+                            return;
                         }
                     }
                     Err(_) => return,
@@ -356,8 +378,7 @@ impl Execute {
                     Err(_) => return,
                 },
                 recv(self.log_reads) -> read => match read {
-                    Ok(LogRead::Batch(fetch)) => self.serve_log_fetch(&fetch),
-                    Ok(LogRead::Sync { to, from_height }) => self.serve_log_sync(to, from_height),
+                    Ok(read) => self.serve_log_read(read),
                     // Dissemination and consensus stopped first: no more reads, keep executing.
                     Err(_) => self.log_reads = never(),
                 },
@@ -369,6 +390,79 @@ impl Execute {
                     }
                 }
             }
+        }
+    }
+
+    fn serve_log_read(&self, read: LogRead) {
+        match read {
+            LogRead::Batch(fetch) => self.serve_log_fetch(&fetch),
+            LogRead::Sync { to, from_height } => self.serve_log_sync(to, from_height),
+        }
+    }
+
+    /// Between blocks while commits wait: the queries and peers' log reads queued meanwhile (at
+    /// most their queues' worth, so a flood of them cannot hold execution either).
+    fn serve_reads_waiting(&mut self) {
+        for _ in 0..super::verify::QUERY_QUEUE_MAX {
+            let Ok(job) = self.queries.try_recv() else {
+                break;
+            };
+            self.answer_query(job);
+        }
+        for _ in 0..LOG_FETCH_QUEUE_MAX {
+            let Ok(read) = self.log_reads.try_recv() else {
+                break;
+            };
+            self.serve_log_read(read);
+        }
+    }
+
+    /// Executes up to `EXECUTE_BLOCKS_PER_TURN` pending blocks, topping up the prefetch before
+    /// each; false when the node must stop.
+    fn execute_pending(&mut self, pending: &mut Pending, usage: &ThreadUsage) -> bool {
+        for _ in 0..EXECUTE_BLOCKS_PER_TURN {
+            self.prefetch_ahead(pending);
+            let Some(commit) = pending.blocks.pop_front() else {
+                return true;
+            };
+            if !self.execute_block(commit, usage) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Takes what consensus handed over meanwhile (up to `PREFETCH_DIGESTS_AHEAD` digests'
+    /// worth of blocks ahead) and asks peers for the missing batches of the blocks among them
+    /// not asked for yet, so a catching-up node's fetches of later blocks are in flight while
+    /// earlier ones execute, across consensus' hand-offs (one per sync response), instead of one
+    /// fetch round trip per hand-off.
+    fn prefetch_ahead(&mut self, pending: &mut Pending) {
+        let ahead = |pending: &Pending| -> usize {
+            (pending.blocks.iter())
+                .map(|c| c.block.block.payload.len().max(1))
+                .sum()
+        };
+        while ahead(pending) < PREFETCH_DIGESTS_AHEAD {
+            match self.commits.try_recv() {
+                Ok(more) => pending.blocks.extend(more),
+                Err(_) => break,
+            }
+        }
+        let mut digests = 0;
+        let mut fresh = Vec::new();
+        for commit in &pending.blocks {
+            digests += commit.block.block.payload.len();
+            if digests > PREFETCH_DIGESTS_AHEAD && !fresh.is_empty() {
+                break;
+            }
+            if commit.block.height > pending.prefetched_through {
+                fresh.push(commit);
+            }
+        }
+        if let Some(last) = fresh.last() {
+            pending.prefetched_through = last.block.height;
+            self.prefetch(fresh.into_iter());
         }
     }
 
@@ -412,10 +506,9 @@ impl Execute {
     /// log and sends it, so asking all of them tripled the reads and the bytes. A batch the peer
     /// asked does not send is asked of every peer by `resolve` after its wait. Each digest goes
     /// with its block's height, so a peer serves it from its log however old the block is.
-    fn prefetch(&self, blocks: &[Commit]) {
+    fn prefetch<'a>(&self, blocks: impl Iterator<Item = &'a Commit>) {
         let (executed_height, _) = self.shared.executed();
         let wanted: Vec<(u64, Digest)> = blocks
-            .iter()
             .filter(|c| c.voted_at.is_none() && c.block.height > executed_height)
             .flat_map(|c| c.block.block.payload.iter().map(|d| (c.block.height, *d)))
             .filter(|(_, digest)| self.store.locate(digest) == Located::Unknown)
@@ -423,6 +516,8 @@ impl Execute {
         if wanted.is_empty() {
             return; // the usual case: no `peers.up()` lookup per hand-off
         }
+        self.store
+            .expect_certified(wanted.iter().map(|(_, digest)| *digest));
         let rotation = executed_height as usize;
         for (from, wanted) in spread_fetches(wanted, &self.peers.up(), rotation) {
             self.fetch_committed(from, &wanted);
@@ -488,6 +583,7 @@ impl Execute {
             );
             let wanted: Vec<(u64, Digest)> =
                 missing.iter().map(|d| (committed.height, *d)).collect();
+            self.store.expect_certified(missing.iter().copied());
             self.fetch_committed(None, &wanted);
         }
     }

@@ -44,6 +44,11 @@ pub struct Metrics {
     /// Committed blocks sent to peers in sync responses read from the block log (the peer asked
     /// from below consensus' committed window).
     pub sync_blocks_served_from_log: IntCounter,
+    /// Blocks received in sync responses (catching up: their rate is the catch-up rate).
+    pub sync_blocks_received: IntCounter,
+    /// Fetched batches of committed blocks stored on their certified digest alone (no signature
+    /// check: `BatchStore::expect_certified`).
+    pub batches_certified: IntCounter,
     /// Height of the newest ledger snapshot written (0: none since start).
     pub snapshot_height: IntGauge,
     /// Snapshots that fell due while the previous one was still being written (not taken).
@@ -163,6 +168,22 @@ impl Metrics {
                 IntCounter::new(
                     "sync_blocks_served_from_log_total",
                     "Committed blocks sent to peers syncing from below the committed window, read from the block log",
+                ),
+            )?,
+            sync_blocks_received: reg(
+                r,
+                "sync_blocks_received",
+                IntCounter::new(
+                    "sync_blocks_received_total",
+                    "Blocks received in sync responses (a catching-up node's replay rate)",
+                ),
+            )?,
+            batches_certified: reg(
+                r,
+                "batches_certified",
+                IntCounter::new(
+                    "batches_certified_total",
+                    "Fetched batches of committed blocks stored on their certified digest, without a signature check",
                 ),
             )?,
             snapshot_height: reg(

@@ -329,6 +329,7 @@ fn spawn_consensus(
         l.shared.clone(),
         stop.clone(),
     );
+    let store = l.store.clone();
     spawn("consensus", l.layout.core_of(Stage::Consensus), move || {
         let crypto = ValidatorCrypto::new(Some(pair), Rc::new(validators), VerifyCache::shared());
         let core = Core::new(cfg, crypto, recovered);
@@ -343,6 +344,8 @@ fn spawn_consensus(
             shared,
             stop,
             voted_at: BTreeMap::new(),
+            sync_sent_at: None,
+            store,
         }
         .run()
     })

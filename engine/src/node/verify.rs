@@ -16,13 +16,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Select, Sender, TrySendError};
+use rayon::prelude::*;
 
 use crate::consensus::{Digest, ValidatorIndex};
 use crate::crypto::{BatchVerifier, DigestedRef, VerifyCode, VERIFY_BATCH_REQUESTS_MAX};
 use crate::mempool::{Item, MempoolError, RequestKey};
 
 use super::batches::{Batch, BatchStore};
-use super::consensus_stage::ConsensusIn;
+use super::consensus_stage::{tell_consensus, ConsensusIn};
 use super::dissemination::DisseminationIn;
 use super::ingress::{reject, VerifyJob};
 use super::protocol::{RejectCode, Rejected};
@@ -165,6 +166,10 @@ impl Verify {
         let (held, fresh): (Vec<PeerBatchJob>, Vec<PeerBatchJob>) = peer
             .into_iter()
             .partition(|b| self.store.contains(&b.digest));
+        // Fetched for committed blocks (catching up): the digest alone decides (`expect_certified`).
+        let (certified, fresh): (Vec<PeerBatchJob>, Vec<PeerBatchJob>) = fresh
+            .into_iter()
+            .partition(|b| self.store.is_certified(&b.digest));
         let (codes, verdicts) = self.check(&jobs, &fresh);
         let requests = codes.len() + fresh.iter().map(|b| b.batch.requests.len()).sum::<usize>();
         self.shared
@@ -180,14 +185,15 @@ impl Verify {
             match verdict {
                 Ok(()) => {
                     self.store.insert(job.digest, Arc::new(job.batch));
-                    let _ = self.consensus.send(ConsensusIn::BatchAvailable(job.digest));
+                    tell_consensus(&self.consensus, &self.store, job.digest, false);
                 }
                 Err(reason) => tracing::warn!(from = job.from, reason, "peer batch refused"),
             }
         }
         for job in held {
-            let _ = self.consensus.send(ConsensusIn::BatchAvailable(job.digest));
+            tell_consensus(&self.consensus, &self.store, job.digest, false);
         }
+        self.store_certified(certified);
         self.shared
             .metrics
             .stage_latency_s
@@ -207,6 +213,33 @@ impl Verify {
             peer.iter().map(|job| (&job.batch, &job.digest)).collect();
         self.pool
             .install(|| check_together(&self.verifier, clients, &batches))
+    }
+
+    /// Stores the batches of committed blocks that hash to their certified digests, without a
+    /// signature check (`BatchStore::expect_certified` says why that is sound); refuses the
+    /// others (execute asks again).
+    fn store_certified(&self, certified: Vec<PeerBatchJob>) {
+        if certified.is_empty() {
+            return;
+        }
+        let verdicts: Vec<bool> = self.pool.install(|| {
+            certified
+                .par_iter()
+                .map(|job| job.batch.check_digest(&job.digest).is_ok())
+                .collect()
+        });
+        for (job, matches) in certified.into_iter().zip(verdicts) {
+            if matches {
+                self.shared.metrics.batches_certified.inc();
+                self.store.insert(job.digest, Arc::new(job.batch));
+                tell_consensus(&self.consensus, &self.store, job.digest, false);
+            } else {
+                tracing::warn!(
+                    from = job.from,
+                    "peer batch refused: it does not hash to the committed digest it claims"
+                );
+            }
+        }
     }
 
     /// Answers or forwards every client job; how many requests entered the mempool.
@@ -412,6 +445,76 @@ fn first_bad(counts: &[usize], codes: &[VerifyCode]) -> Vec<Option<(usize, Verif
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::Registry;
+    use crate::mempool::{Mempool, MempoolConfig};
+    use crate::node::metrics::Metrics;
+    use crossbeam::channel::unbounded;
+
+    /// A batch fetched for a committed block is stored on its digest alone (these requests are
+    /// not even signed), and a copy that does not hash to the certified digest it claims is
+    /// refused.
+    #[test]
+    fn certified_batches_are_stored_on_their_digest_without_a_signature_check() {
+        let (_, input) = unbounded();
+        let (_, peer_batches) = unbounded();
+        let (queries, _) = unbounded();
+        let (consensus, announced) = unbounded();
+        let (dissemination, _) = unbounded();
+        let metrics = Metrics::new("node-t").expect("metrics");
+        let shared = Arc::new(Shared::new(
+            Mempool::new(MempoolConfig::with_institutions(1)),
+            metrics,
+        ));
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build();
+        let verify = Verify {
+            input,
+            peer_batches,
+            queries,
+            consensus,
+            dissemination,
+            store: Arc::new(BatchStore::default()),
+            shared: shared.clone(),
+            verifier: BatchVerifier::new(Arc::new(Registry::new()), 1),
+            pool: Arc::new(pool.expect("pool")),
+            batch_requests_max: 64,
+            batch_deadline: Duration::from_millis(1),
+            peer_batch_wait: Duration::from_micros(500),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let batch = |byte: u8| Batch {
+            requests: vec![vec![byte; 40].into()],
+        };
+        let (good, other) = (batch(1), batch(2));
+        let forged = PeerBatchJob {
+            from: 2,
+            digest: other.digest(),
+            batch: batch(3),
+        };
+        verify
+            .store
+            .expect_certified([good.digest(), other.digest()]);
+        let jobs = vec![
+            PeerBatchJob {
+                from: 1,
+                digest: good.digest(),
+                batch: good.clone(),
+            },
+            forged,
+        ];
+        verify.store_certified(jobs);
+        assert_eq!(verify.store.get(&good.digest()).as_deref(), Some(&good));
+        assert!(
+            !verify.store.contains(&other.digest()),
+            "the forged copy is refused"
+        );
+        assert!(verify.store.is_certified(&other.digest()), "still awaited");
+        assert_eq!(shared.metrics.batches_certified.get(), 1);
+        assert!(matches!(
+            announced.try_recv(),
+            Ok(ConsensusIn::BatchAvailable(d)) if d == good.digest()
+        ));
+        assert!(announced.try_recv().is_err());
+    }
 
     #[test]
     fn a_window_waits_the_deadline_for_clients_and_less_once_it_holds_a_peer_batch() {
