@@ -228,7 +228,7 @@ struct Inner {
     /// (`expect_certified`): a copy that hashes to one of them needs no signature check.
     certified: HashSet<Digest>,
     /// News for consensus that found its queue full (`defer_news`): (digest, local batch).
-    news: Vec<(Digest, bool)>,
+    news: VecDeque<(Digest, bool)>,
 }
 
 impl Inner {
@@ -353,16 +353,16 @@ impl BatchStore {
     pub fn defer_news(&self, digest: Digest, local: bool) {
         let mut inner = self.lock();
         if inner.news.len() >= DEFERRED_NEWS_MAX {
-            inner.news.remove(0);
+            inner.news.pop_front();
         }
-        inner.news.push((digest, local));
+        inner.news.push_back((digest, local));
         self.news_waiting.store(true, Ordering::Release);
     }
 
     /// The deferred news, oldest first (empty without taking the lock when there are none).
-    pub fn take_news(&self) -> Vec<(Digest, bool)> {
+    pub fn take_news(&self) -> VecDeque<(Digest, bool)> {
         if !self.news_waiting.swap(false, Ordering::AcqRel) {
-            return Vec::new();
+            return VecDeque::new();
         }
         std::mem::take(&mut self.lock().news)
     }

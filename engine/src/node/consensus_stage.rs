@@ -530,7 +530,10 @@ mod tests {
         assert!(tell_consensus(&tx, &store, [2; 32], true)); // full: deferred
         assert!(tell_consensus(&tx, &store, [3; 32], false)); // full: deferred
         assert!(matches!(rx.try_recv(), Ok(ConsensusIn::BatchAvailable(d)) if d == [1; 32]));
-        assert_eq!(store.take_news(), vec![([2; 32], true), ([3; 32], false)]);
+        assert_eq!(
+            Vec::from(store.take_news()),
+            vec![([2; 32], true), ([3; 32], false)]
+        );
         assert!(store.take_news().is_empty(), "taken once");
         drop(rx);
         assert!(
