@@ -52,6 +52,7 @@ round() { curl -s --max-time 1 "localhost:$1/metrics" | grep '^reckon_round' | a
 say() { echo "$*" | tee -a "$out/heights.txt"; }
 say "before kill: node0 $(height "$port0") node3 $(height "$port3")"
 kill -9 "$pid3"
+say "killed node 3 at $(date -u +%H:%M:%S.%3N) UTC"
 sleep "$down"
 say "restart after ${down}s: node0 $(height "$port0")"
 # shellcheck disable=SC2086 # the node's own command line, word-split on purpose

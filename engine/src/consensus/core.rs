@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::block_tree::{genesis_qc, BlockTree};
-use super::crypto_iface::{vote_message, QuorumCrypto};
+use super::crypto_iface::{vote_message, QuorumCrypto, SignerBitmap};
 use super::messages::{Block, CommittedBlock, Message, Proposal, QuorumCert, TimeoutCert, Vote};
 use super::pacemaker::Pacemaker;
 use super::payload::PayloadState;
@@ -57,6 +57,12 @@ pub struct Core<C: QuorumCrypto> {
     /// Round of the latest QC that committed a non-empty block: a leader holding it as its high QC
     /// proposes at once, since its proposal is how the other replicas learn of that commit.
     pub(super) payload_commit_qc_round: Option<Round>,
+    /// Validators the shell reports unreachable (`Event::PeerReachable`): local, timers only.
+    pub(super) unreachable: SignerBitmap,
+    /// The round of this replica's latest vote and the next leader it went to.
+    pub(super) vote_sent_to: Option<(Round, ValidatorIndex)>,
+    /// The round whose timer is armed short because the validator it waits on is unreachable.
+    pub(super) short_timer_round: Option<Round>,
     pub(super) now_ms: u64,
     pub(super) out: Vec<Action>,
     pub(super) loopback: VecDeque<Message>,
@@ -115,6 +121,9 @@ impl<C: QuorumCrypto> Core<C> {
             propose_timer_round: None,
             idle_wait_over_round: None,
             payload_commit_qc_round: None,
+            unreachable: SignerBitmap::default(),
+            vote_sent_to: None,
+            short_timer_round: None,
             now_ms: 0,
             out: Vec::new(),
             loopback: VecDeque::new(),
@@ -162,6 +171,10 @@ impl<C: QuorumCrypto> Core<C> {
                 self.on_batch_available(digest);
                 self.propose_if_idle_waiting();
             }
+            Event::PeerReachable {
+                validator,
+                reachable,
+            } => self.on_peer_reachable(validator, reachable),
         }
         // Messages to self are handled after the event; each handled message may add more.
         let mut steps = 0;
@@ -170,6 +183,7 @@ impl<C: QuorumCrypto> Core<C> {
             assert!(steps <= 64, "loopback must converge");
             self.on_message(self.cfg.me, msg);
         }
+        self.arm_timer_for_unreachable_wait();
         std::mem::take(&mut self.out)
     }
 
@@ -275,6 +289,7 @@ impl<C: QuorumCrypto> Core<C> {
             signature,
         };
         let next_leader = leader::after_qc(&self.cfg, block.round + 1, block);
+        self.vote_sent_to = Some((block.round, next_leader));
         self.send(next_leader, Message::Vote(vote));
     }
 

@@ -33,6 +33,12 @@ impl SignerBitmap {
         assert!(i < VALIDATORS_MAX);
         self.words[i / 64] |= 1u64 << (i % 64);
     }
+    pub fn remove(&mut self, index: ValidatorIndex) {
+        let i = index as usize;
+        if i < VALIDATORS_MAX {
+            self.words[i / 64] &= !(1u64 << (i % 64));
+        }
+    }
     pub fn contains(&self, index: ValidatorIndex) -> bool {
         let i = index as usize;
         i < VALIDATORS_MAX && self.words[i / 64] & (1u64 << (i % 64)) != 0

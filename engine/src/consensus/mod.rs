@@ -78,6 +78,10 @@ pub const TIMESTAMP_DRIFT_MS_MAX: u64 = 2_000;
 pub const SYNC_RETRY_MS: u64 = 500;
 /// Default idle pacing: a leader with nothing to order waits this long before an empty block.
 pub const MIN_IDLE_BLOCK_INTERVAL_MS_DEFAULT: u64 = 200;
+/// Default round timer while the validator the round waits on is reported unreachable
+/// (`Event::PeerReachable`): a round led by a node that is down ends this soon, not after the
+/// full (and doubling) round timer.
+pub const UNREACHABLE_LEADER_TIMEOUT_MS_DEFAULT: u64 = 100;
 
 /// Static configuration of one validator.
 #[derive(Clone, Debug)]
@@ -101,6 +105,11 @@ pub struct Config {
     pub min_idle_block_interval_ms: u64,
     /// Who leads a round entered through a QC (`leader.rs`); the same on every validator.
     pub leader_election: LeaderElection,
+    /// The round timer while the validator this replica waits on in the round (its leader, or
+    /// the next leader its vote went to) is reported unreachable by the shell
+    /// (`Event::PeerReachable`). 0: reports are ignored. At most `round_timeout_ms`. Only
+    /// liveness depends on it: a timeout is always safe to send, and a TC still needs 2f+1.
+    pub unreachable_leader_timeout_ms: u64,
     /// Committed blocks kept in memory to serve block sync (1..=`COMMITTED_WINDOW_MAX`); a request
     /// from below the window is served from the block log by the shell.
     pub committed_window: usize,
@@ -123,6 +132,7 @@ impl Config {
             block_digests_max: BLOCK_DIGESTS_MAX,
             min_idle_block_interval_ms: MIN_IDLE_BLOCK_INTERVAL_MS_DEFAULT,
             leader_election: LeaderElection::default(),
+            unreachable_leader_timeout_ms: UNREACHABLE_LEADER_TIMEOUT_MS_DEFAULT,
             committed_window: COMMITTED_WINDOW_MAX,
             testing_quorum_too_small: false,
         }
@@ -143,6 +153,9 @@ impl Config {
         }
         if !(1..=COMMITTED_WINDOW_MAX).contains(&self.committed_window) {
             return Err("committed_window must be in 1..=COMMITTED_WINDOW_MAX");
+        }
+        if self.unreachable_leader_timeout_ms > self.round_timeout_ms {
+            return Err("unreachable_leader_timeout_ms must be at most round_timeout_ms");
         }
         Ok(())
     }
@@ -181,6 +194,14 @@ pub enum Event {
     LocalBatchReady(Digest),
     /// A batch referenced by some proposal is now held in full.
     BatchAvailable(Digest),
+    /// The shell's failure detector: validator `validator` is (`reachable: false`) down or cut
+    /// off as far as this node can tell, or reachable again. A hint only: it shortens the round
+    /// timer while the round waits on that validator (`Config::unreachable_leader_timeout_ms`),
+    /// and changes nothing else, so a wrong report costs at most one early timeout a round.
+    PeerReachable {
+        validator: ValidatorIndex,
+        reachable: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 use super::core::Core;
 use super::crypto_iface::{timeout_message, QuorumCrypto};
 use super::messages::{Message, Timeout, TimeoutCert, TimeoutMsg};
-use super::{Action, RejectReason, Round, ValidatorIndex, ROUNDS_AHEAD_MAX};
+use super::{leader, Action, RejectReason, Round, ValidatorIndex, ROUNDS_AHEAD_MAX};
 
 impl<C: QuorumCrypto> Core<C> {
     pub(super) fn on_timer(&mut self, round: Round) {
@@ -17,6 +17,70 @@ impl<C: QuorumCrypto> Core<C> {
         if let Some((from, _)) = &self.proposal_parked {
             let peer = *from;
             self.request_sync(peer); // retried on every timer while a parent is missing
+        }
+    }
+
+    pub(super) fn on_peer_reachable(&mut self, validator: ValidatorIndex, reachable: bool) {
+        if validator as usize >= self.cfg.validator_count || validator == self.cfg.me {
+            return; // the shell reports only its peers; anything else is ignored
+        }
+        if reachable {
+            self.unreachable.remove(validator);
+        } else {
+            self.unreachable.insert(validator);
+        }
+    }
+
+    /// The validator this replica waits on in the current round, when it knows: the round's
+    /// leader until it votes, then the next leader its vote went to (whose QC and proposal end
+    /// the round). None once it has sent a timeout for the round, or when the round's leader
+    /// depends on a block it does not hold.
+    pub(super) fn awaited_validator(&self) -> Option<ValidatorIndex> {
+        let round = self.pacemaker.round;
+        if self.safety.timeout_round >= round {
+            return None;
+        }
+        if self.safety.voted_round >= round {
+            return self
+                .vote_sent_to
+                .filter(|(voted, _)| *voted == round)
+                .map(|(_, next)| next);
+        }
+        let high_qc = &self.tree.high_qc;
+        if high_qc.round + 1 == round {
+            let certified = self.tree.get(&high_qc.block_hash);
+            return leader::after_qc_if_held(&self.cfg, round, certified);
+        }
+        let via_tc = self
+            .pacemaker
+            .last_tc
+            .as_ref()
+            .is_some_and(|tc| tc.round + 1 == round);
+        via_tc.then(|| self.cfg.round_robin_leader(round))
+    }
+
+    /// Called after every event: arms the round timer short while the validator the round waits
+    /// on is reported unreachable, and back to the full timer if the report is withdrawn before
+    /// it fires. At most one short timer a round: after it fires the round is timed out as usual
+    /// (and the timer doubles as usual), so a node that stays down cannot make rounds spin.
+    pub(super) fn arm_timer_for_unreachable_wait(&mut self) {
+        let short_ms = self.cfg.unreachable_leader_timeout_ms;
+        if short_ms == 0 {
+            return;
+        }
+        let round = self.pacemaker.round;
+        let waits_on_unreachable = self
+            .awaited_validator()
+            .is_some_and(|v| v != self.cfg.me && self.unreachable.contains(v));
+        let armed_short = self.short_timer_round == Some(round);
+        if waits_on_unreachable && !armed_short {
+            self.short_timer_round = Some(round);
+            let duration_ms = short_ms.min(self.pacemaker.timer_ms());
+            self.out.push(Action::SetTimer { round, duration_ms });
+        } else if !waits_on_unreachable && armed_short && self.safety.timeout_round < round {
+            self.short_timer_round = None;
+            let duration_ms = self.pacemaker.timer_ms();
+            self.out.push(Action::SetTimer { round, duration_ms });
         }
     }
 

@@ -31,6 +31,11 @@ pub const PEER_QUEUE_FRAMES_MAX: usize = 1024;
 pub const PEER_QUEUE_BYTES_MAX: u64 = 64 * frame::FRAME_PAYLOAD_BYTES_MAX as u64;
 /// How often an idle writer thread checks its shutdown flag.
 const PEER_POLL_MS: u64 = 50;
+/// How often a connected writer looks, without blocking, whether the peer closed or reset the
+/// connection. The link only writes, so without this a peer that died is noticed only when a
+/// write fails, which may be a round timer later (the peer's rounds are the ones nothing is
+/// sent to).
+const PEER_CLOSE_PROBE_MS: u64 = 20;
 
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
@@ -77,6 +82,9 @@ pub struct PeerStats {
     pub connects: AtomicU64,
     pub connect_failures: AtomicU64,
     pub write_failures: AtomicU64,
+    /// True from a failed connect or write until the next successful connect (false before the
+    /// first attempt): the link's own evidence that the peer is down or cut off.
+    pub down: AtomicBool,
     last_error: Mutex<Option<String>>,
 }
 
@@ -98,6 +106,8 @@ pub struct PeerLink {
     queue_bytes_max: u64,
     stats: Arc<PeerStats>,
     shutdown: Arc<AtomicBool>,
+    /// Set by `retry_now`: cuts a reconnect backoff short.
+    retry: Arc<AtomicBool>,
     /// The live connection's socket, so `shutdown` can unblock a write to a peer that stopped reading.
     socket: Arc<Mutex<Option<TcpStream>>>,
     writer: Option<JoinHandle<()>>,
@@ -109,6 +119,7 @@ struct Target {
     tls: Arc<ClientConfig>,
     options: PeerOptions,
     socket: Arc<Mutex<Option<TcpStream>>>,
+    retry: Arc<AtomicBool>,
 }
 
 impl PeerLink {
@@ -133,12 +144,14 @@ impl PeerLink {
         let stats = Arc::new(PeerStats::default());
         let shutdown = Arc::new(AtomicBool::new(false));
         let socket = Arc::new(Mutex::new(None));
+        let retry = Arc::new(AtomicBool::new(false));
         let target = Target {
             addr,
             server_name,
             tls,
             options,
             socket: Arc::clone(&socket),
+            retry: Arc::clone(&retry),
         };
         let (thread_stats, thread_shutdown) = (Arc::clone(&stats), Arc::clone(&shutdown));
         let writer = thread::Builder::new()
@@ -150,6 +163,7 @@ impl PeerLink {
             queue_bytes_max,
             stats,
             shutdown,
+            retry,
             socket,
             writer: Some(writer),
         })
@@ -157,6 +171,13 @@ impl PeerLink {
 
     pub fn stats(&self) -> &PeerStats {
         &self.stats
+    }
+
+    /// Ends a reconnect backoff now, if the link is in one: the caller has news that the peer is
+    /// back (a frame from it arrived), so the next attempt need not wait up to
+    /// `backoff_ms_max`. At most one attempt per `PEER_POLL_MS` however often it is called.
+    pub fn retry_now(&self) {
+        self.retry.store(true, Ordering::Release);
     }
 
     /// Frames waiting in the queue.
@@ -263,10 +284,14 @@ fn run(
         match connect(&target) {
             Ok(connection) => {
                 backoff.reset();
+                stats.down.store(false, Ordering::Release);
                 stats.connects.fetch_add(1, Ordering::Relaxed);
                 set_socket(&target.socket, connection.socket().ok());
                 let clean = pump(&connection, &frames, &stats, &shutdown);
                 set_socket(&target.socket, None);
+                if !clean {
+                    stats.down.store(true, Ordering::Release);
+                }
                 if clean {
                     connection.close();
                 } else if let Ok(socket) = connection.socket() {
@@ -275,10 +300,12 @@ fn run(
                 }
             }
             Err(error) => {
+                stats.down.store(true, Ordering::Release);
                 stats.connect_failures.fetch_add(1, Ordering::Relaxed);
                 stats.record(&error);
                 tracing::debug!(addr = %target.addr, %error, "net: peer connect failed");
-                sleep_unless_shutdown(backoff.next_delay(), &shutdown);
+                sleep_unless(backoff.next_delay(), &shutdown, &target.retry);
+                target.retry.store(false, Ordering::Release);
             }
         }
     }
@@ -317,8 +344,20 @@ fn pump(
     shutdown: &AtomicBool,
 ) -> bool {
     let writer = connection.writer();
+    let probe = connection.socket().ok();
+    let mut next_probe = Instant::now();
     while !shutdown.load(Ordering::Acquire) {
-        match frames.recv_timeout(Duration::from_millis(PEER_POLL_MS)) {
+        if let Some(socket) = probe.as_ref().filter(|_| Instant::now() >= next_probe) {
+            next_probe = Instant::now() + Duration::from_millis(PEER_CLOSE_PROBE_MS);
+            if let Some(error) = peer_closed(socket) {
+                stats.record(&error);
+                return false;
+            }
+        }
+        let wait = next_probe
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(PEER_POLL_MS));
+        match frames.recv_timeout(wait) {
             Ok(encoded) => {
                 stats
                     .queued_bytes
@@ -338,9 +377,44 @@ fn pump(
     true
 }
 
-fn sleep_unless_shutdown(delay: Duration, shutdown: &AtomicBool) {
+/// Whether the peer closed (EOF) or reset the connection, looked at without blocking. Bytes the
+/// peer sent are discarded: the link never reads, so they can only be TLS records it has no use
+/// for (session tickets), and left unread they would hide a later EOF.
+fn peer_closed(socket: &TcpStream) -> Option<NetError> {
+    use std::os::fd::AsRawFd;
+    let mut buffer = [0u8; 4096];
+    for _ in 0..64 {
+        // SAFETY: `socket` owns a live descriptor for the whole call, and the buffer is a live,
+        // writable local of the stated length. MSG_DONTWAIT makes this one call non-blocking
+        // without touching the descriptor's flags (the writer's blocking writes share them).
+        let n = unsafe {
+            libc::recv(
+                socket.as_raw_fd(),
+                buffer.as_mut_ptr().cast(),
+                buffer.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        match n {
+            0 => return Some(NetError::Closed),
+            n if n > 0 => continue,
+            _ => {
+                let error = std::io::Error::last_os_error();
+                return match error.kind() {
+                    std::io::ErrorKind::WouldBlock => None,
+                    std::io::ErrorKind::Interrupted => continue,
+                    _ => Some(NetError::Io(error)),
+                };
+            }
+        }
+    }
+    None // a peer sending this much to a write-only link is alive, if odd
+}
+
+/// Sleeps `delay`, in steps of at most `PEER_POLL_MS`, until shutdown or a `retry_now`.
+fn sleep_unless(delay: Duration, shutdown: &AtomicBool, retry: &AtomicBool) {
     let deadline = Instant::now() + delay;
-    while !shutdown.load(Ordering::Acquire) {
+    while !shutdown.load(Ordering::Acquire) && !retry.load(Ordering::Acquire) {
         let now = Instant::now();
         if now >= deadline {
             return;

@@ -256,21 +256,43 @@ fn bad_version_and_reserved_kind_get_specific_errors() {
     );
 }
 
-#[test]
-fn peer_that_is_down_is_reached_after_reconnect_backoff() {
-    let pki = pki();
+/// A link from node 1 to a free loopback port where nothing listens yet (expects node 0 there).
+fn link_to_free_port(
+    pki: &Pki,
+    backoff_ms_min: u64,
+    backoff_ms_max: u64,
+) -> (SocketAddr, PeerLink) {
     let addr = TcpListener::bind(any_port())
         .and_then(|l| l.local_addr())
         .expect("free port");
     let config = tls::client_config(pki.ca.cert_pem(), &pki.node1).expect("client config");
     let peer_options = PeerOptions {
-        backoff_ms_min: 10,
-        backoff_ms_max: 100,
+        backoff_ms_min,
+        backoff_ms_max,
         connection: options(),
         expected: Some(PeerIdentity::Node { validator: 0 }),
         ..PeerOptions::default()
     };
     let link = PeerLink::spawn(addr, loopback(), config, peer_options).expect("spawn");
+    (addr, link)
+}
+
+/// Node 0's server on `addr` (a port reserved by `link_to_free_port`).
+fn node0_server_at(pki: &Pki, addr: SocketAddr) -> (Server, Receiver<Inbound>) {
+    let (tx, rx) = channel::bounded(16);
+    let server_config = tls::server_config(pki.ca.cert_pem(), &pki.node0).expect("server config");
+    let options = ServerOptions {
+        connection: options(),
+        ..ServerOptions::default()
+    };
+    let server = Server::bind(addr, server_config, options, tx).expect("bind the reserved port");
+    (server, rx)
+}
+
+#[test]
+fn peer_that_is_down_is_reached_after_reconnect_backoff() {
+    let pki = pki();
+    let (addr, link) = link_to_free_port(&pki, 10, 100);
     assert_eq!(link.send(4, b"queued while down"), SendOutcome::Queued);
     wait_until("two failed connects", || {
         link.stats().connect_failures.load(Ordering::Relaxed) >= 2
@@ -280,16 +302,8 @@ fn peer_that_is_down_is_reached_after_reconnect_backoff() {
         .last_error()
         .is_some_and(|e| e.contains("I/O error")));
 
-    let tx_rx = channel::bounded(16);
-    let server_config = tls::server_config(pki.ca.cert_pem(), &pki.node0).expect("server config");
-    let options = ServerOptions {
-        connection: options(),
-        ..ServerOptions::default()
-    };
-    let server =
-        Server::bind(addr, server_config, options, tx_rx.0).expect("bind the reserved port");
-    let inbound = tx_rx
-        .1
+    let (server, inbound) = node0_server_at(&pki, addr);
+    let inbound = inbound
         .recv_timeout(WAIT)
         .expect("frame delivered after reconnect");
     assert_eq!(
@@ -335,3 +349,65 @@ fn link_refuses_a_server_with_an_unexpected_identity() {
 
 #[path = "tests_slow.rs"]
 mod slow;
+
+#[test]
+fn a_link_notices_a_peer_that_went_away_without_a_write_failing() {
+    let pki = pki();
+    let (server, inbound) = server(pki.ca.cert_pem(), &pki.node0, options());
+    let config = tls::client_config(pki.ca.cert_pem(), &pki.node1).expect("client config");
+    let peer_options = PeerOptions {
+        backoff_ms_min: 10,
+        backoff_ms_max: 50,
+        connection: options(),
+        expected: Some(PeerIdentity::Node { validator: 0 }),
+        ..PeerOptions::default()
+    };
+    let link =
+        PeerLink::spawn(server.local_addr(), loopback(), config, peer_options).expect("spawn");
+    assert!(
+        !link.stats().down.load(Ordering::Acquire),
+        "not down before any attempt"
+    );
+    link.send(4, b"hello");
+    inbound.recv_timeout(WAIT).expect("frame delivered");
+    assert!(!link.stats().down.load(Ordering::Acquire), "connected");
+    // The peer goes away while this link has nothing to write.
+    server.shutdown();
+    wait_until("the link marked down", || {
+        link.stats().down.load(Ordering::Acquire)
+    });
+    assert_eq!(
+        link.stats().write_failures.load(Ordering::Relaxed),
+        0,
+        "noticed by the close probe, not by a failed write"
+    );
+    wait_until("a refused reconnect", || {
+        link.stats().connect_failures.load(Ordering::Relaxed) >= 1
+    });
+    assert!(link.stats().down.load(Ordering::Acquire), "still down");
+    link.shutdown();
+}
+
+#[test]
+fn retry_now_ends_a_reconnect_backoff_at_once() {
+    let pki = pki();
+    // Far longer than the test waits: only `retry_now` can bring the frame over in time.
+    let (addr, link) = link_to_free_port(&pki, 60_000, 60_000);
+    link.send(4, b"queued while down");
+    wait_until("a failed connect", || {
+        link.stats().connect_failures.load(Ordering::Relaxed) >= 1
+    });
+    assert!(link.stats().down.load(Ordering::Acquire));
+    let (server, inbound) = node0_server_at(&pki, addr);
+    link.retry_now();
+    let inbound = inbound
+        .recv_timeout(WAIT)
+        .expect("delivered after retry_now");
+    assert_eq!(inbound.frame.payload.as_slice(), b"queued while down");
+    assert!(
+        !link.stats().down.load(Ordering::Acquire),
+        "connected again"
+    );
+    link.shutdown();
+    server.shutdown();
+}

@@ -154,6 +154,10 @@ pub struct ConsensusSection {
     /// Idle pacing: a leader with nothing to order waits this long before an empty block
     /// (0: no pacing). At most half of `round_timeout_ms`.
     pub min_idle_block_interval_ms: u64,
+    /// The round timer while the validator a round waits on looks down from here (its
+    /// connection failed and it has been silent for 200 ms): how soon a round led by a killed
+    /// node ends. 0: always wait the full round timer. At most `round_timeout_ms`.
+    pub unreachable_leader_timeout_ms: u64,
     /// A batch for dissemination closes at this many requests or this many bytes.
     pub batch_requests_max: usize,
     pub batch_bytes_max: usize,
@@ -171,6 +175,7 @@ impl Default for ConsensusSection {
             round_timeout_ms_max: 30_000,
             block_batches_max: 64,
             min_idle_block_interval_ms: crate::consensus::MIN_IDLE_BLOCK_INTERVAL_MS_DEFAULT,
+            unreachable_leader_timeout_ms: crate::consensus::UNREACHABLE_LEADER_TIMEOUT_MS_DEFAULT,
             batch_requests_max: 512,
             batch_bytes_max: 4 << 20,
             batch_deadline_ms: 5,
@@ -388,6 +393,12 @@ impl NodeConfig {
                 format!("must be in 1..={}", crate::consensus::COMMITTED_WINDOW_MAX),
             ));
         }
+        if c.unreachable_leader_timeout_ms > c.round_timeout_ms {
+            return Err(invalid(
+                "consensus.unreachable_leader_timeout_ms",
+                "at most round_timeout_ms (0 turns early timeouts off)".into(),
+            ));
+        }
         if c.min_idle_block_interval_ms.saturating_mul(2) > c.round_timeout_ms {
             return Err(invalid(
                 "consensus.min_idle_block_interval_ms",
@@ -540,6 +551,9 @@ mod tests {
             }),
             ("consensus.committed_window_blocks", |c| {
                 c.consensus.committed_window_blocks = 0
+            }),
+            ("consensus.unreachable_leader_timeout_ms", |c| {
+                c.consensus.unreachable_leader_timeout_ms = c.consensus.round_timeout_ms + 1
             }),
             ("consensus.committed_window_blocks", |c| {
                 c.consensus.committed_window_blocks = 16_385

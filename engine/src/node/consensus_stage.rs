@@ -102,6 +102,18 @@ pub struct ConsensusStage {
     pub sync_sent_at: Option<Instant>,
     /// Holds the batch news other stages deferred when this stage's queue was full.
     pub store: Arc<BatchStore>,
+    /// What the core was last told of each peer's reachability.
+    pub watch: PeerWatch,
+}
+
+/// How often the stage looks at its links for peers that went down or came back.
+const PEER_WATCH_MS: u64 = 10;
+
+/// The failure detector's view the core holds (`Event::PeerReachable`), by validator index.
+#[derive(Default)]
+pub struct PeerWatch {
+    unreachable: Vec<bool>,
+    checked_at: Option<Instant>,
 }
 
 /// A committed block on its way to execute, with when this node voted for it (None: it did not,
@@ -339,6 +351,7 @@ impl ConsensusStage {
                 };
                 self.step(event, &mut timer);
             }
+            self.watch_peers(&mut timer);
             while let Some(event) = timer.take_due() {
                 if let Event::Timer { round } = event {
                     self.note_round_timeout(round);
@@ -348,6 +361,48 @@ impl ConsensusStage {
                     return;
                 }
             }
+        }
+    }
+
+    /// Tells the core, at most every `PEER_WATCH_MS`, of peers that became unreachable
+    /// (`Peers::unreachable`) or reachable again, so a round led by a node that is down ends
+    /// after `consensus.unreachable_leader_timeout_ms` instead of the full round timer.
+    fn watch_peers(&mut self, timer: &mut Timers) {
+        let now = Instant::now();
+        if self
+            .watch
+            .checked_at
+            .is_some_and(|at| now.duration_since(at) < Duration::from_millis(PEER_WATCH_MS))
+        {
+            return;
+        }
+        self.watch.checked_at = Some(now);
+        let validators = self.peers.validators();
+        self.watch.unreachable.resize(validators, false);
+        for index in 0..validators {
+            let validator = index as ValidatorIndex;
+            let unreachable = self.peers.unreachable(validator);
+            if unreachable == self.watch.unreachable[index] {
+                continue;
+            }
+            self.watch.unreachable[index] = unreachable;
+            if unreachable {
+                tracing::warn!(
+                    peer = validator,
+                    "peer unreachable: its connection failed and it has been silent; rounds \
+                     waiting on it time out early"
+                );
+            } else {
+                tracing::info!(peer = validator, "peer reachable again");
+            }
+            let reachable = !unreachable;
+            self.step(
+                Event::PeerReachable {
+                    validator,
+                    reachable,
+                },
+                timer,
+            );
         }
     }
 

@@ -25,6 +25,10 @@ pub const PEER_KIND_BATCH_FETCH: u8 = 0x12;
 pub const PEER_KIND_BATCH_FETCH_COMMITTED: u8 = 0x13;
 /// A peer counts as up when a frame from it arrived within this long.
 pub const PEER_UP_WINDOW_MS: u64 = 5_000;
+/// A peer counts as unreachable (consensus then waits for it only briefly:
+/// `consensus.unreachable_leader_timeout_ms`) when this node's consensus link to it failed and
+/// nothing arrived from it for this long.
+pub const PEER_SILENT_MS: u64 = 200;
 /// Most digests one fetch frame (either kind) may ask for.
 pub const FETCH_DIGESTS_MAX: usize = 256;
 
@@ -116,9 +120,19 @@ impl Peers {
         }
     }
 
+    /// A frame from `from` arrived. If a link to it is down (in its reconnect backoff, up to
+    /// 5 s), the peer is evidently back: the link retries now, so a restarted validator gets
+    /// votes and batches again at once rather than after the backoff.
     pub fn seen(&self, from: ValidatorIndex) {
         if let Some(at) = self.last_seen_ms.get(from as usize) {
             at.store(wall_ms(), Ordering::Relaxed);
+        }
+        for lane in [&self.links, &self.bulk_links] {
+            if let Some(Some(link)) = lane.get(from as usize) {
+                if link.stats().down.load(Ordering::Acquire) {
+                    link.retry_now();
+                }
+            }
         }
     }
 
@@ -133,6 +147,18 @@ impl Peers {
             })
             .map(|i| i as ValidatorIndex)
             .collect()
+    }
+
+    /// Whether validator `index` looks down from here: the consensus link's last connect or
+    /// write failed (or the peer closed it) and no frame came from it for `PEER_SILENT_MS`.
+    /// False for this node and for validators without a link.
+    pub fn unreachable(&self, index: ValidatorIndex) -> bool {
+        let Some(Some(link)) = self.links.get(index as usize) else {
+            return false;
+        };
+        let silent_ms =
+            wall_ms().saturating_sub(self.last_seen_ms[index as usize].load(Ordering::Relaxed));
+        link.stats().down.load(Ordering::Acquire) && silent_ms >= PEER_SILENT_MS
     }
 
     /// Size of the validator set (links are indexed by validator).

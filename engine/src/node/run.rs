@@ -305,6 +305,7 @@ fn spawn_consensus(
     cfg.round_timeout_ms_max = c.round_timeout_ms_max;
     cfg.block_digests_max = c.block_batches_max;
     cfg.min_idle_block_interval_ms = c.min_idle_block_interval_ms;
+    cfg.unreachable_leader_timeout_ms = c.unreachable_leader_timeout_ms;
     cfg.committed_window = c.committed_window_blocks;
     let recovered = l.restored.consensus.take();
     let pair = l.keys.pair.clone();
@@ -346,6 +347,7 @@ fn spawn_consensus(
             voted_at: BTreeMap::new(),
             sync_sent_at: None,
             store,
+            watch: Default::default(),
         }
         .run()
     })

@@ -89,6 +89,15 @@ impl SnapshotWriter {
         let Some(jobs) = &self.jobs else {
             return Submitted::WriterGone;
         };
+        // A thread that panicked mid-write leaves `busy` set: without this, every later snapshot
+        // would be reported as skipped rather than as never to be written.
+        if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
+            tracing::error!(
+                height,
+                "ledger snapshot writer is gone; no snapshot written"
+            );
+            return Submitted::WriterGone;
+        }
         if self.busy.swap(true, Ordering::AcqRel) {
             self.shared.metrics.snapshots_skipped.inc();
             tracing::warn!(
@@ -207,6 +216,33 @@ mod tests {
         assert_eq!(
             writer.submit(20, digest, ledger.snapshot_source()),
             Submitted::WriterGone
+        );
+    }
+
+    /// A writer thread that died (panicked) mid-write is reported gone, not busy.
+    #[test]
+    fn a_writer_that_died_mid_write_is_reported_gone_not_busy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut writer, shared, _store) = self::writer(dir.path());
+        writer.finish();
+        // What a panic mid-write leaves: the flag set, the thread finished, the queue open.
+        let (jobs, _queue) = bounded::<Job>(1);
+        let thread = std::thread::spawn(|| {});
+        while !thread.is_finished() {
+            std::thread::yield_now();
+        }
+        writer.jobs = Some(jobs);
+        writer.thread = Some(thread);
+        writer.busy.store(true, Ordering::Release);
+        let mut ledger = Ledger::new(LedgerConfig::new(0));
+        assert_eq!(
+            writer.submit(10, [1; 32], ledger.snapshot_source()),
+            Submitted::WriterGone
+        );
+        assert_eq!(
+            shared.metrics.snapshots_skipped.get(),
+            0,
+            "not counted as skipped"
         );
     }
 

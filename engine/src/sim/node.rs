@@ -39,6 +39,8 @@ pub struct SimNode {
     /// This node's clock runs ahead of simulated time by this much (bounded by the drift limit).
     pub clock_skew_ms: u64,
     pub executed_height: u64,
+    /// What this node's core was last told of each identity (`Event::PeerReachable`): true = down.
+    pub told_down: Vec<bool>,
 }
 
 impl SimNode {
@@ -61,6 +63,7 @@ impl SimNode {
             timer_token: 0,
             clock_skew_ms,
             executed_height: 0,
+            told_down: Vec::new(),
         }
     }
 }
@@ -80,6 +83,43 @@ impl Sim {
         };
         let actions = core.handle(now, event);
         self.execute(node, actions);
+    }
+
+    /// The simulated failure detector, what the node's links report (`Event::PeerReachable`): each
+    /// running honest node learns which identities it cannot reach, because no node of that
+    /// identity is running or a partition cuts it off. Run after every event; tells only changes.
+    /// The Byzantine twins are told nothing: they keep the adversary the tests were written for.
+    pub fn refresh_detectors(&mut self) {
+        let n = self.cfg.nodes;
+        let alive: Vec<bool> = (0..n)
+            .map(|id| {
+                self.nodes
+                    .iter()
+                    .any(|k| k.identity == id && k.core.is_some())
+            })
+            .collect();
+        for k in 0..self.nodes.len() {
+            if self.nodes[k].core.is_none() || self.nodes[k].byzantine {
+                continue;
+            }
+            let me = self.nodes[k].identity;
+            self.nodes[k].told_down.resize(n, false);
+            for id in (0..n).filter(|id| *id != me) {
+                let down = !alive[id] || !self.links.can_talk(me, id);
+                if self.nodes[k].told_down[id] == down {
+                    continue;
+                }
+                self.nodes[k].told_down[id] = down;
+                let validator = id as ValidatorIndex;
+                self.feed(
+                    k,
+                    Event::PeerReachable {
+                        validator,
+                        reachable: !down,
+                    },
+                );
+            }
+        }
     }
 
     /// Deliver a message from identity `from` to every node running as identity `to` that talks to it.
@@ -399,12 +439,15 @@ impl Sim {
         config.leader_election = self.cfg.leader_election;
         config.testing_quorum_too_small = self.cfg.testing_quorum_too_small;
         config.committed_window = self.cfg.committed_window;
+        // The node's ratio: 100 ms of a 1 s round timer.
+        config.unreachable_leader_timeout_ms = self.cfg.round_timeout_ms / 10;
         let crypto = ValidatorCrypto::new(
             Some(self.secrets[identity].clone()),
             Rc::clone(&self.publics),
             Rc::clone(&self.cache),
         );
         let sim_node = &mut self.nodes[node];
+        sim_node.told_down.clear(); // a new core assumes every peer reachable
         sim_node.executed_height = tip.height;
         sim_node.ledger = ledger;
         let below_tip = recovered.blocks.len().saturating_sub(1);

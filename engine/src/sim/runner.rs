@@ -152,6 +152,7 @@ impl Sim {
                 break;
             }
             self.step(event);
+            self.refresh_detectors();
             if self.finished() {
                 break;
             }

@@ -13,6 +13,7 @@ mod leaders;
 mod pacing;
 mod rules;
 mod sync;
+mod unreachable;
 
 pub(super) const CHAIN: ChainId = 7;
 
@@ -52,6 +53,8 @@ pub(super) struct Router {
     pub(super) propose_timers_fired: usize,
     /// Sync requests answered from a node's log (`commits`): they came from below its window.
     pub(super) served_from_log: usize,
+    /// Each node's armed round timer (round, duration), as its last `SetTimer` left it.
+    pub(super) round_timers: Vec<Option<(Round, u64)>>,
 }
 
 impl Router {
@@ -73,6 +76,7 @@ impl Router {
             propose_timers: VecDeque::new(),
             propose_timers_fired: 0,
             served_from_log: 0,
+            round_timers: vec![None; n],
         }
     }
     fn apply(&mut self, node: usize, actions: Vec<Action>) {
@@ -111,6 +115,9 @@ impl Router {
                 Action::PersistSafety(state) => self.durable_safety[node] = state,
                 Action::PersistBlock(block) => self.durable_blocks[node].push(block),
                 Action::Rejected { reason, .. } => self.rejects.push((node, reason)),
+                Action::SetTimer { round, duration_ms } => {
+                    self.round_timers[node] = Some((round, duration_ms))
+                }
                 Action::SetProposeTimer { round, duration_ms } => {
                     self.propose_timers.retain(|(n, _, _)| *n != node);
                     self.propose_timers.push_back((node, round, duration_ms));
