@@ -2,7 +2,8 @@
 # One node down under load: runs the e2e benchmark's cluster, kill -9s node 3 a few seconds into
 # the timed run, restarts it DOWN seconds later with its own command line, and prints node 0's and
 # node 3's `reckon_height` every 5 s, then the benchmark's summary (digests must agree).
-#   perf/node-down.sh [BIN_DIR] [OUT_DIR]  env: DOWN=25 DURATION=80 POLLS=10 LEDGER_TRANSFERS= RATE= BATCH=8190
+#   perf/node-down.sh [BIN_DIR] [OUT_DIR]  env: DOWN=25 DURATION=80 POLLS=10 LEDGER_TRANSFERS= RATE= BATCH=8190 NODE_SET=
+# NODE_SET: space-separated SECTION.KEY=VALUE settings for every node (bench-harness e2e --node-set).
 # RATE (transfers/s) runs one open-loop phase at that rate instead of the closed loop, so a long
 # outage stays within the default ledger sizing. Blocks come at ~92/s only while requests keep
 # every round's payload non-empty: at RATE=35000 with 8,190-event requests (4 requests/s) the
@@ -28,6 +29,7 @@ sizing=()
 if [ -n "${LEDGER_TRANSFERS:-}" ]; then sizing=(--ledger-transfers "$LEDGER_TRANSFERS"); fi
 load=(--in-flight 2)
 if [ -n "${RATE:-}" ]; then load=(--rate "$RATE"); fi
+for setting in ${NODE_SET:-}; do sizing+=(--node-set "$setting"); done
 # --in-flight 2: one closed-loop phase, as in session 9 (the default batched run is two phases,
 # an open loop at 220,000 transfers/s and then the closed-loop ceiling).
 "$bin/bench-harness" e2e --nodes 4 --duration "$duration" --batch "${BATCH:-8190}" "${load[@]}" "${sizing[@]}" --out "$out/e2e" \

@@ -148,6 +148,8 @@ pub(crate) struct Tuning {
     pub transfers_capacity: usize,
     pub verify_deadline_us: Option<u64>,
     pub batch_deadline_ms: Option<u64>,
+    /// `--node-set`: (SECTION.KEY, TOML value), applied last.
+    pub node_set: Vec<(String, String)>,
 }
 
 impl Tuning {
@@ -164,8 +166,41 @@ impl Tuning {
             config.log.slow_request_ms = crate::e2e::TARGET_P99_MS as u64;
             config.log.slow_block_ms = 30;
         })
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+        set_keys(path, &self.node_set)
     }
+}
+
+/// Sets `SECTION.KEY = VALUE` (VALUE in TOML) in a node's config file, then loads it back: an
+/// unknown key or a bad value fails here with the node config's own error.
+fn set_keys(path: &std::path::Path, keys: &[(String, String)]) -> Result<(), String> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut doc: toml::Table = text
+        .parse()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    for (key, value) in keys {
+        let (section, name) = key
+            .split_once('.')
+            .ok_or_else(|| format!("--node-set {key}: expected SECTION.KEY"))?;
+        let parsed: toml::Table = format!("v = {value}")
+            .parse()
+            .map_err(|e| format!("--node-set {key}={value}: not a TOML value: {e}"))?;
+        let value = parsed.get("v").cloned().ok_or("parsed above")?;
+        let table = doc
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("--node-set {key}: `{section}` is not a section"))?;
+        table.insert(name.to_string(), value);
+    }
+    let text = toml::to_string(&doc).map_err(|e| e.to_string())?;
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    NodeConfig::load(path)
+        .map(|_| ())
+        .map_err(|e| format!("--node-set: {e}"))
 }
 
 /// A base port P with P+i, P+100+i, P+200+i free for i < n (probed, then released).
@@ -176,4 +211,38 @@ fn free_base_port(n: usize) -> Result<u16, String> {
         .unwrap_or(0)
         ^ std::process::id() as usize;
     engine::net::ports::free_base_port(n, seed).ok_or_else(|| "no free port range".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::set_keys;
+    use engine::node::config::NodeConfig;
+    use engine::node::init::{init, InitOptions};
+
+    fn one_node_config(dir: &std::path::Path) -> std::path::PathBuf {
+        let out = dir.join("c");
+        init(&InitOptions {
+            nodes: 1,
+            institutions: vec!["a".into()],
+            out: out.clone(),
+            base_port: 40_000,
+            chain_id: 1,
+        })
+        .expect("init");
+        out.join("node-0.toml")
+    }
+
+    #[test]
+    fn node_set_changes_one_key_and_refuses_unknown_keys_and_bad_values() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = one_node_config(dir.path());
+        let set = |k: &str, v: &str| set_keys(&path, &[(k.to_string(), v.to_string())]);
+        set("consensus.unreachable_leader_timeout_ms", "0").expect("a known key");
+        let config = NodeConfig::load(&path).expect("loads");
+        assert_eq!(config.consensus.unreachable_leader_timeout_ms, 0);
+        let unknown = set("consensus.no_such_key", "1").expect_err("unknown");
+        assert!(unknown.contains("no_such_key"), "{unknown}");
+        let bad = set("consensus.round_timeout_ms", "\"soon\"").expect_err("bad type");
+        assert!(bad.contains("round_timeout_ms"), "{bad}");
+    }
 }

@@ -90,6 +90,11 @@ pub struct Args {
     /// else the node's default).
     #[arg(long)]
     pub batch_deadline_ms: Option<u64>,
+    /// Sets one key of every node's config file after `reckon init`, as `SECTION.KEY=VALUE`
+    /// with a TOML value (e.g. `consensus.unreachable_leader_timeout_ms=0`); repeatable. The
+    /// file is then loaded back, so an unknown key or a bad value is the node config's own error.
+    #[arg(long = "node-set", value_name = "SECTION.KEY=VALUE", value_parser = parse_node_set)]
+    pub node_set: Vec<(String, String)>,
     /// Seconds of each phase's own load, untimed, right before it (after its presigning, on
     /// presigned requests): the nodes' heaps, caches and connections reach their working size
     /// again after the idle presigning. 0 = off.
@@ -111,6 +116,16 @@ pub struct Args {
     /// Print one JSON object as the last stdout line.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_node_set(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}`: expected SECTION.KEY=VALUE"))?;
+    if !key.contains('.') || value.is_empty() {
+        return Err(format!("`{text}`: expected SECTION.KEY=VALUE"));
+    }
+    Ok((key.trim().to_string(), value.trim().to_string()))
 }
 
 /// How long the untimed account set-up may wait for its last reply.
@@ -403,6 +418,7 @@ pub fn run(args: Args) -> Result<(), String> {
         transfers_capacity: ledger_transfers(&args),
         verify_deadline_us: args.verify_deadline_us,
         batch_deadline_ms: args.batch_deadline_ms,
+        node_set: args.node_set.clone(),
     };
     let cluster = LocalCluster::start(args.nodes, &tune)?;
     let driven = drive(&args, &cluster, ceiling)?;

@@ -120,6 +120,21 @@ fn kill9_one_node_under_load_then_restart_catches_up_and_agrees() {
     cluster.kill9(3);
     let before = committed.load(Ordering::Relaxed);
     let height = cluster.height(0).expect("node 0 up");
+    // The survivors' links see node 3's connections close: their failure detector flags it, and
+    // the rounds it would lead end on the short timer (consensus.unreachable_leader_timeout_ms).
+    let flagged = wait_until(Duration::from_secs(10), || {
+        let status = cluster.status(0)?;
+        let unreachable = status.get("peers_unreachable")?.as_array()?;
+        unreachable
+            .iter()
+            .any(|v| v.as_u64() == Some(3))
+            .then_some(())
+    });
+    assert!(
+        flagged.is_some(),
+        "node 0 flags the killed node 3 unreachable; status {:?}",
+        cluster.status(0)
+    );
     // Reputation leaders (consensus/leader.rs) stop choosing the dead node after a timeout or
     // two, so the other three keep committing at full rate. Under round-robin leaders every fourth
     // round spent a 1 s round timer and this client's requests committed about once per cycle
@@ -150,6 +165,15 @@ fn kill9_one_node_under_load_then_restart_catches_up_and_agrees() {
         agree(&cluster, &[0, 1, 2, 3], target),
         "node 3 catches up and agrees:\n{}",
         cluster.log(3)
+    );
+    let reachable_again = wait_until(Duration::from_secs(10), || {
+        let status = cluster.status(0)?;
+        (status.get("peers_unreachable")? == &serde_json::json!([])).then_some(())
+    });
+    assert!(
+        reachable_again.is_some(),
+        "node 3 is reachable again from node 0 once it is back; status {:?}",
+        cluster.status(0)
     );
     let from_logs: u64 = (0..3)
         .map(|i| {

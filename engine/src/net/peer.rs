@@ -32,10 +32,11 @@ pub const PEER_QUEUE_BYTES_MAX: u64 = 64 * frame::FRAME_PAYLOAD_BYTES_MAX as u64
 /// How often an idle writer thread checks its shutdown flag.
 const PEER_POLL_MS: u64 = 50;
 /// How often a connected writer looks, without blocking, whether the peer closed or reset the
-/// connection. The link only writes, so without this a peer that died is noticed only when a
-/// write fails, which may be a round timer later (the peer's rounds are the ones nothing is
-/// sent to).
-const PEER_CLOSE_PROBE_MS: u64 = 20;
+/// connection (after a frame, or on the idle poll's wake-up: at most `PEER_POLL_MS` late, and no
+/// wake-up of its own). The link only writes, so without this a peer that died is noticed only
+/// when a write fails, which may be a round timer later (the peer's rounds are the ones nothing
+/// is sent to).
+const PEER_CLOSE_PROBE_MS: u64 = 100;
 
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
@@ -345,8 +346,9 @@ fn pump(
 ) -> bool {
     let writer = connection.writer();
     let probe = connection.socket().ok();
-    let mut next_probe = Instant::now();
+    let mut next_probe = Instant::now() + Duration::from_millis(PEER_CLOSE_PROBE_MS);
     while !shutdown.load(Ordering::Acquire) {
+        // Between frames, or on the idle poll's wake-up: no wake-up of its own.
         if let Some(socket) = probe.as_ref().filter(|_| Instant::now() >= next_probe) {
             next_probe = Instant::now() + Duration::from_millis(PEER_CLOSE_PROBE_MS);
             if let Some(error) = peer_closed(socket) {
@@ -354,10 +356,7 @@ fn pump(
                 return false;
             }
         }
-        let wait = next_probe
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(PEER_POLL_MS));
-        match frames.recv_timeout(wait) {
+        match frames.recv_timeout(Duration::from_millis(PEER_POLL_MS)) {
             Ok(encoded) => {
                 stats
                     .queued_bytes

@@ -187,7 +187,9 @@ impl Default for ConsensusSection {
 /// Default pace of the snapshot writer. Measured with it (docs/CAPACITY.md, session 15): a
 /// 330 MiB snapshot took 11.4-12.1 s from hand-over to durable, encoding included.
 pub const SNAPSHOT_WRITE_MIB_PER_S_DEFAULT: u64 = 64;
-/// Highest accepted `storage.snapshot_write_mib_per_s`.
+/// Default `storage.peer_log_serve_mib_per_s`.
+pub const PEER_LOG_SERVE_MIB_PER_S_DEFAULT: u64 = 32;
+/// Highest accepted `storage.snapshot_write_mib_per_s` and `storage.peer_log_serve_mib_per_s`.
 pub const SNAPSHOT_WRITE_MIB_PER_S_MAX: u64 = 1 << 20;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -198,6 +200,10 @@ pub struct StorageSection {
     /// Most MiB/s the background snapshot writer writes on average (0: unpaced), so a snapshot
     /// takes a bounded share of the disk the block log and the consensus journal sync on.
     pub snapshot_write_mib_per_s: u64,
+    /// Most MiB/s of block log reads this node serves each peer (sync responses and committed
+    /// batches for a peer catching up; 0: unlimited). Reads past it are refused and the peer
+    /// asks again, so no peer can hold the execute thread in log reads.
+    pub peer_log_serve_mib_per_s: u64,
     /// `false` forces the pwrite + fdatasync path even where io_uring works.
     pub io_uring: bool,
 }
@@ -208,6 +214,7 @@ impl Default for StorageSection {
             segment_bytes: 1 << 30,
             snapshot_every_blocks: 10_000,
             snapshot_write_mib_per_s: SNAPSHOT_WRITE_MIB_PER_S_DEFAULT,
+            peer_log_serve_mib_per_s: PEER_LOG_SERVE_MIB_PER_S_DEFAULT,
             io_uring: true,
         }
     }
@@ -451,6 +458,12 @@ impl NodeConfig {
                 format!("must be at most {SNAPSHOT_WRITE_MIB_PER_S_MAX} (0: unpaced)"),
             ));
         }
+        if self.storage.peer_log_serve_mib_per_s > SNAPSHOT_WRITE_MIB_PER_S_MAX {
+            return Err(invalid(
+                "storage.peer_log_serve_mib_per_s",
+                format!("must be at most {SNAPSHOT_WRITE_MIB_PER_S_MAX} (0: unlimited)"),
+            ));
+        }
         Ok(())
     }
 }
@@ -560,6 +573,9 @@ mod tests {
             }),
             ("storage.snapshot_write_mib_per_s", |c| {
                 c.storage.snapshot_write_mib_per_s = SNAPSHOT_WRITE_MIB_PER_S_MAX + 1
+            }),
+            ("storage.peer_log_serve_mib_per_s", |c| {
+                c.storage.peer_log_serve_mib_per_s = SNAPSHOT_WRITE_MIB_PER_S_MAX + 1
             }),
         ] {
             let mut c = sample();

@@ -386,7 +386,12 @@ impl ConsensusStage {
                 continue;
             }
             self.watch.unreachable[index] = unreachable;
-            if unreachable {
+            if unreachable && !self.peers.ever_connected(validator) {
+                tracing::info!(
+                    peer = validator,
+                    "peer not reachable yet (never connected); rounds waiting on it time out early"
+                );
+            } else if unreachable {
                 tracing::warn!(
                     peer = validator,
                     "peer unreachable: its connection failed and it has been silent; rounds \

@@ -33,6 +33,7 @@ use super::peers::{
     PEER_KIND_CONSENSUS,
 };
 use super::protocol::{Outcome, RejectCode, Rejected, KIND_QUERY_RESULT};
+use super::serve_budget::ServeBudget;
 use super::snapshots::SnapshotWriter;
 use super::state::Shared;
 use super::thread_usage::ThreadUsage;
@@ -333,6 +334,8 @@ pub struct Execute {
     /// Blocks whose execution (from taking the commit to handing it to reply) takes longer are
     /// logged with where the time went.
     pub slow_block: Option<Duration>,
+    /// Bytes of log reads each peer may have a second (`storage.peer_log_serve_mib_per_s`).
+    pub serve_budget: ServeBudget,
 }
 
 impl Execute {
@@ -393,11 +396,24 @@ impl Execute {
         }
     }
 
-    fn serve_log_read(&self, read: LogRead) {
-        match read {
+    /// Serves one peer's log read if that peer's budget allows; otherwise refuses it (counted)
+    /// and the peer asks again on its retry timer.
+    fn serve_log_read(&mut self, read: LogRead) {
+        let peer = match &read {
+            LogRead::Batch(fetch) => fetch.from,
+            LogRead::Sync { to, .. } => *to,
+        };
+        if !self.serve_budget.admit(peer as usize, Instant::now()) {
+            self.shared.metrics.log_reads_over_budget.inc();
+            tracing::debug!(peer, "log read refused: the peer's serve budget is spent");
+            return;
+        }
+        let bytes = match read {
             LogRead::Batch(fetch) => self.serve_log_fetch(&fetch),
             LogRead::Sync { to, from_height } => self.serve_log_sync(to, from_height),
-        }
+        };
+        self.serve_budget.spend(peer as usize, bytes);
+        self.shared.metrics.log_served_bytes.inc_by(bytes as u64);
     }
 
     /// Between blocks while commits wait: the queries and peers' log reads queued meanwhile (at
@@ -588,8 +604,9 @@ impl Execute {
         }
     }
 
-    /// Sends a peer the committed batch it fetched, read from the log (between blocks).
-    fn serve_log_fetch(&self, fetch: &LogFetch) {
+    /// Sends a peer the committed batch it fetched, read from the log (between blocks); returns
+    /// the bytes sent.
+    fn serve_log_fetch(&self, fetch: &LogFetch) -> usize {
         let served = self
             .log
             .read(fetch.height)
@@ -597,8 +614,10 @@ impl Execute {
             .and_then(|bytes| record_batch_frame(&bytes, self.chain, &fetch.digest));
         match served {
             Ok(Some(frame)) => {
+                let bytes = frame.len();
                 self.peers.send_encoded(fetch.from, PEER_KIND_BATCH, frame);
                 self.shared.metrics.batches_served_from_log.inc();
+                return bytes;
             }
             // The peer's height was wrong, or (from the index) a bug: nothing to send.
             Ok(None) => tracing::debug!(
@@ -611,12 +630,13 @@ impl Execute {
                 tracing::debug!(height = fetch.height, %error, "fetch not served from the log")
             }
         }
+        0
     }
 
     /// Answers a peer's sync request from below consensus' committed window with the committed
     /// blocks from its log (`log_sync_response`); nothing when the log does not hold the height yet
     /// (the peer asks again after `SYNC_RETRY_MS`).
-    fn serve_log_sync(&self, to: ValidatorIndex, from_height: u64) {
+    fn serve_log_sync(&self, to: ValidatorIndex, from_height: u64) -> usize {
         let response = log_sync_response(&self.log, from_height);
         if response.blocks.is_empty() {
             tracing::debug!(
@@ -624,7 +644,7 @@ impl Execute {
                 from_height,
                 "sync request: the log does not hold that height"
             );
-            return;
+            return 0;
         }
         let served = response.blocks.len() as u64;
         let bytes = Message::SyncResponse(response).encode();
@@ -633,6 +653,7 @@ impl Execute {
             .metrics
             .sync_blocks_served_from_log
             .inc_by(served);
+        bytes.len()
     }
 
     fn execute_block(&mut self, commit: Commit, usage: &ThreadUsage) -> bool {

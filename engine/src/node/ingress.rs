@@ -226,6 +226,7 @@ impl Ingress {
             "round": figures.round.load(Ordering::Relaxed),
             "ledger_digest": format!("{digest:032x}"),
             "peers_up": self.peers.up(),
+            "peers_unreachable": self.peers.unreachable_now(),
             "mempool_depth": self.shared.mempool.len(),
             "pending_replies": self.shared.pending_len(),
             "executed_requests": figures.executed_requests.load(Ordering::Relaxed),

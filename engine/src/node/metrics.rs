@@ -44,6 +44,11 @@ pub struct Metrics {
     /// Committed blocks sent to peers in sync responses read from the block log (the peer asked
     /// from below consensus' committed window).
     pub sync_blocks_served_from_log: IntCounter,
+    /// Bytes sent to peers from the block log (sync responses and batches).
+    pub log_served_bytes: IntCounter,
+    /// Peers' log reads refused because that peer's serve budget was spent
+    /// (`storage.peer_log_serve_mib_per_s`); the peer asks again.
+    pub log_reads_over_budget: IntCounter,
     /// Blocks received in sync responses (catching up: their rate is the catch-up rate).
     pub sync_blocks_received: IntCounter,
     /// Fetched batches of committed blocks stored on their certified digest alone (no signature
@@ -168,6 +173,22 @@ impl Metrics {
                 IntCounter::new(
                     "sync_blocks_served_from_log_total",
                     "Committed blocks sent to peers syncing from below the committed window, read from the block log",
+                ),
+            )?,
+            log_served_bytes: reg(
+                r,
+                "log_served_bytes",
+                IntCounter::new(
+                    "log_served_bytes_total",
+                    "Bytes sent to peers from the block log (sync responses and batches)",
+                ),
+            )?,
+            log_reads_over_budget: reg(
+                r,
+                "log_reads_over_budget",
+                IntCounter::new(
+                    "log_reads_over_budget_total",
+                    "Peer log reads refused because that peer's serve budget (storage.peer_log_serve_mib_per_s) was spent",
                 ),
             )?,
             sync_blocks_received: reg(

@@ -19,6 +19,7 @@ pub mod protocol;
 pub mod recover;
 pub mod reply;
 pub mod run;
+pub mod serve_budget;
 pub mod snapshots;
 pub mod state;
 pub mod thread_usage;

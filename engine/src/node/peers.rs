@@ -161,6 +161,20 @@ impl Peers {
         link.stats().down.load(Ordering::Acquire) && silent_ms >= PEER_SILENT_MS
     }
 
+    /// Other validators that look down from here now (`unreachable`).
+    pub fn unreachable_now(&self) -> Vec<ValidatorIndex> {
+        (0..self.links.len() as ValidatorIndex)
+            .filter(|v| self.unreachable(*v))
+            .collect()
+    }
+
+    /// Whether this node's consensus link to `index` has ever connected (before that, a peer that
+    /// looks unreachable is most likely still starting).
+    pub fn ever_connected(&self, index: ValidatorIndex) -> bool {
+        matches!(self.links.get(index as usize), Some(Some(link))
+            if link.stats().connects.load(Ordering::Relaxed) > 0)
+    }
+
     /// Size of the validator set (links are indexed by validator).
     pub fn validators(&self) -> usize {
         self.links.len()

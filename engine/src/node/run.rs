@@ -35,6 +35,7 @@ use super::metrics::{Metrics, MetricsServer};
 use super::peers::{run_dispatch, Peers};
 use super::recover::{restore, Restored};
 use super::reply::Reply;
+use super::serve_budget::ServeBudget;
 use super::snapshots::SnapshotWriter;
 use super::state::Shared;
 use super::verify::{PeerBatchJob, Verify, PEER_BATCH_QUEUE_MAX, QUERY_QUEUE_MAX};
@@ -383,6 +384,10 @@ fn spawn_back(
         stop: stop.clone(),
         slow_block: (l.config.log.slow_block_ms > 0)
             .then(|| Duration::from_millis(l.config.log.slow_block_ms)),
+        serve_budget: ServeBudget::new(
+            l.config.storage.peer_log_serve_mib_per_s,
+            l.genesis.genesis.validators.len(),
+        ),
     };
     let execute = spawn("execute", l.layout.core_of(Stage::Execute), move || {
         execute.run()
