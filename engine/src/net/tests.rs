@@ -256,6 +256,24 @@ fn bad_version_and_reserved_kind_get_specific_errors() {
     );
 }
 
+/// A link from node 1 to `addr`, expecting node 0 there.
+fn link_from_node1(
+    pki: &Pki,
+    addr: SocketAddr,
+    backoff_ms_min: u64,
+    backoff_ms_max: u64,
+) -> PeerLink {
+    let config = tls::client_config(pki.ca.cert_pem(), &pki.node1).expect("client config");
+    let peer_options = PeerOptions {
+        backoff_ms_min,
+        backoff_ms_max,
+        connection: options(),
+        expected: Some(PeerIdentity::Node { validator: 0 }),
+        ..PeerOptions::default()
+    };
+    PeerLink::spawn(addr, loopback(), config, peer_options).expect("spawn")
+}
+
 /// A link from node 1 to a free loopback port where nothing listens yet (expects node 0 there).
 fn link_to_free_port(
     pki: &Pki,
@@ -265,16 +283,10 @@ fn link_to_free_port(
     let addr = TcpListener::bind(any_port())
         .and_then(|l| l.local_addr())
         .expect("free port");
-    let config = tls::client_config(pki.ca.cert_pem(), &pki.node1).expect("client config");
-    let peer_options = PeerOptions {
-        backoff_ms_min,
-        backoff_ms_max,
-        connection: options(),
-        expected: Some(PeerIdentity::Node { validator: 0 }),
-        ..PeerOptions::default()
-    };
-    let link = PeerLink::spawn(addr, loopback(), config, peer_options).expect("spawn");
-    (addr, link)
+    (
+        addr,
+        link_from_node1(pki, addr, backoff_ms_min, backoff_ms_max),
+    )
 }
 
 /// Node 0's server on `addr` (a port reserved by `link_to_free_port`).
@@ -354,16 +366,7 @@ mod slow;
 fn a_link_notices_a_peer_that_went_away_without_a_write_failing() {
     let pki = pki();
     let (server, inbound) = server(pki.ca.cert_pem(), &pki.node0, options());
-    let config = tls::client_config(pki.ca.cert_pem(), &pki.node1).expect("client config");
-    let peer_options = PeerOptions {
-        backoff_ms_min: 10,
-        backoff_ms_max: 50,
-        connection: options(),
-        expected: Some(PeerIdentity::Node { validator: 0 }),
-        ..PeerOptions::default()
-    };
-    let link =
-        PeerLink::spawn(server.local_addr(), loopback(), config, peer_options).expect("spawn");
+    let link = link_from_node1(&pki, server.local_addr(), 10, 50);
     assert!(
         !link.stats().down.load(Ordering::Acquire),
         "not down before any attempt"

@@ -4,11 +4,6 @@
 use super::*;
 use crate::consensus::leader;
 
-/// True when nothing is in flight and no idle leader waits: only a round timer can move the cluster.
-fn stalled(r: &Router) -> bool {
-    r.queue.is_empty() && r.propose_timers.is_empty()
-}
-
 #[test]
 fn with_a_validator_down_from_the_start_the_others_commit_without_a_timeout() {
     let mut r = Router::new(4);
@@ -35,7 +30,7 @@ fn with_a_validator_down_from_the_start_the_others_commit_without_a_timeout() {
     rr.down = vec![3];
     rr.start();
     rr.run(20_000);
-    assert!(stalled(&rr), "round-robin waits for a timer");
+    assert!(rr.stalled(), "round-robin waits for a timer");
     assert!(rr.cores[0].round() <= 3, "{}", rr.cores[0].round());
     assert!(rr.commits[0].len() <= 1, "{}", rr.commits[0].len());
 }
@@ -52,7 +47,7 @@ fn a_validator_that_dies_mid_run_stops_leading_after_a_few_timeouts() {
         let mut timeouts = 0;
         loop {
             r.run(5_000);
-            if !stalled(&r) {
+            if !r.stalled() {
                 break;
             }
             assert!(
@@ -64,7 +59,7 @@ fn a_validator_that_dies_mid_run_stops_leading_after_a_few_timeouts() {
         }
         let before = r.commits[live].len();
         r.run(20_000);
-        assert!(!stalled(&r), "validator {dead}: no timeout needed any more");
+        assert!(!r.stalled(), "validator {dead}: no timeout needed any more");
         assert!(
             r.commits[live].len() >= before + 30,
             "validator {dead}: {} -> {} without a timeout",
@@ -92,7 +87,7 @@ fn timeouts_in_a_row_after_death_and_a_tc(
         r.timeout_all();
         timeouts += 1;
         r.run(5_000);
-        if !stalled(&r) || timeouts == 8 {
+        if !r.stalled() || timeouts == 8 {
             assert_prefix_consistent(&r.commits);
             return timeouts;
         }

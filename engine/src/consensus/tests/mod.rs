@@ -187,6 +187,11 @@ impl Router {
             self.run(1); // a message is in flight, so no timer fires
         }
     }
+    /// True when nothing is in flight and no idle leader waits: only a round timer can move the
+    /// cluster.
+    fn stalled(&self) -> bool {
+        self.queue.is_empty() && self.propose_timers.is_empty()
+    }
     /// Leaders currently waiting on an idle-pacing timer.
     fn idle_leaders(&self) -> usize {
         self.propose_timers.len()

@@ -4,11 +4,6 @@
 use super::*;
 use crate::consensus::UNREACHABLE_LEADER_TIMEOUT_MS_DEFAULT as SHORT_MS;
 
-/// True when nothing is in flight and no idle leader waits: only a round timer can move the cluster.
-fn stalled(r: &Router) -> bool {
-    r.queue.is_empty() && r.propose_timers.is_empty()
-}
-
 fn report(r: &mut Router, about: ValidatorIndex, reachable: bool) {
     for node in (0..r.cores.len()).filter(|n| *n != about as usize) {
         r.event(
@@ -51,7 +46,7 @@ fn every_stall_waiting_on_a_reported_dead_validator_ends_on_the_short_timer() {
         let mut stalls = 0;
         loop {
             r.run(5_000);
-            if !stalled(&r) {
+            if !r.stalled() {
                 break;
             }
             for node in &live {
@@ -81,7 +76,7 @@ fn without_a_report_the_same_stall_waits_the_full_round_timer() {
     for dead in 0..4u16 {
         let mut r = lose(dead);
         r.run(5_000);
-        if !stalled(&r) {
+        if !r.stalled() {
             continue; // the death did not touch the rounds in flight
         }
         seen_stall = true;
@@ -99,7 +94,7 @@ fn a_withdrawn_report_restores_the_full_timer() {
         let mut r = lose(dead);
         report(&mut r, dead, false);
         r.run(5_000);
-        if !stalled(&r) {
+        if !r.stalled() {
             continue;
         }
         let live: Vec<usize> = (0..4).filter(|n| *n != dead as usize).collect();
@@ -124,7 +119,7 @@ fn the_short_timer_fires_once_a_round_and_then_the_timer_backs_off() {
     report(&mut r, 2, false);
     report(&mut r, 3, false);
     r.run(5_000);
-    assert!(stalled(&r));
+    assert!(r.stalled());
     let round = r.cores[0].round();
     let mut after = Vec::new();
     for _ in 0..3 {
