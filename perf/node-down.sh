@@ -2,7 +2,9 @@
 # One node down under load: runs the e2e benchmark's cluster, kill -9s node 3 a few seconds into
 # the timed run, restarts it DOWN seconds later with its own command line, and prints node 0's and
 # node 3's `reckon_height` every 5 s, then the benchmark's summary (digests must agree).
-#   perf/node-down.sh [BIN_DIR] [OUT_DIR]  env: DOWN=25 DURATION=80 POLLS=10 LEDGER_TRANSFERS= RATE= BATCH=8190 NODE_SET=
+#   perf/node-down.sh [BIN_DIR] [OUT_DIR]  env: DOWN=25 DURATION=80 POLLS=10 LEDGER_TRANSFERS= RATE= BATCH=8190 NODE_SET= SIGNAL=KILL
+# SIGNAL=STOP hangs node 3 instead (SIGSTOP, then SIGCONT after DOWN seconds, no restart): a hung
+# host, whose kernel keeps its connections open and accepts bytes until the buffers fill.
 # NODE_SET: space-separated SECTION.KEY=VALUE settings for every node (bench-harness e2e --node-set).
 # RATE (transfers/s) runs one open-loop phase at that rate instead of the closed loop, so a long
 # outage stays within the default ledger sizing. Blocks come at ~92/s only while requests keep
@@ -53,13 +55,22 @@ height() { curl -s --max-time 1 "localhost:$1/metrics" | grep '^reckon_height' |
 round() { curl -s --max-time 1 "localhost:$1/metrics" | grep '^reckon_round' | awk '{print $2}'; }
 say() { echo "$*" | tee -a "$out/heights.txt"; }
 say "before kill: node0 $(height "$port0") node3 $(height "$port3")"
-kill -9 "$pid3"
-say "killed node 3 at $(date -u +%H:%M:%S.%3N) UTC"
-sleep "$down"
-say "restart after ${down}s: node0 $(height "$port0")"
-# shellcheck disable=SC2086 # the node's own command line, word-split on purpose
-nohup $args3 >"$out/node-3.restart.log" 2>&1 &
-restarted=$!
+restarted=
+if [ "${SIGNAL:-KILL}" = STOP ]; then
+  kill -STOP "$pid3"
+  say "stopped node 3 (SIGSTOP) at $(date -u +%H:%M:%S.%3N) UTC"
+  sleep "$down"
+  kill -CONT "$pid3"
+  say "continued after ${down}s: node0 $(height "$port0")"
+else
+  kill -9 "$pid3"
+  say "killed node 3 at $(date -u +%H:%M:%S.%3N) UTC"
+  sleep "$down"
+  say "restart after ${down}s: node0 $(height "$port0")"
+  # shellcheck disable=SC2086 # the node's own command line, word-split on purpose
+  nohup $args3 >"$out/node-3.restart.log" 2>&1 &
+  restarted=$!
+fi
 for k in $(seq 1 "$polls"); do
   sleep 5
   say "+$((k * 5))s node0 $(height "$port0") node3 $(height "$port3") (round $(round "$port3"))"
@@ -68,5 +79,5 @@ for k in $(seq 1 "$polls"); do
   curl -s --max-time 1 "localhost:$port3/metrics" >"$out/node-3.metrics.$((k * 5))s" || true
 done
 wait "$bench" || true
-kill "$restarted" 2>/dev/null || true
+if [ -n "$restarted" ]; then kill "$restarted" 2>/dev/null || true; fi
 tail -4 "$out/e2e.txt"

@@ -149,6 +149,15 @@ impl Cluster {
         }
     }
 
+    /// Sends node `i` a signal (SIGSTOP hangs it as a hung host would: its sockets stay open
+    /// and its kernel keeps accepting bytes; SIGCONT resumes it). A no-op for a node not running.
+    pub fn signal(&self, i: usize, signal: libc::c_int) {
+        if let Some(child) = &self.children[i] {
+            // SAFETY: kill(2) on a child pid we own and have not reaped; no memory is touched.
+            unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        }
+    }
+
     /// SIGTERM, then wait (bounded) for the exit status.
     pub fn terminate(&mut self, i: usize, timeout: Duration) -> Option<std::process::ExitStatus> {
         let mut child = self.children[i].take()?;

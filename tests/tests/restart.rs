@@ -1,5 +1,6 @@
 //! Crash and restart with real processes: kill -9 one node under load (the others keep
-//! committing; the restarted node catches up and agrees), two of four down (no commits, no
+//! committing; the restarted node catches up and agrees), one node hung under load (SIGSTOP: the
+//! others flag it and keep committing; continued, it agrees), two of four down (no commits, no
 //! divergence; recovery when they return), and SIGTERM drains and exits 0.
 
 use std::path::Path;
@@ -196,6 +197,72 @@ fn kill9_one_node_under_load_then_restart_catches_up_and_agrees() {
         certified > 0,
         "node 3 fetched the batches of the blocks it missed as certified; its log:\n{}",
         cluster.log(3)
+    );
+}
+
+/// The validators node `i` reports unreachable (`peers_unreachable` in its status).
+fn unreachable_from(cluster: &Cluster, i: usize) -> Option<Vec<u64>> {
+    let status = cluster.status(i)?;
+    let list = status.get("peers_unreachable")?.as_array()?;
+    list.iter().map(|v| v.as_u64()).collect()
+}
+
+#[test]
+fn hung_node_under_load_is_flagged_the_others_keep_committing_and_it_rejoins() {
+    let cluster = started();
+    let (stop, committed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let loader = load(&cluster, 0, 1_000, stop.clone(), committed.clone());
+    assert!(wait_until(Duration::from_secs(30), || (committed
+        .load(Ordering::Relaxed)
+        >= 5)
+        .then_some(()))
+    .is_some());
+    // A hung host: its connections stay open and its kernel keeps accepting bytes, so no write to
+    // it fails for seconds. Only its silence (no heartbeat while the others are heard) shows it.
+    cluster.signal(3, libc::SIGSTOP);
+    let before = committed.load(Ordering::Relaxed);
+    let flagged = wait_until(Duration::from_secs(5), || {
+        (unreachable_from(&cluster, 0)? == [3]).then_some(())
+    });
+    let progressed = flagged.and_then(|()| {
+        wait_until(Duration::from_secs(30), || {
+            (committed.load(Ordering::Relaxed) >= before + 20).then_some(())
+        })
+    });
+    cluster.signal(3, libc::SIGCONT);
+    assert!(
+        flagged.is_some(),
+        "node 0 flags the hung node 3 within 5 s; status {:?}\nnode 0's log:\n{}",
+        cluster.status(0),
+        cluster.log(0)
+    );
+    assert!(
+        progressed.is_some(),
+        "3 of 4 nodes keep committing while node 3 hangs: {} in 30 s",
+        committed.load(Ordering::Relaxed) - before
+    );
+    stop.store(true, Ordering::Release);
+    assert_eq!(
+        loader.join().expect("load thread"),
+        Ok(()),
+        "load saw an error"
+    );
+    let target = cluster.height(0).expect("up");
+    assert!(
+        agree(&cluster, &[0, 1, 2, 3], target),
+        "node 3, continued, catches up and agrees:\n{}",
+        cluster.log(3)
+    );
+    let cleared = wait_until(Duration::from_secs(10), || {
+        (unreachable_from(&cluster, 0)?.is_empty()).then_some(())
+    });
+    assert!(
+        cleared.is_some(),
+        "node 3 is reachable again from node 0; status {:?}",
+        cluster.status(0)
     );
 }
 

@@ -26,7 +26,9 @@ use crate::storage::Journal;
 use super::batches::BatchStore;
 use super::dissemination::{DisseminationIn, BATCH_FETCH_GRACE};
 use super::execute::LogRead;
-use super::peers::{wall_ms, Peers, PEER_KIND_CONSENSUS};
+use super::peers::{
+    wall_ms, Peers, Unreachable, PEER_HEARTBEAT_MS, PEER_KIND_CONSENSUS, PEER_KIND_HEARTBEAT,
+};
 use super::state::Shared;
 
 /// Capacity of the queue into consensus (peer messages and batch events).
@@ -114,6 +116,8 @@ const PEER_WATCH_MS: u64 = 10;
 pub struct PeerWatch {
     unreachable: Vec<bool>,
     checked_at: Option<Instant>,
+    /// When the next heartbeat is due (None: before the first).
+    heartbeat_at: Option<Instant>,
 }
 
 /// A committed block on its way to execute, with when this node voted for it (None: it did not,
@@ -326,7 +330,7 @@ impl ConsensusStage {
         let mut timer = Timers::default();
         self.step(Event::Start, &mut timer);
         while !self.stop.load(Ordering::Acquire) {
-            let wait = timer.wait();
+            let wait = timer.wait().min(self.heartbeat());
             match self.input.recv_timeout(wait) {
                 Ok(ConsensusIn::Peer { from, msg }) => {
                     if let Message::SyncResponse(response) = &msg {
@@ -364,6 +368,23 @@ impl ConsensusStage {
         }
     }
 
+    /// Sends every peer a heartbeat if one is due (every `PEER_HEARTBEAT_MS`: a live
+    /// validator's consensus thread is never silent for long, which is what lets the peers'
+    /// failure detectors flag a hung one); returns how long until the next.
+    fn heartbeat(&mut self) -> Duration {
+        let now = Instant::now();
+        let interval = Duration::from_millis(PEER_HEARTBEAT_MS);
+        let due = match self.watch.heartbeat_at {
+            Some(at) if now < at => at,
+            _ => {
+                self.peers.broadcast(PEER_KIND_HEARTBEAT, &[]);
+                now + interval
+            }
+        };
+        self.watch.heartbeat_at = Some(due);
+        due.saturating_duration_since(now)
+    }
+
     /// Tells the core, at most every `PEER_WATCH_MS`, of peers that became unreachable
     /// (`Peers::unreachable`) or reachable again, so a round led by a node that is down ends
     /// after `consensus.unreachable_leader_timeout_ms` instead of the full round timer.
@@ -381,24 +402,29 @@ impl ConsensusStage {
         self.watch.unreachable.resize(validators, false);
         for index in 0..validators {
             let validator = index as ValidatorIndex;
-            let unreachable = self.peers.unreachable(validator);
+            let why = self.peers.unreachable(validator);
+            let unreachable = why.is_some();
             if unreachable == self.watch.unreachable[index] {
                 continue;
             }
             self.watch.unreachable[index] = unreachable;
-            if unreachable && !self.peers.ever_connected(validator) {
-                tracing::info!(
+            match why {
+                Some(_) if !self.peers.ever_reached(validator) => tracing::info!(
                     peer = validator,
-                    "peer not reachable yet (never connected); rounds waiting on it time out early"
-                );
-            } else if unreachable {
-                tracing::warn!(
+                    "peer not reachable yet (never connected or never heard from); rounds \
+                     waiting on it time out early"
+                ),
+                Some(Unreachable::LinkDown) => tracing::warn!(
                     peer = validator,
                     "peer unreachable: its connection failed and it has been silent; rounds \
                      waiting on it time out early"
-                );
-            } else {
-                tracing::info!(peer = validator, "peer reachable again");
+                ),
+                Some(Unreachable::Silent) => tracing::warn!(
+                    peer = validator,
+                    "peer unreachable: nothing from it, not even a heartbeat, while the others \
+                     are heard (hung or cut off); rounds waiting on it time out early"
+                ),
+                None => tracing::info!(peer = validator, "peer reachable again"),
             }
             let reachable = !unreachable;
             self.step(

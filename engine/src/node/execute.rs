@@ -674,7 +674,8 @@ impl Execute {
         let Some(batches) = self.resolve(&committed) else {
             return false;
         };
-        let started = Instant::now();
+        let before_append = usage.sample();
+        let started = before_append.at();
         // The record is the block and its batches, not the results: it is appended first, so the
         // writer's write and fdatasync run while the block is applied here (the reply waits for
         // both).
@@ -732,6 +733,7 @@ impl Execute {
         {
             let ms =
                 |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64() * 1e3;
+            let append = before_append.span_to(&appended);
             let apply = appended.span_to(&applied);
             tracing::warn!(
                 height = committed.height,
@@ -739,7 +741,11 @@ impl Execute {
                 requests = items.len(),
                 events,
                 resolve_ms = ms(committed_at, started),
-                append_ms = ms(started, appended.at()),
+                append_ms = append.wall_ms,
+                append_on_cpu_ms = append.on_cpu_ms,
+                append_runnable_wait_ms = append.runnable_wait_ms,
+                append_system_ms = append.system_ms,
+                append_minor_faults = append.minor_faults,
                 apply_ms = apply.wall_ms,
                 apply_on_cpu_ms = apply.on_cpu_ms,
                 apply_runnable_wait_ms = apply.runnable_wait_ms,

@@ -25,10 +25,24 @@ pub const PEER_KIND_BATCH_FETCH: u8 = 0x12;
 pub const PEER_KIND_BATCH_FETCH_COMMITTED: u8 = 0x13;
 /// A peer counts as up when a frame from it arrived within this long.
 pub const PEER_UP_WINDOW_MS: u64 = 5_000;
+/// An empty frame each validator's consensus stage sends every peer every `PEER_HEARTBEAT_MS`:
+/// a live peer is never silent for long, even with no load, so a silent one is hung or cut off.
+pub const PEER_KIND_HEARTBEAT: u8 = 0x14;
+/// How often the consensus stage sends `PEER_KIND_HEARTBEAT`.
+pub const PEER_HEARTBEAT_MS: u64 = 100;
 /// A peer counts as unreachable (consensus then waits for it only briefly:
 /// `consensus.unreachable_leader_timeout_ms`) when this node's consensus link to it failed and
 /// nothing arrived from it for this long.
 pub const PEER_SILENT_MS: u64 = 200;
+/// A peer whose link looks up also counts as unreachable when nothing (not even a heartbeat)
+/// arrived from it for this long while another peer was heard within `PEER_HEARD_RECENTLY_MS`:
+/// a hung host or a cut cable, whose connections stay open and whose kernel may still accept
+/// bytes, so no write fails for seconds. Relative to the other peers, so a stall of this node
+/// itself (its frames wait unread in its sockets) flags no one.
+pub const PEER_HUNG_MS: u64 = 500;
+/// How recently another peer must have been heard for a silent peer to count as hung (two
+/// heartbeat intervals).
+pub const PEER_HEARD_RECENTLY_MS: u64 = 2 * PEER_HEARTBEAT_MS;
 /// Most digests one fetch frame (either kind) may ask for.
 pub const FETCH_DIGESTS_MAX: usize = 256;
 
@@ -48,6 +62,32 @@ pub struct Peers {
     /// Batches (disseminated and fetched): up to a frame each.
     bulk_links: Vec<Option<PeerLink>>,
     last_seen_ms: Vec<AtomicU64>,
+}
+
+/// Why a peer looks down from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreachable {
+    /// The consensus link's last connect or write failed (or the peer closed it), and nothing
+    /// arrived from the peer for `PEER_SILENT_MS`.
+    LinkDown,
+    /// Nothing arrived for `PEER_HUNG_MS` although the link looks up, while another peer was
+    /// heard within `PEER_HEARD_RECENTLY_MS`.
+    Silent,
+}
+
+/// The failure detector's rule for one peer: whether this node's consensus link to it is down,
+/// how long ago its last frame came (u64::MAX: never), and how long ago the most recently heard
+/// other peer's did (None: there is no other peer).
+pub fn judge(
+    link_down: bool,
+    silent_ms: u64,
+    others_silent_ms: Option<u64>,
+) -> Option<Unreachable> {
+    if link_down && silent_ms >= PEER_SILENT_MS {
+        return Some(Unreachable::LinkDown);
+    }
+    let others_heard = others_silent_ms.is_some_and(|ms| ms <= PEER_HEARD_RECENTLY_MS);
+    (silent_ms >= PEER_HUNG_MS && others_heard).then_some(Unreachable::Silent)
 }
 
 /// Which connection a frame kind travels on.
@@ -149,29 +189,41 @@ impl Peers {
             .collect()
     }
 
-    /// Whether validator `index` looks down from here: the consensus link's last connect or
-    /// write failed (or the peer closed it) and no frame came from it for `PEER_SILENT_MS`.
-    /// False for this node and for validators without a link.
-    pub fn unreachable(&self, index: ValidatorIndex) -> bool {
+    /// Whether validator `index` looks down from here, and why (`judge`). None for this node
+    /// and for validators without a link.
+    pub fn unreachable(&self, index: ValidatorIndex) -> Option<Unreachable> {
         let Some(Some(link)) = self.links.get(index as usize) else {
-            return false;
+            return None;
         };
-        let silent_ms =
-            wall_ms().saturating_sub(self.last_seen_ms[index as usize].load(Ordering::Relaxed));
-        link.stats().down.load(Ordering::Acquire) && silent_ms >= PEER_SILENT_MS
+        let now = wall_ms();
+        let silent_ms = |i: usize| now.saturating_sub(self.last_seen_ms[i].load(Ordering::Relaxed));
+        let others_silent_ms = (0..self.last_seen_ms.len())
+            .filter(|i| *i != index as usize && *i != self.me as usize)
+            .map(silent_ms)
+            .min();
+        judge(
+            link.stats().down.load(Ordering::Acquire),
+            silent_ms(index as usize),
+            others_silent_ms,
+        )
     }
 
     /// Other validators that look down from here now (`unreachable`).
     pub fn unreachable_now(&self) -> Vec<ValidatorIndex> {
         (0..self.links.len() as ValidatorIndex)
-            .filter(|v| self.unreachable(*v))
+            .filter(|v| self.unreachable(*v).is_some())
             .collect()
     }
 
-    /// Whether this node's consensus link to `index` has ever connected (before that, a peer that
-    /// looks unreachable is most likely still starting).
-    pub fn ever_connected(&self, index: ValidatorIndex) -> bool {
-        matches!(self.links.get(index as usize), Some(Some(link))
+    /// Whether this node's consensus link to `index` has ever connected and a frame from it has
+    /// ever arrived (before both, a peer that looks unreachable is most likely still starting).
+    pub fn ever_reached(&self, index: ValidatorIndex) -> bool {
+        let heard = self
+            .last_seen_ms
+            .get(index as usize)
+            .is_some_and(|at| at.load(Ordering::Relaxed) > 0);
+        heard
+            && matches!(self.links.get(index as usize), Some(Some(link))
             if link.stats().connects.load(Ordering::Relaxed) > 0)
     }
 
@@ -299,6 +351,8 @@ pub fn run_dispatch(
                     true
                 }
             },
+            // `seen` above is all a heartbeat is for.
+            PEER_KIND_HEARTBEAT => true,
             kind => {
                 tracing::warn!(from, kind, "peer: unknown frame kind");
                 true
@@ -326,6 +380,42 @@ fn forward<T>(to: &Sender<T>, item: T) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_whose_link_failed_is_unreachable_once_silent_for_a_moment() {
+        assert_eq!(
+            judge(true, PEER_SILENT_MS, None),
+            Some(Unreachable::LinkDown)
+        );
+        assert_eq!(judge(true, u64::MAX, Some(10)), Some(Unreachable::LinkDown));
+        // A frame from it just now outweighs a failed write: it is back.
+        assert_eq!(judge(true, PEER_SILENT_MS - 1, None), None);
+        assert_eq!(judge(false, PEER_SILENT_MS, Some(10)), None);
+    }
+
+    #[test]
+    fn a_silent_peer_with_its_link_up_is_unreachable_only_while_the_others_are_heard() {
+        // Hung or cut off: its connection looks fine, but nothing came, not even a heartbeat.
+        assert_eq!(
+            judge(false, PEER_HUNG_MS, Some(0)),
+            Some(Unreachable::Silent)
+        );
+        assert_eq!(
+            judge(false, u64::MAX, Some(PEER_HEARD_RECENTLY_MS)),
+            Some(Unreachable::Silent)
+        );
+        // A few heartbeats late is not hung.
+        assert_eq!(judge(false, PEER_HUNG_MS - 1, Some(0)), None);
+        // Every peer silent: this node itself stalled (its frames wait unread), or a clock
+        // step; no one is flagged.
+        assert_eq!(judge(false, PEER_HUNG_MS * 4, Some(PEER_HUNG_MS * 4)), None);
+        assert_eq!(
+            judge(false, PEER_HUNG_MS, Some(PEER_HEARD_RECENTLY_MS + 1)),
+            None
+        );
+        // No other peer to compare with.
+        assert_eq!(judge(false, u64::MAX, None), None);
+    }
 
     #[test]
     fn committed_fetches_round_trip_and_malformed_ones_are_refused() {

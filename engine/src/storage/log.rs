@@ -7,6 +7,7 @@ use std::ops::RangeInclusive;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::config::LogConfig;
 use super::crypt::{frame_aad, FrameCipher, AEAD_OVERHEAD_MAX, CIPHER_NONE};
@@ -216,6 +217,7 @@ impl BlockLog {
     /// sealed segment holds only acknowledged frames.
     /// With `block` false (try_append), a roll that would have to wait returns `QueueFull`.
     fn make_room(&mut self, height: u64, frame_len: u64, block: bool) -> Result<(), StorageError> {
+        let entered = Instant::now();
         if let Some(tail) = self.segments.last() {
             if tail.end + frame_len <= tail.map.len() as u64 {
                 return Ok(());
@@ -231,6 +233,7 @@ impl BlockLog {
             }
             self.wait_durable()?;
         }
+        let rolled = self.segments.last().map(|_| (entered, Instant::now()));
         let index = self.segments.last().map_or(0, |s| s.index + 1);
         let header = SegmentHeader {
             cipher: self.cipher.as_ref().map_or(CIPHER_NONE, |c| c.id()),
@@ -256,6 +259,17 @@ impl BlockLog {
         };
         seg.attach_direct(self.config.direct_io)?;
         self.segments.push(seg);
+        if let Some((entered, durable)) = rolled {
+            let ms =
+                |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64() * 1e3;
+            tracing::debug!(
+                segment = index,
+                first_height = height,
+                wait_durable_ms = ms(entered, durable),
+                create_ms = ms(durable, Instant::now()),
+                "block log segment rolled"
+            );
+        }
         Ok(())
     }
 
