@@ -167,7 +167,9 @@ struct PhaseResult {
     /// Hypervisor steal over the phase (None where `/proc/stat` cannot be read).
     steal: Option<crate::steal::Steal>,
     /// The fsync probe beside the nodes' data over the phase (None where it could not run).
-    disk: Option<crate::disk_probe::DiskProbe>,
+    disk: Option<crate::probe::ProbeSummary>,
+    /// The host hiccup probe over the phase (None where it could not run).
+    hiccup: Option<crate::probe::ProbeSummary>,
 }
 
 /// Every timed phase, in order (never empty), and the results directory.
@@ -285,7 +287,8 @@ fn run_phase(
         "warmup_s": args.warmup,
     });
     let sampler = crate::steal::Sampler::start();
-    let prober = crate::disk_probe::Prober::start(cluster_dir);
+    let prober = crate::probe::Prober::disk(cluster_dir);
+    let hiccups = crate::probe::Prober::hiccup();
     let summary = loadgen::commands::run_to_dir(
         Box::new(&mut *source),
         target,
@@ -296,7 +299,8 @@ fn run_phase(
     )
     .map_err(|e| e.to_string())?;
     let steal = sampler.finish();
-    let disk = prober.and_then(crate::disk_probe::Prober::finish);
+    let disk = prober.and_then(crate::probe::Prober::finish);
+    let hiccup = hiccups.and_then(crate::probe::Prober::finish);
     eprintln!("loadgen results in {}", dir.display());
     Ok(PhaseResult {
         phase,
@@ -307,6 +311,7 @@ fn run_phase(
         presigned_unsent: target.presigned_unsent(),
         steal,
         disk,
+        hiccup,
     })
 }
 

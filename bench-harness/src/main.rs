@@ -6,11 +6,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cluster;
 mod consensus;
-mod disk_probe;
 mod e2e;
 mod ledger;
 mod limits;
 mod log;
+mod probe;
 mod steal;
 mod verify;
 

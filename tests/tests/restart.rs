@@ -224,10 +224,15 @@ fn hung_node_under_load_is_flagged_the_others_keep_committing_and_it_rejoins() {
     // it fails for seconds. Only its silence (no heartbeat while the others are heard) shows it.
     cluster.signal(3, libc::SIGSTOP);
     let before = committed.load(Ordering::Relaxed);
+    // The status and the metrics both say so (the metric follows within the consensus stage's
+    // next look at its peers).
     let flagged = wait_until(Duration::from_secs(5), || {
-        (unreachable_from(&cluster, 0)? == [3]).then_some(())
+        let text = cluster.metrics(0);
+        (unreachable_from(&cluster, 0)? == [3]
+            && peer_metric(&text, "reckon_peer_unreachable", 3) == Some(1))
+        .then_some(text)
     });
-    let progressed = flagged.and_then(|()| {
+    let progressed = flagged.as_ref().and_then(|_| {
         wait_until(Duration::from_secs(30), || {
             (committed.load(Ordering::Relaxed) >= before + 20).then_some(())
         })
@@ -244,6 +249,20 @@ fn hung_node_under_load_is_flagged_the_others_keep_committing_and_it_rejoins() {
         "3 of 4 nodes keep committing while node 3 hangs: {} in 30 s",
         committed.load(Ordering::Relaxed) - before
     );
+    // The other peers are not flagged, and every link stays connected (a hung host's kernel still
+    // holds its connections).
+    let metrics_while_hung = flagged.unwrap_or_default();
+    for (name, peer, value) in [
+        ("reckon_peer_unreachable", 1, 0),
+        ("reckon_peer_connected", 1, 1),
+        ("reckon_peer_connected", 3, 1),
+    ] {
+        assert_eq!(
+            peer_metric(&metrics_while_hung, name, peer),
+            Some(value),
+            "{name} of peer {peer} at node 0 while node 3 hangs:\n{metrics_while_hung}"
+        );
+    }
     stop.store(true, Ordering::Release);
     assert_eq!(
         loader.join().expect("load thread"),
@@ -257,13 +276,30 @@ fn hung_node_under_load_is_flagged_the_others_keep_committing_and_it_rejoins() {
         cluster.log(3)
     );
     let cleared = wait_until(Duration::from_secs(10), || {
-        (unreachable_from(&cluster, 0)?.is_empty()).then_some(())
+        let text = cluster.metrics(0);
+        (unreachable_from(&cluster, 0)?.is_empty()
+            && peer_metric(&text, "reckon_peer_unreachable", 3) == Some(0))
+        .then_some(())
     });
     assert!(
         cleared.is_some(),
-        "node 3 is reachable again from node 0; status {:?}",
-        cluster.status(0)
+        "node 3 is reachable again from node 0; status {:?}\n{}",
+        cluster.status(0),
+        cluster.metrics(0)
     );
+}
+
+/// The value of a per-peer series (`name{node="...",peer="P"} value`) in Prometheus text.
+fn peer_metric(text: &str, name: &str, peer: u32) -> Option<u64> {
+    let label = format!("peer=\"{peer}\"");
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{'))
+        })
+        .find(|line| line.contains(&label))
+        .and_then(|line| line.rsplit(' ').next()?.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
 }
 
 /// The value of a counter in a node's Prometheus text (`name{node="..."} value`; 0 when absent).

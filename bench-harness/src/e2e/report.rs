@@ -151,10 +151,23 @@ fn print_phase(args: &Args, p: &PhaseResult) {
             d.p50_ms,
             d.p99_ms,
             d.max_ms,
-            crate::disk_probe::STALL_MS,
+            crate::probe::DISK_STALL_MS,
             d.stall_seconds
         ),
         None => println!("    disk (fsync probe)     did not run"),
+    }
+    match &p.hiccup {
+        Some(h) => println!(
+            "    host (hiccup probe)    a thread sleeping {} ms at a time woke late by p50 {:.2} ms, \
+             p99 {:.2} ms, max {:.1} ms; seconds with a hiccup of {} ms or more: {:?}",
+            crate::probe::HICCUP_INTERVAL.as_millis(),
+            h.p50_ms,
+            h.p99_ms,
+            h.max_ms,
+            crate::probe::HICCUP_STALL_MS,
+            h.stall_seconds
+        ),
+        None => println!("    host (hiccup probe)    did not run"),
     }
 }
 
@@ -237,8 +250,13 @@ fn phase_json(p: &PhaseResult) -> serde_json::Value {
         "steal_share": p.steal.map(|st| st.share),
         "steal_worst_second_share": p.steal.map(|st| st.worst_second_share),
         "fsync_probe": p.disk.as_ref().map(|d| serde_json::json!({
-            "syncs": d.syncs, "p50_ms": d.p50_ms, "p99_ms": d.p99_ms, "max_ms": d.max_ms,
-            "stall_ms": crate::disk_probe::STALL_MS, "stall_seconds": d.stall_seconds,
+            "syncs": d.samples, "p50_ms": d.p50_ms, "p99_ms": d.p99_ms, "max_ms": d.max_ms,
+            "stall_ms": crate::probe::DISK_STALL_MS, "stall_seconds": d.stall_seconds,
+        })),
+        "hiccup_probe": p.hiccup.as_ref().map(|h| serde_json::json!({
+            "interval_ms": crate::probe::HICCUP_INTERVAL.as_millis() as u64,
+            "samples": h.samples, "p50_ms": h.p50_ms, "p99_ms": h.p99_ms, "max_ms": h.max_ms,
+            "stall_ms": crate::probe::HICCUP_STALL_MS, "stall_seconds": h.stall_seconds,
         })),
     })
 }

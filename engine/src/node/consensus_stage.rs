@@ -115,6 +115,8 @@ const PEER_WATCH_MS: u64 = 10;
 #[derive(Default)]
 pub struct PeerWatch {
     unreachable: Vec<bool>,
+    /// What the peer metrics last showed, by validator: connected, and messages dropped.
+    exported: Vec<Option<(bool, u64)>>,
     checked_at: Option<Instant>,
     /// When the next heartbeat is due (None: before the first).
     heartbeat_at: Option<Instant>,
@@ -400,6 +402,7 @@ impl ConsensusStage {
         self.watch.checked_at = Some(now);
         let validators = self.peers.validators();
         self.watch.unreachable.resize(validators, false);
+        self.export_peer_metrics();
         for index in 0..validators {
             let validator = index as ValidatorIndex;
             let why = self.peers.unreachable(validator);
@@ -426,6 +429,11 @@ impl ConsensusStage {
                 ),
                 None => tracing::info!(peer = validator, "peer reachable again"),
             }
+            self.shared
+                .metrics
+                .peer_unreachable
+                .with_label_values(&[&validator.to_string()])
+                .set(i64::from(unreachable));
             let reachable = !unreachable;
             self.step(
                 Event::PeerReachable {
@@ -434,6 +442,40 @@ impl ConsensusStage {
                 },
                 timer,
             );
+        }
+    }
+
+    /// Sets `reckon_peer_connected` and adds to `reckon_peer_messages_dropped_total` for each
+    /// other validator whose link changed since the last look (a label lookup only on change).
+    fn export_peer_metrics(&mut self) {
+        let validators = self.peers.validators();
+        self.watch.exported.resize(validators, None);
+        for index in (0..validators).filter(|i| *i != self.peers.me as usize) {
+            let validator = index as ValidatorIndex;
+            let now = (self.peers.connected(validator), self.peers.dropped(index));
+            let before = self.watch.exported[index];
+            if before == Some(now) {
+                continue;
+            }
+            let label = validator.to_string();
+            let metrics = &self.shared.metrics;
+            if before.is_none() {
+                let flagged = self.watch.unreachable.get(index).copied().unwrap_or(false);
+                metrics
+                    .peer_unreachable
+                    .with_label_values(&[&label])
+                    .set(i64::from(flagged));
+            }
+            metrics
+                .peer_connected
+                .with_label_values(&[&label])
+                .set(i64::from(now.0));
+            let dropped_before = before.map_or(0, |(_, dropped)| dropped);
+            metrics
+                .peer_dropped
+                .with_label_values(&[&label])
+                .inc_by(now.1.saturating_sub(dropped_before));
+            self.watch.exported[index] = Some(now);
         }
     }
 

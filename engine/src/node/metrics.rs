@@ -83,6 +83,8 @@ pub struct Metrics {
     pub request_latency_s: HistogramVec,
     pub fsync_latency_s: Histogram,
     pub peer_connected: IntGaugeVec,
+    /// 1 while this node's failure detector flags the peer (`Peers::unreachable`).
+    pub peer_unreachable: IntGaugeVec,
     pub peer_dropped: IntCounterVec,
     /// Records in each ledger table (`table`: accounts, transfers) and the capacity it was sized
     /// for (`[ledger]`); past it the table grows as it goes, slower (size `[ledger]` ahead).
@@ -323,7 +325,21 @@ impl Metrics {
                 r,
                 "peer_connected",
                 IntGaugeVec::new(
-                    Opts::new("peer_connected", "1 when the link to the peer is up"),
+                    Opts::new(
+                        "peer_connected",
+                        "1 when this node's consensus link to the peer is connected",
+                    ),
+                    &["peer"],
+                ),
+            )?,
+            peer_unreachable: reg(
+                r,
+                "peer_unreachable",
+                IntGaugeVec::new(
+                    Opts::new(
+                        "peer_unreachable",
+                        "1 while the failure detector flags the peer (link down and silent, or silent while the others are heard)",
+                    ),
                     &["peer"],
                 ),
             )?,

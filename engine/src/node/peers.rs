@@ -227,6 +227,13 @@ impl Peers {
             if link.stats().connects.load(Ordering::Relaxed) > 0)
     }
 
+    /// Whether this node's consensus link to `index` is connected now.
+    pub fn connected(&self, index: ValidatorIndex) -> bool {
+        matches!(self.links.get(index as usize), Some(Some(link))
+            if link.stats().connects.load(Ordering::Relaxed) > 0
+                && !link.stats().down.load(Ordering::Acquire))
+    }
+
     /// Size of the validator set (links are indexed by validator).
     pub fn validators(&self) -> usize {
         self.links.len()
