@@ -158,6 +158,11 @@ pub struct ConsensusSection {
     /// connection failed and it has been silent for 200 ms): how soon a round led by a killed
     /// node ends. 0: always wait the full round timer. At most `round_timeout_ms`.
     pub unreachable_leader_timeout_ms: u64,
+    /// A peer whose connection looks up but that sent nothing, not even its heartbeat (every
+    /// 100 ms), for this long while another peer was heard is flagged unreachable too: hung, or
+    /// cut off without a reset. 0: only a failed connection flags a peer. Otherwise at least
+    /// `PEER_SILENCE_MS_MIN` (three heartbeats).
+    pub peer_silence_ms: u64,
     /// A batch for dissemination closes at this many requests or this many bytes.
     pub batch_requests_max: usize,
     pub batch_bytes_max: usize,
@@ -176,6 +181,7 @@ impl Default for ConsensusSection {
             block_batches_max: 64,
             min_idle_block_interval_ms: crate::consensus::MIN_IDLE_BLOCK_INTERVAL_MS_DEFAULT,
             unreachable_leader_timeout_ms: crate::consensus::UNREACHABLE_LEADER_TIMEOUT_MS_DEFAULT,
+            peer_silence_ms: super::peers::PEER_HUNG_MS,
             batch_requests_max: 512,
             batch_bytes_max: 4 << 20,
             batch_deadline_ms: 5,
@@ -183,6 +189,9 @@ impl Default for ConsensusSection {
         }
     }
 }
+
+/// Lowest nonzero `consensus.peer_silence_ms`: three heartbeat intervals.
+pub const PEER_SILENCE_MS_MIN: u64 = 3 * super::peers::PEER_HEARTBEAT_MS;
 
 /// Default pace of the snapshot writer. Measured with it (docs/CAPACITY.md, session 15): a
 /// 330 MiB snapshot took 11.4-12.1 s from hand-over to durable, encoding included.
@@ -406,6 +415,15 @@ impl NodeConfig {
                 "at most round_timeout_ms (0 turns early timeouts off)".into(),
             ));
         }
+        if c.peer_silence_ms != 0 && c.peer_silence_ms < PEER_SILENCE_MS_MIN {
+            return Err(invalid(
+                "consensus.peer_silence_ms",
+                format!(
+                    "0 (off) or at least {PEER_SILENCE_MS_MIN} (three heartbeats): a live peer \
+                     is never flagged for a late heartbeat or two"
+                ),
+            ));
+        }
         if c.min_idle_block_interval_ms.saturating_mul(2) > c.round_timeout_ms {
             return Err(invalid(
                 "consensus.min_idle_block_interval_ms",
@@ -567,6 +585,9 @@ mod tests {
             }),
             ("consensus.unreachable_leader_timeout_ms", |c| {
                 c.consensus.unreachable_leader_timeout_ms = c.consensus.round_timeout_ms + 1
+            }),
+            ("consensus.peer_silence_ms", |c| {
+                c.consensus.peer_silence_ms = PEER_SILENCE_MS_MIN - 1
             }),
             ("consensus.committed_window_blocks", |c| {
                 c.consensus.committed_window_blocks = 16_385

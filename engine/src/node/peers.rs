@@ -34,8 +34,9 @@ pub const PEER_HEARTBEAT_MS: u64 = 100;
 /// `consensus.unreachable_leader_timeout_ms`) when this node's consensus link to it failed and
 /// nothing arrived from it for this long.
 pub const PEER_SILENT_MS: u64 = 200;
-/// A peer whose link looks up also counts as unreachable when nothing (not even a heartbeat)
-/// arrived from it for this long while another peer was heard within `PEER_HEARD_RECENTLY_MS`:
+/// Default `consensus.peer_silence_ms`: a peer whose link looks up also counts as unreachable
+/// when nothing (not even a heartbeat) arrived from it for this long while another peer was heard
+/// within `PEER_HEARD_RECENTLY_MS`:
 /// a hung host or a cut cable, whose connections stay open and whose kernel may still accept
 /// bytes, so no write fails for seconds. Relative to the other peers, so a stall of this node
 /// itself (its frames wait unread in its sockets) flags no one.
@@ -62,6 +63,8 @@ pub struct Peers {
     /// Batches (disseminated and fetched): up to a frame each.
     bulk_links: Vec<Option<PeerLink>>,
     last_seen_ms: Vec<AtomicU64>,
+    /// `consensus.peer_silence_ms` (None: off).
+    silence_ms: Option<u64>,
 }
 
 /// Why a peer looks down from here.
@@ -76,18 +79,20 @@ pub enum Unreachable {
 }
 
 /// The failure detector's rule for one peer: whether this node's consensus link to it is down,
-/// how long ago its last frame came (u64::MAX: never), and how long ago the most recently heard
-/// other peer's did (None: there is no other peer).
+/// how long ago its last frame came (u64::MAX: never), how long ago the most recently heard other
+/// peer's did (None: there is no other peer), and `consensus.peer_silence_ms` (None: off).
 pub fn judge(
     link_down: bool,
     silent_ms: u64,
     others_silent_ms: Option<u64>,
+    silence_ms: Option<u64>,
 ) -> Option<Unreachable> {
     if link_down && silent_ms >= PEER_SILENT_MS {
         return Some(Unreachable::LinkDown);
     }
     let others_heard = others_silent_ms.is_some_and(|ms| ms <= PEER_HEARD_RECENTLY_MS);
-    (silent_ms >= PEER_HUNG_MS && others_heard).then_some(Unreachable::Silent)
+    let silent = silence_ms.is_some_and(|limit| silent_ms >= limit);
+    (silent && others_heard).then_some(Unreachable::Silent)
 }
 
 /// Which connection a frame kind travels on.
@@ -96,11 +101,14 @@ fn is_bulk(kind: u8) -> bool {
 }
 
 impl Peers {
+    /// `silence_ms`: `consensus.peer_silence_ms` (0: a silent peer with its link up is not
+    /// flagged).
     pub fn spawn(
         me: ValidatorIndex,
         validators: usize,
         addrs: &[(u32, SocketAddr)],
         tls: Arc<rustls::ClientConfig>,
+        silence_ms: u64,
     ) -> Result<Peers, String> {
         let lane = || -> Vec<Option<PeerLink>> { (0..validators).map(|_| None).collect() };
         let (mut links, mut bulk_links) = (lane(), lane());
@@ -125,6 +133,7 @@ impl Peers {
             links,
             bulk_links,
             last_seen_ms,
+            silence_ms: (silence_ms > 0).then_some(silence_ms),
         })
     }
 
@@ -205,6 +214,7 @@ impl Peers {
             link.stats().down.load(Ordering::Acquire),
             silent_ms(index as usize),
             others_silent_ms,
+            self.silence_ms,
         )
     }
 
@@ -388,40 +398,60 @@ fn forward<T>(to: &Sender<T>, item: T) -> bool {
 mod tests {
     use super::*;
 
+    /// The default silence limit, on.
+    const ON: Option<u64> = Some(PEER_HUNG_MS);
+
     #[test]
     fn a_peer_whose_link_failed_is_unreachable_once_silent_for_a_moment() {
         assert_eq!(
-            judge(true, PEER_SILENT_MS, None),
+            judge(true, PEER_SILENT_MS, None, ON),
             Some(Unreachable::LinkDown)
         );
-        assert_eq!(judge(true, u64::MAX, Some(10)), Some(Unreachable::LinkDown));
+        assert_eq!(
+            judge(true, u64::MAX, Some(10), ON),
+            Some(Unreachable::LinkDown)
+        );
         // A frame from it just now outweighs a failed write: it is back.
-        assert_eq!(judge(true, PEER_SILENT_MS - 1, None), None);
-        assert_eq!(judge(false, PEER_SILENT_MS, Some(10)), None);
+        assert_eq!(judge(true, PEER_SILENT_MS - 1, None, ON), None);
+        assert_eq!(judge(false, PEER_SILENT_MS, Some(10), ON), None);
     }
 
     #[test]
     fn a_silent_peer_with_its_link_up_is_unreachable_only_while_the_others_are_heard() {
         // Hung or cut off: its connection looks fine, but nothing came, not even a heartbeat.
         assert_eq!(
-            judge(false, PEER_HUNG_MS, Some(0)),
+            judge(false, PEER_HUNG_MS, Some(0), ON),
             Some(Unreachable::Silent)
         );
         assert_eq!(
-            judge(false, u64::MAX, Some(PEER_HEARD_RECENTLY_MS)),
+            judge(false, u64::MAX, Some(PEER_HEARD_RECENTLY_MS), ON),
             Some(Unreachable::Silent)
         );
         // A few heartbeats late is not hung.
-        assert_eq!(judge(false, PEER_HUNG_MS - 1, Some(0)), None);
+        assert_eq!(judge(false, PEER_HUNG_MS - 1, Some(0), ON), None);
         // Every peer silent: this node itself stalled (its frames wait unread), or a clock
         // step; no one is flagged.
-        assert_eq!(judge(false, PEER_HUNG_MS * 4, Some(PEER_HUNG_MS * 4)), None);
         assert_eq!(
-            judge(false, PEER_HUNG_MS, Some(PEER_HEARD_RECENTLY_MS + 1)),
+            judge(false, PEER_HUNG_MS * 4, Some(PEER_HUNG_MS * 4), ON),
+            None
+        );
+        assert_eq!(
+            judge(false, PEER_HUNG_MS, Some(PEER_HEARD_RECENTLY_MS + 1), ON),
             None
         );
         // No other peer to compare with.
-        assert_eq!(judge(false, u64::MAX, None), None);
+        assert_eq!(judge(false, u64::MAX, None, ON), None);
+        // `consensus.peer_silence_ms`: another limit, or off (then only a failed link flags).
+        assert_eq!(judge(false, 999, Some(0), Some(1_000)), None);
+        assert_eq!(
+            judge(false, 1_000, Some(0), Some(1_000)),
+            Some(Unreachable::Silent)
+        );
+        assert_eq!(judge(false, u64::MAX, Some(0), None), None);
+        assert_eq!(
+            judge(true, PEER_SILENT_MS, Some(0), None),
+            Some(Unreachable::LinkDown)
+        );
     }
 
     #[test]

@@ -485,7 +485,14 @@ fn start(l: Loaded) -> Result<Running, NodeError> {
     let addrs: Vec<(u32, SocketAddr)> = network.peers.iter().map(|p| (p.index, p.addr)).collect();
     let validators = l.genesis.genesis.validators.len();
     let peers = Arc::new(
-        Peers::spawn(me, validators, &addrs, l.client_tls.clone()).map_err(start_err("peers"))?,
+        Peers::spawn(
+            me,
+            validators,
+            &addrs,
+            l.client_tls.clone(),
+            l.config.consensus.peer_silence_ms,
+        )
+        .map_err(start_err("peers"))?,
     );
     let peer_server = Server::bind(
         network.peer_listen,
