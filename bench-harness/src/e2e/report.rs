@@ -159,7 +159,7 @@ fn print_phase(args: &Args, p: &PhaseResult) {
     match &p.hiccup {
         Some(h) => println!(
             "    host (hiccup probe)    a thread sleeping {} ms at a time woke late by p50 {:.2} ms, \
-             p99 {:.2} ms, max {:.1} ms; seconds with a hiccup of {} ms or more: {:?}",
+             p99 {:.2} ms, max {:.1} ms; seconds with a hiccup over {} ms: {:?}",
             crate::probe::HICCUP_INTERVAL.as_millis(),
             h.p50_ms,
             h.p99_ms,

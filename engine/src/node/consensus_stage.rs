@@ -115,8 +115,8 @@ const PEER_WATCH_MS: u64 = 10;
 #[derive(Default)]
 pub struct PeerWatch {
     unreachable: Vec<bool>,
-    /// What the peer metrics last showed, by validator: connected, and messages dropped.
-    exported: Vec<Option<(bool, u64)>>,
+    /// What the peer metrics last showed, by validator: connected, messages dropped, flagged.
+    exported: Vec<Option<(bool, u64, bool)>>,
     checked_at: Option<Instant>,
     /// When the next heartbeat is due (None: before the first).
     heartbeat_at: Option<Instant>,
@@ -402,7 +402,6 @@ impl ConsensusStage {
         self.watch.checked_at = Some(now);
         let validators = self.peers.validators();
         self.watch.unreachable.resize(validators, false);
-        self.export_peer_metrics();
         for index in 0..validators {
             let validator = index as ValidatorIndex;
             let why = self.peers.unreachable(validator);
@@ -429,11 +428,6 @@ impl ConsensusStage {
                 ),
                 None => tracing::info!(peer = validator, "peer reachable again"),
             }
-            self.shared
-                .metrics
-                .peer_unreachable
-                .with_label_values(&[&validator.to_string()])
-                .set(i64::from(unreachable));
             let reachable = !unreachable;
             self.step(
                 Event::PeerReachable {
@@ -443,39 +437,42 @@ impl ConsensusStage {
                 timer,
             );
         }
+        self.export_peer_metrics();
     }
 
-    /// Sets `reckon_peer_connected` and adds to `reckon_peer_messages_dropped_total` for each
-    /// other validator whose link changed since the last look (a label lookup only on change).
+    /// Sets `reckon_peer_connected` and `reckon_peer_unreachable` and adds to
+    /// `reckon_peer_messages_dropped_total` for each other validator whose link or verdict
+    /// changed since the last look (a label lookup only on change).
     fn export_peer_metrics(&mut self) {
         let validators = self.peers.validators();
         self.watch.exported.resize(validators, None);
         for index in (0..validators).filter(|i| *i != self.peers.me as usize) {
             let validator = index as ValidatorIndex;
-            let now = (self.peers.connected(validator), self.peers.dropped(index));
+            let (connected, dropped, flagged) = (
+                self.peers.connected(validator),
+                self.peers.dropped(index),
+                self.watch.unreachable[index],
+            );
             let before = self.watch.exported[index];
-            if before == Some(now) {
+            if before == Some((connected, dropped, flagged)) {
                 continue;
             }
             let label = validator.to_string();
             let metrics = &self.shared.metrics;
-            if before.is_none() {
-                let flagged = self.watch.unreachable.get(index).copied().unwrap_or(false);
-                metrics
-                    .peer_unreachable
-                    .with_label_values(&[&label])
-                    .set(i64::from(flagged));
-            }
             metrics
                 .peer_connected
                 .with_label_values(&[&label])
-                .set(i64::from(now.0));
-            let dropped_before = before.map_or(0, |(_, dropped)| dropped);
+                .set(i64::from(connected));
+            metrics
+                .peer_unreachable
+                .with_label_values(&[&label])
+                .set(i64::from(flagged));
+            let dropped_before = before.map_or(0, |(_, dropped, _)| dropped);
             metrics
                 .peer_dropped
                 .with_label_values(&[&label])
-                .inc_by(now.1.saturating_sub(dropped_before));
-            self.watch.exported[index] = Some(now);
+                .inc_by(dropped.saturating_sub(dropped_before));
+            self.watch.exported[index] = Some((connected, dropped, flagged));
         }
     }
 

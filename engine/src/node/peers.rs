@@ -36,10 +36,9 @@ pub const PEER_HEARTBEAT_MS: u64 = 100;
 pub const PEER_SILENT_MS: u64 = 200;
 /// Default `consensus.peer_silence_ms`: a peer whose link looks up also counts as unreachable
 /// when nothing (not even a heartbeat) arrived from it for this long while another peer was heard
-/// within `PEER_HEARD_RECENTLY_MS`:
-/// a hung host or a cut cable, whose connections stay open and whose kernel may still accept
-/// bytes, so no write fails for seconds. Relative to the other peers, so a stall of this node
-/// itself (its frames wait unread in its sockets) flags no one.
+/// within `PEER_HEARD_RECENTLY_MS`: a hung host or a cut cable, whose connections stay open and
+/// whose kernel may still accept bytes, so no write fails for seconds. Relative to the other
+/// peers, so a stall of this node itself (its frames wait unread in its sockets) flags no one.
 pub const PEER_HUNG_MS: u64 = 500;
 /// How recently another peer must have been heard for a silent peer to count as hung (two
 /// heartbeat intervals).
@@ -73,8 +72,8 @@ pub enum Unreachable {
     /// The consensus link's last connect or write failed (or the peer closed it), and nothing
     /// arrived from the peer for `PEER_SILENT_MS`.
     LinkDown,
-    /// Nothing arrived for `PEER_HUNG_MS` although the link looks up, while another peer was
-    /// heard within `PEER_HEARD_RECENTLY_MS`.
+    /// Nothing arrived for `consensus.peer_silence_ms` (default `PEER_HUNG_MS`) although the link
+    /// looks up, while another peer was heard within `PEER_HEARD_RECENTLY_MS`.
     Silent,
 }
 
