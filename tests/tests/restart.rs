@@ -75,6 +75,26 @@ fn load(
     })
 }
 
+/// Starts the background load on node 0 (`load`) and waits until 5 of its requests committed.
+fn under_load(
+    cluster: &Cluster,
+) -> (
+    Arc<AtomicBool>,
+    Arc<AtomicU64>,
+    std::thread::JoinHandle<Result<(), String>>,
+) {
+    let (stop, committed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let loader = load(cluster, 0, 1_000, stop.clone(), committed.clone());
+    let started = wait_until(Duration::from_secs(30), || {
+        (committed.load(Ordering::Relaxed) >= 5).then_some(())
+    });
+    assert!(started.is_some(), "the load committed 5 requests in 30 s");
+    (stop, committed, loader)
+}
+
 fn agree(cluster: &Cluster, nodes: &[usize], height: u64) -> bool {
     wait_until(Duration::from_secs(60), || {
         let statuses: Vec<serde_json::Value> =
@@ -108,16 +128,7 @@ fn kill9_one_node_under_load_then_restart_catches_up_and_agrees() {
             );
         }
     });
-    let (stop, committed) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicU64::new(0)),
-    );
-    let loader = load(&cluster, 0, 1_000, stop.clone(), committed.clone());
-    assert!(wait_until(Duration::from_secs(30), || (committed
-        .load(Ordering::Relaxed)
-        >= 5)
-        .then_some(()))
-    .is_some());
+    let (stop, committed, loader) = under_load(&cluster);
     cluster.kill9(3);
     let before = committed.load(Ordering::Relaxed);
     let height = cluster.height(0).expect("node 0 up");
@@ -210,16 +221,7 @@ fn unreachable_from(cluster: &Cluster, i: usize) -> Option<Vec<u64>> {
 #[test]
 fn hung_node_under_load_is_flagged_the_others_keep_committing_and_it_rejoins() {
     let cluster = started();
-    let (stop, committed) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicU64::new(0)),
-    );
-    let loader = load(&cluster, 0, 1_000, stop.clone(), committed.clone());
-    assert!(wait_until(Duration::from_secs(30), || (committed
-        .load(Ordering::Relaxed)
-        >= 5)
-        .then_some(()))
-    .is_some());
+    let (stop, committed, loader) = under_load(&cluster);
     // A hung host: its connections stay open and its kernel keeps accepting bytes, so no write to
     // it fails for seconds. Only its silence (no heartbeat while the others are heard) shows it.
     cluster.signal(3, libc::SIGSTOP);
