@@ -44,8 +44,31 @@ pub struct ProbeSummary {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// A sample over this marks its second as a stall.
+    pub stall_ms: f64,
     /// Seconds of the phase (counted from the probe's start) with a sample over `stall_ms`.
     pub stall_seconds: Vec<u32>,
+}
+
+impl ProbeSummary {
+    /// The report's figures: percentiles, maximum and the seconds with a `what` (a sync, a
+    /// hiccup) over the stall threshold.
+    pub fn figures(&self, what: &str) -> String {
+        format!(
+            "p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; seconds with a {what} over {} ms: {:?}",
+            self.p50_ms, self.p99_ms, self.max_ms, self.stall_ms, self.stall_seconds
+        )
+    }
+
+    /// The JSON figures, the sample count under `count_key`.
+    pub fn json(&self, count_key: &str) -> serde_json::Value {
+        let mut json = serde_json::json!({
+            "p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "max_ms": self.max_ms,
+            "stall_ms": self.stall_ms, "stall_seconds": self.stall_seconds,
+        });
+        json[count_key] = self.samples.into();
+        json
+    }
 }
 
 /// Percentiles, maximum and the seconds with a sample over `stall_ms`; None when there are no
@@ -68,6 +91,7 @@ pub fn summarize(samples: &[Sample], stall_ms: f64) -> Option<ProbeSummary> {
         p50_ms: rank(0.50),
         p99_ms: rank(0.99),
         max_ms: values[values.len() - 1],
+        stall_ms,
         stall_seconds,
     })
 }
@@ -211,6 +235,21 @@ mod tests {
         let p = summarize(&samples, HICCUP_STALL_MS).expect("samples");
         assert_eq!(p.stall_seconds, vec![1]);
         assert_eq!(p.max_ms, HICCUP_STALL_MS + 0.01);
+    }
+
+    #[test]
+    fn the_report_figures_and_json_name_the_threshold_and_the_stall_seconds() {
+        let samples = [(0.5, 2.0), (3.2, 90.0)];
+        let p = summarize(&samples, HICCUP_STALL_MS).expect("samples");
+        assert_eq!(
+            p.figures("hiccup"),
+            "p50 90.00 ms, p99 90.00 ms, max 90.0 ms; seconds with a hiccup over 50 ms: [3]"
+        );
+        let json = p.json("samples");
+        assert_eq!(json["samples"], 2);
+        assert_eq!(json["stall_ms"], 50.0);
+        assert_eq!(json["stall_seconds"], serde_json::json!([3]));
+        assert_eq!(json["max_ms"], 90.0);
     }
 
     #[test]

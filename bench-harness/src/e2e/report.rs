@@ -146,26 +146,16 @@ fn print_phase(args: &Args, p: &PhaseResult) {
     }
     match &p.disk {
         Some(d) => println!(
-            "    disk (fsync probe)     4 KiB + fdatasync every 10 ms beside the nodes' logs: \
-             p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; seconds with a sync over {} ms: {:?}",
-            d.p50_ms,
-            d.p99_ms,
-            d.max_ms,
-            crate::probe::DISK_STALL_MS,
-            d.stall_seconds
+            "    disk (fsync probe)     4 KiB + fdatasync every 10 ms beside the nodes' logs: {}",
+            d.figures("sync")
         ),
         None => println!("    disk (fsync probe)     did not run"),
     }
     match &p.hiccup {
         Some(h) => println!(
-            "    host (hiccup probe)    a thread sleeping {} ms at a time woke late by p50 {:.2} ms, \
-             p99 {:.2} ms, max {:.1} ms; seconds with a hiccup over {} ms: {:?}",
+            "    host (hiccup probe)    a thread sleeping {} ms at a time woke late by {}",
             crate::probe::HICCUP_INTERVAL.as_millis(),
-            h.p50_ms,
-            h.p99_ms,
-            h.max_ms,
-            crate::probe::HICCUP_STALL_MS,
-            h.stall_seconds
+            h.figures("hiccup")
         ),
         None => println!("    host (hiccup probe)    did not run"),
     }
@@ -249,15 +239,12 @@ fn phase_json(p: &PhaseResult) -> serde_json::Value {
         "presigned_unsent": p.presigned_unsent,
         "steal_share": p.steal.map(|st| st.share),
         "steal_worst_second_share": p.steal.map(|st| st.worst_second_share),
-        "fsync_probe": p.disk.as_ref().map(|d| serde_json::json!({
-            "syncs": d.samples, "p50_ms": d.p50_ms, "p99_ms": d.p99_ms, "max_ms": d.max_ms,
-            "stall_ms": crate::probe::DISK_STALL_MS, "stall_seconds": d.stall_seconds,
-        })),
-        "hiccup_probe": p.hiccup.as_ref().map(|h| serde_json::json!({
-            "interval_ms": crate::probe::HICCUP_INTERVAL.as_millis() as u64,
-            "samples": h.samples, "p50_ms": h.p50_ms, "p99_ms": h.p99_ms, "max_ms": h.max_ms,
-            "stall_ms": crate::probe::HICCUP_STALL_MS, "stall_seconds": h.stall_seconds,
-        })),
+        "fsync_probe": p.disk.as_ref().map(|d| d.json("syncs")),
+        "hiccup_probe": p.hiccup.as_ref().map(|h| {
+            let mut json = h.json("samples");
+            json["interval_ms"] = (crate::probe::HICCUP_INTERVAL.as_millis() as u64).into();
+            json
+        }),
     })
 }
 
