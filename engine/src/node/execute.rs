@@ -103,16 +103,41 @@ pub struct ExecutedBlock {
 
 /// Log record: `committed_len u32 | CommittedBlock | batch_count u32 | batches`.
 pub fn encode_record(committed: &CommittedBlock, batches: &[Arc<Batch>]) -> Vec<u8> {
-    let block = committed.encode();
-    let batches_len: usize = batches.iter().map(|b| b.encoded_len()).sum();
-    let mut out = Vec::with_capacity(block.len() + 8 + batches_len);
-    out.extend_from_slice(&(block.len() as u32).to_le_bytes());
-    out.extend_from_slice(&block);
-    out.extend_from_slice(&(batches.len() as u32).to_le_bytes());
-    for batch in batches {
-        batch.encode_into(&mut out);
-    }
+    let record = RecordEncoder::new(committed, batches);
+    let mut out = Vec::with_capacity(record.encoded_len());
+    record.encode_into(&mut out);
     out
+}
+
+/// A log record ready to be written: its length is known before any byte is, so it can be
+/// encoded straight into the log's frame buffer (`BlockLog::append_with`).
+pub struct RecordEncoder<'a> {
+    block: Vec<u8>,
+    batches: &'a [Arc<Batch>],
+}
+
+impl<'a> RecordEncoder<'a> {
+    pub fn new(committed: &CommittedBlock, batches: &'a [Arc<Batch>]) -> Self {
+        RecordEncoder {
+            block: committed.encode(),
+            batches,
+        }
+    }
+
+    /// Bytes `encode_into` appends.
+    pub fn encoded_len(&self) -> usize {
+        let batches: usize = self.batches.iter().map(|b| b.encoded_len()).sum();
+        4 + self.block.len() + 4 + batches
+    }
+
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.block.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.block);
+        out.extend_from_slice(&(self.batches.len() as u32).to_le_bytes());
+        for batch in self.batches {
+            batch.encode_into(out);
+        }
+    }
 }
 
 /// The record's block alone (its batches are not decoded); returns it and where the batches start.
@@ -679,9 +704,14 @@ impl Execute {
         // The record is the block and its batches, not the results: it is appended first, so the
         // writer's write and fdatasync run while the block is applied here (the reply waits for
         // both).
-        let record = encode_record(&committed, &batches);
+        let record = RecordEncoder::new(&committed, &batches);
         let parent = self.log.last().map(|(_, hash)| hash).unwrap_or([0; 32]);
-        let ticket = match self.log.append(committed.height, &parent, &record) {
+        let queued = self
+            .log
+            .append_with(committed.height, &parent, record.encoded_len(), |out| {
+                record.encode_into(out)
+            });
+        let ticket = match queued {
             Ok(ticket) => Some(ticket),
             Err(error) => {
                 tracing::error!(height = committed.height, %error, "block log append failed; stopping");
@@ -689,7 +719,6 @@ impl Execute {
                 None
             }
         };
-        drop(record);
         let appended = usage.sample();
         let fill_before = self.ledger.table_fill();
         let items = apply_block(&mut self.ledger, &committed, &batches);

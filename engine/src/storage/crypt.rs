@@ -98,15 +98,30 @@ impl FrameCipher {
         }
     }
 
-    /// Appends nonce || ciphertext || tag of `plaintext` to `buf`.
+    /// Appends nonce || ciphertext || tag of `plaintext` to `buf` (the tests' shorthand for
+    /// `seal_begin`, the plaintext, `seal_finish`).
+    #[cfg(test)]
     pub(crate) fn seal_into(&self, buf: &mut Vec<u8>, aad: &[u8], plaintext: &[u8]) {
-        let nonce_at = buf.len();
-        let nonce_bytes = self.nonce_bytes();
-        buf.resize(nonce_at + nonce_bytes, 0);
-        rand::thread_rng().fill_bytes(&mut buf[nonce_at..]);
+        let body_at = self.seal_begin(buf);
         buf.extend_from_slice(plaintext);
-        let (head, body) = buf.split_at_mut(nonce_at + nonce_bytes);
-        let nonce = &head[nonce_at..];
+        self.seal_finish(buf, body_at, aad);
+    }
+
+    /// Appends a fresh nonce to `buf` and returns where the plaintext starts: the caller appends
+    /// the plaintext straight into `buf`, then `seal_finish` encrypts it in place. So a payload
+    /// written by its encoder needs no buffer of its own.
+    pub(crate) fn seal_begin(&self, buf: &mut Vec<u8>) -> usize {
+        let nonce_at = buf.len();
+        let body_at = nonce_at + self.nonce_bytes();
+        buf.resize(body_at, 0);
+        rand::thread_rng().fill_bytes(&mut buf[nonce_at..]);
+        body_at
+    }
+
+    /// Encrypts `buf[body_at..]` in place (`body_at` from `seal_begin`) and appends the tag.
+    pub(crate) fn seal_finish(&self, buf: &mut Vec<u8>, body_at: usize, aad: &[u8]) {
+        let (head, body) = buf.split_at_mut(body_at);
+        let nonce = &head[body_at - self.nonce_bytes()..];
         let tag = match &self.aead {
             Aead::XChaCha(c) => c.encrypt_in_place_detached(nonce.into(), aad, body),
             Aead::AesGcm(c) => c.encrypt_in_place_detached(nonce.into(), aad, body),

@@ -132,7 +132,22 @@ impl BlockLog {
         parent_hash: &BlockHash,
         payload: &[u8],
     ) -> Result<Ticket, StorageError> {
-        self.append_inner(height, parent_hash, payload, true)
+        let write = |buf: &mut Vec<u8>| buf.extend_from_slice(payload);
+        self.append_inner(height, parent_hash, payload.len(), write, true)
+    }
+
+    /// Like `append`, but `write` appends the payload (exactly `payload_len` bytes) straight into
+    /// the frame buffer, so a block encoded for the log needs no buffer of its own: a copy and a
+    /// fresh allocation the size of the block fewer for each append. Panics if `write` appends a
+    /// different number of bytes (a bug in the caller, not bad input).
+    pub fn append_with(
+        &mut self,
+        height: u64,
+        parent_hash: &BlockHash,
+        payload_len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Ticket, StorageError> {
+        self.append_inner(height, parent_hash, payload_len, write, true)
     }
 
     /// Like `append`, but a full writer queue returns `QueueFull` instead of blocking.
@@ -142,20 +157,22 @@ impl BlockLog {
         parent_hash: &BlockHash,
         payload: &[u8],
     ) -> Result<Ticket, StorageError> {
-        self.append_inner(height, parent_hash, payload, false)
+        let write = |buf: &mut Vec<u8>| buf.extend_from_slice(payload);
+        self.append_inner(height, parent_hash, payload.len(), write, false)
     }
 
     fn append_inner(
         &mut self,
         height: u64,
         parent_hash: &BlockHash,
-        payload: &[u8],
+        payload_len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
         block: bool,
     ) -> Result<Ticket, StorageError> {
-        if payload.len() > self.config.payload_bytes_max {
+        if payload_len > self.config.payload_bytes_max {
             let bytes_max = self.config.payload_bytes_max;
             return Err(StorageError::PayloadTooLarge {
-                bytes: payload.len(),
+                bytes: payload_len,
                 bytes_max,
             });
         }
@@ -171,19 +188,29 @@ impl BlockLog {
             }
         }
         let mut buf = self.writer.buffer();
-        buf.reserve(frame::frame_bytes(payload.len()) + AEAD_OVERHEAD_MAX);
+        buf.reserve(frame::frame_bytes(payload_len) + AEAD_OVERHEAD_MAX);
         let flags = if self.cipher.is_some() {
             FLAG_ENCRYPTED
         } else {
             0
         };
         frame::begin(&mut buf, height, parent_hash, flags);
-        match &self.cipher {
-            Some(c) => c.seal_into(&mut buf, &frame_aad(height, parent_hash), payload),
-            None => buf.extend_from_slice(payload),
+        let body_at = match &self.cipher {
+            Some(c) => c.seal_begin(&mut buf),
+            None => buf.len(),
+        };
+        write(&mut buf);
+        assert_eq!(
+            buf.len() - body_at,
+            payload_len,
+            "append_with: the payload written is not the length announced"
+        );
+        // The hash chain covers the plaintext: hashed before it is sealed.
+        let hash = frame::block_hash(height, parent_hash, &buf[body_at..]);
+        if let Some(c) = &self.cipher {
+            c.seal_finish(&mut buf, body_at, &frame_aad(height, parent_hash));
         }
         frame::finish(&mut buf);
-        let hash = frame::block_hash(height, parent_hash, payload);
         self.make_room(height, buf.len() as u64, block)?;
         let tail = self
             .segments
