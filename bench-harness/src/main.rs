@@ -44,6 +44,7 @@ enum Command {
 }
 
 fn main() {
+    engine::allocator::keep_freed_memory();
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Ledger(args) => ledger::run(args),

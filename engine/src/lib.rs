@@ -2,6 +2,7 @@
 //!
 //! See docs/ARCHITECTURE.md for the bird's-eye view and the code map.
 
+pub mod allocator;
 pub mod audit;
 pub mod client;
 pub mod codec;

@@ -42,6 +42,7 @@ impl From<trace::TraceError> for CliError {
 }
 
 fn main() -> ExitCode {
+    engine::allocator::keep_freed_memory();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => e.exit(),

@@ -79,6 +79,7 @@ fn client_outcome(result: Result<(), client_out::CliError>) -> Result<(), String
 }
 
 fn main() {
+    engine::allocator::keep_freed_memory();
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Demo(args) => demo::run(args),

@@ -192,6 +192,7 @@ fn load(config_path: &Path) -> Result<(Loaded, MetricsServer), NodeError> {
         .and_then(|l| l.with_override(&config.layout))
         .map_err(|e| start_err("layout")(e.to_string()))?;
     tracing::info!(node = %config.node.name, %layout, "core layout");
+    tracing::info!(allocator = %crate::allocator::purge(), "memory");
     let metrics =
         Metrics::new(&config.node.name).map_err(|e| start_err("metrics")(e.to_string()))?;
     let metrics_server = MetricsServer::start(config.network.metrics_listen, metrics.clone())
