@@ -166,6 +166,8 @@ struct PhaseResult {
     presigned_unsent: u64,
     /// Hypervisor steal over the phase (None where `/proc/stat` cannot be read).
     steal: Option<crate::steal::Steal>,
+    /// The nodes' minor page faults over the phase (None where `/proc` cannot be read).
+    faults: Option<crate::faults::Faults>,
     /// The fsync probe beside the nodes' data over the phase (None where it could not run).
     disk: Option<crate::probe::ProbeSummary>,
     /// The host hiccup probe over the phase (None where it could not run).
@@ -287,6 +289,7 @@ fn run_phase(
         "warmup_s": args.warmup,
     });
     let sampler = crate::steal::Sampler::start();
+    let fault_counter = crate::faults::FaultCounter::start();
     let prober = crate::probe::Prober::disk(cluster_dir);
     let hiccups = crate::probe::Prober::hiccup();
     let summary = loadgen::commands::run_to_dir(
@@ -299,6 +302,7 @@ fn run_phase(
     )
     .map_err(|e| e.to_string())?;
     let steal = sampler.finish();
+    let faults = fault_counter.finish();
     let disk = prober.and_then(crate::probe::Prober::finish);
     let hiccup = hiccups.and_then(crate::probe::Prober::finish);
     eprintln!("loadgen results in {}", dir.display());
@@ -310,6 +314,7 @@ fn run_phase(
         presign,
         presigned_unsent: target.presigned_unsent(),
         steal,
+        faults,
         disk,
         hiccup,
     })

@@ -7,6 +7,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod cluster;
 mod consensus;
 mod e2e;
+mod faults;
 mod ledger;
 mod limits;
 mod log;

@@ -144,6 +144,14 @@ fn print_phase(args: &Args, p: &PhaseResult) {
         ),
         None => println!("    hypervisor steal       unknown (/proc/stat unreadable)"),
     }
+    match &p.faults {
+        Some(f) => println!(
+            "    nodes' page faults     {:.0} a second during the phase (minor, all nodes; memory \
+             handed back to the kernel and faulted in again shows here)",
+            f.per_s
+        ),
+        None => println!("    nodes' page faults     unknown (/proc unreadable)"),
+    }
     match &p.disk {
         Some(d) => println!(
             "    disk (fsync probe)     4 KiB + fdatasync every 10 ms beside the nodes' logs: {}",
@@ -239,6 +247,7 @@ fn phase_json(p: &PhaseResult) -> serde_json::Value {
         "presigned_unsent": p.presigned_unsent,
         "steal_share": p.steal.map(|st| st.share),
         "steal_worst_second_share": p.steal.map(|st| st.worst_second_share),
+        "node_minor_faults_per_s": p.faults.map(|f| f.per_s),
         "fsync_probe": p.disk.as_ref().map(|d| d.json("syncs")),
         "hiccup_probe": p.hiccup.as_ref().map(|h| {
             let mut json = h.json("samples");
