@@ -3,9 +3,9 @@
 //!
 //! A node that hands freed memory back to the kernel faults it in again later, zeroed, and on a VM
 //! that reports free pages to its host the host must back it again too. That cost does not show
-//! as any one stage's time; it showed here as 3,400-5,400 faults a second on four nodes before the
-//! allocator kept freed memory, and about 3 after (docs/CAPACITY.md, session 18). So every e2e run
-//! reports it beside the steal and the probes.
+//! as any one stage's time; it showed here as 3,400-5,600 faults a second on four nodes before the
+//! allocator kept freed memory, and 1-4 after in 18 of 19 samples, 257 in the other
+//! (docs/CAPACITY.md, session 18). So every e2e run reports it beside the steal and the probes.
 
 use std::time::Instant;
 

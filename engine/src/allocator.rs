@@ -5,12 +5,12 @@
 //! second after it is freed by default: it gives the pages back to the kernel, and the next
 //! allocation there faults them in again, zeroed. A node frees and allocates buffers of a megabyte
 //! or more (peer batch frames, requests, log records) dozens of times a second, so under load the
-//! purges came back as page faults: 3,400-5,400 a second on the four nodes of the issue's
+//! purges came back as page faults: 3,400-5,600 a second on the four nodes of the issue's
 //! benchmark, most of them on the dissemination threads. On a VM that reports free pages to its
 //! host (virtio-balloon free page reporting, as on this one) each purged page also goes back to
 //! the host, which must back it again on the next touch: about 100 MiB/s of it here. With purging
-//! off there were none (docs/CAPACITY.md, session 18). The price is that a process's resident
-//! memory stays at its peak heap.
+//! off there were 1-4 a second in 18 of 19 samples (docs/CAPACITY.md, session 18). The price is
+//! that a process's resident memory stays at its peak heap.
 //!
 //! mimalloc's own environment variable wins: an operator who wants freed memory returned sets
 //! `MIMALLOC_PURGE_DELAY` (milliseconds; `-1` never) and the process leaves it alone.
